@@ -1,0 +1,55 @@
+"""The environment nodes run in: data folders, device and dtype choices."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FOLDER_KINDS = ("input", "output", "temp")
+
+
+class UnsafePath(ValueError):
+    """A requested file lies outside the folder it must be in."""
+
+
+@dataclass
+class Env:
+    data_dir: Path
+    models_dir: Path
+    input_dir: Path
+    output_dir: Path
+    temp_dir: Path
+    device: str = "auto"  # auto: cuda when present, else cpu
+    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    extras: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | Path, models_dir: str | Path | None = None, **kwargs) -> "Env":
+        data = Path(data_dir).expanduser().resolve()
+        env = cls(data_dir=data, models_dir=Path(models_dir).expanduser().resolve() if models_dir else data / "models",
+                  input_dir=data / "input", output_dir=data / "output", temp_dir=data / "temp", **kwargs)
+        for folder in (env.models_dir, env.input_dir, env.output_dir, env.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return env
+
+    def folder(self, kind: str) -> Path:
+        if kind not in FOLDER_KINDS:
+            raise UnsafePath(f"unknown folder type {kind!r}: expected one of {', '.join(FOLDER_KINDS)}")
+        return getattr(self, f"{kind}_dir")
+
+    def safe_path(self, kind: str, filename: str, subfolder: str = "") -> Path:
+        """The path of `subfolder/filename` inside folder `kind`, refusing anything that resolves outside
+        it: `..`, absolute paths, and symlinks that point elsewhere."""
+        return safe_join(self.folder(kind), subfolder, filename)
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    root = Path(root).resolve()
+    for part in parts:
+        if not isinstance(part, str) or "\x00" in part or Path(part).is_absolute() or part.startswith(("/", "\\")):
+            raise UnsafePath(f"{part!r} is not a relative path")
+        if ".." in Path(part.replace("\\", "/")).parts:
+            raise UnsafePath(f"{part!r} leaves its folder")
+    path = root.joinpath(*[p for p in parts if p]).resolve()
+    if path != root and root not in path.parents:
+        raise UnsafePath("the path resolves outside its folder")
+    return path

@@ -1,0 +1,181 @@
+"""Validation of an API-format prompt: every problem found at once, in ComfyUI's response shape.
+
+    {"error": {type, message, details, extra_info},
+     "node_errors": {id: {"errors": [{type, message, details, extra_info}], "dependent_outputs", "class_type"}}}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .formats import is_link
+from .node import InputError
+from .plan import dependency_graph, find_cycles, needed_nodes, sort_key, topological_order
+from .registry import Registry
+
+
+@dataclass
+class Validation:
+    prompt: dict  # the prompt with every constant coerced to its declared type
+    outputs: list[str]  # output node ids, in id order
+    order: list[str] = field(default_factory=list)  # the plan: what the outputs need, topologically
+    error: dict | None = None
+    node_errors: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def response(self) -> dict:
+        """The body ComfyUI clients expect for a rejected prompt."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _title(prompt: dict, node_id: str) -> str:
+    node = prompt.get(node_id, {})
+    return f"#{node_id} {node.get('_meta', {}).get('title') or node.get('class_type', '?')}"
+
+
+class _Collector:
+    def __init__(self, prompt: dict):
+        self.prompt = prompt
+        self.node_errors: dict[str, dict] = {}
+
+    def add(self, node_id: str, kind: str, message: str, details: str = "", **extra) -> None:
+        entry = self.node_errors.setdefault(node_id, {
+            "errors": [], "dependent_outputs": [],
+            "class_type": self.prompt.get(node_id, {}).get("class_type")})
+        entry["errors"].append({"type": kind, "message": message, "details": details, "extra_info": extra})
+
+    def lines(self) -> list[str]:
+        return [f"{_title(self.prompt, nid)}: {e['message']}" + (f" ({e['details']})" if e["details"] else "")
+                for nid in sorted(self.node_errors, key=sort_key) for e in self.node_errors[nid]["errors"]]
+
+
+def _unwrap(value: Any) -> Any:
+    """The API format wraps literal lists as {"__value__": [...]} so they are not read as links."""
+    if isinstance(value, dict) and set(value) == {"__value__"}:
+        return value["__value__"]
+    return value
+
+
+def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_id: str,
+                 inp, value: Any, coerced: dict) -> None:
+    name, where = inp.name, f"input '{inp.name}'"
+    def info() -> dict:  # built only for an error: a Combo's spec may list a folder
+        return {"input_name": name, "input_config": inp.spec(env), "received_value": value}
+
+    if is_link(value):
+        src_id, slot = str(value[0]), value[1]
+        src = prompt.get(src_id)
+        if src is None:
+            errs.add(node_id, "bad_linked_input", f"{where} is linked to node {src_id}, which is not in the workflow",
+                     f"{name} <- [{src_id}, {slot}]", **info())
+            return
+        src_cls = registry.get(src["class_type"])
+        if src_cls is None:
+            return  # reported as an unknown type on the source node
+        if not 0 <= slot < len(src_cls.outputs):
+            errs.add(node_id, "bad_linked_input",
+                     f"{where} is linked to output {slot} of {_title(prompt, src_id)}, "
+                     f"which has {len(src_cls.outputs)} output(s)", f"{name} <- [{src_id}, {slot}]", **info())
+            return
+        out_type = src_cls.outputs[slot].type
+        accepted = {inp.type, "*"} | ({"STRING"} if inp.type == "COMBO" else set())
+        if out_type not in accepted and inp.type != "*":
+            errs.add(node_id, "return_type_mismatch",
+                     f"{where} expects {inp.type} but is linked to the {out_type} output "
+                     f"'{src_cls.outputs[slot].label}' of {_title(prompt, src_id)}",
+                     f"{name}: {out_type} -> {inp.type}", **info())
+        coerced[name] = [src_id, slot]
+        return
+    if not inp.is_widget:
+        errs.add(node_id, "invalid_input_type",
+                 f"{where} takes a link from a {inp.type} output, not a constant value", f"{name}: {inp.type}", **info())
+        return
+    try:
+        coerced[name] = inp.coerce(_unwrap(value), env)
+    except InputError as exc:
+        errs.add(node_id, exc.kind, f"{where}: {exc}", f"{name}: {inp.type}", **info())
+
+
+def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[str] | None = None) -> Validation:
+    """Check `prompt` (API format) against the node declarations.
+
+    `outputs` limits the run to those output nodes (default: every output node in the prompt).
+    """
+    errs = _Collector(prompt)
+    unknown = sorted({n["class_type"] for n in prompt.values() if n["class_type"] not in registry})
+    for node_id, node in prompt.items():
+        if node["class_type"] in unknown:
+            errs.add(node_id, "unknown_node_type", f"node type '{node['class_type']}' is not installed",
+                     node["class_type"])
+
+    if outputs is None:
+        outputs = [nid for nid, n in prompt.items()
+                   if (cls := registry.get(n["class_type"])) is not None and cls.output_node]
+    else:
+        for nid in outputs:
+            if nid not in prompt:
+                errs.add(nid, "bad_output", f"output node {nid} is not in the workflow")
+        outputs = [nid for nid in outputs if nid in prompt]
+    outputs = sorted(outputs, key=sort_key)
+
+    g = dependency_graph(prompt)
+    needed = needed_nodes(g, outputs)
+    normalized = {}
+    for node_id, node in prompt.items():
+        cls = registry.get(node["class_type"])
+        if cls is None or node_id not in needed:
+            normalized[node_id] = node
+            continue
+        given, coerced = node.get("inputs", {}), {}
+        for inp in cls.inputs.values():
+            if inp.name not in given or given[inp.name] is None:
+                if inp.optional:
+                    continue
+                if inp.is_widget and inp.has_default:  # e.g. a file saved before the input existed
+                    _check_input(errs, prompt, registry, env, node_id, inp, inp.default, coerced)
+                    continue
+                errs.add(node_id, "required_input_missing", f"required input '{inp.name}' ({inp.type}) is missing",
+                         inp.name, input_name=inp.name, input_config=inp.spec(env))
+                continue
+            _check_input(errs, prompt, registry, env, node_id, inp, given[inp.name], coerced)
+        constants = {k: v for k, v in coerced.items() if not is_link(v)}
+        if not any(e["extra_info"].get("input_name") for e in errs.node_errors.get(node_id, {}).get("errors", [])):
+            try:
+                problems = cls.check(env, **constants)
+            except Exception as exc:  # a custom check must not crash validation
+                problems = {"": f"{type(exc).__name__}: {exc}"}
+            for name, message in problems.items():
+                errs.add(node_id, "custom_validation_failed", f"input '{name}': {message}" if name else message,
+                         name, input_name=name, received_value=constants.get(name))
+        normalized[node_id] = {**node, "inputs": coerced}
+
+    cycles = find_cycles(g.subgraph(needed))
+    for cycle in cycles:
+        names = " -> ".join(_title(prompt, n) for n in cycle + cycle[:1])
+        for node_id in cycle:
+            errs.add(node_id, "dependency_cycle", f"node is part of a cycle: {names}", names, cycle=cycle)
+
+    error = None
+    if not outputs:
+        error = {"type": "prompt_no_outputs", "message": "Prompt has no outputs",
+                 "details": "add an output node (such as SaveImage or PreviewImage) so there is something to run",
+                 "extra_info": {}}
+    if errs.node_errors:
+        for node_id, entry in errs.node_errors.items():
+            deps = {node_id} | (nx.descendants(g, node_id) if node_id in g else set())
+            entry["dependent_outputs"] = sorted(set(outputs) & deps, key=sort_key)
+        lines = errs.lines()
+        message = "Prompt outputs failed validation"
+        if unknown:
+            message += "; node types not installed: " + ", ".join(unknown)
+        error = error or {"type": "prompt_outputs_failed_validation", "message": message,
+                          "details": "\n".join(lines), "extra_info": {}}
+        if error["type"] == "prompt_no_outputs":
+            error["details"] += "\n" + "\n".join(lines)
+    order = [] if cycles else topological_order(g, needed)
+    return Validation(prompt=normalized, outputs=outputs, order=order, error=error, node_errors=errs.node_errors)

@@ -1,0 +1,1 @@
+"""Loom's built-in nodes, one module per stage of Stable Diffusion."""
