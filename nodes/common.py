@@ -1,0 +1,44 @@
+"""What nodes share: device and dtype choice, and the IMAGE tensor convention.
+
+IMAGE: a float32 tensor (batch, height, width, channels) with values in 0..1, as in ComfyUI.
+Tensors stay on the device they were made on; only saving and previews move them to the CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def device_of(env) -> torch.device:
+    """`env.device`: 'auto' is CUDA when present, else CPU."""
+    name = getattr(env, "device", "auto") or "auto"
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def dtype_of(env, device: torch.device | None = None) -> torch.dtype:
+    """`env.dtype`: 'auto' is float16 on CUDA and float32 elsewhere."""
+    name = getattr(env, "dtype", "auto") or "auto"
+    if name == "auto":
+        return torch.float16 if (device or device_of(env)).type == "cuda" else torch.float32
+    try:
+        dtype = getattr(torch, name)
+    except AttributeError:
+        dtype = None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}: expected auto, float32, float16 or bfloat16")
+    return dtype
+
+
+def image_to_pil(image: torch.Tensor) -> list[Image.Image]:
+    """IMAGE (B, H, W, C) in 0..1 -> PIL images, rounding like diffusers' numpy_to_pil."""
+    array = (image.detach().float().cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
+
+
+def pil_to_image(pil: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
+    """PIL image -> IMAGE (1, H, W, 3) in 0..1."""
+    array = np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None].to(device)
