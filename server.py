@@ -1,7 +1,9 @@
 """Loom's server and command line.
 
     python server.py                     serve the API and the editor (see --help)
-    python server.py run WORKFLOW.json   run one workflow headless, with a progress bar
+    python server.py run WORKFLOW.json   run one workflow headless, with a progress bar (JSON or PNG)
+    python server.py workflow extract IMAGE.png [--out FILE]   the workflow a PNG carries
+    python server.py workflow check WORKFLOW                    what a shared workflow needs
 """
 from __future__ import annotations
 
@@ -27,7 +29,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run = sub.add_parser("run", help="run one workflow file headless")
     run.add_argument("workflow")
     run.add_argument("--out", default=None, help="folder for the images (default: DATA_DIR/output)")
+    add_workflow_commands(sub)
     return p.parse_args(argv)
+
+
+def add_workflow_commands(sub) -> None:
+    wf = sub.add_parser("workflow", help="workflow files: extract from a PNG, check what one needs")
+    actions = wf.add_subparsers(dest="action", required=True)
+    extract = actions.add_parser("extract", help="write the workflow a PNG made by Loom or ComfyUI carries")
+    extract.add_argument("image")
+    extract.add_argument("--out", default=None, help="file to write (default: standard output)")
+    extract.add_argument("--api", action="store_true", help="the API-format prompt instead of the editor workflow")
+    check = actions.add_parser("check", help="list the node types and models a workflow needs that are missing")
+    check.add_argument("workflow")
+
+
+def workflow_command(args: argparse.Namespace) -> int:
+    from graph import WorkflowError
+    from graph.workflow_cli import check_workflow, extract_workflow
+
+    try:
+        if args.action == "extract":
+            return extract_workflow(args.image, args.out, args.api)
+        return check_workflow(make_loom(args), args.workflow)
+    except WorkflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def make_loom(args: argparse.Namespace, output_dir: str | None = None):
@@ -68,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "run":
         return run_command(args)
+    if args.command == "workflow":
+        return workflow_command(args)
     print("the HTTP server is not built yet; use `python server.py run WORKFLOW.json`", file=sys.stderr)
     return 0
 

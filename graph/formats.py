@@ -1,21 +1,37 @@
-"""Workflow formats: the API format the executor runs, and the editor (litegraph) format it is made from.
+"""Workflow formats: the API format the executor runs, and everything it is made from.
 
 API format:    {id: {"class_type": str, "inputs": {name: literal | [src_id, slot]}, "_meta": {"title"}}}
-Editor format: {"nodes": [...], "links": [...], "groups", "extra", "version"} as litegraph serialises it.
+Editor format: {"nodes": [...], "links": [...], "groups", "extra", "version"} as litegraph serialises it,
+               in any shape `graph.workflow` migrates (Loom file, litegraph 0.4 or version 1).
+Request body:  {"prompt": <API format>, "extra_data": {"extra_pnginfo": {"workflow": <editor format>}}},
+               what /prompt receives and what a PNG made by Loom or ComfyUI carries.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 from .registry import Registry
+from .workflow import WorkflowError, canonical, check, is_editor, kind_of
 
 UI_ONLY_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 MODE_MUTED, MODE_BYPASS = 2, 4
 
+__all__ = ["Loaded", "WorkflowError", "editor_to_api", "is_editor_format", "is_link", "load", "to_api"]
 
-class WorkflowError(ValueError):
-    """A workflow that cannot be read at all (not one of the two formats, or malformed)."""
+
+@dataclass
+class Loaded:
+    """A workflow read into what runs: the API prompt, and the editor workflow (canonical Loom
+    format) when there is one, which is what saved images carry."""
+
+    kind: str  # see graph.workflow.KINDS
+    prompt: dict
+    workflow: dict | None = None
+    extra_data: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def is_link(value: Any) -> bool:
@@ -25,24 +41,40 @@ def is_link(value: Any) -> bool:
 
 
 def is_editor_format(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
+    """An editor workflow of any version (not an API prompt or a request body)."""
+    return is_editor(data)
+
+
+def load(data: Any, registry: Registry) -> Loaded:
+    """Read any accepted shape; raise WorkflowError, naming what is wrong and where, if it is none."""
+    kind = kind_of(data)
+    if kind == "api":
+        return Loaded(kind, _api_prompt(data))
+    if kind == "request":
+        check(data, kind)
+        extra = copy.deepcopy(data.get("extra_data") or {})
+        loaded = Loaded(kind, _api_prompt(data["prompt"]), extra_data=extra)
+        workflow = (extra.get("extra_pnginfo") or {}).get("workflow")
+        if workflow is not None:
+            try:  # the prompt is what runs; a workflow we cannot read only loses its embedding
+                loaded.workflow = canonical(workflow)
+                extra["extra_pnginfo"]["workflow"] = loaded.workflow
+            except WorkflowError as exc:
+                loaded.warnings.append(f"the embedded editor workflow was not kept: {exc}")
+        return loaded
+    workflow = canonical(data)
+    return Loaded(kind, _editor_prompt(workflow, registry), workflow)
 
 
 def to_api(data: Any, registry: Registry) -> dict:
-    """Return the API-format prompt for either format; raise WorkflowError if it is neither."""
-    if is_editor_format(data):
-        return editor_to_api(data, registry)
-    if not isinstance(data, dict):
-        raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}")
+    """Return the API-format prompt for any accepted shape; raise WorkflowError if it is none."""
+    return load(data, registry).prompt
+
+
+def _api_prompt(data: dict) -> dict:
     if not data:
-        raise WorkflowError("the workflow has no nodes")
-    for node_id, node in data.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise WorkflowError(
-                f"node {node_id!r} is not of the API format {{'class_type': ..., 'inputs': {{...}}}} "
-                "and the workflow is not of the editor format (no 'nodes' list)")
-        if not isinstance(node.get("inputs", {}), dict):
-            raise WorkflowError(f"node {node_id!r}: 'inputs' must be an object")
+        raise WorkflowError("the workflow is empty: it has no nodes")
+    check(data, "api")
     return {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {})),
                      **({"_meta": v["_meta"]} if isinstance(v.get("_meta"), dict) else {})}
             for k, v in data.items()}
@@ -83,6 +115,12 @@ def _widget_values(node: dict, names: list[str], cls) -> dict:
 
 
 def editor_to_api(data: dict, registry: Registry) -> dict:
+    """The API prompt of an editor workflow of any version."""
+    return _editor_prompt(canonical(data), registry)
+
+
+def _editor_prompt(data: dict, registry: Registry) -> dict:
+    """The API prompt of a canonical (schema-checked) editor workflow."""
     nodes = {}
     for node in data["nodes"]:
         if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
@@ -108,8 +146,8 @@ def editor_to_api(data: dict, registry: Registry) -> dict:
         if origin["type"] == "Reroute":
             return resolve(input_link(origin, 0), seen + (link_id,))
         if origin["type"] == "PrimitiveNode":
-            values = origin.get("widgets_values") or []
-            return ("value", values[0]) if values else None
+            values = origin.get("widgets_values")
+            return ("value", values[0]) if isinstance(values, list) and values else None
         if origin.get("mode") == MODE_BYPASS:
             outputs = origin.get("outputs") or []
             wanted = outputs[origin_slot].get("type") if origin_slot < len(outputs) else None

@@ -197,6 +197,7 @@ class Combo(Input):
     choices: Sequence[str] | Callable[[Any], Sequence[str]] = ()
     default: str | None = None
     image_upload: bool = False  # the editor shows an upload button (LoadImage)
+    model: bool = False  # the value names a file or folder of the models folder (see graph.models)
     type: str = field(default="COMBO", init=False)
 
     def choices_for(self, env=None) -> list[str]:

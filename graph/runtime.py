@@ -1,4 +1,4 @@
-"""Headless use: load a workflow (either format), validate it, run it, find its images.
+"""Headless use: load a workflow (any format, JSON or PNG), check it, run it, find its images.
 
 The server and the command line both go through `Loom`; nothing about running a workflow lives
 in `server.py`.
@@ -10,6 +10,7 @@ in `server.py`.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,14 @@ from typing import Any
 from .cache import Cache
 from .env import Env
 from .executor import Emit, Executor, RunResult
-from .formats import WorkflowError, is_editor_format, to_api
+from .formats import Loaded, WorkflowError, load
+from .models import ModelStore
+from .pngmeta import is_png, workflow_from_png
+from .preflight import Preflight, model_references, preflight
 from .registry import Registry
 from .validate import Validation, validate
+
+log = logging.getLogger(__name__)
 
 
 class ValidationFailed(ValueError):
@@ -35,12 +41,45 @@ def invalid_workflow(message: str) -> Validation:
 
 
 def read_workflow_file(path: str | Path) -> Any:
-    """The JSON of a workflow file."""
+    """The workflow in a file: JSON of any accepted shape, or a PNG made by Loom or ComfyUI (its
+    `prompt` and `workflow` chunks, as the request body {prompt, extra_data} that /prompt takes)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkflowError(f"cannot read {path.name}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkflowError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if is_png(data):
+        return workflow_from_png(data, path.name)
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise WorkflowError(f"{path.name} is neither a JSON workflow nor a PNG: {exc}") from None
+
+
+def add_preflight(validation: Validation, report: Preflight) -> None:
+    """File the report's missing models on the nodes naming them and put its lines first in the
+    error details, so one response lists everything a shared workflow needs."""
+    for check in report.missing_models:
+        for node_id in check.nodes:
+            entry = validation.node_errors.setdefault(node_id, {
+                "errors": [], "dependent_outputs": [],
+                "class_type": validation.prompt.get(node_id, {}).get("class_type")})
+            entry["errors"].append({"type": "model_not_found", "message": check.line(), "details": check.name,
+                                    "extra_info": {"model": check.name, "sha256": check.sha256,
+                                                   "found_as": check.found_as}})
+    lines = report.lines()
+    if not lines:
+        return
+    if validation.error is None and any(c.nodes for c in report.missing_models):
+        validation.error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                            "details": "", "extra_info": {}}
+    if validation.error is not None:
+        missing = [c.name for c in report.missing_models]
+        if missing:
+            validation.error["message"] += "; models not found: " + ", ".join(missing)
+        validation.error["details"] = "\n".join(["Pre-flight:"] + [f"- {line}" for line in lines]
+                                                + ([validation.error["details"]] if validation.error["details"] else []))
+        validation.error["extra_info"]["preflight"] = report.as_dict()
 
 
 class Loom:
@@ -54,27 +93,65 @@ class Loom:
             if custom_nodes:
                 registry.add_folder(custom_nodes)
         self.registry = registry
+        self.models = ModelStore(env.models_dir, env.data_dir / "cache" / "model-hashes.json")
         self.executor = Executor(registry, env, Cache(cache_bytes), verbose_errors=verbose_errors)
 
-    def validate(self, workflow: Any, outputs: list[str] | None = None) -> Validation:
-        """Validate a workflow of either format; a malformed one gives an `invalid_prompt` error."""
+    def load(self, workflow: Any) -> Loaded:
+        """Read a workflow of any accepted shape (raises WorkflowError)."""
         try:
-            prompt = to_api(workflow, self.registry)
+            return load(workflow, self.registry)
+        except RecursionError:
+            raise WorkflowError("the workflow is nested too deeply to be a workflow") from None
+
+    def preflight(self, workflow: Any) -> Preflight:
+        """What a workflow needs that is not here: node types and models (raises WorkflowError)."""
+        return preflight(workflow if isinstance(workflow, Loaded) else self.load(workflow), self.registry, self.models)
+
+    def validate(self, workflow: Any, outputs: list[str] | None = None) -> Validation:
+        """Validate a workflow of any format; a malformed one gives an `invalid_prompt` error. The
+        pre-flight report (missing node types and models) is part of the result."""
+        try:
+            loaded = self.load(workflow)
         except WorkflowError as exc:
             return invalid_workflow(str(exc))
-        return validate(prompt, self.registry, self.env, outputs)
+        validation = validate(loaded.prompt, self.registry, self.env, outputs)
+        validation.loaded, validation.preflight = loaded, self.preflight(loaded)
+        add_preflight(validation, validation.preflight)
+        return validation
 
     def run(self, workflow: Any, emit: Emit | None = None, interrupt=None, extra_data: dict | None = None,
             prompt_id: str | None = None, previews: bool = False) -> RunResult:
-        """Validate and run; raises ValidationFailed for an invalid workflow. An editor-format workflow
-        is also kept as the `workflow` the saved images carry."""
+        """Validate and run; raises ValidationFailed for an invalid workflow. The editor workflow, when
+        there is one, is what the saved images carry (as a Loom file naming its models)."""
         validation = workflow if isinstance(workflow, Validation) else self.validate(workflow)
         if not validation.ok:
             raise ValidationFailed(validation)
-        extra = dict(extra_data or {})
-        if is_editor_format(workflow):
-            extra.setdefault("extra_pnginfo", {}).setdefault("workflow", workflow)
+        loaded = validation.loaded
+        extra = dict(loaded.extra_data) if loaded else {}
+        if loaded and loaded.workflow:
+            try:
+                workflow = self.save(loaded)
+            except OSError as exc:  # an unreadable model fails its node, not the embedding
+                log.warning("cannot hash the models of the workflow: %s", exc)
+                workflow = loaded.workflow
+            extra["extra_pnginfo"] = {**extra.get("extra_pnginfo", {}), "workflow": workflow}
+        extra.update(extra_data or {})  # what the caller posted wins, as in ComfyUI
         return self.executor.run(validation, prompt_id or str(uuid.uuid4()), emit, interrupt, extra, previews)
+
+    def save(self, workflow: Any) -> dict:
+        """The workflow as a Loom file (format version 1) whose `models` list names every model it
+        references with its sha256 (hashes are cached, so this reads a model file once)."""
+        loaded = workflow if isinstance(workflow, Loaded) else self.load(workflow)
+        if loaded.workflow is None:
+            raise WorkflowError("an API-format prompt has no editor layout to save; save it from the editor")
+        models = []
+        for check in model_references(loaded, self.registry).values():
+            path = self.models.path_of(check.name, check.directory)
+            entry = {"name": check.name, "sha256": self.models.sha256(path) if path else check.sha256}
+            if check.directory:
+                entry["directory"] = check.directory
+            models.append(entry)
+        return {**loaded.workflow, "models": models}
 
     def run_file(self, path: str | Path, **kwargs) -> RunResult:
         return self.run(read_workflow_file(path), **kwargs)

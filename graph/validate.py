@@ -23,6 +23,8 @@ class Validation:
     order: list[str] = field(default_factory=list)  # the plan: what the outputs need, topologically
     error: dict | None = None
     node_errors: dict = field(default_factory=dict)
+    loaded: Any = None  # graph.formats.Loaded: what the prompt was read from (set by Loom.validate)
+    preflight: Any = None  # graph.preflight.Preflight: missing node types and models
 
     @property
     def ok(self) -> bool:
