@@ -49,11 +49,11 @@ def load(data: Any, registry: Registry) -> Loaded:
     """Read any accepted shape; raise WorkflowError, naming what is wrong and where, if it is none."""
     kind = kind_of(data)
     if kind == "api":
-        return Loaded(kind, _api_prompt(data))
+        return Loaded(kind, _api_prompt(data, registry))
     if kind == "request":
         check(data, kind)
         extra = copy.deepcopy(data.get("extra_data") or {})
-        loaded = Loaded(kind, _api_prompt(data["prompt"]), extra_data=extra)
+        loaded = Loaded(kind, _api_prompt(data["prompt"], registry), extra_data=extra)
         workflow = (extra.get("extra_pnginfo") or {}).get("workflow")
         if workflow is not None:
             try:  # the prompt is what runs; a workflow we cannot read only loses its embedding
@@ -71,13 +71,21 @@ def to_api(data: Any, registry: Registry) -> dict:
     return load(data, registry).prompt
 
 
-def _api_prompt(data: dict) -> dict:
+def _api_prompt(data: dict, registry: Registry) -> dict:
     if not data:
         raise WorkflowError("the workflow is empty: it has no nodes")
     check(data, "api")
-    return {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {})),
+    return {str(k): {"class_type": v["class_type"], "inputs": _renamed(v["class_type"], v.get("inputs", {}), registry),
                      **({"_meta": v["_meta"]} if isinstance(v.get("_meta"), dict) else {})}
             for k, v in data.items()}
+
+
+def _renamed(class_type: str, inputs: dict, registry: Registry) -> dict:
+    """Inputs under the node's own names: an alias (e.g. ComfyUI's) is renamed unless the real name
+    is given too."""
+    cls = registry.get(class_type)
+    aliases = cls.input_aliases if cls else {}
+    return {aliases[k] if k in aliases and aliases[k] not in inputs else k: v for k, v in inputs.items()}
 
 
 def _links_by_id(data: dict) -> dict[int, tuple]:
@@ -169,7 +177,7 @@ def _editor_prompt(data: dict, registry: Registry) -> dict:
             found = resolve(inp["link"])
             if found is not None:
                 inputs[inp["name"]] = found[1]
-        entry = {"class_type": node["type"], "inputs": inputs}
+        entry = {"class_type": node["type"], "inputs": _renamed(node["type"], inputs, registry)}
         if node.get("title"):
             entry["_meta"] = {"title": node["title"]}
         prompt[str(node_id)] = entry

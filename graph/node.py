@@ -248,6 +248,9 @@ class Node:
     output_node: ClassVar[bool] = False  # a result the user asked for (saved or shown)
     idempotent: ClassVar[bool] = True  # False: run every time, never served from the cache
     inputs: ClassVar[dict[str, Input]] = {}
+    # Other names an input is known by in workflows from elsewhere (ComfyUI's VAEDecode calls its
+    # latent input `samples`): alias -> input name. Loading renames them (graph.formats).
+    input_aliases: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -37,6 +37,7 @@ class LoadModel(Node):
 class Join(Node):
     a = In("STRING")
     b = String("")
+    input_aliases = {"first": "a"}
     outputs = (Out("STRING", "text"),)
 
     def run(self, ctx):
@@ -165,6 +166,18 @@ def test_run_embeds_the_saved_workflow(loom):
     loom.executor.cache.clear()
     loom.run(model_workflow(), extra_data={"extra_pnginfo": {"workflow": {"posted": True}}})
     assert SEEN_EXTRA[0]["extra_pnginfo"]["workflow"] == {"posted": True}  # what a client posts wins
+
+
+def test_input_aliases_are_renamed_in_both_formats(registry):
+    api = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+           "2": {"class_type": "Join", "inputs": {"first": ["1", 0], "b": "x"}},
+           "3": {"class_type": "Join", "inputs": {"first": ["1", 0], "a": ["2", 0]}}}  # the real name wins
+    prompt = to_api(api, registry)
+    assert prompt["2"]["inputs"] == {"a": ["1", 0], "b": "x"}
+    assert prompt["3"]["inputs"] == {"first": ["1", 0], "a": ["2", 0]}
+    wf = model_workflow()
+    wf["nodes"][-2]["inputs"][0]["name"] = "first"
+    assert to_api(wf, registry)["21"]["inputs"] == {"a": ["20", 0], "b": "!"}
 
 
 # --- pre-flight ---------------------------------------------------------------------------------
