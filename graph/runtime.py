@@ -19,6 +19,7 @@ from .cache import Cache
 from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
+from .workflow import is_editor
 from .models import ModelStore
 from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
@@ -127,16 +128,24 @@ class Loom:
         if not validation.ok:
             raise ValidationFailed(validation)
         loaded = validation.loaded
-        extra = dict(loaded.extra_data) if loaded else {}
-        if loaded and loaded.workflow:
-            try:
-                workflow = self.save(loaded)
-            except OSError as exc:  # an unreadable model fails its node, not the embedding
-                log.warning("cannot hash the models of the workflow: %s", exc)
-                workflow = loaded.workflow
-            extra["extra_pnginfo"] = {**extra.get("extra_pnginfo", {}), "workflow": workflow}
-        extra.update(extra_data or {})  # what the caller posted wins, as in ComfyUI
+        extra = {**(loaded.extra_data if loaded else {}), **(extra_data or {})}  # what the caller posts wins
+        pnginfo = extra.get("extra_pnginfo", {})
+        if isinstance(pnginfo, dict):
+            workflow = pnginfo.get("workflow", loaded.workflow if loaded else None)
+            if workflow is not None:
+                extra["extra_pnginfo"] = {**pnginfo, "workflow": self._embeddable(workflow, loaded)}
         return self.executor.run(validation, prompt_id or str(uuid.uuid4()), emit, interrupt, extra, previews)
+
+    def _embeddable(self, workflow: Any, loaded: Loaded | None) -> Any:
+        """An editor workflow as images carry it: a Loom file naming its models. Anything else (or
+        one that cannot be read, or whose models cannot be hashed) is carried as it is."""
+        try:
+            if loaded is not None and workflow is loaded.workflow:
+                return self.save(loaded)
+            return self.save(workflow) if is_editor(workflow) else workflow
+        except (WorkflowError, OSError, RecursionError) as exc:
+            log.warning("the workflow is embedded as it was given: %s", exc)
+            return workflow
 
     def save(self, workflow: Any) -> dict:
         """The workflow as a Loom file (format version 1) whose `models` list names every model it

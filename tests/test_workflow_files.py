@@ -166,6 +166,10 @@ def test_run_embeds_the_saved_workflow(loom):
     loom.executor.cache.clear()
     loom.run(model_workflow(), extra_data={"extra_pnginfo": {"workflow": {"posted": True}}})
     assert SEEN_EXTRA[0]["extra_pnginfo"]["workflow"] == {"posted": True}  # what a client posts wins
+    SEEN_EXTRA.clear()
+    loom.executor.cache.clear()
+    loom.run(loom.load(model_workflow()).prompt, extra_data={"extra_pnginfo": {"workflow": model_workflow()}})
+    assert SEEN_EXTRA[0]["extra_pnginfo"]["workflow"] == loom.save(model_workflow())  # a posted editor workflow becomes a Loom file
 
 
 def test_input_aliases_are_renamed_in_both_formats(registry):
