@@ -95,8 +95,8 @@ def canonical(data: Any) -> dict:
 
 
 def dumps(workflow: dict) -> str:
-    """Stable text of a canonical workflow: keys in a fixed order, for diffs and hashing."""
-    return json.dumps(workflow, indent=1, ensure_ascii=False, allow_nan=False)
+    """The text of a canonical workflow file: indented, for diffs."""
+    return json.dumps(workflow, indent=1, ensure_ascii=False)
 
 
 # --- migration ----------------------------------------------------------------------------------
