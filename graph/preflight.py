@@ -38,8 +38,9 @@ class ModelCheck:
         if self.status == "missing":
             hint = f"; the same file is here as '{self.found_as}'" if self.found_as else ""
             return f"model '{self.name}'{sha} is not in the models folder{used}{hint}"
+        hint = f"; the file the workflow names is here as '{self.found_as}'" if self.found_as else ""
         return (f"model '{self.name}' is in the models folder but its sha256 is {self.actual_sha256[:12]}…, "
-                f"not {self.sha256[:12]}… as the workflow says: it is another file{used}")
+                f"not {self.sha256[:12]}… as the workflow says: it is another file{used}{hint}")
 
 
 @dataclass
@@ -133,6 +134,8 @@ def _locate(check: ModelCheck, store: ModelStore, check_hashes: bool) -> None:
         check.actual_sha256 = store.sha256(path)
         if check.actual_sha256 != check.sha256:
             check.status = "different"
+            found = store.find_by_sha256(check.sha256)
+            check.found_as = store.relative_name(found) if found else None
 
 
 def _subgraph_names(workflow: dict | None) -> dict[str, str]:

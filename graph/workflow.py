@@ -165,7 +165,7 @@ def _models(wf: dict) -> list[dict]:
     models: dict[str, dict] = {}
     for entry in entries:
         sha = entry.get("sha256")
-        if sha is None and isinstance(entry.get("hash"), str) and entry.get("hash_type", "sha256") == "sha256":
+        if sha is None and isinstance(entry.get("hash"), str) and str(entry.get("hash_type", "sha256")).lower() == "sha256":
             sha = entry["hash"]
         sha = sha.lower() if isinstance(sha, str) and SHA256.match(sha.lower()) else None
         model = {"name": entry["name"], "sha256": sha}

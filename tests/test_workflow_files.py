@@ -195,6 +195,7 @@ def test_preflight_reports_every_missing_node_type_and_model_at_once(loom):
         {"id": 33, "type": "FancyUpscale", "inputs": [], "mode": 2, "widgets_values": ["muted.pt"]},
     ]
     (loom.env.models_dir / "changed.bin").write_bytes(b"new content")
+    (loom.env.models_dir / "changed-v1.bin").write_bytes(b"old content")
     wf["models"] = [{"name": "renamed.safetensors", "sha256": sha(b"alpha weights")},
                     {"name": "changed.bin", "sha256": sha(b"old content")},
                     {"name": "tiny", "sha256": "0" * 64}]
@@ -205,12 +206,13 @@ def test_preflight_reports_every_missing_node_type_and_model_at_once(loom):
     assert status == {"renamed.safetensors": ("missing", ["20"], "alpha.safetensors"),
                       "lora_x.safetensors": ("missing", ["30"], None),
                       "other.ckpt": ("missing", ["31"], None),
-                      "changed.bin": ("different", [], None),
+                      "changed.bin": ("different", [], "changed-v1.bin"),
                       "tiny": ("different", [], None)}
     details = v.error["details"]
     for needle in ("'FancyUpscale' is not installed (node 32)", "'ImpactWildcard' is not installed (nodes 30, 31)",
                    "'renamed.safetensors'", "here as 'alpha.safetensors'", "'lora_x.safetensors'", "'other.ckpt'",
-                   "'changed.bin' is in the models folder but its sha256"):
+                   "'changed.bin' is in the models folder but its sha256",
+                   "the file the workflow names is here as 'changed-v1.bin'"):
         assert needle in details
     assert "models not found: renamed.safetensors, lora_x.safetensors, other.ckpt" in v.error["message"]
     assert [e["type"] for e in v.node_errors["20"]["errors"]] == ["value_not_in_list", "model_not_found"]
