@@ -46,6 +46,12 @@ def randn(shape: tuple, gens: list[torch.Generator], device, dtype) -> torch.Ten
     return randn_tensor(shape, generator=gens, device=device, dtype=dtype)
 
 
+def _repeat(x: torch.Tensor, times: int) -> torch.Tensor:
+    # No copy when not needed: a copy changes the memory layout (the VAE's output is channels-last
+    # strided), and the UNet's convolutions round differently on another layout.
+    return x if times == 1 else x.repeat_interleave(times, 0)
+
+
 class MakeNoiseLatents(Node):
     """Starting latents: seeded noise that the sampler adds at its first step. Alone, for txt2img
     (empty latents of width x height); with `image` (VAEEncode's latents), for img2img: the image's
@@ -86,8 +92,8 @@ class MakeNoiseLatents(Node):
                              f"{count} images given")
         dist = image.get("dist")
         if dist is None:  # latents without a distribution are used as they are
-            return image["samples"].repeat_interleave(self.batch_size // count, 0)
-        mean, std = (dist[k].repeat_interleave(self.batch_size // count, 0) for k in ("mean", "std"))
+            return _repeat(image["samples"], self.batch_size // count)
+        mean, std = (_repeat(dist[k], self.batch_size // count) for k in ("mean", "std"))
         # As DiagonalGaussianDistribution.sample, then the pipeline's scaling.
         sample = mean + std * randn(tuple(mean.shape), gens, mean.device, mean.dtype)
         return dist["scaling_factor"] * sample

@@ -61,7 +61,7 @@ class SchedulerSpec:
         scheduler = cls.from_config(config)
         scheduler.set_timesteps(self.steps, device=device)
         if self.strength < 1.0:
-            scheduler.set_begin_index(self.skipped * scheduler.order)
+            start_at(scheduler, self.offset(scheduler))
         return scheduler
 
     def offset(self, scheduler) -> int:

@@ -146,6 +146,15 @@ def _load(model, state: dict, what: str, allowed_missing: tuple = ()):
     return model
 
 
+def _place(model, device, dtype):
+    import torch
+
+    model = model.to(device)
+    if dtype != torch.float32:  # built in float32; cast only when asked (diffusers warns on any cast)
+        model = model.to(dtype)
+    return model.eval()
+
+
 def load_single_file(path: Path, device, dtype) -> tuple:
     """(tokenizer, text_encoder, unet, vae, scheduler config) from one LDM-layout checkpoint."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -172,7 +181,7 @@ def load_single_file(path: Path, device, dtype) -> tuple:
     if not hasattr(text_encoder, "text_model"):  # transformers >= 5 flattened CLIPTextModel
         clip_state = {k.removeprefix("text_model."): v for k, v in clip_state.items()}
     _load(text_encoder, clip_state, "CLIP text encoder", allowed_missing=("position_ids",))
-    models = [m.to(device=device, dtype=dtype).eval() for m in (text_encoder, unet, vae)]
+    models = [_place(m, device, dtype) for m in (text_encoder, unet, vae)]
     return (tokenizer, *models, sd1_scheduler_config())
 
 
