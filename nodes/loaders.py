@@ -88,7 +88,8 @@ def scheduler_config(raw: dict) -> dict:
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
         raise ValueError(f"unknown scheduler class {name!r}")
-    return {**dict(cls.from_config(raw).config), "_class_name": name}
+    config = {k: v for k, v in cls.from_config(raw).config.items() if k != "_diffusers_version"}
+    return {**config, "_class_name": name}
 
 
 class LoadCheckpoint(Node):

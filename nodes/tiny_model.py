@@ -12,6 +12,7 @@ vocabulary is small (TINY_VOCAB_SIZE entries) and reproducible.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -52,10 +53,11 @@ SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linea
 TINY_MERGES = 486  # 512 byte symbols + 486 merges + 2 specials = 1000 entries
 
 
-def tiny_merges() -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1)
+def tiny_merges() -> tuple[tuple[str, str], ...]:
     from .clip_bpe import train_merges
 
-    return train_merges(WORDS, TINY_MERGES)
+    return tuple(train_merges(WORDS, TINY_MERGES))
 
 
 def tiny_tokenizer():
