@@ -72,9 +72,9 @@ def load_diffusers_folder(path: Path, device, dtype) -> tuple:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype).to(device).eval()
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype).to(device).eval()
+    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", dtype=dtype).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval()
     config = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     return tokenizer, text_encoder, unet, vae, config
 
