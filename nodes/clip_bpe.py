@@ -21,17 +21,19 @@ SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 REAL_CLIP_VOCAB_SIZE = 49408
 
 
-def byte_symbols() -> list[str]:
-    """The 256 printable characters byte-level BPE uses for the bytes 0..255 (GPT-2's table)."""
+def byte_table() -> dict[int, str]:
+    """byte -> the printable character byte-level BPE uses for it (GPT-2/CLIP's table): printable
+    bytes stand for themselves, the others get characters from 256 up, in byte order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
+    table = {b: chr(b) for b in printable}
+    for n, b in enumerate(b for b in range(256) if b not in table):
+        table[b] = chr(256 + n)
+    return table
+
+
+def byte_symbols() -> list[str]:
+    """The 256 byte symbols in CLIP's vocabulary order: printable bytes first, then the others."""
+    return list(byte_table().values())
 
 
 def vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
@@ -41,7 +43,7 @@ def vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def _word_symbols(word: str) -> tuple[str, ...]:
-    table = byte_symbols()
+    table = byte_table()
     chars = [table[b] for b in word.encode("utf-8")]
     return tuple(chars[:-1]) + (chars[-1] + END,)
 

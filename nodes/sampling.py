@@ -167,7 +167,7 @@ class UNetStep(Node):
 
     def run(self, ctx):
         return denoise(self.unet, self.scheduler, self.latents, self.positive, self.negative,
-                       self.guidance_scale, self.step, self.step + 1)
+                       self.guidance_scale, self.step, self.step + 1, progress=ctx.progress)
 
 
 class Sample(Node):

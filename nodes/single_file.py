@@ -123,15 +123,15 @@ def tokenizer_for(vocab_size: int, max_length: int):
     from .clip_bpe import REAL_CLIP_VOCAB_SIZE, make_tokenizer, real_clip_merges
     from .tiny_model import tiny_merges
 
-    merges = tiny_merges()
-    if vocab_size == 2 * 256 + len(merges) + 2:
-        return make_tokenizer(merges, max_length)
     if vocab_size == REAL_CLIP_VOCAB_SIZE:
         merges = real_clip_merges()
         if merges is None:
             raise CheckpointError("this checkpoint needs OpenAI CLIP's BPE merges (bpe_simple_vocab_16e6.txt.gz); "
                                   "install them with `pip install --no-deps open_clip_torch`, or use a diffusers "
                                   "folder, which carries its tokenizer")
+        return make_tokenizer(merges, max_length)
+    merges = tiny_merges()
+    if vocab_size == 2 * 256 + len(merges) + 2:
         return make_tokenizer(merges, max_length)
     raise CheckpointError(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")
 

@@ -51,7 +51,11 @@ def pipeline_scheduler(config, kind: str):
 
     classes = {"ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
                "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-               "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2})}
+               "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+               "dpmpp_2m_karras": ("DPMSolverMultistepScheduler",
+                                   {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+               "ddpm": ("DDPMScheduler", {}), "lms": ("LMSDiscreteScheduler", {}), "heun": ("HeunDiscreteScheduler", {}),
+               "unipc": ("UniPCMultistepScheduler", {})}
     name, extra = classes[kind]
     return getattr(diffusers, name).from_config(config, **extra)
 

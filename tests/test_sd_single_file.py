@@ -126,3 +126,18 @@ def test_not_a_checkpoint_is_a_clear_error(loom):
     result = loom.run(validation)
     assert result.status == "error" and result.error["node_type"] == "LoadCheckpoint"
     assert "lora.safetensors holds no UNet" in result.error["exception_message"]
+
+
+def test_real_size_clip_vocabulary_uses_openai_merges():
+    """A 49408-entry CLIP (real SD 1.x) gets OpenAI CLIP's BPE, read from open_clip's merges file
+    (installed by setup.sh with --no-deps); ids as CLIP's own tokenizer gives them."""
+    from nodes.clip_bpe import real_clip_merges_file
+    from nodes.single_file import tokenizer_for
+
+    if real_clip_merges_file() is None:
+        pytest.skip("open_clip_torch is not installed (setup.sh installs it)")
+    tokenizer = tokenizer_for(49408, 77)
+    assert len(tokenizer) == 49408
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    padded = tokenizer("a cat", padding="max_length", max_length=77, truncation=True).input_ids
+    assert len(padded) == 77 and padded[:4] == [49406, 320, 2368, 49407] and set(padded[4:]) == {49407}
