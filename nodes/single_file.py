@@ -136,8 +136,17 @@ def tokenizer_for(vocab_size: int, max_length: int):
     raise CheckpointError(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")
 
 
-def _load(model, state: dict, what: str, allowed_missing: tuple = ()):
-    result = model.load_state_dict(state, strict=False)
+def _build(cls, config: dict):
+    """A diffusers model without random initialisation (on the meta device): every weight comes
+    from the checkpoint (loaded with assign=True), and these models have no buffers of their own."""
+    import torch
+
+    with torch.device("meta"):
+        return cls(**config)
+
+
+def _load(model, state: dict, what: str, allowed_missing: tuple = (), assign: bool = False):
+    result = model.load_state_dict(state, strict=False, assign=assign)
     missing = [k for k in result.missing_keys if not k.endswith(allowed_missing)]
     unexpected = [k for k in result.unexpected_keys if not k.endswith(allowed_missing)]
     if missing or unexpected:
@@ -147,10 +156,8 @@ def _load(model, state: dict, what: str, allowed_missing: tuple = ()):
 
 
 def _place(model, device, dtype):
-    import torch
-
     model = model.to(device)
-    if dtype != torch.float32:  # built in float32; cast only when asked (diffusers warns on any cast)
+    if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
     return model.eval()
 
@@ -171,8 +178,9 @@ def load_single_file(path: Path, device, dtype) -> tuple:
     except KeyError as exc:
         raise CheckpointError(f"{path.name}: expected tensor {exc} of the SD 1.x layout is missing") from None
 
-    unet = _load(UNet2DConditionModel(**u_config), convert_ldm_unet_checkpoint(sd, u_config), "UNet")
-    vae = _load(AutoencoderKL(**v_config), convert_ldm_vae_checkpoint(sd, v_config), "VAE")
+    unet = _load(_build(UNet2DConditionModel, u_config), convert_ldm_unet_checkpoint(sd, u_config), "UNet",
+                 assign=True)
+    vae = _load(_build(AutoencoderKL, v_config), convert_ldm_vae_checkpoint(sd, v_config), "VAE", assign=True)
     tokenizer = tokenizer_for(c_config["vocab_size"], c_config["max_position_embeddings"])
     text_encoder = CLIPTextModel(CLIPTextConfig(**c_config, bos_token_id=tokenizer.bos_token_id,
                                                 eos_token_id=tokenizer.eos_token_id,

@@ -141,3 +141,18 @@ def test_real_size_clip_vocabulary_uses_openai_merges():
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     padded = tokenizer("a cat", padding="max_length", max_length=77, truncation=True).input_ids
     assert len(padded) == 77 and padded[:4] == [49406, 320, 2368, 49407] and set(padded[4:]) == {49407}
+
+
+def test_half_precision_file_loads_in_the_asked_dtype(loom, tmp_path):
+    """Weights are cast to the environment's dtype whatever the file holds (fp16 files are common)."""
+    from safetensors.torch import load_file, save_file
+
+    from nodes.single_file import load_single_file
+
+    state = load_file(str(loom.env.models_dir / "tiny.safetensors"))
+    save_file({k: v.half() for k, v in state.items()}, str(tmp_path / "half.safetensors"))
+    _, text_encoder, unet, vae, _ = load_single_file(tmp_path / "half.safetensors", torch.device("cpu"), torch.float32)
+    for model in (text_encoder, unet, vae):
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+    key = "model.diffusion_model.out.2.weight"
+    assert torch.equal(unet.conv_out.weight, state[key].half().float())
