@@ -99,7 +99,9 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
     end = min(end, total)
     if start >= end:
         raise ValueError(f"start step {start} leaves no step to take: this schedule has {total} steps")
-    x = latents["samples"].to(device=device, dtype=unet.dtype)
+    # A copy (same layout): schedulers keep references to the samples they are given, and the
+    # input LATENT may be a cached value that must stay as it is.
+    x = latents["samples"].to(device=device, dtype=unet.dtype).clone()
     batch = x.shape[0]
     gens = _generators(latents)
     if len(gens) != batch:
