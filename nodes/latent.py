@@ -105,6 +105,7 @@ class VAEEncode(Node):
     category = "latent"
     vae = In("VAE")
     image = In("IMAGE")
+    input_aliases = {"pixels": "image"}  # ComfyUI's name, for its workflows
     outputs = (Out("LATENT", "latents"),)
 
     @torch.no_grad()
@@ -126,6 +127,7 @@ class VAEDecode(Node):
     category = "latent"
     vae = In("VAE")
     latents = In("LATENT")
+    input_aliases = {"samples": "latents"}  # ComfyUI's name, for its workflows
     outputs = (Out("IMAGE", "image"),)
 
     @torch.no_grad()

@@ -97,7 +97,7 @@ class LoadCheckpoint(Node):
     .safetensors/.ckpt file in the original LDM layout (its configs are read from the tensor shapes)."""
 
     category = "loaders"
-    model = Combo(lambda env: list_models(env.models_dir) if env is not None else [],
+    model = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True,
                   tooltip="a diffusers folder or a single-file checkpoint in the models folder")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"), Out("UNET", "unet"),
                Out("VAE", "vae"), Out("SCHEDULER", "scheduler"))

@@ -1,0 +1,104 @@
+"""ComfyUI's `sampler_name` and `scheduler` names, mapped onto diffusers schedulers.
+
+A ComfyUI sampler is an integration method (-> a diffusers scheduler class and its settings); a
+ComfyUI scheduler is the spacing of the noise levels (-> timestep_spacing or the *_sigmas flags of
+that class). Names ComfyUI knows but diffusers has no equivalent for (or that need a package that
+is not installed) are kept in the choices, so that a ComfyUI workflow using one is told exactly
+which name is the problem instead of failing as an unknown value.
+"""
+from __future__ import annotations
+
+import inspect
+
+# ComfyUI sampler -> (diffusers class, its settings)
+SAMPLERS: dict[str, tuple[str, dict]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
+    "dpmpp_sde_gpu": ("DPMSolverSDEScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_sde_gpu": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp_3m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "dpmpp_3m_sde_gpu": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "ddpm": ("DDPMScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "uni_pc": ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
+    "uni_pc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
+    # Not ComfyUI's names, but those of older UIs and diffusers' own pipelines.
+    "pndm": ("PNDMScheduler", {}),
+    "plms": ("PNDMScheduler", {}),
+}
+# ComfyUI samplers without a diffusers equivalent.
+UNMAPPED_SAMPLERS = (
+    "euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "ipndm", "ipndm_v", "res_multistep", "res_multistep_cfg_pp",
+    "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
+    "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
+)
+# ComfyUI scheduler -> settings of the diffusers class
+SCHEDULERS: dict[str, dict] = {
+    "normal": {"timestep_spacing": "linspace"},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "sgm_uniform": {"timestep_spacing": "trailing"},
+    "simple": {"timestep_spacing": "trailing"},
+    "ddim_uniform": {"timestep_spacing": "leading"},
+    "beta": {"use_beta_sigmas": True},
+}
+UNMAPPED_SCHEDULERS = ("linear_quadratic", "kl_optimal")
+
+SAMPLER_NAMES = list(SAMPLERS) + list(UNMAPPED_SAMPLERS)
+SCHEDULER_NAMES = list(SCHEDULERS) + list(UNMAPPED_SCHEDULERS)
+
+
+class Unmapped(ValueError):
+    """A ComfyUI sampler or scheduler name Loom cannot honour; `input` names the widget."""
+
+    def __init__(self, input: str, message: str):
+        super().__init__(message)
+        self.input = input
+
+
+def resolve(sampler_name: str, scheduler: str) -> tuple[str, dict]:
+    """(diffusers class name, settings) for a ComfyUI sampler and scheduler, or raise Unmapped."""
+    if sampler_name not in SAMPLERS:
+        raise Unmapped("sampler_name", f"ComfyUI's sampler '{sampler_name}' has no diffusers equivalent in Loom; "
+                                       f"these do: {', '.join(SAMPLERS)}")
+    if scheduler not in SCHEDULERS:
+        raise Unmapped("scheduler", f"ComfyUI's scheduler '{scheduler}' has no diffusers equivalent in Loom; "
+                                    f"these do: {', '.join(SCHEDULERS)}")
+    class_name, settings = SAMPLERS[sampler_name]
+    cls = _scheduler_class(class_name)
+    if "dummy" in cls.__module__:  # diffusers' placeholder for a class whose optional package is missing
+        raise Unmapped("sampler_name", f"sampler '{sampler_name}' needs diffusers' {class_name}, which needs a "
+                                       f"package that is not installed ({_missing_backend(cls)})")
+    spacing = SCHEDULERS[scheduler]
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    unknown = [key for key in spacing if key not in accepted]
+    if unknown:
+        raise Unmapped("scheduler", f"scheduler '{scheduler}' cannot be used with sampler '{sampler_name}': "
+                                    f"diffusers' {class_name} has no {unknown[0]} setting")
+    if spacing.get("use_beta_sigmas"):
+        from diffusers.utils import is_scipy_available
+
+        if not is_scipy_available():
+            raise Unmapped("scheduler", "scheduler 'beta' needs scipy, which is not installed")
+    return class_name, {**settings, **spacing}
+
+
+def _scheduler_class(name: str) -> type:
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _missing_backend(cls) -> str:
+    backends = getattr(cls, "_backends", None) or []
+    return ", ".join(b for b in backends if b != "torch") or "an optional dependency"
