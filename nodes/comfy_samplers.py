@@ -29,7 +29,8 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "lcm": ("LCMScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
-    "uni_pc": ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
+    # bh1 ends in NaN when its last step goes to sigma 0 (diffusers 0.42): it stops at sigma_min.
+    "uni_pc": ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
     "uni_pc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
     # Not ComfyUI's names, but those of older UIs and diffusers' own pipelines.
     "pndm": ("PNDMScheduler", {}),
@@ -69,14 +70,15 @@ class Unmapped(ValueError):
 def resolve(sampler_name: str, scheduler: str) -> tuple[str, dict]:
     """(diffusers class name, settings) for a ComfyUI sampler and scheduler, or raise Unmapped."""
     if sampler_name not in SAMPLERS:
+        usable = [name for name, (cls, _) in SAMPLERS.items() if _installed(_scheduler_class(cls))]
         raise Unmapped("sampler_name", f"ComfyUI's sampler '{sampler_name}' has no diffusers equivalent in Loom; "
-                                       f"these do: {', '.join(SAMPLERS)}")
+                                       f"these do: {', '.join(usable)}")
     if scheduler not in SCHEDULERS:
         raise Unmapped("scheduler", f"ComfyUI's scheduler '{scheduler}' has no diffusers equivalent in Loom; "
                                     f"these do: {', '.join(SCHEDULERS)}")
     class_name, settings = SAMPLERS[sampler_name]
     cls = _scheduler_class(class_name)
-    if "dummy" in cls.__module__:  # diffusers' placeholder for a class whose optional package is missing
+    if not _installed(cls):
         raise Unmapped("sampler_name", f"sampler '{sampler_name}' needs diffusers' {class_name}, which needs a "
                                        f"package that is not installed ({_missing_backend(cls)})")
     spacing = SCHEDULERS[scheduler]
@@ -97,6 +99,11 @@ def _scheduler_class(name: str) -> type:
     import diffusers
 
     return getattr(diffusers, name)
+
+
+def _installed(cls) -> bool:
+    """False for diffusers' placeholder of a class whose optional package is missing."""
+    return "dummy" not in cls.__module__
 
 
 def _missing_backend(cls) -> str:

@@ -106,6 +106,34 @@ def test_unmapped_sampler_names_are_reported_by_name(loom, sampler, scheduler, i
     assert error["extra_info"]["input_name"] == input and message in error["message"]
 
 
+def test_every_mapped_sampler_and_scheduler_steps_to_finite_values(tiny_sd):
+    """Every sampler (with the normal scheduler) and every scheduler (with samplers of three
+    families) either makes a diffusers scheduler that runs a short schedule, or is refused by name."""
+    import diffusers
+
+    from nodes.comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
+
+    base = json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text())
+    generator, ran = torch.Generator().manual_seed(0), 0
+    pairs = [(sampler, "normal") for sampler in SAMPLER_NAMES] + \
+        [(sampler, name) for sampler in ("euler", "dpmpp_2m", "uni_pc") for name in SCHEDULER_NAMES]
+    for sampler, name in pairs:
+        try:
+            class_name, settings = resolve(sampler, name)
+        except Unmapped as exc:
+            assert f"'{sampler}'" in str(exc) or f"'{name}'" in str(exc)
+            continue
+        scheduler = getattr(diffusers, class_name).from_config({**base, **settings})
+        scheduler.set_timesteps(4)
+        x = torch.randn(1, 4, 8, 8, generator=generator) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = torch.randn(1, 4, 8, 8, generator=generator)
+            x = scheduler.step(eps, t, scheduler.scale_model_input(x, t)).prev_sample
+        assert torch.isfinite(x).all(), (sampler, name)
+        ran += 1
+    assert ran >= 35
+
+
 # --- running ------------------------------------------------------------------------------------
 
 def test_txt2img_matches_the_diffusers_pipeline(loom, pipelines):
