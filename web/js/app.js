@@ -37,14 +37,7 @@ class App {
 
   async start() {
     this.bindUi();
-    let info;
-    try {
-      info = await this.api.objectInfo();
-    } catch (err) {
-      this.toast(`Cannot load the node list: ${err.message}`, "error", 0);
-      return;
-    }
-    this.objectInfo = info;
+    const info = await this.loadObjectInfo();
     registerNodeTypes(info, { onChange: () => this.changed(), upload: (file) => this.upload(file) });
     colourSockets(this.canvas);
     this.palette.render();
@@ -60,6 +53,19 @@ class App {
     this.panels.refresh();
     this.canvas.draw(true, true);
     document.body.dataset.ready = "true";
+  }
+
+  /** The node list; waits while the server is still loading its nodes (503) or unreachable. */
+  async loadObjectInfo() {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.objectInfo = await this.api.objectInfo();
+        return this.objectInfo;
+      } catch (err) {
+        if (attempt === 2) this.toast(`Waiting for the server: ${err.message}`, "error");
+        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+      }
+    }
   }
 
   // ---- graph editing ---------------------------------------------------------------------------

@@ -52,6 +52,7 @@ export class UndoHistory {
     } finally {
       this.paused--;
     }
+    this.current = this.snapshot(); // a reloaded graph may serialize slightly differently
     this.onRestore?.();
     return true;
   }

@@ -1,0 +1,461 @@
+"""The browser editor in real headless Chromium (Debian's), driven by Playwright's async API,
+against the real server started on a free loopback port.
+
+Screenshots of each state go to test-artifacts/editor/ (not committed).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from io import BytesIO
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts" / "editor"
+DEFAULT_TYPES = ["LoadCheckpoint", "Tokenize", "Tokenize", "EncodeText", "EncodeText", "MakeNoiseLatents",
+                 "SetScheduler", "Sample", "VAEDecode", "SaveImage"]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (./setup.sh --test installs it)"),
+    pytest.mark.skipif(not (ROOT / "web" / "node_modules").exists(), reason="needs web/node_modules (./setup.sh runs npm ci)"),
+]
+
+
+# ---- the server and the browser ------------------------------------------------------------------
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / "server.log"
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--listen", "127.0.0.1", "--port", "0",
+                                      "--data-dir", str(self.data_dir)],
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("Loom listening on "):
+                    self.url = line.split()[-1]
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("editor") / "data"
+    models = data / "models"
+    models.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "nodes.tiny_model", str(models)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    srv = Server(data).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(loop):
+    from playwright.async_api import async_playwright
+
+    pw = loop.run_until_complete(async_playwright().start())
+    browser = loop.run_until_complete(pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS))
+    yield browser
+    loop.run_until_complete(browser.close())
+    loop.run_until_complete(pw.stop())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def artifacts():
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+
+
+class Editor:
+    """One fresh browser context (empty storage) on the editor, collecting console errors."""
+
+    def __init__(self, page, url):
+        self.page, self.url = page, url
+        self.errors: list[str] = []
+        self.allowed: list[str] = []  # expected messages, e.g. the 400 of a refused workflow
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    async def open(self):
+        await self.page.goto(self.url)
+        await self.page.wait_for_selector("body[data-ready=true]", state="attached", timeout=30000)
+        await self.page.wait_for_function("window.loom.api.connected", timeout=10000)
+        return self
+
+    async def shot(self, name: str):
+        await self.page.wait_for_timeout(150)  # let the canvas draw its last frame
+        await self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+    async def js(self, expr: str, arg=None):
+        return await self.page.evaluate(expr, arg)
+
+    async def nodes(self) -> list[dict]:
+        return await self.js("""() => loom.graph._nodes.map(n => ({id: n.id, type: n.type,
+            inputs: (n.inputs ?? []).map(i => ({name: i.name, type: i.type, link: i.link})),
+            outputs: (n.outputs ?? []).map(o => ({name: o.name, type: o.type, links: o.links ?? []})),
+            widgets: Object.fromEntries((n.widgets ?? []).map(w => [w.name, w.value]))}))""")
+
+    async def node_ids(self, type_: str) -> list[int]:
+        return [n["id"] for n in await self.nodes() if n["type"] == type_]
+
+    async def slot_xy(self, node_id: int, name: str, is_input: bool) -> tuple[float, float]:
+        """Where a node's slot is on the screen."""
+        return tuple(await self.js("""([id, name, isInput]) => {
+            const node = loom.graph.getNodeById(id);
+            const slots = isInput ? node.inputs : node.outputs;
+            const slot = slots.findIndex(s => s.name === name);
+            if (slot < 0) throw new Error(`no slot ${name} on node ${id}`);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas(node.getConnectionPos(isInput, slot));
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", [node_id, name, is_input]))
+
+    async def drag_link(self, src: int, output: str, dst: int, input_: str):
+        (x0, y0), (x1, y1) = await self.slot_xy(src, output, False), await self.slot_xy(dst, input_, True)
+        mouse = self.page.mouse
+        await mouse.move(x0, y0)
+        await mouse.down()
+        await mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=6)
+        await mouse.move(x1, y1, steps=6)
+        await mouse.up()
+        await self.page.wait_for_timeout(50)
+
+    async def drop_file(self, name: str, data: bytes, mime: str):
+        """Drops a file onto the canvas as a user dragging it from the desktop would."""
+        await self.js("""([name, b64, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: mime}));
+            const r = loom.canvasEl.getBoundingClientRect();
+            const at = {bubbles: true, cancelable: true, dataTransfer: dt, clientX: r.left + 200, clientY: r.top + 200};
+            loom.canvasEl.dispatchEvent(new DragEvent("dragover", at));
+            loom.canvasEl.dispatchEvent(new DragEvent("drop", at));
+        }""", [name, base64.b64encode(data).decode(), mime])
+
+
+@pytest.fixture
+def editor(loop, browser, server):
+    context = loop.run_until_complete(browser.new_context(viewport={"width": 1440, "height": 860}))
+    page = loop.run_until_complete(context.new_page())
+    ed = loop.run_until_complete(Editor(page, server.url + "/").open())
+    yield ed
+    loop.run_until_complete(context.close())
+    assert [e for e in ed.errors if not any(a in e for a in ed.allowed)] == [], "the page logged errors"
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, 60))
+
+
+def linked(nodes: list[dict], dst_id: int, input_name: str) -> int | None:
+    node = next(n for n in nodes if n["id"] == dst_id)
+    return next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+
+
+# ---- the tests -------------------------------------------------------------------------------------
+
+def test_page_loads_with_the_default_workflow(loop, editor):
+    async def body():
+        nodes = await editor.nodes()
+        assert sorted(n["type"] for n in nodes) == sorted(DEFAULT_TYPES)
+        # every socket input of the default graph is wired, each to an output of its own type
+        for node in nodes:
+            for inp in node["inputs"]:
+                assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not linked"
+        links = await editor.js("() => loom.graph.serialize().links")
+        types = {(n["id"], i): o["type"] for n in nodes for i, o in enumerate(n["outputs"])}
+        for _, src, slot, dst, dslot, type_ in links:
+            assert types[(src, slot)] == type_
+            dst_node = next(n for n in nodes if n["id"] == dst)
+            assert dst_node["inputs"][dslot]["type"] == type_
+        ckpt = next(n for n in nodes if n["type"] == "LoadCheckpoint")
+        assert "tiny-sd" in ckpt["widgets"].values()
+        # the palette lists every server node, and its search filters them
+        palette = await editor.page.locator(".palette-item").all_text_contents()
+        assert len(palette) >= len(set(DEFAULT_TYPES))
+        await editor.page.fill("#palette-search", "decode")
+        assert await editor.page.locator(".palette-item").all_text_contents() == ["VAEDecode"]
+        await editor.shot("01-loaded")
+        await editor.page.locator("#graph-canvas").focus()
+        await editor.page.keyboard.press("?")
+        assert await editor.page.locator("#help").is_visible()
+        assert await editor.page.locator("#help kbd").count() >= 15
+        await editor.shot("02-help")
+
+    run(loop, body())
+
+
+def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
+    async def body():
+        page = editor.page
+        await page.click("#new-btn")
+        assert await editor.nodes() == []
+        # drag two nodes from the palette onto the canvas
+        await page.drag_and_drop(".palette-item[data-type=LoadCheckpoint]", "#graph-canvas", target_position={"x": 150, "y": 200})
+        await page.drag_and_drop(".palette-item[data-type=VAEDecode]", "#graph-canvas", target_position={"x": 550, "y": 220})
+        # and one from the search popup of a double-click on empty canvas
+        box = await page.locator("#graph-canvas").bounding_box()
+        await page.mouse.dblclick(box["x"] + 560, box["y"] + 480)
+        await page.wait_for_selector("#search-popup:not([hidden])")
+        await page.keyboard.type("saveimage")
+        await page.keyboard.press("Enter")
+        nodes = await editor.nodes()
+        assert sorted(n["type"] for n in nodes) == ["LoadCheckpoint", "SaveImage", "VAEDecode"]
+        [ckpt], [decode], [save] = [await editor.node_ids(t) for t in ("LoadCheckpoint", "VAEDecode", "SaveImage")]
+
+        # an incompatible link (UNET into LATENT) is refused
+        await editor.drag_link(ckpt, "unet", decode, "latents")
+        assert linked(await editor.nodes(), decode, "latents") is None
+        # compatible ones are made
+        await editor.drag_link(ckpt, "vae", decode, "vae")
+        decode_out = next(n for n in await editor.nodes() if n["id"] == decode)["outputs"][0]["name"]
+        save_in = next(n for n in await editor.nodes() if n["id"] == save)["inputs"][0]["name"]
+        await editor.drag_link(decode, decode_out, save, save_in)
+        nodes = await editor.nodes()
+        assert linked(nodes, decode, "vae") is not None and linked(nodes, save, save_in) is not None
+        links = await editor.js("() => loom.graph.serialize().links.map(l => l[5]).sort()")
+        assert links == ["IMAGE", "VAE"]
+        await editor.shot("03-linked")
+
+        # undo removes the last link, redo puts it back; select all + delete empties the graph
+        await page.locator("#graph-canvas").focus()
+        await page.keyboard.press("Control+z")
+        assert linked(await editor.nodes(), save, save_in) is None
+        await page.keyboard.press("Control+y")
+        assert linked(await editor.nodes(), save, save_in) is not None
+        await page.keyboard.press("Control+a")
+        await page.keyboard.press("Control+g")
+        assert await editor.js("() => loom.graph._groups.length") == 1
+        await editor.shot("04-grouped")
+        await page.keyboard.press("Delete")
+        assert await editor.nodes() == []
+        await page.keyboard.press("Control+z")
+        assert len(await editor.nodes()) == 3
+
+    run(loop, body())
+
+
+def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
+    async def body():
+        page = editor.page
+        [sample] = await editor.node_ids("Sample")
+        [save] = await editor.node_ids("SaveImage")
+        await editor.js("""() => {
+            window.seen = {progress: [], previews: 0};
+            loom.api.addEventListener("progress", (e) => {
+                const node = loom.graph.getNodeById(Number(e.detail.node));
+                seen.progress.push({value: e.detail.value, max: e.detail.max, node: node?.id,
+                    drawn: node?.progress, running: !!node?.loom.running,
+                    bar: parseFloat(document.querySelector("#overall .bar").style.width)});
+            });
+            loom.api.addEventListener("preview", () => seen.previews++);
+        }""")
+        await page.click("#queue-btn")
+        await page.wait_for_function("seen.progress.length > 0", timeout=30000)
+        await editor.shot("05-running")
+        await page.wait_for_function(f"""() => {{
+            const img = loom.graph.getNodeById({save}).loom.images[0];
+            return img && img.complete && img.naturalWidth > 0 }}""", timeout=60000)
+        await page.wait_for_selector("#gallery-grid img", state="attached")
+        await editor.shot("06-done")
+        seen = await editor.js("seen")
+        steps = seen["progress"]
+        assert all(p["node"] == sample and p["running"] for p in steps), steps
+        assert all(abs(p["drawn"] - p["value"] / p["max"]) < 1e-9 for p in steps)
+        assert steps[-1]["value"] == steps[-1]["max"]
+        bars = [p["bar"] for p in steps]
+        assert bars == sorted(bars) and 0 < bars[-1] <= 100
+        assert (await page.locator("#overall .label").text_content()).endswith("done")
+        assert await editor.js("() => document.querySelector(\"#overall .bar\").style.width") == "100%"
+        # after the run no node is left highlighted, and the seed moved on (control: randomize)
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/history") as r:
+                history = await r.json()
+        [entry] = history.values()
+        assert entry["status"]["status_str"] == "success"
+        [image] = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+        src = await editor.js(f"() => loom.graph.getNodeById({save}).loom.images[0].src")
+        assert image["filename"] in src
+        await page.click("[data-pane=history-pane]")
+        await page.wait_for_selector("#history-list .status-success")
+        await editor.shot("07-history")
+
+    run(loop, body())
+
+
+def _output_png(server) -> tuple[bytes, dict]:
+    import urllib.parse
+    import urllib.request
+
+    from PIL import Image
+
+    with urllib.request.urlopen(server.url + "/history") as r:
+        history = json.load(r)
+    refs = [img for entry in history.values() for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert refs, "test_queue_default_workflow_shows_progress_then_image makes the image this test drops"
+    with urllib.request.urlopen(server.url + "/view?" + urllib.parse.urlencode(refs[0])) as r:
+        data = r.read()
+    return data, json.loads(Image.open(BytesIO(data)).text["workflow"])
+
+
+def test_dropped_png_restores_its_graph(loop, editor, server):
+    data, workflow = _output_png(server)
+
+    async def body():
+        await editor.page.click("#new-btn")
+        await editor.drop_file("loom_00001.png", data, "image/png")
+        await editor.page.wait_for_function("loom.graph._nodes.length > 0")
+        nodes = await editor.nodes()
+        assert sorted((n["id"], n["type"]) for n in nodes) == sorted((n["id"], n["type"]) for n in workflow["nodes"])
+        by_id = {n["id"]: n for n in nodes}
+        for saved in workflow["nodes"]:
+            values = [v for v in saved.get("widgets_values", []) if v is not None]
+            assert [v for v in by_id[saved["id"]]["widgets"].values()][:len(values)] == values
+        got = await editor.js("() => loom.graph.serialize().links")
+        assert sorted(map(tuple, got)) == sorted(map(tuple, workflow["links"]))
+        await editor.shot("08-dropped-png")
+
+    run(loop, body())
+
+
+def comfy_style_workflow(object_info: dict) -> dict:
+    """A workflow as ComfyUI's frontend saves it (format 0.4, links as arrays, a group, extra.ds)."""
+    def widgets(type_, **values):
+        out = []
+        for group in ("required", "optional"):
+            for name, spec in object_info[type_]["input"].get(group, {}).items():
+                head, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+                if isinstance(head, list) or head in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                    default = head[0] if isinstance(head, list) else opts.get("default")
+                    out.append(values.get(name, default))
+                    if opts.get("control_after_generate"):
+                        out.append("fixed")
+        return out
+
+    return {
+        "id": "5b2c9b1e-6f0a-4d7e-9d8e-1a2b3c4d5e6f", "revision": 0, "last_node_id": 12, "last_link_id": 3,
+        "nodes": [
+            {"id": 4, "type": "LoadCheckpoint", "pos": [40, 120], "size": [260, 160], "flags": {}, "order": 0,
+             "mode": 0, "inputs": [],
+             "outputs": [{"name": o, "type": t, "links": [1] if t == "VAE" else None}
+                         for o, t in zip(object_info["LoadCheckpoint"]["output_name"], object_info["LoadCheckpoint"]["output"])],
+             "properties": {"Node name for S&R": "LoadCheckpoint"}, "widgets_values": widgets("LoadCheckpoint")},
+            {"id": 9, "type": "VAEDecode", "pos": [420, 140], "size": [200, 60], "flags": {}, "order": 1, "mode": 0,
+             "inputs": [{"name": "vae", "type": "VAE", "link": 1}, {"name": "latents", "type": "LATENT", "link": None}],
+             "outputs": [{"name": "images", "type": "IMAGE", "links": [3]}], "properties": {}},
+            {"id": 12, "type": "SaveImage", "pos": [700, 140], "size": [300, 280], "flags": {}, "order": 2, "mode": 0,
+             "title": "Keep this one",
+             "inputs": [{"name": object_info["SaveImage"]["input_order"]["required"][0], "type": "IMAGE", "link": 3}],
+             "outputs": [], "properties": {}, "widgets_values": widgets("SaveImage", filename_prefix="from_comfy")},
+        ],
+        "links": [[1, 4, [t for t in object_info["LoadCheckpoint"]["output"]].index("VAE"), 9, 0, "VAE"],
+                  [3, 9, 0, 12, 0, "IMAGE"]],
+        "groups": [{"id": 1, "title": "Decode and save", "bounding": [400, 40, 640, 420], "color": "#3f789e",
+                    "font_size": 24, "flags": {}}],
+        "config": {}, "extra": {"ds": {"scale": 0.9, "offset": [10, 20]}, "frontendVersion": "1.28.0"},
+        "version": 0.4,
+    }
+
+
+def test_dropped_comfyui_workflow_json_loads(loop, editor, server):
+    async def body():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/object_info") as r:
+                info = await r.json()
+        workflow = comfy_style_workflow(info)
+        await editor.drop_file("comfy_workflow.json", json.dumps(workflow).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        nodes = {n["id"]: n for n in await editor.nodes()}
+        assert {i: n["type"] for i, n in nodes.items()} == {4: "LoadCheckpoint", 9: "VAEDecode", 12: "SaveImage"}
+        assert linked(list(nodes.values()), 9, "vae") == 1 and linked(list(nodes.values()), 12, nodes[12]["inputs"][0]["name"]) == 3
+        assert "from_comfy" in nodes[12]["widgets"].values()
+        assert await editor.js("() => [loom.graph._groups.length, loom.graph._groups[0].title]") == [1, "Decode and save"]
+        assert await editor.js("() => loom.graph.getNodeById(12).title") == "Keep this one"
+        assert await editor.js("() => document.title") == "comfy_workflow · Loom"
+        await editor.shot("09-dropped-json")
+
+    run(loop, body())
+
+
+def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
+    async def body():
+        page = editor.page
+        workflow = await editor.js("() => loom.graph.serialize()")
+        nodes = {n["type"]: n for n in workflow["nodes"]}
+        sample, ckpt = nodes["Sample"], nodes["LoadCheckpoint"]
+        # cut the link into Sample's latents, and name a model that does not exist
+        latents = next(i for i in sample["inputs"] if i["type"] == "LATENT")
+        cut = latents["link"]
+        latents["link"] = None
+        workflow["links"] = [link for link in workflow["links"] if link[0] != cut]
+        for node in workflow["nodes"]:
+            for out in node.get("outputs", []):
+                out["links"] = [l for l in (out.get("links") or []) if l != cut]
+        ckpt["widgets_values"][0] = "no-such-model"
+        await editor.drop_file("broken.json", json.dumps(workflow).encode(), "application/json")
+        await page.wait_for_function("document.title.startsWith('broken')")
+        editor.allowed.append("status of 400 (Bad Request)")  # the browser logs the refused POST /prompt
+        await page.click("#queue-btn")
+        await page.wait_for_selector("#errors-panel:not([hidden])")
+        errors = await editor.js("""() => Object.fromEntries(loom.graph._nodes.filter(n => n.loom.errors)
+            .map(n => [n.id, {inputs: Object.keys(n.loom.errors.inputs), has_errors: n.has_errors,
+                              slots: (n.inputs ?? []).filter(s => s.hasErrors).map(s => s.name)}]))""")
+        model_input = next(name for name, value in
+                           (await editor.js(f"() => loom.graph.getNodeById({ckpt['id']}).widgets.map(w => [w.name, w.value])"))
+                           if value == "no-such-model")
+        assert errors == {
+            str(sample["id"]): {"inputs": [latents["name"]], "has_errors": True, "slots": [latents["name"]]},
+            str(ckpt["id"]): {"inputs": [model_input], "has_errors": True, "slots": []},
+        }
+        panel = await page.locator("#errors-panel").text_content()
+        assert latents["name"] in panel and model_input in panel
+        await editor.shot("10-errors")
+        # fixing the graph and queuing again clears the marks
+        await page.click("#default-btn")
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.errors && !n.has_errors)")
+        assert await page.locator("#errors-panel").is_hidden()
+
+    run(loop, body())
