@@ -46,7 +46,10 @@ class App {
     this.api.connect();
     this.api.addEventListener("connection", (e) => this.setConnected(e.detail.connected));
     this.execution.addEventListener("images", (e) => e.detail.images.forEach((ref) => this.panels.addToGallery(ref)));
-    this.execution.addEventListener("preview", (e) => { $("#live-preview").src = e.detail.url; $("#live-preview").hidden = false; });
+    this.execution.addEventListener("preview", (e) => {
+      $("#live-preview").src = e.detail.url;
+      $("#live-preview").hidden = false;
+    });
     this.execution.addEventListener("start", () => this.panels.refresh());
     this.execution.addEventListener("end", (e) => this.onRunEnd(e.detail));
     this.execution.addEventListener("queue", () => this.panels.refresh());

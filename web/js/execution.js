@@ -79,10 +79,12 @@ export class Execution extends EventTarget {
     const img = new Image();
     const url = URL.createObjectURL(blob);
     img.onload = () => {
-      if (node) {
-        if (node.loom.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(node.loom.preview.src);
-        node.loom.preview = img;
-        if (!node.loom.previewSized) { node.fitImages(); node.loom.previewSized = true; }
+      if (!node?.loom.running) return URL.revokeObjectURL(url); // arrived after its node finished
+      if (node.loom.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(node.loom.preview.src);
+      node.loom.preview = img;
+      if (!node.loom.previewSized) {
+        node.fitImages();
+        node.loom.previewSized = true;
       }
       this.emit("preview", { img, url });
       this.graph.setDirtyCanvas(true, false);

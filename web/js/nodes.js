@@ -202,14 +202,15 @@ function drawErrors(node, ctx, errors) {
   }
   ctx.font = "12px sans-serif";
   ctx.textAlign = "left";
-  const lines = errors.messages;
+  const width = Math.max(node.size[0], 280);
+  const lines = errors.messages.flatMap((m) => wrapLines(ctx, m, width - 16, 4));
   const y0 = node.size[1] + 12;
   ctx.fillStyle = "rgba(120,20,20,0.92)";
   ctx.beginPath();
-  ctx.roundRect(0, y0 - 6, Math.max(node.size[0], 260), lines.length * 16 + 10, 6);
+  ctx.roundRect(0, y0 - 6, width, lines.length * 16 + 10, 6);
   ctx.fill();
   ctx.fillStyle = "#fff";
-  lines.forEach((line, i) => ctx.fillText(line, 8, y0 + 10 + i * 16, Math.max(node.size[0], 260) - 14));
+  lines.forEach((line, i) => ctx.fillText(line, 8, y0 + 10 + i * 16));
   Object.assign(ctx, { font, fillStyle, textAlign, strokeStyle, lineWidth });
 }
 
