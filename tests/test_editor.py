@@ -420,6 +420,26 @@ def test_dropped_comfyui_workflow_json_loads(loop, editor, server):
     run(loop, body())
 
 
+def test_dropped_png_with_compressed_itxt_workflow_loads(loop, editor, server):
+    """Our PNG reader also reads zlib-compressed iTXt chunks (as other tools write them)."""
+    from PIL import Image, PngImagePlugin
+
+    async def body():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/object_info") as r:
+                workflow = comfy_style_workflow(await r.json())
+        workflow["nodes"][2]["title"] = "Größe ✓"  # UTF-8 survives
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("workflow", json.dumps(workflow), zip=True)
+        buf = BytesIO()
+        Image.new("RGB", (8, 8), "red").save(buf, "PNG", pnginfo=info)
+        await editor.drop_file("itxt.png", buf.getvalue(), "image/png")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        assert await editor.js("() => loom.graph.getNodeById(12).title") == "Größe ✓"
+
+    run(loop, body())
+
+
 def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
     async def body():
         page = editor.page
