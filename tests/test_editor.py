@@ -40,7 +40,7 @@ pytestmark = [
 class Server:
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.log_path = data_dir.parent / "server.log"
+        self.log_path = ARTIFACTS / "server.log"
 
     def start(self, timeout: float = 60.0) -> "Server":
         self.log = open(self.log_path, "wb")
@@ -80,7 +80,7 @@ def loop():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, artifacts):
     data = tmp_path_factory.mktemp("editor") / "data"
     models = data / "models"
     models.mkdir(parents=True)
@@ -133,7 +133,7 @@ class Editor:
 
     async def nodes(self) -> list[dict]:
         return await self.js("""() => loom.graph._nodes.map(n => ({id: n.id, type: n.type,
-            inputs: (n.inputs ?? []).map(i => ({name: i.name, type: i.type, link: i.link})),
+            inputs: (n.inputs ?? []).map(i => ({name: i.name, type: i.type, link: i.link, optional: !!i.optional})),
             outputs: (n.outputs ?? []).map(o => ({name: o.name, type: o.type, links: o.links ?? []})),
             widgets: Object.fromEntries((n.widgets ?? []).map(w => [w.name, w.value]))}))""")
 
@@ -151,6 +151,24 @@ class Editor:
             const r = loom.canvasEl.getBoundingClientRect();
             return [r.left + x, r.top + y];
         }""", [node_id, name, is_input]))
+
+    async def widget_xy(self, node_id: int, name: str) -> tuple[float, float]:
+        """The middle of a node's widget on the screen."""
+        return tuple(await self.js("""([id, name]) => {
+            const node = loom.graph.getNodeById(id);
+            const w = node.widgets.find(w => w.name === name);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + w.y + 10]);
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", [node_id, name]))
+
+    async def set_widget(self, node_id: int, name: str, value):
+        """Types a value into a widget as a user does: click it, type in the prompt, Enter."""
+        await self.page.mouse.click(*await self.widget_xy(node_id, name))
+        field = self.page.locator(".graphdialog input, .graphdialog textarea").last
+        await field.fill(str(value))
+        await field.press("Enter")
+        await self.page.wait_for_timeout(50)
 
     async def drag_link(self, src: int, output: str, dst: int, input_: str):
         (x0, y0), (x1, y1) = await self.slot_xy(src, output, False), await self.slot_xy(dst, input_, True)
@@ -185,8 +203,8 @@ def editor(loop, browser, server):
     assert [e for e in ed.errors if not any(a in e for a in ed.allowed)] == [], "the page logged errors"
 
 
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, 60))
+def run(loop, coro, timeout=60):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def linked(nodes: list[dict], dst_id: int, input_name: str) -> int | None:
@@ -200,9 +218,11 @@ def test_page_loads_with_the_default_workflow(loop, editor):
     async def body():
         nodes = await editor.nodes()
         assert sorted(n["type"] for n in nodes) == sorted(DEFAULT_TYPES)
-        # every socket input of the default graph is wired, each to an output of its own type
+        # every required socket input of the default graph is wired, each to an output of its own type
         for node in nodes:
             for inp in node["inputs"]:
+                if inp["optional"]:
+                    continue
                 assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not linked"
         links = await editor.js("() => loom.graph.serialize().links")
         types = {(n["id"], i): o["type"] for n in nodes for i, o in enumerate(n["outputs"])}
@@ -282,6 +302,9 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
         page = editor.page
         [sample] = await editor.node_ids("Sample")
         [save] = await editor.node_ids("SaveImage")
+        [scheduler] = await editor.node_ids("SetScheduler")
+        await editor.set_widget(scheduler, "steps", 3)  # keeps the test short on a busy CPU
+        assert next(n for n in await editor.nodes() if n["id"] == scheduler)["widgets"]["steps"] == 3
         await editor.js("""() => {
             window.seen = {progress: [], previews: 0};
             loom.api.addEventListener("progress", (e) => {
@@ -293,11 +316,11 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
             loom.api.addEventListener("preview", () => seen.previews++);
         }""")
         await page.click("#queue-btn")
-        await page.wait_for_function("seen.progress.length > 0", timeout=30000)
+        await page.wait_for_function("seen.progress.length > 0", timeout=100000)
         await editor.shot("05-running")
         await page.wait_for_function(f"""() => {{
             const img = loom.graph.getNodeById({save}).loom.images[0];
-            return img && img.complete && img.naturalWidth > 0 }}""", timeout=60000)
+            return img && img.complete && img.naturalWidth > 0 }}""", timeout=100000)
         await page.wait_for_selector("#gallery-grid img", state="attached")
         await editor.shot("06-done")
         seen = await editor.js("seen")
@@ -323,7 +346,7 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
         await page.wait_for_selector("#history-list .status-success")
         await editor.shot("07-history")
 
-    run(loop, body())
+    run(loop, body(), timeout=200)
 
 
 def _output_png(server) -> tuple[bytes, dict]:

@@ -22,6 +22,7 @@ class App {
     this.canvas = new LGraphCanvas(this.canvasEl, this.graph);
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
+    this.canvas.low_quality_zoom_threshold = 0.45; // keep titles and widget text readable when a graph is fitted
     this.canvas.showSearchBox = (e, ctx) => this.openSearch(e, ctx);
     this.canvas.showConnectionMenu = (opts) => this.openSearch(opts.e, opts.nodeFrom
       ? { node_from: opts.nodeFrom, slot_from: opts.slotFrom, type_filter_in: opts.slotFrom.type }

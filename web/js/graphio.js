@@ -89,10 +89,11 @@ export function layoutColumns(placed, x0 = 40, y0 = 60) {
 // with an output of its type (two inputs of one type take two different sources, in order).
 const DEFAULT_GRAPH = [
   { key: "ckpt", type: "LoadCheckpoint", col: 0, from: [] },
-  { key: "pos", type: "Tokenize", col: 1, from: ["ckpt"], text: "a watercolor painting of a lighthouse at dawn" },
-  { key: "neg", type: "Tokenize", col: 1, from: ["ckpt"], text: "" },
+  { key: "pos", type: "Tokenize", col: 1, from: ["ckpt"], text: "a photo of a cat riding a horse, highly detailed" },
+  { key: "neg", type: "Tokenize", col: 1, from: ["ckpt"], text: "blurry, low quality, watermark" },
   { key: "sched", type: "SetScheduler", col: 1, from: ["ckpt"] },
-  { key: "noise", type: "MakeNoiseLatents", col: 1, from: ["ckpt"] },
+  // the tiny model is made for 64x64 images (as workflows/txt2img.json); 512 would take minutes on a CPU
+  { key: "noise", type: "MakeNoiseLatents", col: 1, from: ["ckpt"], values: { width: 64, height: 64 } },
   { key: "encpos", type: "EncodeText", col: 2, from: ["pos", "ckpt"] },
   { key: "encneg", type: "EncodeText", col: 2, from: ["neg", "ckpt"] },
   { key: "sample", type: "Sample", col: 3, from: ["sched", "encpos", "encneg", "noise", "ckpt"] },
@@ -116,6 +117,7 @@ export function buildDefaultWorkflow(graph, objectInfo) {
     if (text && spec.text !== undefined) text.value = spec.text;
     const model = widgets.find((w) => w.type === "combo" && w.options.values.includes(DEFAULT_MODEL));
     if (model) model.value = DEFAULT_MODEL;
+    for (const w of widgets) if (spec.values && w.name in spec.values) w.value = spec.values[w.name];
     const seedControl = widgets.find((w) => w.name === CONTROL_WIDGET);
     if (seedControl) seedControl.value = "randomize";
     wireDefault(node, spec, made, objectInfo[spec.type]);
