@@ -152,6 +152,15 @@ class Editor:
             return [r.left + x, r.top + y];
         }""", [node_id, name, is_input]))
 
+    async def title_xy(self, node_id: int) -> tuple[float, float]:
+        """A point on a node's title bar on the screen."""
+        return tuple(await self.js("""(id) => {
+            const node = loom.graph.getNodeById(id);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] - 12]);
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", node_id))
+
     async def widget_xy(self, node_id: int, name: str) -> tuple[float, float]:
         """The middle of a node's widget on the screen."""
         return tuple(await self.js("""([id, name]) => {
@@ -294,6 +303,17 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
         await page.keyboard.press("Control+z")
         assert len(await editor.nodes()) == 3
 
+        # copy and paste a node; zoom with the wheel
+        await page.mouse.click(*await editor.title_xy(ckpt))  # selects only this node
+        assert await editor.js("() => Object.keys(loom.canvas.selected_nodes).map(Number)") == [ckpt]
+        await page.keyboard.press("Control+c")
+        await page.mouse.move(box["x"] + 300, box["y"] + 600)
+        await page.keyboard.press("Control+v")
+        assert [n["type"] for n in await editor.nodes()].count("LoadCheckpoint") == 2
+        scale = await editor.js("() => loom.canvas.ds.scale")
+        await page.mouse.wheel(0, -300)
+        assert await editor.js("() => loom.canvas.ds.scale") > scale
+
     run(loop, body())
 
 
@@ -347,6 +367,29 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
         await editor.shot("07-history")
 
     run(loop, body(), timeout=200)
+
+
+def test_cancel_interrupts_the_running_workflow(loop, editor):
+    async def body():
+        page = editor.page
+        [scheduler] = await editor.node_ids("SetScheduler")
+        await editor.set_widget(scheduler, "steps", 200)
+        await editor.js("""() => {
+            window.ends = [];
+            loom.execution.addEventListener("end", (e) => ends.push(e.detail.status));
+        }""")
+        await page.click("#queue-btn")
+        await page.wait_for_function("() => loom.graph._nodes.some(n => n.progress > 0)", timeout=100000)
+        await editor.shot("07a-before-cancel")
+        await page.click("#interrupt-btn")
+        await page.wait_for_function("ends.length > 0", timeout=30000)
+        assert await editor.js("ends") == ["interrupted"]
+        assert (await page.locator("#overall .label").text_content()).endswith("interrupted")
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
+        await page.wait_for_selector(".toast:has-text('interrupted')")
+        await editor.shot("07b-cancelled")
+
+    run(loop, body(), timeout=150)
 
 
 def _output_png(server) -> tuple[bytes, dict]:
@@ -459,6 +502,49 @@ def test_dropped_png_with_compressed_itxt_workflow_loads(loop, editor, server):
         await editor.drop_file("itxt.png", buf.getvalue(), "image/png")
         await editor.page.wait_for_function("loom.graph._nodes.length === 3")
         assert await editor.js("() => loom.graph.getNodeById(12).title") == "Größe ✓"
+
+    run(loop, body())
+
+
+def test_dropped_api_format_json_is_laid_out(loop, editor):
+    async def body():
+        nodes = {n["type"]: n for n in await editor.nodes()}
+        vae_slot = [o["type"] for o in nodes["LoadCheckpoint"]["outputs"]].index("VAE")
+        prompt = {"1": {"class_type": "LoadCheckpoint", "inputs": {"model": "tiny-sd"}},
+                  "2": {"class_type": "VAEDecode", "inputs": {"vae": ["1", vae_slot]}},
+                  "3": {"class_type": "SaveImage", "inputs": {nodes["SaveImage"]["inputs"][0]["name"]: ["2", 0],
+                                                              "filename_prefix": "api"},
+                        "_meta": {"title": "Save API"}}}
+        await editor.drop_file("api.json", json.dumps(prompt).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        got = await editor.nodes()
+        assert sorted(n["type"] for n in got) == ["LoadCheckpoint", "SaveImage", "VAEDecode"]
+        assert sorted(await editor.js("() => loom.graph.serialize().links.map(l => l[5])")) == ["IMAGE", "VAE"]
+        save = next(n for n in got if n["type"] == "SaveImage")
+        assert save["widgets"]["filename_prefix"] == "api"
+        # laid out left to right in link order, without overlaps
+        xs = await editor.js("() => Object.fromEntries(loom.graph._nodes.map(n => [n.type, n.pos[0]]))")
+        assert xs["LoadCheckpoint"] < xs["VAEDecode"] < xs["SaveImage"]
+        await editor.shot("09b-dropped-api-json")
+
+    run(loop, body())
+
+
+def test_save_on_the_server_and_open_from_the_saved_list(loop, editor):
+    async def body():
+        page = editor.page
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept("my txt2img")))
+        await page.click("#save-server-btn")
+        await page.wait_for_selector(".toast:has-text('Saved my txt2img.json')")
+        await page.click("[data-pane=workflows-pane]")
+        await page.click("#workflow-list a:has-text('my txt2img')")
+        await page.wait_for_function("document.title.startsWith('my txt2img')")
+        await page.click("#new-btn")
+        assert await editor.nodes() == []
+        await page.click("#workflow-list a:has-text('my txt2img')")
+        await page.wait_for_function("loom.graph._nodes.length > 0")
+        assert sorted(n["type"] for n in await editor.nodes()) == sorted(DEFAULT_TYPES)
+        await editor.shot("11-saved-workflows")
 
     run(loop, body())
 

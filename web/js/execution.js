@@ -48,6 +48,7 @@ export class Execution extends EventTarget {
 
   on_execution_start(data) {
     this.promptId = data.prompt_id;
+    this.outcome = "done";
     this.done = new Set();
     this.startedAt = performance.now();
     this.update();
@@ -122,16 +123,20 @@ export class Execution extends EventTarget {
       node.has_errors = true;
     }
     this.setRunning(null);
+    this.outcome = "failed";
+    this.update(this.outcome);
     this.emit("end", { ...data, status: "error" });
   }
 
   on_execution_interrupted(data) {
     this.setRunning(null);
+    this.outcome = "interrupted";
+    this.update(this.outcome);
     this.emit("end", { ...data, status: "interrupted" });
   }
 
   finish() {
-    this.update("done");
+    this.update(this.outcome ?? "done");
     this.promptId = null;
   }
 
@@ -145,9 +150,9 @@ export class Execution extends EventTarget {
       text = `${done}/${info.total} nodes${detail ? ` · ${detail}` : ""}`;
     } else if (this.promptId) {
       text = `running (queued elsewhere)${detail ? ` · ${detail}` : ""}`;
-    } else if (detail === "done") {
-      fraction = 1;
-      text = "done";
+    } else if (detail) {
+      fraction = detail === "done" ? 1 : 0;
+      text = detail;
     }
     this.bar.style.width = `${Math.round(fraction * 100)}%`;
     this.bar.parentElement.dataset.state = this.promptId ? "running" : "idle";
