@@ -38,14 +38,14 @@ pytestmark = [
 # ---- the server and the browser ------------------------------------------------------------------
 
 class Server:
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
+    def __init__(self, data_dir: Path, args: list[str]):
+        self.data_dir, self.args = data_dir, args
         self.log_path = ARTIFACTS / "server.log"
 
     def start(self, timeout: float = 60.0) -> "Server":
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--listen", "127.0.0.1", "--port", "0",
-                                      "--data-dir", str(self.data_dir)],
+                                      "--data-dir", str(self.data_dir), *self.args],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -57,6 +57,25 @@ class Server:
                 raise RuntimeError(f"server exited:\n{self.output()}")
             time.sleep(0.05)
         raise TimeoutError(f"server did not start:\n{self.output()}")
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Waits until the node list is served (the server loads its nodes after it starts listening)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/object_info", timeout=30) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503:
+                    raise
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            time.sleep(0.2)
+        raise TimeoutError(f"the server did not load its nodes:\n{self.output()}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -80,13 +99,19 @@ def loop():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, artifacts):
+def server(tmp_path_factory, artifacts, request):
     data = tmp_path_factory.mktemp("editor") / "data"
-    models = data / "models"
-    models.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "nodes.tiny_model", str(models)], cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
-    srv = Server(data).start()
+    args = []
+    try:  # the suite's shared tiny model, when the suite has one
+        args = ["--models-dir", str(Path(request.getfixturevalue("tiny_sd")).parent)]
+    except pytest.FixtureLookupError:
+        pass  # the server writes the tiny demo model into its empty models folder
+    srv = Server(data, args).start()
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        raise
     yield srv
     srv.stop()
 

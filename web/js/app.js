@@ -330,7 +330,8 @@ class App {
       const messages = errors.map((e) => {
         const input = e.extra_info?.input_name;
         if (input) inputs[input] = e.message;
-        return `${input ? `${input}: ` : ""}${e.message}${e.details && e.details !== e.message ? ` (${e.details})` : ""}`;
+        const named = !input || e.message.includes(`'${input}'`);
+        return `${named ? "" : `${input}: `}${e.message}${e.details && !e.message.includes(e.details) ? ` (${e.details})` : ""}`;
       });
       if (node) {
         node.loom.errors = { inputs, messages };
