@@ -48,6 +48,7 @@ class App {
     this.api.addEventListener("connection", (e) => this.setConnected(e.detail.connected));
     this.execution.addEventListener("images", (e) => e.detail.images.forEach((ref) => this.panels.addToGallery(ref)));
     this.execution.addEventListener("preview", (e) => {
+      if (!this.execution.promptId) return; // a frame decoded after the run ended
       $("#live-preview").src = e.detail.url;
       $("#live-preview").hidden = false;
     });

@@ -32,7 +32,6 @@ export class Execution extends EventTarget {
     if (prev) {
       prev.loom.running = false;
       prev.progress = undefined;
-      if (prev.loom.preview) prev.loom.preview = null;
     }
     this.runningNode = id;
     this.step = 0;
@@ -50,7 +49,9 @@ export class Execution extends EventTarget {
     this.promptId = data.prompt_id;
     this.outcome = "done";
     this.done = new Set();
-    this.startedAt = performance.now();
+    for (const node of this.graph._nodes) {
+      if (node.loom?.preview) node.loom.preview = null; // the last run's previews
+    }
     this.update();
     this.emit("start", data);
   }
@@ -76,11 +77,11 @@ export class Execution extends EventTarget {
   }
 
   on_preview({ blob }) {
-    const node = this.node(this.runningNode);
+    const node = this.node(this.runningNode); // frames come before the next "executing" on the socket
     const img = new Image();
     const url = URL.createObjectURL(blob);
     img.onload = () => {
-      if (!node?.loom.running) return URL.revokeObjectURL(url); // arrived after its node finished
+      if (!node) return URL.revokeObjectURL(url);
       if (node.loom.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(node.loom.preview.src);
       node.loom.preview = img;
       if (!node.loom.previewSized) {
