@@ -88,12 +88,14 @@ class App {
     this.canvas.setDirty(true, true);
   }
 
-  /** Adds a node at a graph position (default: the middle of the view). */
-  addNode(type, pos) {
+  /** Adds a node centred on a graph position (default: the middle of the view); `side` "left" or
+   * "right" puts that edge of the node at the position instead. */
+  addNode(type, pos, side = "centre") {
     const node = LiteGraph.createNode(type);
     if (!node) return null;
     const [x, y] = pos ?? this.viewCentre();
-    node.pos = [x - node.size[0] / 2, y - 20];
+    const dx = { left: 0, right: -node.size[0], centre: -node.size[0] / 2 }[side];
+    node.pos = [x + dx, y - 20];
     this.graph.add(node);
     this.canvas.selectItems([node]);
     this.changed();
@@ -111,7 +113,7 @@ class App {
       x: e.clientX, y: e.clientY,
       types: { inputType: link.type_filter_in, outputType: link.type_filter_out },
       choose: (type) => {
-        const node = this.addNode(type, [pos[0] + (link.node_from ? 120 : link.node_to ? -120 : 0), pos[1]]);
+        const node = this.addNode(type, pos, link.node_from ? "left" : link.node_to ? "right" : "centre");
         if (node) this.connectNew(node, link);
       },
     });
