@@ -147,7 +147,8 @@ export class Execution extends EventTarget {
     let text = "idle";
     if (this.promptId && info) {
       const done = Math.min(this.done.size, info.total);
-      fraction = Math.min(1, (done + (this.runningNode != null ? this.step : 0)) / info.total);
+      // nodes that no output needs are never run: a finished prompt is 100 %
+      fraction = detail === "done" ? 1 : Math.min(1, (done + (this.runningNode != null ? this.step : 0)) / info.total);
       text = `${done}/${info.total} nodes${detail ? ` · ${detail}` : ""}`;
     } else if (this.promptId) {
       text = `running (queued elsewhere)${detail ? ` · ${detail}` : ""}`;
