@@ -39,7 +39,11 @@ class App {
   async start() {
     this.bindUi();
     const info = await this.loadObjectInfo();
-    registerNodeTypes(info, { onChange: () => this.changed(), upload: (file) => this.upload(file) });
+    registerNodeTypes(info, {
+      onChange: () => this.changed(),
+      upload: (file) => this.upload(file),
+      openImage: (ref) => this.lightbox(ref),
+    });
     colourSockets(this.canvas);
     this.palette.render();
     this.undo = new UndoHistory(this.graph, { onRestore: () => this.afterLoad(false) });

@@ -183,6 +183,11 @@ const nodeMethods = {
     const state = runState(this);
     if (state.errors && !this.flags?.collapsed) drawErrors(this, ctx, state.errors);
   },
+  /** Double-clicking an output image opens it large (hooks.openImage). */
+  onDblClick(e, pos) {
+    const img = runState(this).images[runState(this).imageIndex ?? 0];
+    if (img && pos[1] > contentBottom(this)) this.loomHooks?.openImage?.(JSON.parse(img.dataset.ref));
+  },
   /** Grows the node so its images have room. */
   fitImages() {
     const top = contentBottom(this) + 4;
@@ -241,7 +246,7 @@ export function registerNodeTypes(objectInfo, hooks) {
         if (def.output_node && !def.output?.length) this.fitImages();
       }
     };
-    Object.assign(NodeType.prototype, nodeMethods);
+    Object.assign(NodeType.prototype, nodeMethods, { loomHooks: hooks });
     LiteGraph.registerNodeType(name, NodeType);
     NodeType.category = def.category || "other";
     NodeType.loomDef = def;
