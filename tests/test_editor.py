@@ -360,6 +360,8 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
             });
             loom.api.addEventListener("preview", () => seen.previews++);
         }""")
+        [noise] = await editor.node_ids("MakeNoiseLatents")
+        seed = next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["seed"]
         await page.click("#queue-btn")
         await page.wait_for_function("seen.progress.length > 0", timeout=100000)
         await editor.shot("05-running")
@@ -375,15 +377,19 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
         assert steps[-1]["value"] == steps[-1]["max"]
         bars = [p["bar"] for p in steps]
         assert bars == sorted(bars) and 0 < bars[-1] <= 100
-        assert (await page.locator("#overall .label").text_content()).endswith("done")
-        assert await editor.js("() => document.querySelector(\"#overall .bar\").style.width") == "100%"
-        # after the run no node is left highlighted, and the seed moved on (control: randomize)
+        # the end of the prompt (executing: null) may come just after the image
+        await page.wait_for_function("document.querySelector('#overall .label').textContent.endsWith('done')", timeout=10000)
+        assert await editor.js("() => document.querySelector('#overall .bar').style.width") == "100%"
+        # after the run no node is left highlighted
         assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
         async with aiohttp.ClientSession() as http:
             async with http.get(server.url + "/history") as r:
                 history = await r.json()
         [entry] = history.values()
         assert entry["status"]["status_str"] == "success"
+        # the run used the seed shown when Queue was pressed; the widget then moved on (randomize)
+        assert entry["prompt"][2][str(noise)]["inputs"]["seed"] == seed
+        assert next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["seed"] != seed
         [image] = [img for out in entry["outputs"].values() for img in out.get("images", [])]
         src = await editor.js(f"() => loom.graph.getNodeById({save}).loom.images[0].src")
         assert image["filename"] in src
