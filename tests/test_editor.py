@@ -423,6 +423,27 @@ def test_cancel_interrupts_the_running_workflow(loop, editor):
     run(loop, body(), timeout=150)
 
 
+def test_run_error_is_shown_on_the_failing_node(loop, editor):
+    async def body():
+        page = editor.page
+        [scheduler], [sample] = await editor.node_ids("SetScheduler"), await editor.node_ids("Sample")
+        await editor.set_widget(scheduler, "steps", 2)
+        await editor.set_widget(sample, "start_step", 5)  # valid alone, but past the end of 2 steps
+        await page.click("#queue-btn")
+        await page.wait_for_function(f"() => loom.graph.getNodeById({sample}).has_errors", timeout=100000)
+        messages = await editor.js(f"() => loom.graph.getNodeById({sample}).loom.errors.messages")
+        assert len(messages) == 1 and "start step 5" in messages[0], messages
+        await page.wait_for_selector(".toast.error:has-text('Run failed in node')")
+        await page.wait_for_function("document.querySelector('#overall .label').textContent.endsWith('failed')")
+        await editor.shot("07c-run-error")
+        # the width widget keeps to its step of 8
+        [noise] = await editor.node_ids("MakeNoiseLatents")
+        await editor.set_widget(noise, "width", 60)
+        assert next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["width"] == 64
+
+    run(loop, body(), timeout=150)
+
+
 def _output_png(server) -> tuple[bytes, dict]:
     import urllib.parse
     import urllib.request

@@ -8,6 +8,7 @@ import { Palette, SearchPopup, NODE_DRAG_TYPE } from "./palette.js";
 import { UndoHistory } from "./undo.js";
 import { Execution } from "./execution.js";
 import { Panels } from "./panels.js";
+import { ErrorMarks } from "./errors.js";
 import { bindShortcuts, renderHelp } from "./shortcuts.js";
 
 const STORAGE_KEY = "loom.workflow";
@@ -31,6 +32,7 @@ class App {
     this.palette = new Palette({ root: $("#palette-list"), search: $("#palette-search"), onAdd: (type, pos) => this.addNode(type, pos) });
     this.execution = new Execution({ api: this.api, graph: this.graph, bar: $("#overall .bar"), label: $("#overall .label") });
     this.panels = new Panels({ api: this.api, root: $("#sidebar"), app: this });
+    this.errors = new ErrorMarks({ graph: this.graph, canvas: this.canvas, panel: $("#errors-panel") });
     this.name = "workflow";
     this.fitCanvas();
     new ResizeObserver(() => this.fitCanvas()).observe($("#canvas-wrap"));
@@ -207,7 +209,7 @@ class App {
   }
 
   afterLoad(resetUndo) {
-    this.clearErrors();
+    this.errors.clear();
     this.execution.setRunning(null);
     if (resetUndo) {
       this.undo.reset();
@@ -299,7 +301,7 @@ class App {
   // ---- running ---------------------------------------------------------------------------------
 
   async queue() {
-    this.clearErrors();
+    this.errors.clear();
     const count = Math.max(1, Number($("#batch").value) || 1);
     for (let i = 0; i < count; i++) {
       const workflow = this.graph.serialize();
@@ -309,7 +311,7 @@ class App {
         applySeedControls(this.graph);
         this.changed();
       } catch (err) {
-        if (err.body?.node_errors || err.body?.error) this.showErrors(err.body);
+        if (err.body?.node_errors || err.body?.error) this.errors.show(err.body);
         else this.toast(`Cannot queue: ${err.message}`, "error");
         break;
       }
@@ -320,62 +322,12 @@ class App {
   onRunEnd(detail) {
     $("#live-preview").hidden = true;
     if (detail.status === "error") {
+      this.errors.showRunError(detail);
       this.toast(`Run failed in node #${detail.node_id} ${detail.node_type ?? ""}: ${detail.exception_message ?? ""}`, "error");
     } else if (detail.status === "interrupted") {
       this.toast("Run interrupted");
     }
     this.panels.refresh();
-  }
-
-  /** Shows a 400 answer of /prompt: each message on its node and the input it names. */
-  showErrors(body) {
-    const list = [];
-    for (const [id, entry] of Object.entries(body.node_errors ?? {})) {
-      const node = this.graph.getNodeById(Number(id)) ?? this.graph.getNodeById(id);
-      const errors = entry.errors ?? [];
-      const inputs = {};
-      const messages = errors.map((e) => {
-        const input = e.extra_info?.input_name;
-        if (input) inputs[input] = e.message;
-        const named = !input || e.message.includes(`'${input}'`);
-        return `${named ? "" : `${input}: `}${e.message}${e.details && !e.message.includes(e.details) ? ` (${e.details})` : ""}`;
-      });
-      if (node) {
-        node.loom.errors = { inputs, messages };
-        node.has_errors = true;
-        for (const slot of node.inputs ?? []) slot.hasErrors = slot.name in inputs;
-      }
-      list.push({ node, id, title: node?.title ?? entry.class_type ?? id, messages });
-    }
-    const top = body.error?.message ?? "The workflow is not valid";
-    this.renderErrorPanel(top, body.error?.details, list);
-    this.graph.setDirtyCanvas(true, true);
-  }
-
-  renderErrorPanel(top, details, list) {
-    const panel = $("#errors-panel");
-    const items = list.map(({ node, id, title, messages }) => {
-      const li = document.createElement("li");
-      li.innerHTML = "<b></b><ul></ul>";
-      li.querySelector("b").textContent = `#${id} ${title}`;
-      li.querySelector("ul").append(...messages.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
-      if (node) li.addEventListener("click", () => { this.canvas.centerOnNode(node); this.canvas.selectItems([node]); });
-      return li;
-    });
-    panel.querySelector(".title").textContent = top;
-    panel.querySelector(".details").textContent = list.length ? "" : (details ?? "");
-    panel.querySelector("ul").replaceChildren(...items);
-    panel.hidden = false;
-  }
-
-  clearErrors() {
-    for (const node of this.graph._nodes) {
-      if (node.loom) node.loom.errors = null;
-      node.has_errors = false;
-      for (const slot of node.inputs ?? []) slot.hasErrors = false;
-    }
-    $("#errors-panel").hidden = true;
-    this.graph.setDirtyCanvas(true, true);
   }
 
   async interrupt() {
@@ -425,7 +377,6 @@ class App {
     $("#save-btn").onclick = () => this.saveFile();
     $("#save-server-btn").onclick = () => this.saveToServer();
     $("#help-btn").onclick = () => $("#help").showModal();
-    $("#errors-panel .close").onclick = () => { $("#errors-panel").hidden = true; };
     $("#lightbox").addEventListener("click", (e) => { if (e.target.id === "lightbox") e.target.close(); });
     $("#live-preview").onclick = () => { $("#live-preview").hidden = true; };
     renderHelp($("#help .shortcuts"));

@@ -1,6 +1,8 @@
 // Follows a run from the socket: which node runs, its step progress, the overall progress, latent
 // previews and output images; draws them on the graph's nodes and in the top progress bar.
 
+const OUTCOMES = new Set(["done", "failed", "interrupted"]);
+
 export class Execution extends EventTarget {
   constructor({ api, graph, bar, label }) {
     super();
@@ -23,6 +25,7 @@ export class Execution extends EventTarget {
   track(promptId, workflow) {
     const runnable = workflow.nodes.filter((n) => n.mode !== 2 && n.mode !== 4 && n.type !== "Note").length;
     this.prompts.set(promptId, { total: Math.max(runnable, 1) });
+    if (promptId === this.promptId) this.update();
   }
 
   node(id) { return id == null ? null : this.graph.getNodeById(Number(id)) ?? this.graph.getNodeById(id); }
@@ -118,11 +121,6 @@ export class Execution extends EventTarget {
   on_execution_success(data) { this.emit("end", { ...data, status: "success" }); }
 
   on_execution_error(data) {
-    const node = this.node(data.node_id);
-    if (node) {
-      node.loom.errors = { inputs: {}, messages: [`${data.exception_type ?? "Error"}: ${data.exception_message ?? ""}`.slice(0, 300)] };
-      node.has_errors = true;
-    }
     this.setRunning(null);
     this.outcome = "failed";
     this.update(this.outcome);
@@ -150,8 +148,9 @@ export class Execution extends EventTarget {
       // nodes that no output needs are never run: a finished prompt is 100 %
       fraction = detail === "done" ? 1 : Math.min(1, (done + (this.runningNode != null ? this.step : 0)) / info.total);
       text = `${done}/${info.total} nodes${detail ? ` · ${detail}` : ""}`;
-    } else if (this.promptId) {
-      text = `running (queued elsewhere)${detail ? ` · ${detail}` : ""}`;
+    } else if (this.promptId && !OUTCOMES.has(detail)) {
+      // not (yet) known as ours: the socket may announce a prompt before /prompt has answered
+      text = `running${detail ? ` · ${detail}` : ""}`;
     } else if (detail) {
       fraction = detail === "done" ? 1 : 0;
       text = detail;

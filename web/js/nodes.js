@@ -97,6 +97,7 @@ function addWidgetFor(node, input, hooks) {
     const step = opts.step ?? (isInt ? 1 : 0.01);
     const clamp = (v) => {
       let x = isInt ? Math.round(v) : v;
+      if (isInt && step > 1) x = (opts.min ?? 0) + Math.round((x - (opts.min ?? 0)) / step) * step; // widths in steps of 8
       if (!isInt && opts.round) x = Math.round(x / opts.round) * opts.round;
       if (opts.min != null) x = Math.max(opts.min, x);
       if (opts.max != null) x = Math.min(opts.max, x);
