@@ -445,6 +445,29 @@ def test_save_on_the_server_and_open_from_the_saved_list(loop, editor):
     run(loop, body())
 
 
+def test_upload_an_image_into_load_image(loop, editor):
+    from PIL import Image
+
+    async def body():
+        page = editor.page
+        await page.click("#new-btn")
+        await page.dblclick(".palette-item[data-type=LoadImage]")
+        [node] = await editor.node_ids("LoadImage")
+        buf = BytesIO()
+        Image.new("RGB", (24, 16), "green").save(buf, "PNG")
+        async with page.expect_file_chooser() as chooser:
+            await page.mouse.click(*await editor.widget_xy(node, "upload image"))
+        await (await chooser.value).set_files({"name": "green.png", "mimeType": "image/png", "buffer": buf.getvalue()})
+        await page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({node}).loom.images[0];
+            return img && img.complete && img.naturalWidth === 24 }}""")
+        assert next(n for n in await editor.nodes() if n["id"] == node)["widgets"]["image"] == "green.png"
+        # the button holds no value: the saved widgets_values are the image name alone
+        assert await editor.js(f"() => loom.graph.serialize().nodes.find(n => n.id === {node}).widgets_values") == ["green.png"]
+        await editor.shot("12-uploaded")
+
+    run(loop, body())
+
+
 def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
     async def body():
         page = editor.page

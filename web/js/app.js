@@ -45,6 +45,7 @@ class App {
       onChange: () => this.changed(),
       upload: (file) => this.upload(file),
       openImage: (ref) => this.lightbox(ref),
+      viewUrl: (ref) => this.api.viewUrl(ref),
     });
     colourSockets(this.canvas);
     this.palette.render();

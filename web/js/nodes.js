@@ -116,8 +116,9 @@ function addWidgetFor(node, input, hooks) {
   if (type === "BOOLEAN") return node.addWidget("toggle", name, opts.default ?? false, changed, {});
   if (type === "COMBO") {
     const values = input.choices.length ? input.choices : [""];
-    const w = node.addWidget("combo", name, values.includes(opts.default) ? opts.default : values[0], changed, { values });
-    if (opts.image_upload) addUploadButton(node, w, hooks);
+    const onPick = opts.image_upload ? function () { showInputImage(node, this, hooks); changed(); } : changed;
+    const w = node.addWidget("combo", name, values.includes(opts.default) ? opts.default : values[0], onPick, { values });
+    w.imageUpload = Boolean(opts.image_upload);
     return w;
   }
   if (opts.multiline) {
@@ -126,6 +127,23 @@ function addWidgetFor(node, input, hooks) {
     }, node));
   }
   return node.addWidget("text", name, opts.default ?? "", changed, {});
+}
+
+/** Shows the input image a LoadImage-like combo names on its node. */
+function showInputImage(node, combo, hooks) {
+  const value = String(combo.value ?? "");
+  const cut = value.lastIndexOf("/");
+  const ref = { filename: value.slice(cut + 1), subfolder: cut < 0 ? "" : value.slice(0, cut), type: "input" };
+  if (!ref.filename) {
+    runState(node).images = [];
+    return;
+  }
+  const img = new Image();
+  img.onload = () => node.setDirtyCanvas(true, false);
+  img.src = hooks.viewUrl(ref);
+  img.dataset.ref = JSON.stringify(ref);
+  runState(node).images = [img];
+  node.fitImages();
 }
 
 function addUploadButton(node, combo, hooks) {
@@ -137,6 +155,7 @@ function addUploadButton(node, combo, hooks) {
       const name = await hooks.upload(file);
       if (name && !combo.options.values.includes(name)) combo.options.values.push(name);
       if (name) combo.value = name;
+      showInputImage(node, combo, hooks);
       hooks.onChange?.();
     };
     picker.click();
@@ -183,6 +202,9 @@ const nodeMethods = {
   onDrawForeground(ctx) {
     const state = runState(this);
     if (state.errors && !this.flags?.collapsed) drawErrors(this, ctx, state.errors);
+  },
+  onConfigure() {
+    for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, this.loomHooks);
   },
   /** Double-clicking an output image opens it large (hooks.openImage). */
   onDblClick(e, pos) {
@@ -241,10 +263,13 @@ export function registerNodeTypes(objectInfo, hooks) {
           if (isWidgetInput(input)) addWidgetFor(this, input, hooks);
           else this.addInput(input.name, input.type, input.optional ? { shape: LiteGraph.CIRCLE_SHAPE, optional: true } : {});
         }
+        // upload buttons go last: they hold no value, so the positional widgets_values stay aligned
+        for (const w of [...(this.widgets ?? [])]) if (w.imageUpload) addUploadButton(this, w, hooks);
         (def.output ?? []).forEach((type, i) => this.addOutput(def.output_name?.[i] ?? type, type));
         const size = this.computeSize();
         this.setSize([Math.max(size[0], this.widgets?.length ? 250 : 180), size[1]]);
         if (def.output_node && !def.output?.length) this.fitImages();
+        for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, hooks);
       }
     };
     Object.assign(NodeType.prototype, nodeMethods, { loomHooks: hooks });
