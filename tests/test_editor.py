@@ -338,7 +338,7 @@ def comfy_style_workflow(object_info: dict) -> dict:
         return out
 
     return {
-        "id": "5b2c9b1e-6f0a-4d7e-9d8e-1a2b3c4d5e6f", "revision": 0, "last_node_id": 12, "last_link_id": 3,
+        "id": "5b2c9b1e-6f0a-4d7e-9d8e-1a2b3c4d5e6f", "revision": 0, "last_node_id": 15, "last_link_id": 3,
         "nodes": [
             {"id": 4, "type": "LoadCheckpoint", "pos": [40, 120], "size": [260, 160], "flags": {}, "order": 0,
              "mode": 0, "inputs": [],
@@ -352,6 +352,9 @@ def comfy_style_workflow(object_info: dict) -> dict:
              "title": "Keep this one",
              "inputs": [{"name": object_info["SaveImage"]["input_order"]["required"][0], "type": "IMAGE", "link": 3}],
              "outputs": [], "properties": {}, "widgets_values": widgets("SaveImage", filename_prefix="from_comfy")},
+            {"id": 15, "type": "Note", "pos": [40, 340], "size": [300, 120], "flags": {}, "order": 3, "mode": 0,
+             "inputs": [], "outputs": [], "properties": {}, "widgets_values": ["The VAE decodes latents."],
+             "color": "#432", "bgcolor": "#653"},
         ],
         "links": [[1, 4, [t for t in object_info["LoadCheckpoint"]["output"]].index("VAE"), 9, 0, "VAE"],
                   [3, 9, 0, 12, 0, "IMAGE"]],
@@ -369,9 +372,11 @@ def test_dropped_comfyui_workflow_json_loads(loop, editor, server):
                 info = await r.json()
         workflow = comfy_style_workflow(info)
         await editor.drop_file("comfy_workflow.json", json.dumps(workflow).encode(), "application/json")
-        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
         nodes = {n["id"]: n for n in await editor.nodes()}
-        assert {i: n["type"] for i, n in nodes.items()} == {4: "LoadCheckpoint", 9: "VAEDecode", 12: "SaveImage"}
+        assert {i: n["type"] for i, n in nodes.items()} == {4: "LoadCheckpoint", 9: "VAEDecode", 12: "SaveImage", 15: "Note"}
+        assert nodes[15]["widgets"] == {"text": "The VAE decodes latents."}
+        assert await editor.page.locator(".toast.error").count() == 0  # every node type is known
         assert linked(list(nodes.values()), 9, "vae") == 1 and linked(list(nodes.values()), 12, nodes[12]["inputs"][0]["name"]) == 3
         assert "from_comfy" in nodes[12]["widgets"].values()
         assert await editor.js("() => [loom.graph._groups.length, loom.graph._groups[0].title]") == [1, "Decode and save"]
@@ -396,7 +401,7 @@ def test_dropped_png_with_compressed_itxt_workflow_loads(loop, editor, server):
         buf = BytesIO()
         Image.new("RGB", (8, 8), "red").save(buf, "PNG", pnginfo=info)
         await editor.drop_file("itxt.png", buf.getvalue(), "image/png")
-        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
         assert await editor.js("() => loom.graph.getNodeById(12).title") == "Größe ✓"
 
     run(loop, body())

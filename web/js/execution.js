@@ -1,6 +1,8 @@
 // Follows a run from the socket: which node runs, its step progress, the overall progress, latent
 // previews and output images; draws them on the graph's nodes and in the top progress bar.
 
+import { UI_ONLY_TYPES } from "./nodes.js";
+
 const OUTCOMES = new Set(["done", "failed", "interrupted"]);
 
 export class Execution extends EventTarget {
@@ -23,7 +25,7 @@ export class Execution extends EventTarget {
 
   /** Remembers a prompt we queued so its overall progress can be computed. */
   track(promptId, workflow) {
-    const runnable = workflow.nodes.filter((n) => n.mode !== 2 && n.mode !== 4 && n.type !== "Note").length;
+    const runnable = workflow.nodes.filter((n) => n.mode !== 2 && n.mode !== 4 && !UI_ONLY_TYPES.has(n.type)).length;
     this.prompts.set(promptId, { total: Math.max(runnable, 1) });
     if (promptId === this.promptId) this.update();
   }

@@ -249,6 +249,7 @@ function runningStroke() {
 /** Registers one litegraph node type per /object_info class. */
 export function registerNodeTypes(objectInfo, hooks) {
   for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type);
+  registerNoteTypes(hooks);
   for (const [name, def] of Object.entries(objectInfo)) {
     const inputs = inputsOf(def);
     const NodeType = class extends LGraphNode {
@@ -280,6 +281,33 @@ export function registerNodeTypes(objectInfo, hooks) {
       if (isWidgetInput({ type })) continue;
       LGraphCanvas.link_type_colors[type] = typeColour(type);
     }
+  }
+}
+
+// Editor-only nodes the backend skips (graph/formats.py UI_ONLY_TYPES): notes in shared workflows.
+export const UI_ONLY_TYPES = new Set(["Note", "MarkdownNote"]);
+
+function registerNoteTypes(hooks) {
+  for (const name of UI_ONLY_TYPES) {
+    const NoteType = class extends LGraphNode {
+      static title = name === "Note" ? "Note" : "Markdown note";
+      static description = "A note for people reading the workflow; it is not run.";
+      constructor(title) {
+        super(title ?? NoteType.title);
+        this.serialize_widgets = true;
+        this.color = "#4a4430";
+        this.bgcolor = "#5b5438";
+        this.loom = { running: false, images: [], preview: null, errors: null };
+        this.addCustomWidget(new MultilineWidget({
+          type: "text", name: "text", value: "", options: { multiline: true }, callback: () => hooks.onChange?.(),
+        }, this));
+        this.setSize([300, 110]);
+      }
+    };
+    Object.assign(NoteType.prototype, nodeMethods, { loomHooks: hooks });
+    LiteGraph.registerNodeType(name, NoteType);
+    NoteType.category = "utils";
+    NoteType.loomDef = { input: {}, output: [], category: "utils" };
   }
 }
 
