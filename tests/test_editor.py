@@ -384,6 +384,17 @@ def test_dropped_comfyui_workflow_json_loads(loop, editor, server):
         assert await editor.js("() => document.title") == "comfy_workflow · Loom"
         await editor.shot("09-dropped-json")
 
+        # the same workflow in the newer schema (version 1: links as objects, a state block)
+        v1 = {k: v for k, v in workflow.items() if k not in ("last_node_id", "last_link_id", "links")}
+        v1.update(version=1, state={"lastGroupId": 1, "lastNodeId": 15, "lastLinkId": 3, "lastRerouteId": 0},
+                  links=[dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], link))
+                         for link in workflow["links"]])
+        await editor.page.click("#new-btn")
+        await editor.drop_file("comfy_v1.json", json.dumps(v1).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
+        assert sorted(map(tuple, await editor.js("() => loom.graph.serialize().links"))) == \
+            sorted(map(tuple, workflow["links"]))
+
     run(loop, body())
 
 
