@@ -29,6 +29,7 @@ const SHORTCUTS = [
 ];
 
 const mod = (e) => e.ctrlKey || e.metaKey;
+const canvasKey = (e) => (mod(e) && ["a", "c", "v"].includes(e.key.toLowerCase())) || e.key === "Delete" || e.key === "Backspace";
 
 function typing(e) {
   const t = e.target;
@@ -39,7 +40,11 @@ export function bindShortcuts(app) {
   window.addEventListener("keydown", (e) => {
     if (typing(e) || document.querySelector("dialog[open]")) return;
     const hit = SHORTCUTS.find(([test]) => test(e));
-    if (!hit) return;
+    if (!hit) {
+      // the canvas handles copy, paste, delete and select-all itself, but only while it has the focus
+      if (e.target !== app.canvasEl && canvasKey(e)) app.canvas.processKey(e);
+      return;
+    }
     e.preventDefault();
     e.stopPropagation();
     hit[3](app);
