@@ -1,0 +1,445 @@
+"""The aiohttp application: ComfyUI's routes (also under /api), the WebSocket, the editor's files.
+
+Start-up answers at once: the engine (graph/, the queue database) is opened in a thread right
+after the socket is bound, and the node registry (torch, the nodes) is built by the worker in its
+own thread. Routes that need the registry wait for it a little, then answer 503 + Retry-After.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import re
+import secrets
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from . import files
+from .openapi import describe
+from .security import Guard, Refused, is_loopback, json_errors, read_json
+from .ws import Hub
+
+log = logging.getLogger("loom.server")
+ROOT = Path(__file__).resolve().parent.parent
+JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
+UPLOAD_LIMIT = 32 << 20
+LOOM_WAIT = 15.0  # seconds a request waits for the registry before a 503
+PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise Refused(400, f"'{name}' must be true or false, got {value!r}", "bad_parameter")
+
+
+def _ids(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Refused(400, f"'{name}' must be a list of prompt ids (strings)", "bad_parameter")
+    return value
+
+
+def _object(body: Any, what: str) -> dict:
+    if not isinstance(body, dict):
+        raise Refused(400, f"{what} must be a JSON object, got {type(body).__name__}", "invalid_body")
+    return body
+
+
+class LoomServer:
+    def __init__(self, args, make_loom: Callable[[Any], Any]):
+        self.args, self.make_loom = args, make_loom
+        self.loopback = is_loopback(args.listen)
+        self.token = args.auth_token or (None if self.loopback else secrets.token_urlsafe(24))
+        self.guard = Guard(self.loopback, self.token, args.cors_origin or [])
+        self.hub = Hub()
+        self.web_dir = Path(args.web_dir).resolve()
+        self.env = self.store = self.worker = None
+        self.unsafe_error: type[Exception] = ValueError
+        self.current: dict | None = None  # the node running now, replayed to a client that reconnects
+        self.started = time.time()
+        self._core: asyncio.Future | None = None
+        self._loom_ready = asyncio.Event()
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def _boot(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In a thread: import the engine, open the queue, start the worker."""
+        from graph.env import Env, UnsafePath
+        from graph.store import Store
+        from graph.worker import Worker
+
+        self.unsafe_error = UnsafePath
+        args = self.args
+        self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
+        self.store = Store(self.env.data_dir / "queue.sqlite3")
+        for prompt_id, what in self.store.recovered:
+            log.warning("prompt %s was running when the server stopped: %s", prompt_id, what)
+
+        def relay(client_id, event, data):
+            loop.call_soon_threadsafe(self._on_event, client_id, event, data)
+
+        self.worker = Worker(self.store, lambda: self.make_loom(self.env), relay)
+        self.worker.start()
+
+    async def on_startup(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        self._core = loop.run_in_executor(None, self._boot, loop)
+        app["ready_task"] = asyncio.create_task(self._wait_ready())
+
+    async def _wait_ready(self) -> None:
+        try:
+            await self._core
+        except Exception:
+            log.exception("the server failed to open its data folder")
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.ready.wait)
+        self._loom_ready.set()
+        if self.worker.load_error is None:
+            log.info("nodes loaded: %d types", len(self.worker.loom.registry.names()))
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        await self.hub.close_all()
+        app["ready_task"].cancel()
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        if self.store is not None:
+            self.store.close()
+
+    def _on_event(self, client_id: str | None, event: str, data: dict) -> None:
+        if event == "executing":
+            self.current = {"client_id": client_id, "data": data} if data.get("node") else None
+        self.hub.send(client_id, event, data)
+
+    async def core(self) -> None:
+        """Wait until the data folder and queue are open (well under a second after start)."""
+        try:
+            await asyncio.shield(self._core)
+        except Exception as exc:
+            raise Refused(503, f"the server could not open its data folder: {exc}", "unavailable") from None
+
+    async def loom(self):
+        await self.core()
+        try:
+            await asyncio.wait_for(self._loom_ready.wait(), LOOM_WAIT)
+        except asyncio.TimeoutError:
+            raise Refused(503, "the nodes are still loading; try again shortly", "loading",
+                          headers={"Retry-After": "5"}) from None
+        if self.worker.load_error:
+            raise Refused(503, f"the nodes failed to load: {self.worker.load_error}", "load_failed")
+        return self.worker.loom
+
+    async def status_changed(self) -> None:
+        remaining = await asyncio.to_thread(self.store.remaining)
+        self.hub.send(None, "status", {"queue_remaining": remaining})
+
+    # --- routes -------------------------------------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, Callable, str]]:
+        return [
+            ("get", "/prompt", self.get_prompt, "Number of prompts queued or running"),
+            ("post", "/prompt", self.post_prompt, "Validate and queue a workflow (API or editor format)"),
+            ("get", "/queue", self.get_queue, "The running and pending prompts"),
+            ("post", "/queue", self.post_queue, "Delete pending prompts, or clear the queue"),
+            ("post", "/interrupt", self.post_interrupt, "Stop the running prompt (optionally only if it is prompt_id)"),
+            ("get", "/history", self.get_history, "Finished prompts with outputs and status"),
+            ("get", "/history/{prompt_id}", self.get_history_one, "One finished prompt"),
+            ("post", "/history", self.post_history, "Delete history entries, or clear the history"),
+            ("get", "/object_info", self.get_object_info, "Every node type: inputs, outputs, category"),
+            ("get", "/object_info/{node_class}", self.get_object_info_one, "One node type"),
+            ("get", "/view", self.get_view, "A file of the output, input or temp folder"),
+            ("post", "/upload/image", self.post_upload, "Upload an image to the input folder"),
+            ("get", "/system_stats", self.get_system_stats, "Versions, memory, devices, readiness"),
+            ("get", "/models", self.get_models, "Folders of the models directory"),
+            ("get", "/models/{folder}", self.get_models_folder, "Files of one models folder"),
+            ("post", "/free", self.post_free, "Drop cached node outputs and free memory between prompts"),
+            ("get", "/userdata", self.get_userdata, "List saved workflows (dir=workflows)"),
+            ("get", "/userdata/{path:.+}", self.get_userdata_file, "Load a saved workflow (workflows/NAME.json)"),
+            ("post", "/userdata/{path:.+}", self.post_userdata_file, "Save a workflow (body: its JSON)"),
+            ("delete", "/userdata/{path:.+}", self.delete_userdata_file, "Delete a saved workflow"),
+            ("get", "/ws", self.get_ws, "WebSocket of execution events and preview frames"),
+            ("get", "/openapi.json", self.get_openapi, "This description"),
+        ]
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[json_errors, self.guard.middleware], client_max_size=UPLOAD_LIMIT + (1 << 20))
+        for method, path, handler, _ in self.routes():
+            app.router.add_route(method.upper(), path, handler)
+            if path != "/ws":
+                app.router.add_route(method.upper(), "/api" + path, handler)
+        app.router.add_route("GET", "/api/ws", self.get_ws)
+        app.router.add_route("GET", "/lib/{path:.*}", self.get_lib)
+        app.router.add_route("GET", "/{path:.*}", self.get_static)
+        app.on_startup.append(self.on_startup)
+        app.on_cleanup.append(self.on_cleanup)
+        return app
+
+    # --- queue --------------------------------------------------------------------------------------
+    async def get_prompt(self, request):
+        await self.core()
+        remaining = await asyncio.to_thread(self.store.remaining)
+        return web.json_response({"exec_info": {"queue_remaining": remaining}})
+
+    async def post_prompt(self, request):
+        body = _object(await read_json(request, JSON_LIMIT), "the request body")
+        if body.get("prompt") is None:
+            raise Refused(400, "no prompt given: send {\"prompt\": WORKFLOW}", "no_prompt", node_errors={})
+        workflow = body["prompt"]
+        client_id = body.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or len(client_id) > 128):
+            raise Refused(400, "'client_id' must be a string of at most 128 characters", "bad_parameter")
+        extra = dict(_object(body.get("extra_data") or {}, "'extra_data'"))
+        front = _bool(body.get("front", False), "front")
+        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
+        if not isinstance(prompt_id, str) or not PROMPT_ID.match(prompt_id):
+            raise Refused(400, "'prompt_id' must be 1-64 letters, digits, '-' or '_'", "bad_parameter")
+        loom = await self.loom()
+        validation = await asyncio.to_thread(loom.validate, workflow)
+        if not validation.ok:
+            return web.json_response(validation.response(), status=400)
+        if client_id:
+            extra["client_id"] = client_id
+        if await asyncio.to_thread(self.store.get, prompt_id) is not None:
+            raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
+        number = await asyncio.to_thread(self.store.add, prompt_id, workflow, validation.prompt, extra,
+                                         validation.outputs, client_id, front)
+        self.worker.wake()
+        await self.status_changed()
+        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+
+    async def get_queue(self, request):
+        await self.core()
+        running, pending = await asyncio.to_thread(self.store.queue)
+        return web.json_response({"queue_running": [i.queue_entry() for i in running],
+                                  "queue_pending": [i.queue_entry() for i in pending]})
+
+    async def post_queue(self, request):
+        body = _object(await read_json(request, JSON_LIMIT), "the request body")
+        await self.core()
+        deleted = 0
+        if body.get("clear") is not None and _bool(body["clear"], "clear"):
+            deleted += await asyncio.to_thread(self.store.delete_pending, None)
+        if body.get("delete") is not None:
+            deleted += await asyncio.to_thread(self.store.delete_pending, _ids(body["delete"], "delete"))
+        await self.status_changed()
+        return web.json_response({"deleted": deleted})
+
+    async def post_interrupt(self, request):
+        body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")
+        prompt_id = body.get("prompt_id")
+        if prompt_id is not None and not isinstance(prompt_id, str):
+            raise Refused(400, "'prompt_id' must be a string", "bad_parameter")
+        await self.core()
+        return web.json_response({"interrupted": self.worker.interrupt(prompt_id)})
+
+    async def get_history(self, request):
+        await self.core()
+        max_items = request.query.get("max_items")
+        if max_items is not None:
+            if not max_items.isdigit():
+                raise Refused(400, f"max_items must be a non-negative integer, not {max_items!r}", "bad_parameter")
+            max_items = int(max_items)
+        return web.json_response(await asyncio.to_thread(self.store.history, max_items))
+
+    async def get_history_one(self, request):
+        await self.core()
+        return web.json_response(await asyncio.to_thread(self.store.history, None, request.match_info["prompt_id"]))
+
+    async def post_history(self, request):
+        body = _object(await read_json(request, JSON_LIMIT), "the request body")
+        await self.core()
+        deleted = 0
+        if body.get("clear") is not None and _bool(body["clear"], "clear"):
+            deleted += await asyncio.to_thread(self.store.delete_history, None)
+        if body.get("delete") is not None:
+            deleted += await asyncio.to_thread(self.store.delete_history, _ids(body["delete"], "delete"))
+        return web.json_response({"deleted": deleted})
+
+    # --- nodes and system ---------------------------------------------------------------------------
+    async def get_object_info(self, request):
+        loom = await self.loom()
+        return web.json_response(await asyncio.to_thread(loom.registry.object_info, loom.env))
+
+    async def get_object_info_one(self, request):
+        loom = await self.loom()
+        name = request.match_info["node_class"]
+        cls = loom.registry.get(name)
+        if cls is None:
+            raise Refused(404, f"no node type named {name!r}", "not_found")
+        return web.json_response({name: await asyncio.to_thread(cls.object_info, loom.env)})
+
+    async def get_system_stats(self, request):
+        page = os.sysconf("SC_PAGE_SIZE")
+        ram_total, ram_free = page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
+        ready = self._loom_ready.is_set() and self.worker is not None and self.worker.load_error is None
+        torch = sys.modules.get("torch") if ready else None
+        devices = [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
+                    "torch_vram_total": 0, "torch_vram_free": 0}]
+        if torch is not None and torch.cuda.is_available():
+            devices = []
+            for i in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(i)
+                devices.append({"name": torch.cuda.get_device_name(i), "type": "cuda", "index": i,
+                                "vram_total": total, "vram_free": free,
+                                "torch_vram_total": torch.cuda.memory_reserved(i),
+                                "torch_vram_free": torch.cuda.memory_reserved(i) - torch.cuda.memory_allocated(i)})
+        loom = {"ready": ready, "load_error": self.worker.load_error if self.worker else None,
+                "uptime_s": round(time.time() - self.started, 3),
+                "cache": self.worker.loom.executor.cache.stats() if ready else None}
+        return web.json_response({
+            "system": {"os": sys.platform, "python_version": sys.version, "embedded_python": False,
+                       "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "loom-0.1.0",
+                       "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},
+            "devices": devices, "loom": loom})
+
+    def _models_root(self) -> Path:
+        return Path(self.env.models_dir)
+
+    async def get_models(self, request):
+        await self.core()
+        root = self._models_root()
+        return web.json_response(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+
+    async def get_models_folder(self, request):
+        await self.core()
+        from graph.env import safe_join
+
+        try:
+            folder = safe_join(self._models_root(), request.match_info["folder"])
+        except self.unsafe_error as exc:
+            raise files.unsafe(exc) from None
+        if not folder.is_dir() or folder == self._models_root().resolve():
+            raise Refused(404, f"no models folder {request.match_info['folder']!r}", "not_found")
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        return web.json_response(names)
+
+    async def post_free(self, request):
+        body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")
+        unload = _bool(body.get("unload_models", False), "unload_models")
+        free = _bool(body.get("free_memory", False), "free_memory")
+        await self.loom()
+
+        def task(loom):
+            if unload or free:
+                loom.executor.cache.clear()
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+        self.worker.between_prompts(task)
+        return web.json_response({"scheduled": bool(unload or free)})
+
+    # --- files --------------------------------------------------------------------------------------
+    async def get_view(self, request):
+        await self.core()
+        return files.view(self.env, request, self.unsafe_error)
+
+    async def post_upload(self, request):
+        await self.core()
+        data, filename, fields = await files.read_upload(request, UPLOAD_LIMIT)
+        overwrite = _bool(fields.get("overwrite", "false") or "false", "overwrite")
+        result = await asyncio.to_thread(files.store_upload, self.env, data, filename, fields.get("type") or "input",
+                                         fields.get("subfolder", ""), overwrite, self.unsafe_error)
+        return web.json_response(result)
+
+    def _user_dir(self) -> Path:
+        return Path(self.env.data_dir) / "user"
+
+    def _workflow_name(self, request) -> str | None:
+        """NAME for /userdata/workflows/NAME (or workflows%2FNAME); None for /userdata/workflows."""
+        path = request.match_info["path"]
+        if path.rstrip("/") == "workflows":
+            return None
+        folder, _, name = path.partition("/")
+        if folder != "workflows" or not name:
+            raise Refused(404, "only user workflows are stored: /userdata/workflows/NAME.json", "not_found")
+        return name
+
+    async def get_userdata(self, request):
+        await self.core()
+        if request.query.get("dir", "").strip("/") != "workflows":
+            raise Refused(404, "only dir=workflows is listed", "not_found")
+        return web.json_response(await asyncio.to_thread(files.list_workflows, self._user_dir()))
+
+    async def get_userdata_file(self, request):
+        await self.core()
+        name = self._workflow_name(request)
+        if name is None:
+            return web.json_response(await asyncio.to_thread(files.list_workflows, self._user_dir()))
+        path = files.workflow_path(self._user_dir(), name)
+        if not path.is_file():
+            raise Refused(404, f"no saved workflow {name!r}", "not_found")
+        return web.FileResponse(path, headers={**files.SANDBOX, "Content-Type": "application/json"})
+
+    async def post_userdata_file(self, request):
+        await self.core()
+        name = self._workflow_name(request)
+        if name is None:
+            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
+        overwrite = _bool(request.query.get("overwrite", "true"), "overwrite")
+        if request.content_length is not None and request.content_length > JSON_LIMIT:
+            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
+        body = await request.content.read(JSON_LIMIT + 1)
+        if len(body) > JSON_LIMIT:
+            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
+        await asyncio.to_thread(files.save_workflow, self._user_dir(), name, body, overwrite)
+        return web.json_response(f"workflows/{name}")
+
+    async def delete_userdata_file(self, request):
+        await self.core()
+        name = self._workflow_name(request)
+        if name is None:
+            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
+        path = files.workflow_path(self._user_dir(), name)
+        if not path.is_file():
+            raise Refused(404, f"no saved workflow {name!r}", "not_found")
+        path.unlink()
+        return web.Response(status=204)
+
+    # --- websocket, description, editor -------------------------------------------------------------
+    async def get_ws(self, request):
+        await self.core()
+        remaining = await asyncio.to_thread(self.store.remaining)
+        return await self.hub.serve(request, remaining, self.current)
+
+    async def get_openapi(self, request):
+        return web.json_response(describe(self.routes()))
+
+    async def get_lib(self, request):
+        await self.core()
+        return files.static(self.web_dir / "node_modules", request.match_info["path"], self.unsafe_error)
+
+    async def get_static(self, request):
+        await self.core()
+        return files.static(self.web_dir, request.match_info["path"], self.unsafe_error)
+
+
+async def serve(args, make_loom: Callable[[Any], Any]) -> None:
+    """Run the server until SIGINT or SIGTERM."""
+    import signal
+
+    server = LoomServer(args, make_loom)
+    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.listen, args.port, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Loom listening on http://{shown}:{port}", flush=True)
+    if server.token:
+        print(f"auth token required: open http://{shown}:{port}/?token={server.token}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
