@@ -193,7 +193,8 @@ class LoomServer:
         client_id = body.get("client_id")
         if client_id is not None and (not isinstance(client_id, str) or len(client_id) > 128):
             raise Refused(400, "'client_id' must be a string of at most 128 characters", "bad_parameter")
-        extra = dict(_object(body.get("extra_data") or {}, "'extra_data'"))
+        extra = body.get("extra_data")
+        extra = dict(_object(extra, "'extra_data'")) if extra is not None else {}
         front = _bool(body.get("front", False), "front")
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
         if not isinstance(prompt_id, str) or not PROMPT_ID.match(prompt_id):

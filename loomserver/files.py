@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -62,7 +63,7 @@ def view(env, request: web.Request, unsafe_error) -> web.FileResponse:
 
 def _upload_name(name: str, fmt: str) -> str:
     """The client's file name made safe: no folders, a known image extension matching the content."""
-    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = unquote(name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
     name = re.sub(r"[\x00-\x1f<>:\"|?*]", "_", name).lstrip(".")[:120] or "upload"
     stem, ext = os.path.splitext(name)
     if EXTENSIONS.get(ext.lower()) != fmt:
