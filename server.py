@@ -25,6 +25,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--models-dir", default=None, help="default: DATA_DIR/models")
     p.add_argument("--custom-nodes", default=None, help="a folder of extra node modules")
+    p.add_argument("--no-builtin-nodes", dest="builtin_nodes", action="store_false",
+                   help="load only the --custom-nodes (no torch import; for tests and light tools)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--cache-bytes", type=int, default=None, help="cache budget (default: half of RAM, at most 8 GiB)")
@@ -45,8 +47,11 @@ def make_loom(args: argparse.Namespace, env=None, output_dir: str | None = None)
     if output_dir:
         env.output_dir = Path(output_dir).resolve()
         env.output_dir.mkdir(parents=True, exist_ok=True)
-    ensure_demo_model(env.models_dir)
-    return Loom(env, custom_nodes=args.custom_nodes, cache_bytes=args.cache_bytes, verbose_errors=args.verbose_errors)
+    packages = ("nodes",) if getattr(args, "builtin_nodes", True) else ()
+    if packages:
+        ensure_demo_model(env.models_dir)
+    return Loom(env, packages=packages, custom_nodes=args.custom_nodes, cache_bytes=args.cache_bytes,
+                verbose_errors=args.verbose_errors)
 
 
 def ensure_demo_model(models_dir: Path) -> None:

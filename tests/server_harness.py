@@ -18,8 +18,8 @@ TEST_NODES = ROOT / "tests" / "custom_nodes"
 class ServerProc:
     def __init__(self, data_dir: Path, *args: str, custom_nodes: bool = True, web_dir: Path | None = None):
         self.data_dir, self.args = Path(data_dir), list(args)
-        if custom_nodes:
-            self.args += ["--custom-nodes", str(TEST_NODES)]
+        if custom_nodes:  # the test nodes only: no torch import, a quick start
+            self.args += ["--custom-nodes", str(TEST_NODES), "--no-builtin-nodes"]
         if web_dir is not None:
             self.args += ["--web-dir", str(web_dir)]
         self.proc: subprocess.Popen | None = None
