@@ -55,14 +55,12 @@ def make_loom(args: argparse.Namespace, env=None, output_dir: str | None = None)
 
 
 def ensure_demo_model(models_dir: Path) -> None:
-    if any(p.name[0] != "." for p in Path(models_dir).iterdir()):
-        return
     try:
         from nodes.tiny_model import ensure_tiny_model
     except ImportError:  # built without the SD nodes
         return
-    logging.getLogger("loom").info("the models folder is empty: writing the tiny demo model")
-    ensure_tiny_model(models_dir)
+    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
+        logging.getLogger("loom").info("the models folder held no model: wrote the tiny demo model")
 
 
 def run_command(args: argparse.Namespace) -> int:

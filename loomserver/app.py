@@ -209,8 +209,8 @@ class LoomServer:
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
         number = await asyncio.to_thread(self.store.add, prompt_id, workflow, validation.prompt, extra,
                                          validation.outputs, client_id, front)
+        await self.status_changed()  # before the worker starts it, so clients see status, then execution_start
         self.worker.wake()
-        await self.status_changed()
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
 
     async def get_queue(self, request):
