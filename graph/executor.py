@@ -119,8 +119,7 @@ class Executor:
                         volatile.add(node_id)
                 else:
                     consts[name] = value
-            parts = [cls.type_name(), _canonical(consts), _canonical(links),
-                     _canonical(cls.fingerprint(self.env, **consts))]
+            parts = [cls.type_name(), _canonical([consts, links, cls.fingerprint(self.env, **consts)])]
             if not cls.idempotent:
                 volatile.add(node_id)
             if node_id in volatile:

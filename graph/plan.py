@@ -41,12 +41,12 @@ def find_cycles(g: nx.DiGraph, limit: int = 20) -> list[list[str]]:
     return cycles
 
 
-def topological_order(g: nx.DiGraph, nodes: set[str]) -> list[str]:
-    """`nodes` in a topological order; ties follow the graph's insertion (the prompt's) order."""
-    return list(nx.topological_sort(g.subgraph(nodes)))
+def needed_subgraph(g: nx.DiGraph, outputs: list[str]) -> nx.DiGraph:
+    """The outputs and their ancestors as a graph of its own (a copy: views are slow to walk)."""
+    return g.subgraph(needed_nodes(g, outputs)).copy()
 
 
 def plan(prompt: dict, outputs: list[str]) -> list[str]:
-    """Node ids to execute, ancestors of `outputs` only, in a topological order."""
-    g = dependency_graph(prompt)
-    return topological_order(g, needed_nodes(g, outputs))
+    """Node ids to execute, ancestors of `outputs` only, in a topological order; ties follow the
+    prompt's order."""
+    return list(nx.topological_sort(needed_subgraph(dependency_graph(prompt), outputs)))

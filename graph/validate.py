@@ -12,7 +12,7 @@ import networkx as nx
 
 from .formats import is_link
 from .node import InputError
-from .plan import dependency_graph, find_cycles, needed_nodes, sort_key, topological_order
+from .plan import dependency_graph, find_cycles, needed_subgraph, sort_key
 from .registry import Registry
 
 
@@ -124,11 +124,11 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
     outputs = sorted(outputs, key=sort_key)
 
     g = dependency_graph(prompt)
-    needed = needed_nodes(g, outputs)
+    sub = needed_subgraph(g, outputs)
     normalized = {}
     for node_id, node in prompt.items():
         cls = registry.get(node["class_type"])
-        if cls is None or node_id not in needed:
+        if cls is None or node_id not in sub:
             normalized[node_id] = node
             continue
         given, coerced = node.get("inputs", {}), {}
@@ -154,7 +154,7 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
                          name, input_name=name, received_value=constants.get(name))
         normalized[node_id] = {**node, "inputs": coerced}
 
-    cycles = find_cycles(g.subgraph(needed))
+    cycles = find_cycles(sub)
     for cycle in cycles:
         names = " -> ".join(_title(prompt, n) for n in cycle + cycle[:1])
         for node_id in cycle:
@@ -177,5 +177,5 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
                           "details": "\n".join(lines), "extra_info": {}}
         if error["type"] == "prompt_no_outputs":
             error["details"] += "\n" + "\n".join(lines)
-    order = [] if cycles else topological_order(g, needed)
+    order = [] if cycles else list(nx.topological_sort(sub))
     return Validation(prompt=normalized, outputs=outputs, order=order, error=error, node_errors=errs.node_errors)
