@@ -284,3 +284,36 @@ def test_validation_errors_name_node_and_input(server):
             async with s.get(server.url + "/queue") as r:
                 assert (await r.json())["queue_pending"] == []
     run(main())
+
+
+FAILING = {
+    "1": {"class_type": "Number", "inputs": {"value": 1.0}},
+    "2": {"class_type": "Fail", "inputs": {"x": ["1", 0]}},
+    "3": {"class_type": "ToText", "inputs": {"x": ["2", 0]}},
+    "4": {"class_type": "Show", "inputs": {"text": ["3", 0]}},
+}
+
+
+async def failing_run(url: str) -> tuple[dict, dict]:
+    async with aiohttp.ClientSession() as s, WsLog(s, url, "err") as ws:
+        pid = (await post_prompt(s, url, FAILING, "err"))["prompt_id"]
+        msgs = [m for m in await ws.until_done(pid) if isinstance(m, dict)]
+        assert [m["type"] for m in msgs][-3:] == ["execution_error", "status", "executing"]
+        return msgs[-3]["data"], await wait_history(s, url, pid)
+
+
+def test_node_failure_is_reported_without_traceback(server):
+    error, entry = run(failing_run(server.url))
+    assert (error["node_id"], error["node_type"], error["exception_type"]) == ("2", "Fail", "RuntimeError")
+    assert error["exception_message"] == "this node always fails" and error["traceback"] == []
+    assert entry["status"]["status_str"] == "error" and entry["status"]["messages"][-1][0] == "execution_error"
+
+
+def test_verbose_errors_include_the_traceback(tmp_path):
+    proc = ServerProc(tmp_path / "data", "--verbose-errors").start()
+    try:
+        proc.wait_ready()
+        error, _ = run(failing_run(proc.url))
+        assert any("this node always fails" in line for line in error["traceback"])
+    finally:
+        proc.stop()
