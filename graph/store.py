@@ -166,6 +166,13 @@ class Store:
             self._db.execute("DELETE FROM prompts WHERE id IN (SELECT id FROM prompts WHERE state='done' "
                              "ORDER BY finished LIMIT ?)", (over,))
 
+    def requeue(self, prompt_id: str) -> None:
+        """Put a running prompt back at the front, not counting this attempt (a clean shutdown)."""
+        def back():
+            self._db.execute("UPDATE prompts SET state='pending', number=?, attempts=MAX(attempts-1, 0) "
+                             "WHERE id=? AND state='running'", (self._front_number(), prompt_id))
+        self._tx(back)
+
     def queue(self) -> tuple[list[Item], list[Item]]:
         """(running, pending) in run order."""
         with self._lock:

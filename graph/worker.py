@@ -94,6 +94,7 @@ class Worker:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after interrupting the running prompt, which goes back to the front of the queue."""
         self._stop.set()
         self._interrupt.set()
         self._wake.set()
@@ -163,9 +164,17 @@ class Worker:
                 data = {"prompt_id": data.get("prompt_id"), "node": data.get("node"), "jpeg": frame}
             self.relay(item.client_id, event, data)
 
+        log.info("prompt %s started (attempt %d)", item.id, item.attempts)
+        started = time.monotonic()
         result = run_item(self.loom, item, emit, self._interrupt, previews=item.client_id is not None)
-        self.store.finish(item.id, result)
         self.current, self.current_node = None, None
+        if self._stop.is_set() and not result["status"]["completed"]:
+            self.store.requeue(item.id)  # stopped by a shutdown, not by the user: run it after the restart
+            log.info("prompt %s was stopped by the shutdown; it runs again after the restart", item.id)
+            return
+        self.store.finish(item.id, result)
+        log.info("prompt %s finished: %s in %.2f s", item.id, result["status"]["status_str"],
+                 time.monotonic() - started)
         self.relay(None, "status", {"queue_remaining": self.store.remaining()})
         for data in held[-1:]:
             self.relay(item.client_id, "executing", data)

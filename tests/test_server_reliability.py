@@ -147,3 +147,22 @@ def test_queue_delete_clear_and_front(tmp_path):
         run(main())
     finally:
         server.stop()
+
+
+def test_clean_shutdown_requeues_the_running_prompt(tmp_path):
+    data = tmp_path / "data"
+    server = ServerProc(data).start()
+    try:
+        server.wait_ready()
+
+        async def start_slow():
+            async with aiohttp.ClientSession() as s, WsLog(s, server.url, "t") as ws:
+                pid = (await post_prompt(s, server.url, picture_prompt(seed=3, steps=100, delay=0.05), "t"))["prompt_id"]
+                await ws.wait_for(lambda m: m["type"] == "progress")
+                return pid
+        pid = run(start_slow())
+    finally:
+        server.stop()  # SIGTERM
+    assert server.proc.returncode == 0
+    with sqlite3.connect(data / "queue.sqlite3") as db:
+        assert db.execute("SELECT state, attempts FROM prompts WHERE id=?", (pid,)).fetchone() == ("pending", 0)
