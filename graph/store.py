@@ -79,7 +79,7 @@ class Store:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an accepted prompt survives power loss too
+        self._sync = ""
         self._db.executescript(SCHEMA)
         self.recovered = self._recover()
 
@@ -87,8 +87,15 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def _tx(self, fn, *args):
+    def _tx(self, fn, *args, durable: bool = False):
+        """Run fn in a write transaction. `durable`: fsync before returning (FULL), so the change
+        survives power loss; others (NORMAL, in WAL mode) survive a crash of the process but may be
+        undone by power loss, which at worst runs a finished prompt again."""
         with self._lock:
+            sync = "FULL" if durable else "NORMAL"
+            if sync != self._sync:
+                self._db.execute(f"PRAGMA synchronous={sync}")
+                self._sync = sync
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(*args)
@@ -124,21 +131,30 @@ class Store:
         return min(row[0] if row[0] is not None else 0, 0) - 1
 
     def add(self, prompt_id: str, workflow: Any, prompt: dict, extra_data: dict, outputs: list,
-            client_id: str | None = None, front: bool = False) -> int:
-        """Queue a prompt and commit; returns its number (front: before every pending prompt)."""
+            client_id: str | None = None, front: bool = False) -> int | None:
+        """Queue a prompt and commit durably; returns its number, or None if the id is taken."""
+        return self.add_many([dict(prompt_id=prompt_id, workflow=workflow, prompt=prompt, extra_data=extra_data,
+                                   outputs=outputs, client_id=client_id, front=front)])[0]
+
+    def add_many(self, rows: list[dict]) -> list[int | None]:
+        """Queue several prompts (keyword dicts of `add`) in one transaction and one fsync: the server
+        batches concurrent POSTs this way. Returns their numbers, None for an id already used."""
         def insert():
-            if front:
-                number = self._front_number()
-            else:
-                row = self._db.execute("SELECT MAX(number) FROM prompts").fetchone()
-                number = max(row[0] if row[0] is not None else -1, -1) + 1
-            self._db.execute(
-                "INSERT INTO prompts (id, number, state, client_id, workflow, prompt, extra_data, outputs, created)"
-                " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-                (prompt_id, number, client_id, _dumps(workflow), _dumps(prompt), _dumps(extra_data),
-                 _dumps(outputs), time.time()))
-            return number
-        return self._tx(insert)
+            numbers = []
+            for row in rows:
+                if row.get("front"):
+                    number = self._front_number()
+                else:
+                    last = self._db.execute("SELECT MAX(number) FROM prompts").fetchone()[0]
+                    number = max(last if last is not None else -1, -1) + 1
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO prompts (id, number, state, client_id, workflow, prompt, extra_data,"
+                    " outputs, created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                    (row["prompt_id"], number, row.get("client_id"), _dumps(row["workflow"]), _dumps(row["prompt"]),
+                     _dumps(row["extra_data"]), _dumps(row["outputs"]), time.time()))
+                numbers.append(number if cur.rowcount else None)
+            return numbers
+        return self._tx(insert, durable=True)
 
     def claim(self) -> Item | None:
         """Mark the first pending prompt running (counting the attempt) and return it."""

@@ -65,8 +65,6 @@ class SavePicture(Node):
         info.add_text("prompt", json.dumps(ctx.prompt))
         for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
             info.add_text(key, json.dumps(value))
-        n = 0
-        while (path := ctx.env.safe_path("output", f"{self.filename_prefix}_{n:05}_.png")).exists():
-            n += 1
+        path = ctx.env.safe_path("output", f"{self.filename_prefix}_{ctx.prompt_id}_{ctx.node_id}.png")
         self.picture.save(path, pnginfo=info)
         ctx.show(images=[{"filename": path.name, "subfolder": "", "type": "output"}])
