@@ -21,6 +21,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                        "generated and printed otherwise)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin browser requests from ORIGIN (repeatable; '*' for any)")
+    p.add_argument("--ready-wait", type=float, default=15.0, metavar="SECONDS",
+                   help="how long /prompt and /object_info wait for the nodes to load before answering 503")
     p.add_argument("--web-dir", default=str(ROOT / "web"), help="the editor's files, served at /")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--models-dir", default=None, help="default: DATA_DIR/models")

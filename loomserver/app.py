@@ -29,7 +29,6 @@ log = logging.getLogger("loom.server")
 ROOT = Path(__file__).resolve().parent.parent
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
-LOOM_WAIT = 15.0  # seconds a request waits for the registry before a 503
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
 
 
@@ -160,7 +159,7 @@ class LoomServer:
     async def loom(self):
         await self.core()
         try:
-            await asyncio.wait_for(self._loom_ready.wait(), LOOM_WAIT)
+            await asyncio.wait_for(self._loom_ready.wait(), getattr(self.args, "ready_wait", 15.0))
         except asyncio.TimeoutError:
             raise Refused(503, "the nodes are still loading; try again shortly", "loading",
                           headers={"Retry-After": "5"}) from None

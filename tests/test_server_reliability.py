@@ -6,7 +6,7 @@ import time
 import aiohttp
 
 from graph.store import Store
-from tests.server_harness import ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
+from tests.server_harness import ROOT, ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
 
 
 def test_kill_9_mid_queue_loses_nothing(tmp_path):
@@ -72,6 +72,9 @@ def test_store_requeues_a_crashed_prompt_once_then_fails_it(tmp_path):
     assert [i.id for i in store.queue()[1]] == ["b"]
     assert store.add("c", {}, {}, {}, [], front=True) < store.add("d", {}, {}, {}, [])
     assert [i.id for i in store.queue()[1]] == ["c", "b", "d"]
+    row = dict(prompt_id="e", workflow={}, prompt={}, extra_data={}, outputs=[])
+    numbers = store.add_many([row, row, {**row, "prompt_id": "f"}])  # one batch, a repeated id refused
+    assert numbers[0] is not None and numbers[1] is None and numbers[2] == numbers[0] + 1
     store.close()
 
 
@@ -166,3 +169,25 @@ def test_clean_shutdown_requeues_the_running_prompt(tmp_path):
     assert server.proc.returncode == 0
     with sqlite3.connect(data / "queue.sqlite3") as db:
         assert db.execute("SELECT state, attempts FROM prompts WHERE id=?", (pid,)).fetchone() == ("pending", 0)
+
+
+def test_answers_at_once_while_the_nodes_load(tmp_path):
+    slow = ServerProc(tmp_path / "data", "--custom-nodes", str(ROOT / "tests" / "slow_nodes"), "--no-builtin-nodes",
+                      "--ready-wait", "0.2", custom_nodes=False).start()
+    try:
+        async def main():
+            async with aiohttp.ClientSession() as s:
+                async with s.get(slow.url + "/system_stats") as r:
+                    assert r.status == 200 and (await r.json())["loom"]["ready"] is False
+                prompt = {"1": {"class_type": "Constant", "inputs": {"value": 2.0}}}
+                async with s.post(slow.url + "/prompt", json={"prompt": prompt}) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "5"
+                    assert (await r.json())["error"]["type"] == "loading"
+                async with s.get(slow.url + "/queue") as r:  # the queue does not wait for the nodes
+                    assert r.status == 200
+                slow.wait_ready(timeout=30)
+                pid = (await post_prompt(s, slow.url, prompt))["prompt_id"]
+                assert (await wait_history(s, slow.url, pid))["outputs"] == {"1": {"values": [2.0]}}
+        run(main())
+    finally:
+        slow.stop()
