@@ -52,6 +52,14 @@ def _object(body: Any, what: str) -> dict:
     return body
 
 
+def list_checkpoints(models_dir: Path) -> list[str]:
+    """What the SD loader lists when its nodes are loaded, else the entries of the models folder."""
+    loaders = sys.modules.get("nodes.loaders")
+    if loaders is not None and hasattr(loaders, "list_models"):
+        return list(loaders.list_models(models_dir))
+    return sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))
+
+
 class GroupCommit:
     """Concurrent POST /prompt share one transaction (one fsync): while a batch commits, the next
     requests gather; a lone request commits at once, with no added wait."""
@@ -187,8 +195,8 @@ class LoomServer:
             ("get", "/view", self.get_view, "A file of the output, input or temp folder"),
             ("post", "/upload/image", self.post_upload, "Upload an image to the input folder"),
             ("get", "/system_stats", self.get_system_stats, "Versions, memory, devices, readiness"),
-            ("get", "/models", self.get_models, "Folders of the models directory"),
-            ("get", "/models/{folder}", self.get_models_folder, "Files of one models folder"),
+            ("get", "/models", self.get_models, "Kinds of models (checkpoints)"),
+            ("get", "/models/{folder}", self.get_models_folder, "The models of one kind (checkpoints)"),
             ("post", "/free", self.post_free, "Drop cached node outputs and free memory between prompts"),
             ("get", "/userdata", self.get_userdata, "List saved workflows (dir=workflows)"),
             ("get", "/userdata/{path:.+}", self.get_userdata_file, "Load a saved workflow (workflows/NAME.json)"),
@@ -331,27 +339,16 @@ class LoomServer:
                        "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},
             "devices": devices, "loom": loom})
 
-    def _models_root(self) -> Path:
-        return Path(self.env.models_dir)
-
     async def get_models(self, request):
-        await self.core()
-        root = self._models_root()
-        return web.json_response(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        return web.json_response(["checkpoints"])
 
     async def get_models_folder(self, request):
+        """The checkpoints the loader offers (ComfyUI's /models/checkpoints)."""
         await self.core()
-        from graph.env import safe_join
-
-        try:
-            folder = safe_join(self._models_root(), request.match_info["folder"])
-        except self.unsafe_error as exc:
-            raise files.unsafe(exc) from None
-        if not folder.is_dir() or folder == self._models_root().resolve():
-            raise Refused(404, f"no models folder {request.match_info['folder']!r}", "not_found")
-        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-        return web.json_response(names)
+        if request.match_info["folder"] != "checkpoints":
+            raise Refused(404, f"no models folder {request.match_info['folder']!r}; there is 'checkpoints'",
+                          "not_found")
+        return web.json_response(await asyncio.to_thread(list_checkpoints, Path(self.env.models_dir)))
 
     async def post_free(self, request):
         body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")

@@ -143,8 +143,11 @@ def test_object_info_models_free_openapi(server):
             assert noise["output"] == ["PICTURE"] and info["SavePicture"]["output_node"] is True
             async with s.get(server.url + "/api/object_info/Noise") as r:
                 assert (await r.json()) == {"Noise": noise}
+            (server.data_dir / "models" / "some-model").mkdir(exist_ok=True)
             async with s.get(server.url + "/models") as r:
-                assert r.status == 200 and isinstance(await r.json(), list)
+                assert await r.json() == ["checkpoints"]
+            async with s.get(server.url + "/api/models/checkpoints") as r:
+                assert await r.json() == ["some-model"]
             async with s.post(server.url + "/free", json={"unload_models": True}) as r:
                 assert r.status == 200
             async with s.get(server.url + "/openapi.json") as r:
