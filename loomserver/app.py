@@ -22,7 +22,7 @@ from aiohttp import web
 
 from . import files
 from .openapi import describe
-from .security import Guard, Refused, is_loopback, json_errors, read_json
+from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
 from .ws import Hub
 
 log = logging.getLogger("loom.server")
@@ -223,7 +223,7 @@ class LoomServer:
     async def get_prompt(self, request):
         await self.core()
         remaining = await asyncio.to_thread(self.store.remaining)
-        return web.json_response({"exec_info": {"queue_remaining": remaining}})
+        return reply({"exec_info": {"queue_remaining": remaining}})
 
     async def post_prompt(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
@@ -242,7 +242,7 @@ class LoomServer:
         loom = await self.loom()
         validation = await asyncio.to_thread(loom.validate, workflow)
         if not validation.ok:
-            return web.json_response(validation.response(), status=400)
+            return reply(validation.response(), status=400)
         if client_id:
             extra["client_id"] = client_id
         number = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
@@ -252,12 +252,12 @@ class LoomServer:
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
         await self.status_changed()  # before the worker starts it, so clients see status, then execution_start
         self.worker.wake()
-        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}})
 
     async def get_queue(self, request):
         await self.core()
         running, pending = await asyncio.to_thread(self.store.queue)
-        return web.json_response({"queue_running": [i.queue_entry() for i in running],
+        return reply({"queue_running": [i.queue_entry() for i in running],
                                   "queue_pending": [i.queue_entry() for i in pending]})
 
     async def post_queue(self, request):
@@ -269,7 +269,7 @@ class LoomServer:
         if body.get("delete") is not None:
             deleted += await asyncio.to_thread(self.store.delete_pending, _ids(body["delete"], "delete"))
         await self.status_changed()
-        return web.json_response({"deleted": deleted})
+        return reply({"deleted": deleted})
 
     async def post_interrupt(self, request):
         body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")
@@ -277,7 +277,7 @@ class LoomServer:
         if prompt_id is not None and not isinstance(prompt_id, str):
             raise Refused(400, "'prompt_id' must be a string", "bad_parameter")
         await self.core()
-        return web.json_response({"interrupted": self.worker.interrupt(prompt_id)})
+        return reply({"interrupted": self.worker.interrupt(prompt_id)})
 
     async def get_history(self, request):
         await self.core()
@@ -286,11 +286,11 @@ class LoomServer:
             if not max_items.isdigit():
                 raise Refused(400, f"max_items must be a non-negative integer, not {max_items!r}", "bad_parameter")
             max_items = int(max_items)
-        return web.json_response(await asyncio.to_thread(self.store.history, max_items))
+        return reply(await asyncio.to_thread(self.store.history, max_items))
 
     async def get_history_one(self, request):
         await self.core()
-        return web.json_response(await asyncio.to_thread(self.store.history, None, request.match_info["prompt_id"]))
+        return reply(await asyncio.to_thread(self.store.history, None, request.match_info["prompt_id"]))
 
     async def post_history(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
@@ -300,12 +300,12 @@ class LoomServer:
             deleted += await asyncio.to_thread(self.store.delete_history, None)
         if body.get("delete") is not None:
             deleted += await asyncio.to_thread(self.store.delete_history, _ids(body["delete"], "delete"))
-        return web.json_response({"deleted": deleted})
+        return reply({"deleted": deleted})
 
     # --- nodes and system ---------------------------------------------------------------------------
     async def get_object_info(self, request):
         loom = await self.loom()
-        return web.json_response(await asyncio.to_thread(loom.registry.object_info, loom.env))
+        return reply(await asyncio.to_thread(loom.registry.object_info, loom.env))
 
     async def get_object_info_one(self, request):
         loom = await self.loom()
@@ -313,7 +313,7 @@ class LoomServer:
         cls = loom.registry.get(name)
         if cls is None:
             raise Refused(404, f"no node type named {name!r}", "not_found")
-        return web.json_response({name: await asyncio.to_thread(cls.object_info, loom.env)})
+        return reply({name: await asyncio.to_thread(cls.object_info, loom.env)})
 
     async def get_system_stats(self, request):
         page = os.sysconf("SC_PAGE_SIZE")
@@ -333,14 +333,14 @@ class LoomServer:
         loom = {"ready": ready, "load_error": self.worker.load_error if self.worker else None,
                 "uptime_s": round(time.time() - self.started, 3),
                 "cache": self.worker.loom.executor.cache.stats() if ready else None}
-        return web.json_response({
+        return reply({
             "system": {"os": sys.platform, "python_version": sys.version, "embedded_python": False,
                        "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "loom-0.1.0",
                        "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},
             "devices": devices, "loom": loom})
 
     async def get_models(self, request):
-        return web.json_response(["checkpoints"])
+        return reply(["checkpoints"])
 
     async def get_models_folder(self, request):
         """The checkpoints the loader offers (ComfyUI's /models/checkpoints)."""
@@ -348,7 +348,7 @@ class LoomServer:
         if request.match_info["folder"] != "checkpoints":
             raise Refused(404, f"no models folder {request.match_info['folder']!r}; there is 'checkpoints'",
                           "not_found")
-        return web.json_response(await asyncio.to_thread(list_checkpoints, Path(self.env.models_dir)))
+        return reply(await asyncio.to_thread(list_checkpoints, Path(self.env.models_dir)))
 
     async def post_free(self, request):
         body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")
@@ -365,7 +365,7 @@ class LoomServer:
                 torch.cuda.empty_cache()
 
         self.worker.between_prompts(task)
-        return web.json_response({"scheduled": bool(unload or free)})
+        return reply({"scheduled": bool(unload or free)})
 
     # --- files --------------------------------------------------------------------------------------
     async def get_view(self, request):
@@ -378,7 +378,7 @@ class LoomServer:
         overwrite = _bool(fields.get("overwrite", "false") or "false", "overwrite")
         result = await asyncio.to_thread(files.store_upload, self.env, data, filename, fields.get("type") or "input",
                                          fields.get("subfolder", ""), overwrite, self.unsafe_error)
-        return web.json_response(result)
+        return reply(result)
 
     def _user_dir(self) -> Path:
         return Path(self.env.data_dir) / "user"
@@ -397,13 +397,13 @@ class LoomServer:
         await self.core()
         if request.query.get("dir", "").strip("/") != "workflows":
             raise Refused(404, "only dir=workflows is listed", "not_found")
-        return web.json_response(await asyncio.to_thread(files.list_workflows, self._user_dir()))
+        return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
 
     async def get_userdata_file(self, request):
         await self.core()
         name = self._workflow_name(request)
         if name is None:
-            return web.json_response(await asyncio.to_thread(files.list_workflows, self._user_dir()))
+            return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
         path = files.workflow_path(self._user_dir(), name)
         if not path.is_file():
             raise Refused(404, f"no saved workflow {name!r}", "not_found")
@@ -421,7 +421,7 @@ class LoomServer:
         if len(body) > JSON_LIMIT:
             raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
         await asyncio.to_thread(files.save_workflow, self._user_dir(), name, body, overwrite)
-        return web.json_response(f"workflows/{name}")
+        return reply(f"workflows/{name}")
 
     async def delete_userdata_file(self, request):
         await self.core()
@@ -441,7 +441,7 @@ class LoomServer:
         return await self.hub.serve(request, remaining, self.current)
 
     async def get_openapi(self, request):
-        return web.json_response(describe(self.routes()))
+        return reply(describe(self.routes()))
 
     async def get_lib(self, request):
         await self.core()

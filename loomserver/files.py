@@ -172,8 +172,8 @@ def save_workflow(user_dir: Path, name: str, body: bytes, overwrite: bool) -> No
     path = workflow_path(user_dir, name)
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Refused(400, f"a workflow file must be JSON: {exc}", "invalid_json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise Refused(400, f"a workflow file must be JSON: {type(exc).__name__}: {exc}", "invalid_json") from None
     if not isinstance(value, dict):
         raise Refused(400, f"a workflow file must be a JSON object, got {type(value).__name__}", "invalid_json")
     if path.exists() and not overwrite:

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -32,10 +33,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def dumps(value) -> str:
+    """Strict JSON for browsers: NaN and infinities (e.g. a received_value) become strings."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def reply(data, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+
+
 def error(status: int, message: str, kind: str = "bad_request", headers: dict | None = None, **extra) -> web.Response:
     """A JSON error in the shape of ComfyUI's prompt errors: {error: {type, message, details, extra_info}}."""
     body = {"error": {"type": kind, "message": message, "details": extra.pop("details", ""), "extra_info": extra}}
-    return web.json_response(body, status=status, headers=headers)
+    return reply(body, status=status, headers=headers)
 
 
 class Refused(Exception):
@@ -151,3 +174,5 @@ async def read_json(request: web.Request, limit: int, empty=None):
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Refused(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise Refused(400, "the request body is nested too deeply", "invalid_json") from None

@@ -13,6 +13,8 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
+from .security import dumps
+
 log = logging.getLogger(__name__)
 PREVIEW_IMAGE, JPEG = 1, 1  # ComfyUI's binary frame: event type, image type
 MAX_BACKLOG = 5000  # messages queued for one client before it is dropped
@@ -44,7 +46,7 @@ class Client:
                 if isinstance(message, bytes):
                     await self.ws.send_bytes(message)
                 else:
-                    await self.ws.send_json(message)
+                    await self.ws.send_str(dumps(message))
             except (ConnectionError, RuntimeError):
                 return
 

@@ -233,6 +233,10 @@ BIG = b'{"prompt": "' + b"x" * (17 << 20) + b'"}'
     ("POST", "/prompt", json.dumps({"prompt": picture_prompt(), "front": "soon"}).encode(), 400, "bad_parameter"),
     ("POST", "/prompt", json.dumps({"prompt": picture_prompt(), "prompt_id": "../x"}).encode(), 400, "bad_parameter"),
     ("POST", "/prompt", BIG, 413, "too_large"),
+    ("POST", "/prompt", b'{"prompt": ' + b"[" * 100_000, 400, "invalid_json"),
+    ("POST", "/prompt", b'{"prompt": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "invalid_json"),
+    ("POST", "/prompt", json.dumps({"prompt": {**picture_prompt(), "1": {"class_type": "Pattern", "inputs": {
+        "size": float("nan")}}}}).encode(), 400, "prompt_outputs_failed_validation"),
     ("POST", "/api/prompt", b"{not json", 400, "invalid_json"),
     ("DELETE", "/prompt", b"", 405, "method_not_allowed"),
     ("GET", "/no/such/route", b"", 404, "not_found"),
@@ -255,6 +259,7 @@ BIG = b'{"prompt": "' + b"x" * (17 << 20) + b'"}'
     ("POST", "/userdata/workflows/.hidden.json", b"{}", 400, "bad_name"),
     ("POST", "/userdata/workflows/a.json", b"not json", 400, "invalid_json"),
     ("POST", "/userdata/workflows/a.json", b"[1]", 400, "invalid_json"),
+    ("POST", "/userdata/workflows/a.json", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
     ("POST", "/userdata/other/a.json", b"{}", 404, "not_found"),
 ])
 def test_bad_input_gets_json_4xx(server, method, path, body, status, kind):
@@ -263,7 +268,7 @@ def test_bad_input_gets_json_4xx(server, method, path, body, status, kind):
             async with s.request(method, server.url + path, data=body,
                                  headers={"Content-Type": "application/json"}) as r:
                 assert r.status == status, await r.text()
-                data = await r.json()
+                data = json.loads(await r.text(), parse_constant=lambda c: pytest.fail(f"{c} in the reply"))
                 assert data["error"]["type"] == kind and data["error"]["message"]
     run(main())
 
