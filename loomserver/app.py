@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import re
 import secrets
 import sys
@@ -21,12 +20,13 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import files
+from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
+from .system import list_checkpoints, system_stats
 from .ws import Hub
 
 log = logging.getLogger("loom.server")
-ROOT = Path(__file__).resolve().parent.parent
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
@@ -50,46 +50,6 @@ def _object(body: Any, what: str) -> dict:
     if not isinstance(body, dict):
         raise Refused(400, f"{what} must be a JSON object, got {type(body).__name__}", "invalid_body")
     return body
-
-
-def list_checkpoints(models_dir: Path) -> list[str]:
-    """What the SD loader lists when its nodes are loaded, else the entries of the models folder."""
-    loaders = sys.modules.get("nodes.loaders")
-    if loaders is not None and hasattr(loaders, "list_models"):
-        return list(loaders.list_models(models_dir))
-    return sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))
-
-
-class GroupCommit:
-    """Concurrent POST /prompt share one transaction (one fsync): while a batch commits, the next
-    requests gather; a lone request commits at once, with no added wait."""
-
-    def __init__(self, write_many: Callable[[list], list]):
-        self.write_many = write_many
-        self.pending: list[tuple[dict, asyncio.Future]] = []
-        self.flushing: asyncio.Task | None = None
-
-    async def add(self, row: dict):
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((row, future))
-        if self.flushing is None:
-            self.flushing = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                try:
-                    results = await asyncio.to_thread(self.write_many, [row for row, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        future.set_exception(exc)
-                else:
-                    for (_, future), result in zip(batch, results):
-                        future.set_result(result)
-        finally:
-            self.flushing = None
 
 
 class LoomServer:
@@ -316,28 +276,8 @@ class LoomServer:
         return reply({name: await asyncio.to_thread(cls.object_info, loom.env)})
 
     async def get_system_stats(self, request):
-        page = os.sysconf("SC_PAGE_SIZE")
-        ram_total, ram_free = page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
         ready = self._loom_ready.is_set() and self.worker is not None and self.worker.load_error is None
-        torch = sys.modules.get("torch") if ready else None
-        devices = [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
-                    "torch_vram_total": 0, "torch_vram_free": 0}]
-        if torch is not None and torch.cuda.is_available():
-            devices = []
-            for i in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(i)
-                devices.append({"name": torch.cuda.get_device_name(i), "type": "cuda", "index": i,
-                                "vram_total": total, "vram_free": free,
-                                "torch_vram_total": torch.cuda.memory_reserved(i),
-                                "torch_vram_free": torch.cuda.memory_reserved(i) - torch.cuda.memory_allocated(i)})
-        loom = {"ready": ready, "load_error": self.worker.load_error if self.worker else None,
-                "uptime_s": round(time.time() - self.started, 3),
-                "cache": self.worker.loom.executor.cache.stats() if ready else None}
-        return reply({
-            "system": {"os": sys.platform, "python_version": sys.version, "embedded_python": False,
-                       "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "loom-0.1.0",
-                       "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},
-            "devices": devices, "loom": loom})
+        return reply(system_stats(self.worker, ready, time.time() - self.started))
 
     async def get_models(self, request):
         return reply(["checkpoints"])
