@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from loomserver.app import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args, lambda env: make_loom(args, env)))
-    return 0
+    return asyncio.run(serve(args, lambda env: make_loom(args, env)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ and once done the status, outputs and messages.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -65,6 +66,21 @@ class Item:
                 "status": result.get("status", {}), "meta": result.get("meta", {})}
 
 
+class StoreInUse(RuntimeError):
+    """Another process has this queue open; two would each take the other's running prompt for crashed."""
+
+
+def _lock(path: Path):
+    """An exclusive lock held while the store is open; the OS drops it when the process dies (kill -9)."""
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise StoreInUse(f"{path.parent} is in use by another Loom server (lock file {path.name})") from None
+    return f
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -75,6 +91,7 @@ class Store:
     def __init__(self, path: str | Path, max_attempts: int = 2, max_history: int = 10_000):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = _lock(self.path.with_name(self.path.name + ".lock"))
         self.max_attempts, self.max_history = max_attempts, max_history
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -86,6 +103,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._lockfile.close()  # releases the lock
 
     def _tx(self, fn, *args, durable: bool = False):
         """Run fn in a write transaction. `durable`: fsync before returning (FULL), so the change

@@ -67,6 +67,7 @@ class LoomServer:
         self.adds = GroupCommit(lambda rows: self.store.add_many(rows))
         self._core: asyncio.Future | None = None
         self._loom_ready = asyncio.Event()
+        self.fatal = asyncio.Event()  # the server cannot work (e.g. its data folder is in use): exit
 
     # --- life cycle -------------------------------------------------------------------------------
     def _boot(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -96,8 +97,9 @@ class LoomServer:
     async def _wait_ready(self) -> None:
         try:
             await self._core
-        except Exception:
-            log.exception("the server failed to open its data folder")
+        except Exception as exc:
+            log.error("cannot open the data folder: %s", exc)
+            self.fatal.set()
             return
         await asyncio.get_running_loop().run_in_executor(None, self.worker.ready.wait)
         self._loom_ready.set()
@@ -392,8 +394,8 @@ class LoomServer:
         return files.static(self.web_dir, request.match_info["path"], self.unsafe_error)
 
 
-async def serve(args, make_loom: Callable[[Any], Any]) -> None:
-    """Run the server until SIGINT or SIGTERM."""
+async def serve(args, make_loom: Callable[[Any], Any]) -> int:
+    """Run the server until SIGINT or SIGTERM; returns the exit status."""
     import signal
 
     server = LoomServer(args, make_loom)
@@ -410,7 +412,11 @@ async def serve(args, make_loom: Callable[[Any], Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.fatal.wait())]
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
         await runner.cleanup()
+    return 1 if server.fatal.is_set() else 0

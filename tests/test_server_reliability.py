@@ -191,3 +191,22 @@ def test_answers_at_once_while_the_nodes_load(tmp_path):
         run(main())
     finally:
         slow.stop()
+
+
+def test_a_second_server_on_the_same_data_folder_refuses_to_start(tmp_path):
+    first = ServerProc(tmp_path / "data").start()
+    try:
+        first.wait_ready()
+        second = ServerProc(tmp_path / "data")
+        second.log_path = tmp_path / "second.log"
+        second.start()
+        assert second.proc.wait(20) == 1
+        assert "in use by another Loom server" in second.output()
+        assert run(_status(first.url)) == 200  # the first one is unharmed
+    finally:
+        first.stop()
+
+
+async def _status(url):
+    async with aiohttp.ClientSession() as s, s.get(url + "/queue") as r:
+        return r.status
