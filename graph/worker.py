@@ -98,7 +98,9 @@ class Worker:
         self._stop.set()
         self._interrupt.set()
         self._wake.set()
-        self._thread.join(timeout)
+        self.ready.set()  # nobody waits for a loom that will not be used
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Stop the running prompt (only if it is `prompt_id`, when given) at its next check."""

@@ -105,5 +105,5 @@ class Hub:
         return ws
 
     async def close_all(self) -> None:
-        for client in list(self.clients.values()):
-            await client.ws.close(code=1001, message=b"server shutdown")
+        await asyncio.gather(*(c.ws.close(code=1001, message=b"server shutdown") for c in list(self.clients.values())),
+                             return_exceptions=True)
