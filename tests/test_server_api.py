@@ -58,7 +58,7 @@ def test_ws_sequence_caching_and_formats(server):
             cached = next(m for m in msgs if not isinstance(m, bytes) and m["type"] == "execution_cached")
             assert cached["data"]["nodes"] == []
             frames = [m for m in msgs if isinstance(m, bytes)]
-            assert frames, "no preview frame"
+            assert 1 <= len(frames) < 4, len(frames)  # throttled: fewer frames than steps
             assert frames[0][:8] == b"\x00\x00\x00\x01\x00\x00\x00\x01" and frames[0][8:10] == b"\xff\xd8"
             assert Image.open(io.BytesIO(frames[0][8:])).size == (16, 16)
 
