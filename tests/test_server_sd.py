@@ -10,7 +10,6 @@ from PIL import Image
 
 from tests.server_harness import ServerProc, WsLog, history_of, post_prompt, run
 
-pytest.importorskip("nodes.tiny_model", reason="the SD nodes (branch sd) are not merged yet")
 ROOT = Path(__file__).resolve().parent.parent
 TXT2IMG = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
 STEPS = TXT2IMG["6"]["inputs"]["steps"] = 4  # the sequence is the same at 20; fewer keeps the suite quick
