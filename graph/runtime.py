@@ -19,12 +19,12 @@ from .cache import Cache
 from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
-from .workflow import is_editor
 from .models import ModelStore
 from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
 from .registry import Registry
 from .validate import Validation, validate
+from .workflow import is_editor
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def read_workflow_file(path: str | Path) -> Any:
     try:
         return json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise WorkflowError(f"{path.name} is neither a JSON workflow nor a PNG: {exc}") from None
+        raise WorkflowError(f"cannot read {path.name}: it is neither JSON nor a PNG ({exc})") from None
 
 
 def add_preflight(validation: Validation, report: Preflight) -> None:
