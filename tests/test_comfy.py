@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import server
 from graph import Env, Loom, read_workflow_file, to_api
@@ -210,3 +210,16 @@ def test_save_png_extract_and_run_give_the_same_images(loom, tmp_path, capsys):
     assert server.main(args + ["run", str(png), "--out", str(tmp_path / "cli")]) == 0  # `run` takes the PNG
     (printed,) = capsys.readouterr().out.split()
     np.testing.assert_array_equal(first, pixels(printed))
+
+
+def test_comfyui_made_png_runs(loom, tmp_path):
+    """A PNG as ComfyUI saves it (tEXt `prompt` in API format, tEXt `workflow` in UI format) runs
+    its prompt and gives the image of the API workflow."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps(fixture("txt2img_api")))
+    info.add_text("workflow", json.dumps(fixture("txt2img_ui")))
+    Image.new("RGB", (64, 64)).save(tmp_path / "ComfyUI_00001_.png", pnginfo=info)
+    carried = read_workflow_file(tmp_path / "ComfyUI_00001_.png")
+    assert loom.validate(carried).loaded.workflow["format"] == "loom-workflow"  # migrated to travel on
+    (from_png,), (from_api,) = run_images(loom, carried), run_images(loom, fixture("txt2img_api"))
+    np.testing.assert_array_equal(from_png, from_api)
