@@ -154,8 +154,8 @@ class SetScheduler(Node):
         return replace(self.scheduler, kind=self.kind, steps=self.steps, strength=self.strength)
 
 
-class UNetStep(Node):
-    """One denoising step with classifier-free guidance: step `step` of the scheduler's schedule."""
+class _GuidedDenoiser(Node):
+    """The inputs every denoising node takes (a base, not a node: its name starts with _)."""
 
     category = "sampling"
     unet = In("UNET")
@@ -164,28 +164,25 @@ class UNetStep(Node):
     positive = In("CONDITIONING")
     negative = In("CONDITIONING")
     guidance_scale = Float(7.5, min=0.0, max=100.0, step=0.1)
-    step = Int(0, min=0, max=MAX_STEP)
     outputs = (Out("LATENT", "latents"),)
+
+
+class UNetStep(_GuidedDenoiser):
+    """One denoising step with classifier-free guidance: step `step` of the scheduler's schedule."""
+
+    step = Int(0, min=0, max=MAX_STEP)
 
     def run(self, ctx):
         return denoise(self.unet, self.scheduler, self.latents, self.positive, self.negative,
                        self.guidance_scale, self.step, self.step + 1, progress=ctx.progress)
 
 
-class Sample(Node):
+class Sample(_GuidedDenoiser):
     """The denoising loop from start_step up to (not including) end_step; reports progress per step.
     Chained Sample nodes continue each other exactly (e.g. a prompt switched at step 10)."""
 
-    category = "sampling"
-    unet = In("UNET")
-    scheduler = In("SCHEDULER")
-    latents = In("LATENT")
-    positive = In("CONDITIONING")
-    negative = In("CONDITIONING")
-    guidance_scale = Float(7.5, min=0.0, max=100.0, step=0.1)
     start_step = Int(0, min=0, max=MAX_STEP)
     end_step = Int(MAX_STEP, min=1, max=MAX_STEP, tooltip="steps past the schedule's end stop at its end")
-    outputs = (Out("LATENT", "latents"),)
 
     def run(self, ctx):
         return denoise(self.unet, self.scheduler, self.latents, self.positive, self.negative,
