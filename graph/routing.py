@@ -18,16 +18,20 @@ from .formats import is_link
 LOADER_CATEGORY = "loaders"
 
 
+def loader_key(node: dict, registry) -> str | None:
+    """The model a node of an API prompt loads, e.g. "LoadCheckpoint(model=tiny-sd)"; None for a
+    node that is not a loader."""
+    cls = registry.get(node.get("class_type"))
+    if cls is None or cls.category != LOADER_CATEGORY:
+        return None
+    consts = sorted((k, v) for k, v in node.get("inputs", {}).items() if not is_link(v))
+    return f"{cls.type_name()}(" + ", ".join(f"{k}={v}" for k, v in consts) + ")"
+
+
 def model_keys(prompt: dict, registry) -> frozenset[str]:
     """The models an API prompt loads: one key per distinct loader node configuration."""
-    keys = set()
-    for node in prompt.values():
-        cls = registry.get(node.get("class_type"))
-        if cls is None or cls.category != LOADER_CATEGORY:
-            continue
-        consts = sorted((k, v) for k, v in node.get("inputs", {}).items() if not is_link(v))
-        keys.add(f"{cls.type_name()}(" + ", ".join(f"{k}={v}" for k, v in consts) + ")")
-    return frozenset(keys)
+    keys = (loader_key(node, registry) for node in prompt.values())
+    return frozenset(k for k in keys if k is not None)
 
 
 @dataclass
