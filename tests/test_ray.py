@@ -66,8 +66,10 @@ def cluster(ray_env):
 
 @pytest.fixture(scope="module")
 def server(cluster, tmp_path_factory):
+    # One torch thread per worker: two workers with two threads each on two cores spin for minutes.
+    # The local reference runs with one thread too: CPU results depend on the thread count.
     proc = ServerProc(tmp_path_factory.mktemp("raysrv") / "data", "--ray", cluster, "--ray-resource", "loom_worker",
-                      custom_nodes=False).start()
+                      "--ray-threads", "1", custom_nodes=False).start()
     try:
         proc.wait_ready(timeout=120)
         wait_workers(proc.url, 2, timeout=120)
@@ -104,15 +106,21 @@ async def image_of(session, url: str, entry: dict) -> bytes:
 
 
 def local_images(models_dir: Path, out: Path, seeds: list[int], steps: int) -> dict[int, np.ndarray]:
-    """The same prompts on the local engine (what the server runs without --ray)."""
+    """The same prompts on the local engine (what the server runs without --ray), with one thread."""
+    import torch
+
     from graph import Env, Loom
 
     loom = Loom(Env.from_data_dir(out, models_dir=models_dir))
-    images = {}
-    for seed in seeds:
-        result = loom.run(txt2img(seed, steps, prefix=f"local{seed}"))
-        assert result.ok, result.error
-        images[seed] = pixels(loom.image_paths(result)[0].read_bytes())
+    images, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in seeds:
+            result = loom.run(txt2img(seed, steps, prefix=f"local{seed}"))
+            assert result.ok, result.error
+            images[seed] = pixels(loom.image_paths(result)[0].read_bytes())
+    finally:
+        torch.set_num_threads(threads)
     return images
 
 

@@ -21,7 +21,7 @@ def test_removing_a_node_drains_the_queue(ray_env, tmp_path):
     node = cluster.add_node(num_cpus=1, resources={"loom_worker": 1})
     cluster.wait_for_nodes()
     proc = ServerProc(tmp_path / "data", "--ray", cluster.address, "--ray-resource", "loom_worker",
-                      custom_nodes=False).start()
+                      "--ray-threads", "1", custom_nodes=False).start()
     try:
         proc.wait_ready(timeout=180)
         wait_workers(proc.url, 2, timeout=240)
