@@ -36,6 +36,7 @@ def ray_env(tmp_path_factory):
     """Ray's settings for this module: no usage stats, a token of our own, temp files under the
     test's folder (never ~/.ray or /tmp/ray). The server subprocesses inherit them."""
     temp = tmp_path_factory.mktemp("ray")
+    (temp / "ray").mkdir()  # where Ray keeps the address of the cluster it started last
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "RAY_TMPDIR": str(temp)}
     old = {k: os.environ.get(k) for k in env}

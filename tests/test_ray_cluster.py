@@ -17,7 +17,7 @@ def test_removing_a_node_drains_the_queue(ray_env, tmp_path):
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"loom_worker": 1},
                                                             "include_dashboard": False,
-                                                            "_temp_dir": str(ray_env / "cluster")})
+                                                            "temp_dir": str(ray_env)})
     node = cluster.add_node(num_cpus=1, resources={"loom_worker": 1})
     cluster.wait_for_nodes()
     proc = ServerProc(tmp_path / "data", "--ray", cluster.address, "--ray-resource", "loom_worker",
