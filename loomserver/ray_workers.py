@@ -111,9 +111,22 @@ class RayPool:
         return hit
 
     def between_prompts(self, task: Callable[[Any], None]) -> None:
-        for slot in self.slots:
-            if slot.alive:
-                slot.actor.between_prompts.remote(task)
+        """Run `task(loom)` on every worker between its prompts (e.g. /free), then refresh what it holds."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._between(task), self._loop)
+
+    async def _between(self, task) -> None:
+        from ray.exceptions import RayError
+
+        async def one(slot: Slot) -> None:
+            try:
+                await slot.actor.between_prompts.remote(task)
+                info = await slot.actor.info.remote()
+            except RayError as exc:
+                log.warning("ray-%d: the between-prompts task failed: %s", slot.index, exc)
+                return
+            slot.info, slot.models = info, frozenset(info["models"])
+        await asyncio.gather(*(one(s) for s in self.slots if s.alive))
 
     def stop(self, timeout: float = 10.0) -> None:
         self.ready.set()

@@ -181,3 +181,39 @@ def test_a_worker_killed_mid_sampling_loses_nothing(server):
     assert sum(w["lost_attempts"] for w in workers) == 1
     with urllib.request.urlopen(server.url + "/queue", timeout=10) as r:
         assert json.load(r) == {"queue_running": [], "queue_pending": []}
+
+
+def test_interrupt_free_and_workflow_errors(server):
+    """/interrupt reaches the worker; /free empties the workers' caches; a failing workflow is an
+    error in the history, run once (never retried)."""
+    async def main():
+        async with aiohttp.ClientSession() as s, WsLog(s, server.url, "ctl") as ws:
+            long = (await post_prompt(s, server.url, txt2img(11, steps=400), "ctl"))["prompt_id"]
+            await ws.wait_for(lambda m: m["type"] == "progress" and m["data"]["prompt_id"] == long, timeout=60)
+            async with s.post(server.url + "/interrupt", json={"prompt_id": long}) as r:
+                assert (await r.json()) == {"interrupted": True}
+            stopped = await wait_history(s, server.url, long, timeout=60)
+
+            bad = txt2img(12)
+            bad["10"]["inputs"]["filename_prefix"] = "../outside"
+            failed_id = (await post_prompt(s, server.url, bad, "ctl"))["prompt_id"]
+            failed = await wait_history(s, server.url, failed_id, timeout=60)
+            async with s.post(server.url + "/free", json={"unload_models": True}) as r:
+                assert (await r.json()) == {"scheduled": True}
+            return stopped, ws.of(long), failed, ws.of(failed_id)
+    before = sum(w["lost_attempts"] for w in stats(server.url)["workers"])
+    stopped, long_msgs, failed, failed_msgs = run(main())
+    assert stopped["status"]["status_str"] == "error"
+    assert [m for m, _ in stopped["status"]["messages"]][-1] == "execution_interrupted"
+    steps = [m["data"]["value"] for m in long_msgs if isinstance(m, dict) and m["type"] == "progress"]
+    assert steps and max(steps) < 400
+    assert failed["status"]["status_str"] == "error"
+    error = failed["status"]["messages"][-1][1]
+    assert error["node_id"] == "10" and "filename_prefix" in error["exception_message"]
+    assert [m["type"] for m in failed_msgs if isinstance(m, dict)].count("execution_start") == 1
+    deadline = time.monotonic() + 30
+    while any(w["models"] for w in stats(server.url)["workers"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = stats(server.url)["workers"]
+    assert all(w["models"] == [] for w in workers), workers
+    assert sum(w["lost_attempts"] for w in workers) == before
