@@ -144,7 +144,7 @@ class RayPool:
                         "host": info.get("host"), "pid": info.get("pid"), "models": sorted(slot.models),
                         "model_loads": info.get("loads", 0), "runs": info.get("runs", 0),
                         "current_prompt": slot.item.id if slot.item else None, "current_node": slot.node,
-                        "lost_attempts": slot.lost, "error": slot.error})
+                        "lost_attempts": slot.lost, "cache": info.get("cache"), "error": slot.error})
         return out
 
     # --- the pool's thread ------------------------------------------------------------------------
@@ -214,12 +214,11 @@ class RayPool:
         while not self._stopping:
             try:
                 info = await slot.actor.info.remote()
-            except RayActorError as exc:
-                slot.error = str(exc).splitlines()[0][:300]
-                await asyncio.sleep(1.0)
-                continue
-            except RayError as exc:
-                slot.error = str(exc).splitlines()[0][:300]
+            except (RayActorError, RayError) as exc:  # e.g. its constructor failed: say so once
+                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                if error != slot.error:
+                    log.warning("worker ray-%d is not available: %s", slot.index, error)
+                slot.error = error
                 await asyncio.sleep(1.0)
                 continue
             slot.info, slot.models, slot.error, slot.alive = info, frozenset(info["models"]), None, True
