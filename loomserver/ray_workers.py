@@ -327,7 +327,9 @@ class RayPool:
             self.relay(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.id})
         self.relay(None, "status", {"queue_remaining": self.store.remaining()})
         if not self._stopping:
-            asyncio.create_task(self._watch(slot))
+            task = asyncio.create_task(self._watch(slot))
+            self._runs.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._runs.discard)
 
     # --- output files -------------------------------------------------------------------------------
     def _place(self, slot: Slot, files: dict) -> None:
@@ -358,6 +360,8 @@ class RayPool:
         self.interrupt()
 
     async def _finish_stop(self) -> None:
+        for task in [t for t in self._runs if t.get_coro().__name__ == "_watch"]:
+            task.cancel()
         if self._runs:
             await asyncio.wait(set(self._runs), timeout=5.0)
         for slot in self.slots:
