@@ -35,6 +35,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--cache-bytes", type=int, default=None, help="cache budget (default: half of RAM, at most 8 GiB)")
     p.add_argument("--verbose-errors", action="store_true")
+    ray = p.add_argument_group("Ray (pip install loom[ray]): run the queue on a Ray cluster's workers")
+    ray.add_argument("--ray", default=None, metavar="ADDRESS",
+                     help="the cluster to use: its address (host:6379, ray://...) or 'auto' (the local node's)")
+    ray.add_argument("--ray-resource", default="GPU", metavar="NAME",
+                     help="one worker per unit of this resource (default GPU; e.g. a custom 'loom_worker')")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="number of workers (default: every unit of --ray-resource in the cluster)")
+    ray.add_argument("--ray-attempts", type=int, default=3, metavar="N",
+                     help="attempts of a prompt whose worker dies before it is marked failed")
+    ray.add_argument("--ray-models-dir", default=None, metavar="PATH",
+                     help="the models folder on the worker machines (default: the same path as here)")
+    ray.add_argument("--ray-threads", type=int, default=None, metavar="N",
+                     help="torch CPU threads per worker (default: torch's default, as without --ray)")
+    ray.add_argument("--ray-no-affinity", action="store_true",
+                     help="route prompts in queue order, ignoring which worker holds their models")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run one workflow file headless")
     run.add_argument("workflow")

@@ -174,11 +174,13 @@ class Store:
             return numbers
         return self._tx(insert, durable=True)
 
-    def claim(self) -> Item | None:
-        """Mark the first pending prompt running (counting the attempt) and return it."""
+    def claim(self, prompt_id: str | None = None) -> Item | None:
+        """Mark the first pending prompt (or pending `prompt_id`) running, counting the attempt, and
+        return it; None if there is none (or `prompt_id` is no longer pending)."""
         def take():
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM prompts WHERE state='pending' "
-                                   "ORDER BY number LIMIT 1").fetchone()
+            where, args = ("AND id=? ", (prompt_id,)) if prompt_id is not None else ("", ())
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM prompts WHERE state='pending' {where}"
+                                   "ORDER BY number LIMIT 1", args).fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE prompts SET state='running', attempts=attempts+1, started=? WHERE id=?",
@@ -188,9 +190,34 @@ class Store:
             return item
         return self._tx(take)
 
-    def finish(self, prompt_id: str, result: dict) -> None:
-        """Move a prompt to the history with `result` {status, outputs, meta}."""
-        self._tx(self._finish, prompt_id, result)
+    def finish(self, prompt_id: str, result: dict, first_wins: bool = False) -> bool:
+        """Move a prompt to the history with `result` {status, outputs, meta}. With `first_wins`
+        (attempts that may overlap, as on Ray) a prompt already done is left as it is; returns
+        whether this result was stored."""
+        def done():
+            if first_wins and self._db.execute("SELECT 1 FROM prompts WHERE id=? AND state!='done'",
+                                               (prompt_id,)).fetchone() is None:
+                return False
+            self._finish(prompt_id, result)
+            return True
+        return self._tx(done)
+
+    def retry(self, prompt_id: str, attempt: int, max_attempts: int, message: str) -> str | None:
+        """Attempt `attempt` of a running prompt was lost (its worker died): put the prompt back at the
+        front of the queue, or fail it with `message` once it used `max_attempts`. Returns 'requeued',
+        'failed', or None when that attempt is no longer the prompt's current one."""
+        def back():
+            row = self._db.execute("SELECT attempts FROM prompts WHERE id=? AND state='running'",
+                                   (prompt_id,)).fetchone()
+            if row is None or row[0] != attempt:
+                return None
+            if attempt >= max_attempts:
+                self._finish(prompt_id, failed_result(prompt_id, message, "WorkerLost"))
+                return "failed"
+            self._db.execute("UPDATE prompts SET state='pending', number=? WHERE id=?",
+                             (self._front_number(), prompt_id))
+            return "requeued"
+        return self._tx(back)
 
     def _finish(self, prompt_id: str, result: dict) -> None:
         self._db.execute("UPDATE prompts SET state='done', finished=?, result=? WHERE id=?",

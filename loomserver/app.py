@@ -86,7 +86,12 @@ class LoomServer:
         def relay(client_id, event, data):
             loop.call_soon_threadsafe(self._on_event, client_id, event, data)
 
-        self.worker = Worker(self.store, lambda: self.make_loom(self.env), relay)
+        if args.ray:  # the queue runs on Ray actors; Ray is imported by the pool's thread only
+            from .ray_workers import RayPool
+
+            self.worker = RayPool(self.store, lambda: self.make_loom(self.env), relay, args, self.env)
+        else:
+            self.worker = Worker(self.store, lambda: self.make_loom(self.env), relay)
         self.worker.start()
 
     async def on_startup(self, app: web.Application) -> None:

@@ -18,6 +18,8 @@ def system_stats(worker, ready: bool, uptime: float) -> dict:
         devices = [cuda_device(torch, i) for i in range(torch.cuda.device_count())]
     loom = {"ready": ready, "load_error": worker.load_error if worker else None, "uptime_s": round(uptime, 3),
             "cache": worker.loom.executor.cache.stats() if ready else None}
+    if hasattr(worker, "workers"):  # Ray: each worker's device, loaded models and current prompt
+        loom["workers"] = worker.workers()
     return {"system": {"os": sys.platform, "python_version": sys.version, "embedded_python": False,
                        "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "loom-0.1.0",
                        "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},

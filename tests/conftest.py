@@ -1,5 +1,24 @@
 """Shared fixtures. Heavy imports stay inside fixtures so tests that do not use them stay fast."""
+import os
+
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (or LOOM_SLOW=1)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes; runs with --runslow or LOOM_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("LOOM_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or LOOM_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

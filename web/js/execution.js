@@ -104,6 +104,7 @@ export class Execution extends EventTarget {
     this.done.add(String(data.node));
     const node = this.node(data.node);
     if (node && images.length) this.showImages(node, images);
+    if (node && data.output?.text) this.showText(node, data.output.text);
     this.emit("images", { node: data.node, images, promptId: data.prompt_id });
     this.update();
   }
@@ -118,6 +119,13 @@ export class Execution extends EventTarget {
     });
     node.loom.imageIndex = 0;
     node.fitImages();
+  }
+
+  /** Text outputs (ComfyUI's `text` key: token tables, tensor info) drawn on the node. */
+  showText(node, text) {
+    node.loom.text = text.map(String).join("\n").split("\n");
+    node.fitText();
+    this.graph.setDirtyCanvas(true, false);
   }
 
   on_execution_success(data) { this.emit("end", { ...data, status: "success" }); }

@@ -171,6 +171,19 @@ function contentBottom(node) {
   return slots * LiteGraph.NODE_SLOT_HEIGHT + 6;
 }
 
+const TEXT_LINE = 14, TEXT_CHAR = 7, TEXT_MAX_LINES = 40;
+
+function drawText(ctx, lines, top, size) {
+  const { font, fillStyle, textAlign } = ctx;
+  ctx.font = "12px monospace";
+  ctx.fillStyle = "#ddd";
+  ctx.textAlign = "left";
+  const room = Math.max(1, Math.floor((size[1] - top - 4) / TEXT_LINE));
+  const shown = lines.length > room ? [...lines.slice(0, room - 1), `… ${lines.length - room + 1} more lines`] : lines;
+  shown.forEach((line, i) => ctx.fillText(line, 8, top + 12 + i * TEXT_LINE));
+  Object.assign(ctx, { font, fillStyle, textAlign });
+}
+
 function drawImageFit(ctx, img, x, y, w, h) {
   if (!img?.naturalWidth || w <= 4 || h <= 4) return;
   const scale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
@@ -189,7 +202,10 @@ const nodeMethods = {
     if (this.flags?.collapsed) return;
     const state = runState(this);
     const img = state.preview ?? state.images[state.imageIndex ?? 0];
-    if (!img) return;
+    if (!img) {
+      if (state.text) drawText(ctx, state.text, contentBottom(this) + 4, this.size);
+      return;
+    }
     const top = contentBottom(this) + 4;
     drawImageFit(ctx, img, 6, top, this.size[0] - 12, this.size[1] - top - 6);
     if (state.images.length > 1 && !state.preview) {
@@ -210,6 +226,14 @@ const nodeMethods = {
   onDblClick(e, pos) {
     const img = runState(this).images[runState(this).imageIndex ?? 0];
     if (img && pos[1] > contentBottom(this)) this.loomHooks?.openImage?.(JSON.parse(img.dataset.ref));
+  },
+  /** Grows the node so its text output has room. */
+  fitText() {
+    const lines = runState(this).text ?? [];
+    const longest = Math.max(0, ...lines.map((l) => l.length));
+    const top = contentBottom(this) + 4;
+    this.setSize([Math.max(this.size[0], Math.min(640, longest * TEXT_CHAR + 16)),
+      Math.max(this.size[1], top + Math.min(lines.length, TEXT_MAX_LINES) * TEXT_LINE + 12)]);
   },
   /** Grows the node so its images have room. */
   fitImages() {

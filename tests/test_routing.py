@@ -1,0 +1,168 @@
+"""The routing policy of the Ray workers (graph.routing) and the store operations it relies on
+(claim by id, retry after a lost worker, first completion wins). No Ray, no torch."""
+import random
+
+from graph import Combo, In, Node, Out, Registry, String
+from graph.routing import Idle, Pending, Policy, assign, model_keys
+from graph.store import Store
+
+
+class LoadThing(Node):
+    category = "loaders"
+    model = Combo(["a", "b", "c"])
+    outputs = (Out("UNET", "unet"),)
+
+
+class UseThing(Node):
+    category = "sampling"
+    unet = In("UNET")
+    text = String("x")
+    outputs = (Out("LATENT", "latents"),)
+
+
+def P(id_, *models, skipped=0):
+    return Pending(id_, frozenset(models), skipped)
+
+
+def W(name, *models, last_used=0.0):
+    return Idle(name, frozenset(models), last_used)
+
+
+def names(pairs):
+    return [(w.name, p.id) for w, p in pairs]
+
+
+def test_model_keys_name_the_loader_configurations_only():
+    registry = Registry([LoadThing, UseThing])
+    prompt = {"1": {"class_type": "LoadThing", "inputs": {"model": "a"}},
+              "2": {"class_type": "LoadThing", "inputs": {"model": "b"}},
+              "3": {"class_type": "LoadThing", "inputs": {"model": "a"}},
+              "4": {"class_type": "UseThing", "inputs": {"unet": ["1", 0], "text": "model=c"}}}
+    assert model_keys(prompt, registry) == {"LoadThing(model=a)", "LoadThing(model=b)"}
+    assert model_keys({"1": {"class_type": "UseThing", "inputs": {}}}, registry) == frozenset()
+
+
+def test_a_worker_takes_the_earliest_prompt_whose_models_it_holds():
+    pending = [P("1", "m1"), P("2", "m2"), P("3", "m2"), P("4", "m1")]
+    assert names(assign(pending, [W("w", "m2")])) == [("w", "2")]
+    assert pending[0].skipped == 1 and pending[2].skipped == 0  # only what it overtook counts
+
+
+def test_most_overlap_when_nothing_is_held_entirely():
+    pending = [P("1", "m3"), P("2", "m1", "m4"), P("3", "m1", "m2", "m5"), P("4", "m9")]
+    assert names(assign(pending, [W("w", "m1", "m2")])) == [("w", "3")]
+
+
+def test_what_nobody_holds_goes_to_the_least_recently_used_worker():
+    pending = [P("1", "m3")]
+    idle = [W("recent", "m1", last_used=10.0), W("old", "m2", last_used=1.0)]
+    assert names(assign(pending, idle)) == [("old", "1")]
+
+
+def test_several_idle_workers_each_get_their_own_model():
+    pending = [P("1", "m1"), P("2", "m1"), P("3", "m2"), P("4", "m3")]
+    idle = [W("a", "m2", last_used=1.0), W("b", "m1", last_used=2.0), W("c", last_used=0.0)]
+    assert sorted(names(assign(pending, idle))) == [("a", "3"), ("b", "1"), ("c", "2")]
+
+
+def test_the_window_bounds_how_far_a_worker_looks():
+    pending = [P(str(i), "m1") for i in range(10)] + [P("far", "m2")]
+    assert names(assign(pending, [W("w", "m2")], Policy(window=4))) == [("w", "0")]
+
+
+def test_a_prompt_overtaken_max_skips_times_goes_next():
+    pending = [P("cold", "m9")] + [P(f"hot{i}", "m1") for i in range(20)]
+    started = []
+    for _ in range(20):
+        pairs = assign(pending, [W("w", "m1")], Policy(max_skips=3))
+        assert len(pairs) == 1
+        started.append(pairs[0][1].id)
+        pending.remove(pairs[0][1])
+    assert started[:4] == ["hot0", "hot1", "hot2", "cold"]
+
+
+def test_without_affinity_the_queue_order_is_kept():
+    pending = [P("1", "m1"), P("2", "m2"), P("3", "m1")]
+    idle = [W("b", "m1", last_used=2.0), W("a", "m2", last_used=1.0)]
+    assert names(assign(pending, idle, Policy(affinity=False))) == [("a", "1"), ("b", "2")]
+
+
+def test_nothing_starves_under_random_load():
+    """Random queues of prompts over 4 models, 3 workers holding one model each: every prompt starts,
+    none is overtaken more than max_skips times plus the number of workers."""
+    rng = random.Random(7)
+    policy = Policy(window=6, max_skips=3)
+    workers = [W(f"w{i}", f"m{i}") for i in range(3)]
+    pending = [P(str(i), f"m{rng.randrange(4)}") for i in range(200)]
+    started, clock = [], 0.0
+    while pending:
+        idle = rng.sample(workers, rng.randint(1, 3))
+        for worker, prompt in assign(pending, idle, policy):
+            clock += 1
+            worker.models, worker.last_used = prompt.models, clock  # it loads what the prompt needs
+            pending.remove(prompt)
+            started.append(prompt)
+        assert all(p.skipped <= policy.max_skips + len(workers) for p in pending)
+    assert sorted(int(p.id) for p in started) == list(range(200))
+
+
+def test_affinity_loads_fewer_models_than_fifo():
+    """The point of the policy, measured on the policy alone: 40 prompts over 3 models, 2 workers
+    that each hold one model at a time."""
+    def loads(affinity):
+        rng = random.Random(1)
+        pending = [P(str(i), f"m{rng.randrange(3)}") for i in range(40)]
+        workers, count, clock = [W("a"), W("b")], 0, 0.0
+        while pending:
+            for worker, prompt in assign(pending, [workers[int(clock) % 2]], Policy(affinity=affinity)):
+                count += not prompt.models <= worker.models
+                clock += 1
+                worker.models, worker.last_used = prompt.models, clock
+                pending.remove(prompt)
+        return count
+    assert loads(True) * 2 < loads(False)
+
+
+def row(store, prompt_id):
+    store.add(prompt_id, {}, {}, {}, [])
+
+
+def test_store_claims_a_given_prompt(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    for i in "abc":
+        row(store, i)
+    item = store.claim("b")
+    assert item.id == "b" and item.attempts == 1
+    assert store.claim("b") is None  # no longer pending
+    assert store.claim().id == "a"
+    store.close()
+
+
+def test_store_retry_requeues_at_the_front_then_fails(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    row(store, "a")
+    row(store, "b")
+    item = store.claim("b")
+    assert store.retry("b", item.attempts + 1, 3, "lost") is None  # not its current attempt
+    assert store.retry("b", item.attempts, 3, "lost") == "requeued"
+    assert [i.id for i in store.queue()[1]] == ["b", "a"]
+    assert store.claim().attempts == 2 and store.retry("b", 2, 3, "lost") == "requeued"
+    assert store.claim().attempts == 3 and store.retry("b", 3, 3, "the worker died") == "failed"
+    entry = store.history(prompt_id="b")["b"]
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["messages"][0][1]["exception_message"] == "the worker died"
+    store.close()
+
+
+def test_store_first_completion_wins(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    row(store, "a")
+    store.claim("a")
+    store.retry("a", 1, 3, "lost")
+    store.claim("a")  # attempt 2 runs while attempt 1, thought lost, still finishes
+    first = {"status": {"status_str": "success", "completed": True, "messages": []}, "outputs": {"1": 1}, "meta": {}}
+    second = {**first, "outputs": {"1": 2}}
+    assert store.finish("a", first, first_wins=True)
+    assert not store.finish("a", second, first_wins=True)
+    assert store.history(prompt_id="a")["a"]["outputs"] == {"1": 1}
+    store.close()
