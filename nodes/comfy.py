@@ -59,7 +59,7 @@ def call(node: type[Node], ctx, **inputs) -> Any:
 
 class CheckpointLoaderSimple(Node):
     """ComfyUI's checkpoint loader: LoadCheckpoint, with its outputs grouped as MODEL, CLIP and VAE."""
-    category = "comfyui"
+    category = "loaders"  # ComfyUI's
     ckpt_name = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True)
     outputs = (Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE"))
 
@@ -74,7 +74,7 @@ class CheckpointLoaderSimple(Node):
 
 class CLIPTextEncode(Node):
     """ComfyUI's prompt encoder: Tokenize, then EncodeText."""
-    category = "comfyui"
+    category = "conditioning"  # ComfyUI's
     text = String("", multiline=True)
     clip = In("CLIP")
     outputs = (Out("CONDITIONING", "CONDITIONING"),)
@@ -87,7 +87,7 @@ class CLIPTextEncode(Node):
 class EmptyLatentImage(Node):
     """ComfyUI's empty latent: the size and batch of a txt2img run. The sampler makes the seeded
     noise at the model's own latent scale; `samples` has ComfyUI's SD shape for other readers."""
-    category = "comfyui"
+    category = "latent"  # ComfyUI's
     width = Int(512, min=16, max=MAX_RESOLUTION, step=8)
     height = Int(512, min=16, max=MAX_RESOLUTION, step=8)
     batch_size = Int(1, min=1, max=4096)
@@ -132,7 +132,7 @@ def sampler_problems(sampler_name, scheduler) -> dict[str, str]:
 class KSampler(Node):
     """ComfyUI's sampler: seeded noise (MakeNoiseLatents) and the denoising loop (Sample). denoise < 1
     runs `steps` steps of a schedule of int(steps / denoise) steps, as ComfyUI does."""
-    category = "comfyui"
+    category = "sampling"  # ComfyUI's
     model = In("MODEL")
     seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
     steps = Int(20, min=1, max=MAX_STEP)
@@ -168,7 +168,7 @@ class KSampler(Node):
 class KSamplerAdvanced(Node):
     """ComfyUI's sampler over a part of the schedule (start_at_step to end_at_step), with or without
     adding noise: two in a row, the first returning its leftover noise, continue each other exactly."""
-    category = "comfyui"
+    category = "sampling"  # ComfyUI's
     model = In("MODEL")
     add_noise = Combo(["enable", "disable"], default="enable")
     noise_seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
