@@ -91,7 +91,7 @@ def load(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtyp
     unet_dir = _unet_dir(path)
     if not is_model_folder(path):
         raise ValueError(f"{path.name}: not a UNet2DModel folder with num_class_embeds")
-    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
+    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype, low_cpu_mem_usage=False).to(device).eval()
     unet.requires_grad_(False)
     sched_file = next((f for f in (path / SCHEDULER_FILE, path / "scheduler" / SCHEDULER_FILE) if f.is_file()), None)
     sched = json.loads(sched_file.read_text()) if sched_file else dict(new_scheduler().config)
@@ -128,7 +128,9 @@ def save(path: str | Path, unet: UNet2DModel, class_names=CLASS_NAMES, scheduler
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if dtype is not None:
-        unet = new_like(unet).to(dtype)
+        unet = new_like(unet)
+        for tensor in (*unet.parameters(), *unet.buffers()):  # ModelMixin.to(dtype) would warn
+            tensor.data = tensor.data.to(dtype)
     unet.save_pretrained(path)
     (scheduler or new_scheduler()).save_pretrained(path)
     (path / CLASS_NAMES_FILE).write_text(json.dumps(list(class_names), indent=1) + "\n")
@@ -139,3 +141,21 @@ def new_like(unet: UNet2DModel) -> UNet2DModel:
     copy = UNet2DModel.from_config(unet.config)
     copy.load_state_dict(unet.state_dict())
     return copy
+
+
+def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Copy a trained folder (e.g. a training run's) as a shippable one: weights in `dtype`, no
+    training state. Loading upcasts to the run's dtype."""
+    model = load(src)
+    save(dst, model.unet, model.class_names, DDPMScheduler.from_config(model.scheduler_config), dtype=dtype)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m nodes.classcond.model",
+                                description="Export a trained class-conditional model folder with float16 weights.")
+    p.add_argument("src")
+    p.add_argument("dst")
+    args = p.parse_args()
+    export(args.src, args.dst)
