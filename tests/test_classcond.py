@@ -13,7 +13,7 @@ from graph.node import In, Node, Out, String
 from nodes.classcond import model as cm
 from nodes.classcond.data import CLASS_NAMES, make_batch
 from nodes.classcond.nodes import ALL_CLASSES, SHIPPED, SHIPPED_DIR
-from nodes.classcond.sample import make_scheduler, sample
+from nodes.classcond.sample import SAMPLERS, make_scheduler, sample
 from nodes.classcond.train import TrainConfig, train
 
 
@@ -122,6 +122,14 @@ def test_sampler_matches_diffusers_pipeline(tiny, tiny_folder, kind, pipeline_cl
     theirs = pipe(batch_size=3, generator=torch.Generator().manual_seed(11), num_inference_steps=6,
                   output_type="np").images
     torch.testing.assert_close(ours.permute(0, 2, 3, 1), torch.from_numpy(theirs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", list(SAMPLERS))
+def test_every_sampler_kind_is_reproducible(tiny, kind):
+    labels = torch.tensor([0, 5])
+    first = sample(tiny, labels, seed=3, kind=kind, steps=4, guidance=2.0)
+    assert first.shape == (2, 1, 32, 32) and torch.isfinite(first).all()
+    assert torch.equal(first, sample(tiny, labels, seed=3, kind=kind, steps=4, guidance=2.0))
 
 
 def test_sampler_is_deterministic_per_seed_and_honours_the_class(loom):

@@ -130,7 +130,7 @@ class TrainClassConditional(Node):
     output_node = True
     name = String("classcond/my-shapes", tooltip="folder under the models folder")
     steps = Int(2000, min=1, max=1_000_000)
-    batch_size = Int(64, min=1, max=4096)
+    batch_size = Int(32, min=1, max=4096)
     learning_rate = Float(1e-3, min=1e-6, max=1.0, step=1e-4)
     channels = String("32,64,128", tooltip="UNet block widths, comma separated")
     guidance_training = Boolean(True, tooltip="also train an unconditional embedding (classifier-free guidance)")

@@ -28,7 +28,7 @@ from .data import CLASS_NAMES, make_batch
 class TrainConfig:
     steps: int = 20_000
     minutes: float | None = None
-    batch: int = 64
+    batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
     ema_decay: float = 0.995
