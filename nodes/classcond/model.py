@@ -132,6 +132,9 @@ def save(path: str | Path, unet: UNet2DModel, class_names=CLASS_NAMES, scheduler
         for tensor in (*unet.parameters(), *unet.buffers()):  # ModelMixin.to(dtype) would warn
             tensor.data = tensor.data.to(dtype)
     unet.save_pretrained(path)
+    config = json.loads((path / "config.json").read_text())
+    config.pop("_name_or_path", None)  # where the weights were read from: meaningless elsewhere
+    (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (scheduler or new_scheduler()).save_pretrained(path)
     (path / CLASS_NAMES_FILE).write_text(json.dumps(list(class_names), indent=1) + "\n")
 
