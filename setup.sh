@@ -10,6 +10,9 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# OpenAI CLIP's BPE merges (for single-file SD 1.x checkpoints, which carry no tokenizer) ship in this
+# wheel; only the data file is read (nodes/clip_bpe.py), so its torchvision dependency is not needed.
+.venv/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0
 if [ -f web/package-lock.json ] && [ ! -d web/node_modules ]; then
   (cd web && npm ci --silent --no-audit --no-fund)
 fi

@@ -1,0 +1,130 @@
+"""Image files: LoadImage (input folder), SaveImage (output folder), PreviewImage (temp folder).
+
+Images are IMAGE tensors (see nodes.common). Saved PNGs carry the workflow as tEXt chunks, as
+ComfyUI's do: `prompt` (the API-format prompt) and one chunk per key of extra_data["extra_pnginfo"]
+(e.g. `workflow`, the editor's graph), so dropping the PNG on the editor restores the graph.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from graph import Combo, In, Node, Out, String
+from graph.env import UnsafePath
+
+from .common import device_of, image_to_pil, pil_to_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def list_input_images(env) -> list[str]:
+    if env is None:
+        return []
+    root = Path(env.input_dir)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                found.append((Path(folder) / name).relative_to(root).as_posix())
+    return found
+
+
+class LoadImage(Node):
+    """Loads an image from the input folder (EXIF rotation applied, converted to RGB)."""
+
+    category = "image"
+    image = Combo(list_input_images, image_upload=True)
+    outputs = (Out("IMAGE", "image"),)
+
+    @classmethod
+    def fingerprint(cls, env, image=None, **_):
+        try:
+            st = env.safe_path("input", image).stat()
+            return [st.st_mtime_ns, st.st_size]
+        except (OSError, UnsafePath, TypeError):
+            return None
+
+    def run(self, ctx):
+        path = ctx.env.safe_path("input", self.image)
+        try:
+            with Image.open(path) as pil:
+                pil = ImageOps.exif_transpose(pil).convert("RGB")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"LoadImage: image {self.image!r} is not in the input folder") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"LoadImage: {self.image!r} is not an image PIL can read ({exc})") from None
+        return pil_to_image(pil, device_of(ctx.env))
+
+
+def png_info(ctx) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    if ctx.prompt is not None:
+        info.add_text("prompt", json.dumps(ctx.prompt))
+    for key, value in ((ctx.extra_data or {}).get("extra_pnginfo") or {}).items():
+        info.add_text(str(key), json.dumps(value))
+    return info
+
+
+_COUNTER = re.compile(r"_(\d{5})_\.png$")
+
+
+def next_counter(folder: Path, stem: str) -> int:
+    """One more than the highest counter of `stem_NNNNN_.png` files in `folder`."""
+    highest = 0
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.startswith(stem + "_") and (m := _COUNTER.search(path.name)) \
+                    and path.name[:m.start()] == stem:
+                highest = max(highest, int(m.group(1)))
+    return highest + 1
+
+
+def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
+    prefix = prefix.replace("\\", "/").strip() or "loom"
+    subfolder, _, stem = prefix.rpartition("/")
+    if not stem:
+        raise ValueError(f"filename_prefix {prefix!r} names a folder, expected a file name prefix")
+    folder = ctx.env.safe_path(kind, "", subfolder) if subfolder else ctx.env.folder(kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = png_info(ctx) if kind == "output" else None
+    counter = next_counter(folder, stem)
+    shown = []
+    for pil in image_to_pil(images):
+        name = f"{stem}_{counter:05}_.png"
+        path = ctx.env.safe_path(kind, name, subfolder)
+        pil.save(path, pnginfo=info, compress_level=4)
+        shown.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return shown
+
+
+class SaveImage(Node):
+    """Saves images as PNG files in the output folder, with the workflow embedded."""
+
+    category = "image"
+    output_node = True
+    images = In("IMAGE")
+    filename_prefix = String("loom", tooltip="file name start; may contain subfolders, e.g. cats/tabby")
+
+    def run(self, ctx):
+        try:
+            ctx.show(images=save_images(ctx, self.images, "output", self.filename_prefix))
+        except UnsafePath as exc:
+            raise ValueError(f"SaveImage: filename_prefix {self.filename_prefix!r} is not allowed: {exc}") from None
+
+
+class PreviewImage(Node):
+    """Shows images without keeping them (written to the temp folder)."""
+
+    category = "image"
+    output_node = True
+    images = In("IMAGE")
+
+    def run(self, ctx):
+        ctx.show(images=save_images(ctx, self.images, "temp", "preview_" + secrets.token_hex(4)))

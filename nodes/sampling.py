@@ -1,0 +1,192 @@
+"""Sampling stages: choosing the scheduler, one CFG step (UNetStep), the loop (Sample).
+
+The loop is StableDiffusionPipeline's, operation for operation (same tensors, same order), so the
+pixels match it exactly: one UNet call on cat([x, x]) with cat([negative, positive]), guidance
+`u + g * (c - u)`, `scheduler.step(..., generator=per-image generators)`.
+
+A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
+holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached
+values are never changed and re-running from any cached LATENT gives the same result.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+from PIL import Image
+
+from graph import Combo, Float, In, Int, Node, Out
+
+from .schedulers import KINDS, SchedulerSpec, start_at, step_kwargs
+
+MAX_STEP = 10000
+
+# A rough linear map from SD 1.x's four latent channels to RGB, for cheap previews only.
+LATENT_TO_RGB = torch.tensor([[0.30, 0.19, 0.21],
+                              [0.19, 0.29, 0.17],
+                              [-0.16, 0.19, 0.26],
+                              [-0.18, -0.27, -0.49]])
+
+
+class SamplerState:
+    """A scheduler that has taken steps 0..step-1 of the schedule identified by `key`."""
+
+    def __init__(self, key: tuple, scheduler, step: int):
+        self.key, self.scheduler, self.step = key, scheduler, step
+
+    def cache_tensors(self) -> list:
+        """The tensors it holds, for the cache's byte count."""
+        found = []
+        for value in vars(self.scheduler).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            found.extend(v for v in items if isinstance(v, torch.Tensor))
+        return found
+
+
+def latent_preview(samples: torch.Tensor, max_side: int = 256) -> Image.Image:
+    """The first image of a latent batch as a small RGB picture (a fixed linear projection)."""
+    x = samples[0].detach().float().cpu()
+    if x.shape[0] == LATENT_TO_RGB.shape[0]:
+        rgb = torch.einsum("chw,cr->hwr", x, LATENT_TO_RGB)
+    else:
+        rgb = x[:3].permute(1, 2, 0) if x.shape[0] >= 3 else x[:1].permute(1, 2, 0).expand(-1, -1, 3)
+    array = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    image = Image.fromarray(array)
+    factor = max(1, max_side // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def _resume(spec: SchedulerSpec, latents: dict, start: int, device):
+    """The scheduler for step `start`: a copy of the LATENT's own when it continues this schedule,
+    else a fresh one placed at `start` (a multistep scheduler then starts without history)."""
+    state = latents.get("sampler")
+    if state is not None and state.key == spec.key() and state.step == start:
+        return copy.deepcopy(state.scheduler)
+    scheduler = spec.make(device)
+    if start:
+        start_at(scheduler, spec.offset(scheduler) + start)
+    return scheduler
+
+
+def _generators(latents: dict) -> list[torch.Generator]:
+    states = latents.get("generator")
+    if states is None:  # latents from elsewhere: a fixed stream per image
+        return [torch.Generator("cpu").manual_seed(i) for i in range(latents["samples"].shape[0])]
+    gens = []
+    for state in states:
+        g = torch.Generator("cpu")
+        g.set_state(state)
+        gens.append(g)
+    return gens
+
+
+def _text_embeddings(positive, negative, batch: int, guided: bool, device, dtype) -> torch.Tensor:
+    def expand(c):
+        c = c.to(device=device, dtype=dtype)
+        return c if c.shape[0] == batch else c.repeat(batch // c.shape[0], 1, 1)
+
+    return torch.cat([expand(negative), expand(positive)]) if guided else expand(positive)
+
+
+def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidance_scale: float, start: int,
+            end: int, progress=None) -> dict:
+    """Steps start..end-1 of the schedule; returns the new LATENT. `progress(k, n, preview)` per step."""
+    device = unet.device
+    scheduler = _resume(spec, latents, start, device)
+    offset = spec.offset(scheduler)
+    total = len(scheduler.timesteps) - offset
+    end = min(end, total)
+    if start >= end:
+        raise ValueError(f"start step {start} leaves no step to take: this schedule has {total} steps")
+    # A copy (same layout): schedulers keep references to the samples they are given, and the
+    # input LATENT may be a cached value that must stay as it is.
+    x = latents["samples"].to(device=device, dtype=unet.dtype).clone()
+    batch = x.shape[0]
+    gens = _generators(latents)
+    if len(gens) != batch:
+        raise ValueError(f"the latents carry {len(gens)} generator states for {batch} images")
+    if latents.get("noise") is not None:
+        noise = latents["noise"].to(device=device, dtype=x.dtype)
+        if latents.get("empty"):
+            x = noise * scheduler.init_noise_sigma
+        else:
+            x = scheduler.add_noise(x, noise, scheduler.timesteps[offset + start:offset + start + 1].repeat(batch))
+    guided = guidance_scale > 1.0  # as the pipeline: no negative pass without guidance
+    embeddings = _text_embeddings(positive, negative, batch, guided, device, unet.dtype)
+    kwargs = step_kwargs(scheduler, gens)
+    with torch.no_grad():
+        for i in range(start, end):
+            t = scheduler.timesteps[offset + i]
+            model_input = torch.cat([x] * 2) if guided else x
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise_pred = unet(model_input, t, encoder_hidden_states=embeddings, timestep_cond=None,
+                              cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False)[0]
+            if guided:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            x = scheduler.step(noise_pred, t, x, **kwargs, return_dict=False)[0]
+            if progress is not None:
+                progress(i - start + 1, end - start, lambda x=x: latent_preview(x))
+    out = {k: v for k, v in latents.items() if k not in ("noise", "empty", "dist")}
+    out.update(samples=x, generator=[g.get_state() for g in gens], sampler=SamplerState(spec.key(), scheduler, end))
+    return out
+
+
+class SetScheduler(Node):
+    """Chooses the sampling method and the number of steps. strength < 1 (img2img) skips the first
+    steps - int(steps * strength) steps; Sample/UNetStep step numbers then count from the first kept."""
+
+    category = "sampling"
+    scheduler = In("SCHEDULER")
+    kind = Combo(list(KINDS), default="euler")
+    steps = Int(20, min=1, max=MAX_STEP)
+    strength = Float(1.0, min=0.0, max=1.0, step=0.01, tooltip="img2img denoising strength; 1: from pure noise")
+    outputs = (Out("SCHEDULER", "scheduler"),)
+
+    @classmethod
+    def check(cls, env, steps=None, strength=None, **_):
+        if isinstance(steps, int) and isinstance(strength, (int, float)) and int(steps * strength) < 1:
+            return {"strength": f"strength {strength} of {steps} steps leaves no step to take"}
+        return {}
+
+    def run(self, ctx):
+        return replace(self.scheduler, kind=self.kind, steps=self.steps, strength=self.strength)
+
+
+class UNetStep(Node):
+    """One denoising step with classifier-free guidance: step `step` of the scheduler's schedule."""
+
+    category = "sampling"
+    unet = In("UNET")
+    scheduler = In("SCHEDULER")
+    latents = In("LATENT")
+    positive = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    guidance_scale = Float(7.5, min=0.0, max=100.0, step=0.1)
+    step = Int(0, min=0, max=MAX_STEP)
+    outputs = (Out("LATENT", "latents"),)
+
+    def run(self, ctx):
+        return denoise(self.unet, self.scheduler, self.latents, self.positive, self.negative,
+                       self.guidance_scale, self.step, self.step + 1, progress=ctx.progress)
+
+
+class Sample(Node):
+    """The denoising loop from start_step up to (not including) end_step; reports progress per step.
+    Chained Sample nodes continue each other exactly (e.g. a prompt switched at step 10)."""
+
+    category = "sampling"
+    unet = In("UNET")
+    scheduler = In("SCHEDULER")
+    latents = In("LATENT")
+    positive = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    guidance_scale = Float(7.5, min=0.0, max=100.0, step=0.1)
+    start_step = Int(0, min=0, max=MAX_STEP)
+    end_step = Int(MAX_STEP, min=1, max=MAX_STEP, tooltip="steps past the schedule's end stop at its end")
+    outputs = (Out("LATENT", "latents"),)
+
+    def run(self, ctx):
+        return denoise(self.unet, self.scheduler, self.latents, self.positive, self.negative,
+                       self.guidance_scale, self.start_step, self.end_step, progress=ctx.progress)

@@ -1,0 +1,90 @@
+"""The SCHEDULER value and how a diffusers scheduler is made from it.
+
+SCHEDULER is a frozen `SchedulerSpec(kind, config, steps, strength)`: a description, not a live
+scheduler. `kind` names one of KINDS (or "checkpoint": the class the checkpoint was saved with),
+`config` is the checkpoint's scheduler config (betas, offsets, ...), `steps` the number of inference
+steps and `strength` the img2img denoising strength (1.0: the whole schedule).
+
+`spec.make()` builds a fresh diffusers scheduler exactly as StableDiffusion(Img2Img)Pipeline sets it
+up: `set_timesteps(steps)`, then for strength < 1 the first `steps - int(steps * strength)` steps are
+skipped (`set_begin_index`). Step numbers used by Sample/UNetStep index `spec.make().timesteps`
+after that skip: step 0 is the first UNet call of this (possibly shortened) schedule. Most kinds
+make one UNet call per step; PNDM makes steps + 1.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+# kind -> (diffusers class name, extra config)
+KINDS: dict[str, tuple[str, dict]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    kind: str
+    config: dict = field(hash=False, compare=True)
+    steps: int = 50
+    strength: float = 1.0
+
+    def class_and_config(self) -> tuple[type, dict]:
+        import diffusers
+
+        if self.kind == CHECKPOINT:
+            name, extra = self.config.get("_class_name", "PNDMScheduler"), {}
+        else:
+            name, extra = KINDS[self.kind]
+        return getattr(diffusers, name), {**self.config, **extra}
+
+    @property
+    def skipped(self) -> int:
+        """Steps of the full schedule skipped for img2img (the pipeline's `t_start`)."""
+        return max(self.steps - min(int(self.steps * self.strength), self.steps), 0)
+
+    def make(self, device: Any = None):
+        """A fresh scheduler at the start of this schedule."""
+        cls, config = self.class_and_config()
+        scheduler = cls.from_config(config)
+        scheduler.set_timesteps(self.steps, device=device)
+        if self.strength < 1.0:
+            start_at(scheduler, self.offset(scheduler))
+        return scheduler
+
+    def offset(self, scheduler) -> int:
+        """Index in `scheduler.timesteps` of this schedule's step 0."""
+        return self.skipped * scheduler.order
+
+    def key(self) -> tuple:
+        """What identifies the schedule: a sampler state made for another key is not continued."""
+        return (self.kind, tuple(sorted((k, repr(v)) for k, v in self.config.items())), self.steps, self.strength)
+
+
+def step_kwargs(scheduler, generators: list | None, eta: float = 0.0) -> dict:
+    """Extra arguments of `scheduler.step`, chosen as the pipelines' prepare_extra_step_kwargs does."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generators
+    return kwargs
+
+
+def start_at(scheduler, index: int) -> None:
+    """Make a fresh scheduler start at absolute timestep index `index` (it has no history)."""
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(index)
