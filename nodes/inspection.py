@@ -190,7 +190,7 @@ def tensors_in(value, name: str = "value") -> list[tuple[str, object]]:
         return [(name, value)]
     if isinstance(value, dict):  # a LATENT: its tensors (samples, noise, dist), not its seeds or states
         return [item for k, v in value.items() if isinstance(v, (torch.Tensor, torch.nn.Module, dict))
-                for item in tensors_in(v, f"{name}.{k}" if name != "value" else k)]
+                for item in tensors_in(v, f"{name}.{k}")]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
         return [item for i, v in enumerate(value) for item in tensors_in(v, f"{name}[{i}]")]
     return [(name, value)]
@@ -210,9 +210,15 @@ class ShowTensorInfo(Node):
     output_node = True
     value = In("*")
 
+    def source(self, ctx) -> str:
+        """The linked node's title or type: what the value is called in the table."""
+        link = (ctx.prompt or {}).get(ctx.node_id, {}).get("inputs", {}).get("value")
+        node = (ctx.prompt or {}).get(str(link[0]), {}) if isinstance(link, list) else {}
+        return node.get("_meta", {}).get("title") or node.get("class_type") or "value"
+
     def run(self, ctx):
         infos, text = [], []
-        for name, item in tensors_in(self.value):
+        for name, item in tensors_in(self.value, self.source(ctx)):
             if isinstance(item, torch.Tensor):
                 infos.append(tensor_info(name, item))
                 text.append(_line(infos[-1]))
