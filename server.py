@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -14,11 +15,20 @@ ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="server.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--listen", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--listen", default="127.0.0.1", help="address to bind; not loopback requires a token")
+    p.add_argument("--port", type=int, default=8188, help="0 picks a free port (printed at start)")
+    p.add_argument("--auth-token", default=None, help="token clients must send (default: none on loopback, "
+                                                       "generated and printed otherwise)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow cross-origin browser requests from ORIGIN (repeatable; '*' for any)")
+    p.add_argument("--ready-wait", type=float, default=15.0, metavar="SECONDS",
+                   help="how long /prompt and /object_info wait for the nodes to load before answering 503")
+    p.add_argument("--web-dir", default=str(ROOT / "web"), help="the editor's files, served at /")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--models-dir", default=None, help="default: DATA_DIR/models")
     p.add_argument("--custom-nodes", default=None, help="a folder of extra node modules")
+    p.add_argument("--no-builtin-nodes", dest="builtin_nodes", action="store_false",
+                   help="load only the --custom-nodes (no torch import; for tests and light tools)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--cache-bytes", type=int, default=None, help="cache budget (default: half of RAM, at most 8 GiB)")
@@ -30,21 +40,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_loom(args: argparse.Namespace, output_dir: str | None = None):
+def make_loom(args: argparse.Namespace, env=None, output_dir: str | None = None):
+    """The engine with every node loaded; with an empty models folder, the tiny demo model is written first."""
     from graph import Env, Loom
 
-    env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
+    if env is None:
+        env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
     if output_dir:
         env.output_dir = Path(output_dir).resolve()
         env.output_dir.mkdir(parents=True, exist_ok=True)
-    return Loom(env, custom_nodes=args.custom_nodes, cache_bytes=args.cache_bytes, verbose_errors=args.verbose_errors)
+    packages = ("nodes",) if getattr(args, "builtin_nodes", True) else ()
+    if packages:
+        ensure_demo_model(env.models_dir)
+    return Loom(env, packages=packages, custom_nodes=args.custom_nodes, cache_bytes=args.cache_bytes,
+                verbose_errors=args.verbose_errors)
+
+
+def ensure_demo_model(models_dir: Path) -> None:
+    try:
+        from nodes.tiny_model import ensure_tiny_model
+    except ImportError:  # built without the SD nodes
+        return
+    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
+        logging.getLogger("loom").info("the models folder held no model: wrote the tiny demo model")
 
 
 def run_command(args: argparse.Namespace) -> int:
     from graph import ValidationFailed, WorkflowError, read_workflow_file
     from graph.progress import TqdmProgress
 
-    loom = make_loom(args, args.out)
+    loom = make_loom(args, output_dir=args.out)
     try:
         workflow = read_workflow_file(args.workflow)
         validation = loom.validate(workflow)
@@ -68,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "run":
         return run_command(args)
-    print("the HTTP server is not built yet; use `python server.py run WORKFLOW.json`", file=sys.stderr)
-    return 0
+    import asyncio
+
+    from loomserver.app import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(args, lambda env: make_loom(args, env)))
 
 
 if __name__ == "__main__":

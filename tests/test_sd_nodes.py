@@ -125,3 +125,20 @@ def test_ensure_tiny_model_writes_only_into_an_empty_folder(tmp_path, tiny_sd):
     ref = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None)
     assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), ref.unet.state_dict().values()))
     assert (written / "tokenizer" / "vocab.json").is_file() and (written / "tokenizer" / "merges.txt").is_file()
+
+
+def test_sample_stops_when_interrupted(loom):
+    import threading
+
+    interrupt = threading.Event()
+    steps = []
+
+    def emit(event, data):
+        if event == "progress" and data["node"] == "8":
+            steps.append(data["value"])
+            if data["value"] == 3:
+                interrupt.set()
+
+    result = loom.run(workflow("txt2img", **{"7": {"seed": 99}}), emit=emit, interrupt=interrupt)
+    assert result.status == "interrupted" and steps == [1, 2, 3]
+    assert "8" not in result.executed

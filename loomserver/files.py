@@ -1,0 +1,211 @@
+"""Files the server reads and writes for clients: /view, image uploads, user workflows, the editor.
+
+Every path goes through `safe_join` (via `Env.safe_path`), which resolves symlinks and refuses
+anything outside its folder. Served files get `nosniff` and a sandboxing CSP, so an uploaded or
+generated file can never run script in the server's origin.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mimetypes
+import os
+import re
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .security import Refused
+
+IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF", ".bmp": "BMP",
+              ".tif": "TIFF", ".tiff": "TIFF"}
+UPLOAD_KINDS = ("input", "temp")
+SANDBOX = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
+WORKFLOW_NAME = re.compile(r"^[\w][\w .,()+\-]{0,126}\.json$")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/css", ".css")
+
+
+def unsafe(exc: Exception) -> Refused:
+    return Refused(403, f"path refused: {exc}", "unsafe_path")
+
+
+def _str_param(query, name: str, default: str | None = None, required: bool = False) -> str:
+    value = query.get(name, default)
+    if value is None or (required and not value):
+        raise Refused(400, f"query parameter '{name}' is required", "missing_parameter")
+    if len(value) > 1024:
+        raise Refused(400, f"query parameter '{name}' is too long", "bad_parameter")
+    return value
+
+
+def view(env, request: web.Request, unsafe_error) -> web.FileResponse:
+    """GET /view?filename&subfolder&type: a file of the input, output or temp folder."""
+    filename = _str_param(request.query, "filename", required=True)
+    subfolder = _str_param(request.query, "subfolder", "")
+    kind = _str_param(request.query, "type", "output")
+    if kind not in ("input", "output", "temp"):
+        raise Refused(400, f"type must be input, output or temp, not {kind!r}", "bad_parameter")
+    try:
+        path = env.safe_path(kind, filename, subfolder)
+    except unsafe_error as exc:
+        raise unsafe(exc) from None
+    if not path.is_file():
+        raise Refused(404, f"no file {filename!r} in {kind}/{subfolder}", "not_found")
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return web.FileResponse(path, headers={**SANDBOX, "Content-Type": ctype, "Cache-Control": "no-cache"})
+
+
+def _upload_name(name: str, fmt: str) -> str:
+    """The client's file name made safe: no folders, a known image extension matching the content."""
+    name = unquote(name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = re.sub(r"[\x00-\x1f<>:\"|?*]", "_", name).lstrip(".")[:120] or "upload"
+    stem, ext = os.path.splitext(name)
+    if EXTENSIONS.get(ext.lower()) != fmt:
+        stem, ext = name if ext.lower() not in EXTENSIONS else stem, IMAGE_FORMATS[fmt]
+    return (stem or "upload") + ext
+
+
+def check_image(data: bytes) -> str:
+    """The image format of `data`, or Refused if Pillow does not read it as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise Refused(400, f"the upload is not a readable image: {exc}", "invalid_image") from None
+    if fmt not in IMAGE_FORMATS:
+        raise Refused(400, f"image format {fmt} is not accepted; use one of {', '.join(IMAGE_FORMATS)}",
+                      "invalid_image")
+    return fmt
+
+
+def store_upload(env, data: bytes, filename: str, kind: str, subfolder: str, overwrite: bool, unsafe_error) -> dict:
+    """Write an uploaded image; the same content uploaded again reuses the existing file, and a
+    different file of the same name gets a content-hash suffix unless `overwrite`."""
+    if kind not in UPLOAD_KINDS:
+        raise Refused(400, f"type must be one of {', '.join(UPLOAD_KINDS)}, not {kind!r}", "bad_parameter")
+    fmt = check_image(data)
+    name = _upload_name(filename, fmt)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        path = env.safe_path(kind, name, subfolder)
+        if path.exists() and not overwrite and _digest(path) != digest:
+            stem, ext = os.path.splitext(name)
+            name = f"{stem}-{digest[:12]}{ext}"
+            path = env.safe_path(kind, name, subfolder)
+    except unsafe_error as exc:
+        raise unsafe(exc) from None
+    if not (path.is_file() and _digest(path) == digest):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return {"name": name, "subfolder": subfolder, "type": kind}
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except OSError:
+        return None
+
+
+async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dict]:
+    """(image bytes, file name, other form fields) of a multipart upload, at most `limit` bytes."""
+    if not request.content_type.startswith("multipart/"):
+        raise Refused(400, "expected a multipart/form-data body with an 'image' file", "bad_request")
+    try:
+        reader = await request.multipart()
+        data, filename, fields = None, "", {}
+        while (part := await reader.next()) is not None:
+            if part.name == "image":
+                filename = part.filename or "upload"
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data += chunk
+                    if len(data) > limit:
+                        raise Refused(413, f"the image is larger than the limit of {limit} bytes", "too_large")
+            elif part.name:
+                value = await part.read(decode=True)
+                if len(value) > 4096:
+                    raise Refused(400, f"form field '{part.name}' is too long", "bad_parameter")
+                fields[part.name] = value.decode("utf-8", "replace")
+    except (ValueError, AssertionError, UnicodeError) as exc:
+        raise Refused(400, f"malformed multipart body: {exc}", "bad_request") from None
+    if data is None:
+        raise Refused(400, "the form has no 'image' file field", "missing_parameter")
+    return bytes(data), filename, fields
+
+
+# --- user workflows -------------------------------------------------------------------------------
+
+def workflow_path(user_dir: Path, name: str) -> Path:
+    """user_dir/workflows/NAME.json for a plain file name; anything else is refused."""
+    from graph.env import UnsafePath, safe_join
+
+    if not WORKFLOW_NAME.match(name or "") or ".." in name:
+        raise Refused(400, f"workflow name {name!r} is not allowed: use letters, digits, spaces, '.', '-', '_', "
+                           "'(', ')' and end with .json", "bad_name")
+    try:
+        return safe_join(user_dir / "workflows", name)
+    except UnsafePath as exc:
+        raise unsafe(exc) from None
+
+
+def list_workflows(user_dir: Path) -> list[str]:
+    folder = user_dir / "workflows"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and WORKFLOW_NAME.match(p.name))
+
+
+def save_workflow(user_dir: Path, name: str, body: bytes, overwrite: bool) -> None:
+    path = workflow_path(user_dir, name)
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise Refused(400, f"a workflow file must be JSON: {type(exc).__name__}: {exc}", "invalid_json") from None
+    if not isinstance(value, dict):
+        raise Refused(400, f"a workflow file must be a JSON object, got {type(value).__name__}", "invalid_json")
+    if path.exists() and not overwrite:
+        raise Refused(409, f"workflow {name!r} exists; pass overwrite=true to replace it", "exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".save-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    os.replace(tmp, path)
+
+
+# --- the editor -------------------------------------------------------------------------------------
+
+PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>Loom</title>
+<p>Loom's API server is running; the editor (<code>web/index.html</code>) is not installed.
+See <a href="/openapi.json">/openapi.json</a> for the API.</p>"""
+
+
+def static(web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
+    """A file of the editor folder (`web/`); a folder serves its index.html."""
+    from graph.env import safe_join
+
+    try:
+        path = safe_join(web_dir, rel) if rel else web_dir.resolve()
+    except unsafe_error as exc:
+        raise unsafe(exc) from None
+    if path.is_dir():
+        path = path / "index.html"
+    if not path.is_file():
+        if rel in ("", "index.html"):
+            return web.Response(body=PLACEHOLDER, content_type="text/html")
+        raise Refused(404, f"no file /{rel}", "not_found")
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return web.FileResponse(path, headers={"Content-Type": ctype, "X-Content-Type-Options": "nosniff",
+                                           "Cache-Control": "no-cache"})

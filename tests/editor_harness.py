@@ -1,0 +1,160 @@
+"""Helpers of the editor's browser tests: the real server as a subprocess, and the editor page."""
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "editor"
+
+
+class Server:
+    def __init__(self, data_dir: Path, args: list[str]):
+        self.data_dir, self.args = data_dir, args
+        self.log_path = ARTIFACTS / "server.log"
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--listen", "127.0.0.1", "--port", "0",
+                                      "--data-dir", str(self.data_dir), *self.args],
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("Loom listening on "):
+                    self.url = line.split()[-1]
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"server did not start:\n{self.output()}")
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Waits until the node list is served (the server loads its nodes after it starts listening)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/object_info", timeout=30) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503:
+                    raise
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            time.sleep(0.2)
+        raise TimeoutError(f"the server did not load its nodes:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+class Editor:
+    """One fresh browser context (empty storage) on the editor, collecting console errors."""
+
+    def __init__(self, page, url):
+        self.page, self.url = page, url
+        self.errors: list[str] = []
+        self.allowed: list[str] = []  # expected messages, e.g. the 400 of a refused workflow
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    async def open(self):
+        await self.page.goto(self.url)
+        await self.page.wait_for_selector("body[data-ready=true]", state="attached", timeout=30000)
+        await self.page.wait_for_function("window.loom.api.connected", timeout=10000)
+        return self
+
+    async def shot(self, name: str):
+        await self.page.wait_for_timeout(150)  # let the canvas draw its last frame
+        await self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+    async def js(self, expr: str, arg=None):
+        return await self.page.evaluate(expr, arg)
+
+    async def nodes(self) -> list[dict]:
+        return await self.js("""() => loom.graph._nodes.map(n => ({id: n.id, type: n.type,
+            inputs: (n.inputs ?? []).map(i => ({name: i.name, type: i.type, link: i.link, optional: !!i.optional})),
+            outputs: (n.outputs ?? []).map(o => ({name: o.name, type: o.type, links: o.links ?? []})),
+            widgets: Object.fromEntries((n.widgets ?? []).map(w => [w.name, w.value]))}))""")
+
+    async def node_ids(self, type_: str) -> list[int]:
+        return [n["id"] for n in await self.nodes() if n["type"] == type_]
+
+    async def slot_xy(self, node_id: int, name: str, is_input: bool) -> tuple[float, float]:
+        """Where a node's slot is on the screen."""
+        return tuple(await self.js("""([id, name, isInput]) => {
+            const node = loom.graph.getNodeById(id);
+            const slots = isInput ? node.inputs : node.outputs;
+            const slot = slots.findIndex(s => s.name === name);
+            if (slot < 0) throw new Error(`no slot ${name} on node ${id}`);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas(node.getConnectionPos(isInput, slot));
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", [node_id, name, is_input]))
+
+    async def title_xy(self, node_id: int) -> tuple[float, float]:
+        """A point on a node's title bar on the screen."""
+        return tuple(await self.js("""(id) => {
+            const node = loom.graph.getNodeById(id);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] - 12]);
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", node_id))
+
+    async def widget_xy(self, node_id: int, name: str) -> tuple[float, float]:
+        """The middle of a node's widget on the screen."""
+        return tuple(await self.js("""([id, name]) => {
+            const node = loom.graph.getNodeById(id);
+            const w = node.widgets.find(w => w.name === name);
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + w.y + 10]);
+            const r = loom.canvasEl.getBoundingClientRect();
+            return [r.left + x, r.top + y];
+        }""", [node_id, name]))
+
+    async def set_widget(self, node_id: int, name: str, value):
+        """Types a value into a widget as a user does: click it, type in the prompt, Enter."""
+        await self.page.mouse.click(*await self.widget_xy(node_id, name))
+        field = self.page.locator(".graphdialog input, .graphdialog textarea").last
+        await field.fill(str(value))
+        await field.press("Enter")
+        await self.page.wait_for_timeout(50)
+
+    async def drag_link(self, src: int, output: str, dst: int, input_: str):
+        (x0, y0), (x1, y1) = await self.slot_xy(src, output, False), await self.slot_xy(dst, input_, True)
+        mouse = self.page.mouse
+        await mouse.move(x0, y0)
+        await mouse.down()
+        await mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=6)
+        await mouse.move(x1, y1, steps=6)
+        await mouse.up()
+        await self.page.wait_for_timeout(50)
+
+    async def drop_file(self, name: str, data: bytes, mime: str):
+        """Drops a file onto the canvas as a user dragging it from the desktop would."""
+        await self.js("""([name, b64, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: mime}));
+            const r = loom.canvasEl.getBoundingClientRect();
+            const at = {bubbles: true, cancelable: true, dataTransfer: dt, clientX: r.left + 200, clientY: r.top + 200};
+            loom.canvasEl.dispatchEvent(new DragEvent("dragover", at));
+            loom.canvasEl.dispatchEvent(new DragEvent("drop", at));
+        }""", [name, base64.b64encode(data).decode(), mime])

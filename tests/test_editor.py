@@ -1,0 +1,526 @@
+"""The browser editor in real headless Chromium (Debian's), driven by Playwright's async API,
+against the real server started on a free loopback port.
+
+Screenshots of each state go to test-artifacts/editor/ (not committed).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from io import BytesIO
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.editor_harness import ARTIFACTS, ROOT, Editor, Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DEFAULT_TYPES = ["LoadCheckpoint", "Tokenize", "Tokenize", "EncodeText", "EncodeText", "MakeNoiseLatents",
+                 "SetScheduler", "Sample", "VAEDecode", "SaveImage"]
+
+
+# ---- the server and the browser ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, artifacts, request):
+    data = tmp_path_factory.mktemp("editor") / "data"
+    args = []
+    try:  # the suite's shared tiny model, when the suite has one
+        args = ["--models-dir", str(Path(request.getfixturevalue("tiny_sd")).parent)]
+    except pytest.FixtureLookupError:
+        pass  # the server writes the tiny demo model into its empty models folder
+    srv = Server(data, args).start()
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        raise
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(loop):
+    from playwright.async_api import async_playwright
+
+    assert Path(CHROMIUM).exists(), "the editor tests need Debian's chromium: ./setup.sh --test installs it"
+    assert (ROOT / "web" / "node_modules" / "@comfyorg" / "litegraph").is_dir(), \
+        "the editor needs web/node_modules: ./setup.sh runs npm ci"
+
+    pw = loop.run_until_complete(async_playwright().start())
+    browser = loop.run_until_complete(pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS))
+    yield browser
+    loop.run_until_complete(browser.close())
+    loop.run_until_complete(pw.stop())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def artifacts():
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+
+
+@pytest.fixture
+def editor(loop, browser, server):
+    context = loop.run_until_complete(browser.new_context(viewport={"width": 1440, "height": 860}))
+    page = loop.run_until_complete(context.new_page())
+    ed = loop.run_until_complete(Editor(page, server.url + "/").open())
+    yield ed
+    loop.run_until_complete(context.close())
+    assert [e for e in ed.errors if not any(a in e for a in ed.allowed)] == [], "the page logged errors"
+
+
+def run(loop, coro, timeout=60):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def linked(nodes: list[dict], dst_id: int, input_name: str) -> int | None:
+    node = next(n for n in nodes if n["id"] == dst_id)
+    return next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+
+
+# ---- the tests -------------------------------------------------------------------------------------
+
+def test_page_loads_with_the_default_workflow(loop, editor):
+    async def body():
+        nodes = await editor.nodes()
+        assert sorted(n["type"] for n in nodes) == sorted(DEFAULT_TYPES)
+        # every required socket input of the default graph is wired, each to an output of its own type
+        for node in nodes:
+            for inp in node["inputs"]:
+                if inp["optional"]:
+                    continue
+                assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not linked"
+        links = await editor.js("() => loom.graph.serialize().links")
+        types = {(n["id"], i): o["type"] for n in nodes for i, o in enumerate(n["outputs"])}
+        for _, src, slot, dst, dslot, type_ in links:
+            assert types[(src, slot)] == type_
+            dst_node = next(n for n in nodes if n["id"] == dst)
+            assert dst_node["inputs"][dslot]["type"] == type_
+        ckpt = next(n for n in nodes if n["type"] == "LoadCheckpoint")
+        assert "tiny-sd" in ckpt["widgets"].values()
+        # the palette lists every server node, and its search filters them
+        palette = await editor.page.locator(".palette-item").all_text_contents()
+        assert len(palette) >= len(set(DEFAULT_TYPES))
+        await editor.page.fill("#palette-search", "decode")
+        assert await editor.page.locator(".palette-item").all_text_contents() == ["VAEDecode"]
+        await editor.shot("01-loaded")
+        await editor.page.locator("#graph-canvas").focus()
+        await editor.page.keyboard.press("?")
+        assert await editor.page.locator("#help").is_visible()
+        assert await editor.page.locator("#help kbd").count() >= 15
+        await editor.shot("02-help")
+
+    run(loop, body())
+
+
+def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
+    async def body():
+        page = editor.page
+        await page.click("#new-btn")
+        assert await editor.nodes() == []
+        # drag two nodes from the palette onto the canvas
+        await page.drag_and_drop(".palette-item[data-type=LoadCheckpoint]", "#graph-canvas", target_position={"x": 150, "y": 200})
+        await page.drag_and_drop(".palette-item[data-type=VAEDecode]", "#graph-canvas", target_position={"x": 550, "y": 220})
+        # and one from the search popup of a double-click on empty canvas
+        box = await page.locator("#graph-canvas").bounding_box()
+        await page.mouse.dblclick(box["x"] + 560, box["y"] + 480)
+        await page.wait_for_selector("#search-popup:not([hidden])")
+        await page.keyboard.type("saveimage")
+        await page.keyboard.press("Enter")
+        nodes = await editor.nodes()
+        assert sorted(n["type"] for n in nodes) == ["LoadCheckpoint", "SaveImage", "VAEDecode"]
+        [ckpt], [decode], [save] = [await editor.node_ids(t) for t in ("LoadCheckpoint", "VAEDecode", "SaveImage")]
+
+        # an incompatible link (UNET into LATENT) is refused
+        await editor.drag_link(ckpt, "unet", decode, "latents")
+        assert linked(await editor.nodes(), decode, "latents") is None
+        # compatible ones are made
+        await editor.drag_link(ckpt, "vae", decode, "vae")
+        decode_out = next(n for n in await editor.nodes() if n["id"] == decode)["outputs"][0]["name"]
+        save_in = next(n for n in await editor.nodes() if n["id"] == save)["inputs"][0]["name"]
+        await editor.drag_link(decode, decode_out, save, save_in)
+        nodes = await editor.nodes()
+        assert linked(nodes, decode, "vae") is not None and linked(nodes, save, save_in) is not None
+        links = await editor.js("() => loom.graph.serialize().links.map(l => l[5]).sort()")
+        assert links == ["IMAGE", "VAE"]
+        await editor.shot("03-linked")
+
+        # undo removes the last link, redo puts it back; select all + delete empties the graph
+        await page.locator("#graph-canvas").focus()
+        await page.keyboard.press("Control+z")
+        assert linked(await editor.nodes(), save, save_in) is None
+        await page.keyboard.press("Control+y")
+        assert linked(await editor.nodes(), save, save_in) is not None
+        await page.locator("#help-btn").focus()  # the canvas keys work wherever the focus is (but in text fields)
+        await page.keyboard.press("Control+a")
+        await page.keyboard.press("Control+g")
+        assert await editor.js("() => loom.graph._groups.length") == 1
+        await editor.shot("04-grouped")
+        await page.keyboard.press("Delete")
+        assert await editor.nodes() == []
+        await page.keyboard.press("Control+z")
+        assert len(await editor.nodes()) == 3
+
+        # copy and paste a node; zoom with the wheel
+        await page.mouse.click(*await editor.title_xy(ckpt))  # selects only this node
+        assert await editor.js("() => Object.keys(loom.canvas.selected_nodes).map(Number)") == [ckpt]
+        await page.keyboard.press("Control+c")
+        await page.mouse.move(box["x"] + 300, box["y"] + 600)
+        await page.keyboard.press("Control+v")
+        assert [n["type"] for n in await editor.nodes()].count("LoadCheckpoint") == 2
+        scale = await editor.js("() => loom.canvas.ds.scale")
+        await page.mouse.wheel(0, -300)
+        assert await editor.js("() => loom.canvas.ds.scale") > scale
+
+    run(loop, body())
+
+
+def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
+    async def body():
+        page = editor.page
+        [sample] = await editor.node_ids("Sample")
+        [save] = await editor.node_ids("SaveImage")
+        [scheduler] = await editor.node_ids("SetScheduler")
+        await editor.set_widget(scheduler, "steps", 3)  # keeps the test short on a busy CPU
+        assert next(n for n in await editor.nodes() if n["id"] == scheduler)["widgets"]["steps"] == 3
+        await editor.js("""() => {
+            window.seen = {progress: [], previews: 0};
+            loom.api.addEventListener("progress", (e) => {
+                const node = loom.graph.getNodeById(Number(e.detail.node));
+                seen.progress.push({value: e.detail.value, max: e.detail.max, node: node?.id,
+                    drawn: node?.progress, running: !!node?.loom.running,
+                    bar: parseFloat(document.querySelector("#overall .bar").style.width)});
+            });
+            loom.api.addEventListener("preview", () => seen.previews++);
+        }""")
+        [noise] = await editor.node_ids("MakeNoiseLatents")
+        seed = next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["seed"]
+        await page.click("#queue-btn")
+        await page.wait_for_function("seen.progress.length > 0", timeout=100000)
+        await editor.shot("05-running")
+        await page.wait_for_function(f"""() => {{
+            const img = loom.graph.getNodeById({save}).loom.images[0];
+            return img && img.complete && img.naturalWidth > 0 }}""", timeout=100000)
+        await page.wait_for_selector("#gallery-grid img", state="attached")
+        await editor.shot("06-done")
+        seen = await editor.js("seen")
+        steps = seen["progress"]
+        assert all(p["node"] == sample and p["running"] for p in steps), steps
+        assert all(abs(p["drawn"] - p["value"] / p["max"]) < 1e-9 for p in steps)
+        assert steps[-1]["value"] == steps[-1]["max"]
+        bars = [p["bar"] for p in steps]
+        assert bars == sorted(bars) and 0 < bars[-1] <= 100
+        # the end of the prompt (executing: null) may come just after the image
+        await page.wait_for_function("document.querySelector('#overall .label').textContent.endsWith('done')", timeout=10000)
+        assert await editor.js("() => document.querySelector('#overall .bar').style.width") == "100%"
+        # after the run no node is left highlighted
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/history") as r:
+                history = await r.json()
+        [entry] = history.values()
+        assert entry["status"]["status_str"] == "success"
+        # the run used the seed shown when Queue was pressed; the widget then moved on (randomize)
+        assert entry["prompt"][2][str(noise)]["inputs"]["seed"] == seed
+        assert next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["seed"] != seed
+        [image] = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+        src = await editor.js(f"() => loom.graph.getNodeById({save}).loom.images[0].src")
+        assert image["filename"] in src
+        await page.click("[data-pane=history-pane]")
+        await page.wait_for_selector("#history-list .status-success")
+        await editor.shot("07-history")
+
+    run(loop, body(), timeout=200)
+
+
+def test_cancel_interrupts_the_running_workflow(loop, editor):
+    async def body():
+        page = editor.page
+        [scheduler] = await editor.node_ids("SetScheduler")
+        await editor.set_widget(scheduler, "steps", 200)
+        await editor.js("""() => {
+            window.ends = [];
+            loom.execution.addEventListener("end", (e) => ends.push(e.detail.status));
+        }""")
+        await page.click("#queue-btn")
+        await page.wait_for_function("() => loom.graph._nodes.some(n => n.progress > 0)", timeout=100000)
+        await editor.shot("07a-before-cancel")
+        await page.click("#interrupt-btn")
+        await page.wait_for_function("ends.length > 0", timeout=30000)
+        assert await editor.js("ends") == ["interrupted"]
+        assert (await page.locator("#overall .label").text_content()).endswith("interrupted")
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
+        await page.wait_for_selector(".toast:has-text('interrupted')")
+        await editor.shot("07b-cancelled")
+
+    run(loop, body(), timeout=150)
+
+
+def test_run_error_is_shown_on_the_failing_node(loop, editor):
+    async def body():
+        page = editor.page
+        [scheduler], [sample] = await editor.node_ids("SetScheduler"), await editor.node_ids("Sample")
+        await editor.set_widget(scheduler, "steps", 2)
+        await editor.set_widget(sample, "start_step", 5)  # valid alone, but past the end of 2 steps
+        await page.click("#queue-btn")
+        await page.wait_for_function(f"() => loom.graph.getNodeById({sample}).has_errors", timeout=100000)
+        messages = await editor.js(f"() => loom.graph.getNodeById({sample}).loom.errors.messages")
+        assert len(messages) == 1 and "start step 5" in messages[0], messages
+        await page.wait_for_selector(".toast.error:has-text('Run failed in node')")
+        await page.wait_for_function("document.querySelector('#overall .label').textContent.endsWith('failed')")
+        await editor.shot("07c-run-error")
+        # the width widget keeps to its step of 8
+        [noise] = await editor.node_ids("MakeNoiseLatents")
+        await editor.set_widget(noise, "width", 60)
+        assert next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["width"] == 64
+
+    run(loop, body(), timeout=150)
+
+
+def _output_png(server) -> tuple[bytes, dict]:
+    import urllib.parse
+    import urllib.request
+
+    from PIL import Image
+
+    with urllib.request.urlopen(server.url + "/history") as r:
+        history = json.load(r)
+    refs = [img for entry in history.values() for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert refs, "test_queue_default_workflow_shows_progress_then_image makes the image this test drops"
+    with urllib.request.urlopen(server.url + "/view?" + urllib.parse.urlencode(refs[0])) as r:
+        data = r.read()
+    return data, json.loads(Image.open(BytesIO(data)).text["workflow"])
+
+
+def test_dropped_png_restores_its_graph(loop, editor, server):
+    data, workflow = _output_png(server)
+
+    async def body():
+        await editor.page.click("#new-btn")
+        await editor.drop_file("loom_00001.png", data, "image/png")
+        await editor.page.wait_for_function("loom.graph._nodes.length > 0")
+        nodes = await editor.nodes()
+        assert sorted((n["id"], n["type"]) for n in nodes) == sorted((n["id"], n["type"]) for n in workflow["nodes"])
+        by_id = {n["id"]: n for n in nodes}
+        for saved in workflow["nodes"]:
+            values = [v for v in saved.get("widgets_values", []) if v is not None]
+            assert [v for v in by_id[saved["id"]]["widgets"].values()][:len(values)] == values
+        got = await editor.js("() => loom.graph.serialize().links")
+        assert sorted(map(tuple, got)) == sorted(map(tuple, workflow["links"]))
+        await editor.shot("08-dropped-png")
+
+    run(loop, body())
+
+
+def comfy_style_workflow(object_info: dict) -> dict:
+    """A workflow as ComfyUI's frontend saves it (format 0.4, links as arrays, a group, extra.ds)."""
+    def widgets(type_, **values):
+        out = []
+        for group in ("required", "optional"):
+            for name, spec in object_info[type_]["input"].get(group, {}).items():
+                head, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+                if isinstance(head, list) or head in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                    default = head[0] if isinstance(head, list) else opts.get("default")
+                    out.append(values.get(name, default))
+                    if opts.get("control_after_generate"):
+                        out.append("fixed")
+        return out
+
+    return {
+        "id": "5b2c9b1e-6f0a-4d7e-9d8e-1a2b3c4d5e6f", "revision": 0, "last_node_id": 15, "last_link_id": 3,
+        "nodes": [
+            {"id": 4, "type": "LoadCheckpoint", "pos": [40, 120], "size": [260, 160], "flags": {}, "order": 0,
+             "mode": 0, "inputs": [],
+             "outputs": [{"name": o, "type": t, "links": [1] if t == "VAE" else None}
+                         for o, t in zip(object_info["LoadCheckpoint"]["output_name"], object_info["LoadCheckpoint"]["output"])],
+             "properties": {"Node name for S&R": "LoadCheckpoint"}, "widgets_values": widgets("LoadCheckpoint")},
+            {"id": 9, "type": "VAEDecode", "pos": [420, 140], "size": [200, 60], "flags": {}, "order": 1, "mode": 0,
+             "inputs": [{"name": "vae", "type": "VAE", "link": 1}, {"name": "latents", "type": "LATENT", "link": None}],
+             "outputs": [{"name": "images", "type": "IMAGE", "links": [3]}], "properties": {}},
+            {"id": 12, "type": "SaveImage", "pos": [700, 140], "size": [300, 280], "flags": {}, "order": 2, "mode": 0,
+             "title": "Keep this one",
+             "inputs": [{"name": object_info["SaveImage"]["input_order"]["required"][0], "type": "IMAGE", "link": 3}],
+             "outputs": [], "properties": {}, "widgets_values": widgets("SaveImage", filename_prefix="from_comfy")},
+            {"id": 15, "type": "Note", "pos": [40, 340], "size": [300, 120], "flags": {}, "order": 3, "mode": 0,
+             "inputs": [], "outputs": [], "properties": {}, "widgets_values": ["The VAE decodes latents."],
+             "color": "#432", "bgcolor": "#653"},
+        ],
+        "links": [[1, 4, [t for t in object_info["LoadCheckpoint"]["output"]].index("VAE"), 9, 0, "VAE"],
+                  [3, 9, 0, 12, 0, "IMAGE"]],
+        "groups": [{"id": 1, "title": "Decode and save", "bounding": [400, 40, 640, 420], "color": "#3f789e",
+                    "font_size": 24, "flags": {}}],
+        "config": {}, "extra": {"ds": {"scale": 0.9, "offset": [10, 20]}, "frontendVersion": "1.28.0"},
+        "version": 0.4,
+    }
+
+
+def test_dropped_comfyui_workflow_json_loads(loop, editor, server):
+    async def body():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/object_info") as r:
+                info = await r.json()
+        workflow = comfy_style_workflow(info)
+        await editor.drop_file("comfy_workflow.json", json.dumps(workflow).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
+        nodes = {n["id"]: n for n in await editor.nodes()}
+        assert {i: n["type"] for i, n in nodes.items()} == {4: "LoadCheckpoint", 9: "VAEDecode", 12: "SaveImage", 15: "Note"}
+        assert nodes[15]["widgets"] == {"text": "The VAE decodes latents."}
+        assert await editor.page.locator(".toast.error").count() == 0  # every node type is known
+        assert linked(list(nodes.values()), 9, "vae") == 1 and linked(list(nodes.values()), 12, nodes[12]["inputs"][0]["name"]) == 3
+        assert "from_comfy" in nodes[12]["widgets"].values()
+        assert await editor.js("() => [loom.graph._groups.length, loom.graph._groups[0].title]") == [1, "Decode and save"]
+        assert await editor.js("() => loom.graph.getNodeById(12).title") == "Keep this one"
+        assert await editor.js("() => document.title") == "comfy_workflow · Loom"
+        await editor.shot("09-dropped-json")
+
+        # the same workflow in the newer schema (version 1: links as objects, a state block)
+        v1 = {k: v for k, v in workflow.items() if k not in ("last_node_id", "last_link_id", "links")}
+        v1.update(version=1, state={"lastGroupId": 1, "lastNodeId": 15, "lastLinkId": 3, "lastRerouteId": 0},
+                  links=[dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], link))
+                         for link in workflow["links"]])
+        await editor.page.click("#new-btn")
+        await editor.drop_file("comfy_v1.json", json.dumps(v1).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
+        assert sorted(map(tuple, await editor.js("() => loom.graph.serialize().links"))) == \
+            sorted(map(tuple, workflow["links"]))
+
+    run(loop, body())
+
+
+def test_dropped_png_with_compressed_itxt_workflow_loads(loop, editor, server):
+    """Our PNG reader also reads zlib-compressed iTXt chunks (as other tools write them)."""
+    from PIL import Image, PngImagePlugin
+
+    async def body():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/object_info") as r:
+                workflow = comfy_style_workflow(await r.json())
+        workflow["nodes"][2]["title"] = "Größe ✓"  # UTF-8 survives
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("workflow", json.dumps(workflow), zip=True)
+        buf = BytesIO()
+        Image.new("RGB", (8, 8), "red").save(buf, "PNG", pnginfo=info)
+        await editor.drop_file("itxt.png", buf.getvalue(), "image/png")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 4")
+        assert await editor.js("() => loom.graph.getNodeById(12).title") == "Größe ✓"
+
+    run(loop, body())
+
+
+def test_dropped_api_format_json_is_laid_out(loop, editor):
+    async def body():
+        nodes = {n["type"]: n for n in await editor.nodes()}
+        vae_slot = [o["type"] for o in nodes["LoadCheckpoint"]["outputs"]].index("VAE")
+        prompt = {"1": {"class_type": "LoadCheckpoint", "inputs": {"model": "tiny-sd"}},
+                  "2": {"class_type": "VAEDecode", "inputs": {"vae": ["1", vae_slot]}},
+                  "3": {"class_type": "SaveImage", "inputs": {nodes["SaveImage"]["inputs"][0]["name"]: ["2", 0],
+                                                              "filename_prefix": "api"},
+                        "_meta": {"title": "Save API"}}}
+        await editor.drop_file("api.json", json.dumps(prompt).encode(), "application/json")
+        await editor.page.wait_for_function("loom.graph._nodes.length === 3")
+        got = await editor.nodes()
+        assert sorted(n["type"] for n in got) == ["LoadCheckpoint", "SaveImage", "VAEDecode"]
+        assert sorted(await editor.js("() => loom.graph.serialize().links.map(l => l[5])")) == ["IMAGE", "VAE"]
+        save = next(n for n in got if n["type"] == "SaveImage")
+        assert save["widgets"]["filename_prefix"] == "api"
+        # laid out left to right in link order, without overlaps
+        xs = await editor.js("() => Object.fromEntries(loom.graph._nodes.map(n => [n.type, n.pos[0]]))")
+        assert xs["LoadCheckpoint"] < xs["VAEDecode"] < xs["SaveImage"]
+        await editor.shot("09b-dropped-api-json")
+
+    run(loop, body())
+
+
+def test_save_on_the_server_and_open_from_the_saved_list(loop, editor):
+    async def body():
+        page = editor.page
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept("my txt2img")))
+        await page.click("#save-server-btn")
+        await page.wait_for_selector(".toast:has-text('Saved my txt2img.json')")
+        await page.click("[data-pane=workflows-pane]")
+        await page.click("#workflow-list a:has-text('my txt2img')")
+        await page.wait_for_function("document.title.startsWith('my txt2img')")
+        await page.click("#new-btn")
+        assert await editor.nodes() == []
+        await page.click("#workflow-list a:has-text('my txt2img')")
+        await page.wait_for_function("loom.graph._nodes.length > 0")
+        assert sorted(n["type"] for n in await editor.nodes()) == sorted(DEFAULT_TYPES)
+        await editor.shot("11-saved-workflows")
+
+    run(loop, body())
+
+
+def test_upload_an_image_into_load_image(loop, editor):
+    from PIL import Image
+
+    async def body():
+        page = editor.page
+        await page.click("#new-btn")
+        await page.dblclick(".palette-item[data-type=LoadImage]")
+        [node] = await editor.node_ids("LoadImage")
+        buf = BytesIO()
+        Image.new("RGB", (24, 16), "green").save(buf, "PNG")
+        async with page.expect_file_chooser() as chooser:
+            await page.mouse.click(*await editor.widget_xy(node, "upload image"))
+        await (await chooser.value).set_files({"name": "green.png", "mimeType": "image/png", "buffer": buf.getvalue()})
+        await page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({node}).loom.images[0];
+            return img && img.complete && img.naturalWidth === 24 }}""")
+        assert next(n for n in await editor.nodes() if n["id"] == node)["widgets"]["image"] == "green.png"
+        # the button holds no value: the saved widgets_values are the image name alone
+        assert await editor.js(f"() => loom.graph.serialize().nodes.find(n => n.id === {node}).widgets_values") == ["green.png"]
+        await editor.shot("12-uploaded")
+
+    run(loop, body())
+
+
+def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
+    async def body():
+        page = editor.page
+        workflow = await editor.js("() => loom.graph.serialize()")
+        nodes = {n["type"]: n for n in workflow["nodes"]}
+        sample, ckpt = nodes["Sample"], nodes["LoadCheckpoint"]
+        # cut the link into Sample's latents, and name a model that does not exist
+        latents = next(i for i in sample["inputs"] if i["type"] == "LATENT")
+        cut = latents["link"]
+        latents["link"] = None
+        workflow["links"] = [link for link in workflow["links"] if link[0] != cut]
+        for node in workflow["nodes"]:
+            for out in node.get("outputs", []):
+                out["links"] = [l for l in (out.get("links") or []) if l != cut]
+        ckpt["widgets_values"][0] = "no-such-model"
+        await editor.drop_file("broken.json", json.dumps(workflow).encode(), "application/json")
+        await page.wait_for_function("document.title.startsWith('broken')")
+        editor.allowed.append("status of 400 (Bad Request)")  # the browser logs the refused POST /prompt
+        await page.click("#queue-btn")
+        await page.wait_for_selector("#errors-panel:not([hidden])")
+        errors = await editor.js("""() => Object.fromEntries(loom.graph._nodes.filter(n => n.loom.errors)
+            .map(n => [n.id, {inputs: Object.keys(n.loom.errors.inputs), has_errors: n.has_errors,
+                              slots: (n.inputs ?? []).filter(s => s.hasErrors).map(s => s.name)}]))""")
+        model_input = next(name for name, value in
+                           (await editor.js(f"() => loom.graph.getNodeById({ckpt['id']}).widgets.map(w => [w.name, w.value])"))
+                           if value == "no-such-model")
+        assert errors == {
+            str(sample["id"]): {"inputs": [latents["name"]], "has_errors": True, "slots": [latents["name"]]},
+            str(ckpt["id"]): {"inputs": [model_input], "has_errors": True, "slots": []},
+        }
+        panel = await page.locator("#errors-panel").text_content()
+        assert latents["name"] in panel and model_input in panel
+        await editor.shot("10-errors")
+        # fixing the graph and queuing again clears the marks
+        await page.click("#default-btn")
+        assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.errors && !n.has_errors)")
+        assert await page.locator("#errors-panel").is_hidden()
+
+    run(loop, body())

@@ -1,0 +1,166 @@
+// Follows a run from the socket: which node runs, its step progress, the overall progress, latent
+// previews and output images; draws them on the graph's nodes and in the top progress bar.
+
+import { UI_ONLY_TYPES } from "./nodes.js";
+
+const OUTCOMES = new Set(["done", "failed", "interrupted"]);
+
+export class Execution extends EventTarget {
+  constructor({ api, graph, bar, label }) {
+    super();
+    this.api = api;
+    this.graph = graph;
+    this.bar = bar;
+    this.label = label;
+    this.promptId = null;
+    this.prompts = new Map(); // prompt_id -> {total: node count} for prompts this tab queued
+    this.done = new Set();
+    this.runningNode = null;
+    this.step = 0;
+    for (const type of ["execution_start", "execution_cached", "executing", "progress", "executed",
+      "execution_success", "execution_error", "execution_interrupted", "preview", "status"]) {
+      api.addEventListener(type, (e) => this[`on_${type}`](e.detail));
+    }
+  }
+
+  /** Remembers a prompt we queued so its overall progress can be computed. */
+  track(promptId, workflow) {
+    const runnable = workflow.nodes.filter((n) => n.mode !== 2 && n.mode !== 4 && !UI_ONLY_TYPES.has(n.type)).length;
+    this.prompts.set(promptId, { total: Math.max(runnable, 1) });
+    if (promptId === this.promptId) this.update();
+  }
+
+  node(id) { return id == null ? null : this.graph.getNodeById(Number(id)) ?? this.graph.getNodeById(id); }
+
+  setRunning(id) {
+    const prev = this.node(this.runningNode);
+    if (prev) {
+      prev.loom.running = false;
+      prev.progress = undefined;
+    }
+    this.runningNode = id;
+    this.step = 0;
+    const node = this.node(id);
+    if (node) node.loom.running = true;
+    this.graph.setDirtyCanvas(true, false);
+  }
+
+  on_status(data) {
+    const remaining = data?.status?.exec_info?.queue_remaining;
+    if (remaining !== undefined) this.emit("queue", { remaining });
+  }
+
+  on_execution_start(data) {
+    this.promptId = data.prompt_id;
+    this.outcome = "done";
+    this.done = new Set();
+    for (const node of this.graph._nodes) {
+      if (node.loom?.preview) node.loom.preview = null; // the last run's previews
+    }
+    this.update();
+    this.emit("start", data);
+  }
+
+  on_execution_cached(data) {
+    for (const id of data.nodes ?? []) this.done.add(String(id));
+    this.update();
+  }
+
+  on_executing(data) {
+    if (this.runningNode != null) this.done.add(String(this.runningNode));
+    this.setRunning(data.node);
+    if (data.node == null) this.finish();
+    else this.update();
+  }
+
+  on_progress(data) {
+    const node = this.node(data.node ?? this.runningNode);
+    this.step = data.max ? data.value / data.max : 0;
+    if (node) node.progress = this.step;
+    this.update(`step ${data.value}/${data.max}`);
+    this.graph.setDirtyCanvas(true, false);
+  }
+
+  on_preview({ blob }) {
+    const node = this.node(this.runningNode); // frames come before the next "executing" on the socket
+    const img = new Image();
+    const url = URL.createObjectURL(blob);
+    img.onload = () => {
+      if (!node) return URL.revokeObjectURL(url);
+      if (node.loom.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(node.loom.preview.src);
+      node.loom.preview = img;
+      if (!node.loom.previewSized) {
+        node.fitImages();
+        node.loom.previewSized = true;
+      }
+      this.emit("preview", { img, url });
+      this.graph.setDirtyCanvas(true, false);
+    };
+    img.src = url;
+  }
+
+  on_executed(data) {
+    const images = data.output?.images ?? [];
+    this.done.add(String(data.node));
+    const node = this.node(data.node);
+    if (node && images.length) this.showImages(node, images);
+    this.emit("images", { node: data.node, images, promptId: data.prompt_id });
+    this.update();
+  }
+
+  showImages(node, images) {
+    node.loom.images = images.map((ref) => {
+      const img = new Image();
+      img.onload = () => this.graph.setDirtyCanvas(true, false);
+      img.src = this.api.viewUrl(ref);
+      img.dataset.ref = JSON.stringify(ref);
+      return img;
+    });
+    node.loom.imageIndex = 0;
+    node.fitImages();
+  }
+
+  on_execution_success(data) { this.emit("end", { ...data, status: "success" }); }
+
+  on_execution_error(data) {
+    this.setRunning(null);
+    this.outcome = "failed";
+    this.update(this.outcome);
+    this.emit("end", { ...data, status: "error" });
+  }
+
+  on_execution_interrupted(data) {
+    this.setRunning(null);
+    this.outcome = "interrupted";
+    this.update(this.outcome);
+    this.emit("end", { ...data, status: "interrupted" });
+  }
+
+  finish() {
+    this.update(this.outcome ?? "done");
+    this.promptId = null;
+  }
+
+  update(detail = "") {
+    const info = this.prompts.get(this.promptId);
+    let fraction = 0;
+    let text = "idle";
+    if (this.promptId && info) {
+      const done = Math.min(this.done.size, info.total);
+      // nodes that no output needs are never run: a finished prompt is 100 %
+      fraction = detail === "done" ? 1 : Math.min(1, (done + (this.runningNode != null ? this.step : 0)) / info.total);
+      text = `${done}/${info.total} nodes${detail ? ` · ${detail}` : ""}`;
+    } else if (this.promptId && !OUTCOMES.has(detail)) {
+      // not (yet) known as ours: the socket may announce a prompt before /prompt has answered
+      text = `running${detail ? ` · ${detail}` : ""}`;
+    } else if (detail) {
+      fraction = detail === "done" ? 1 : 0;
+      text = detail;
+    }
+    this.bar.style.width = `${Math.round(fraction * 100)}%`;
+    this.bar.parentElement.dataset.state = this.promptId ? "running" : "idle";
+    this.label.textContent = text;
+  }
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+}

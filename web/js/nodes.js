@@ -1,0 +1,343 @@
+// Node types built from /object_info: typed sockets with a colour per type, widgets for the
+// constant inputs, the seed's control_after_generate companion, and the drawing of run state
+// (running outline, step progress, previews, output images, validation errors) on each node.
+import { LiteGraph, LGraphNode, LGraphCanvas, TextWidget } from "./lib.js";
+
+export const SEED_CONTROLS = ["fixed", "increment", "decrement", "randomize"];
+export const CONTROL_WIDGET = "control_after_generate";
+const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
+const TYPE_COLOURS = {
+  TOKENIZER: "#c38fff", TEXT_ENCODER: "#ff7eb6", UNET: "#a393eb", VAE: "#ff6e6e", SCHEDULER: "#5cc8ff",
+  TOKENS: "#ffd166", CONDITIONING: "#ffa931", LATENT: "#ff9cf9", IMAGE: "#64b5f6", CLASS_MODEL: "#9ccc65",
+  INT: "#7ec699", FLOAT: "#aad576", STRING: "#e6e6a0", BOOLEAN: "#d7a86e",
+};
+
+/** A stable colour per socket type; unknown types get one from a hash of their name. */
+export function typeColour(type) {
+  if (TYPE_COLOURS[type]) return TYPE_COLOURS[type];
+  let h = 0;
+  for (const c of String(type)) h = (h * 31 + c.charCodeAt(0)) % 360;
+  return `hsl(${h} 60% 65%)`;
+}
+
+/** The inputs of a definition in declaration order, each as {name, type, opts, choices, optional}. */
+export function inputsOf(def) {
+  const out = [];
+  for (const group of ["required", "optional"]) {
+    const entries = def.input?.[group] ?? {};
+    const order = def.input_order?.[group] ?? Object.keys(entries);
+    for (const name of order) {
+      const spec = entries[name];
+      if (!spec) continue;
+      const [head, opts = {}] = Array.isArray(spec) ? spec : [spec];
+      if (Array.isArray(head)) out.push({ name, type: "COMBO", opts, choices: head, optional: group === "optional" });
+      else if (head === "COMBO") out.push({ name, type: "COMBO", opts, choices: opts.options ?? [], optional: group === "optional" });
+      else out.push({ name, type: head, opts, optional: group === "optional" });
+    }
+  }
+  return out;
+}
+
+export const isWidgetInput = (input) => WIDGET_TYPES.has(input.type);
+
+function decimals(step) {
+  const s = String(step ?? 0.01);
+  return s.includes("e-") ? Number(s.split("e-")[1]) : (s.split(".")[1] ?? "").length;
+}
+
+/** A STRING widget with several lines: shows the wrapped text, edits in a textarea. */
+class MultilineWidget extends TextWidget {
+  get height() { return 72; }
+  computeSize(width) { return [width ?? 200, this.height]; }
+  drawWidget(ctx, { width, showText = true }) {
+    const { fillStyle, strokeStyle, textAlign, font } = ctx;
+    const margin = 15;
+    ctx.fillStyle = LiteGraph.WIDGET_BGCOLOR;
+    ctx.strokeStyle = LiteGraph.WIDGET_OUTLINE_COLOR;
+    ctx.beginPath();
+    ctx.roundRect(margin, this.y, width - margin * 2, this.height, 6);
+    ctx.fill();
+    ctx.stroke();
+    if (showText) {
+      ctx.textAlign = "left";
+      ctx.fillStyle = LiteGraph.WIDGET_SECONDARY_TEXT_COLOR;
+      ctx.font = "11px sans-serif";
+      ctx.fillText(this.label || this.name, margin + 6, this.y + 13);
+      ctx.fillStyle = LiteGraph.WIDGET_TEXT_COLOR;
+      ctx.font = "12px sans-serif";
+      wrapLines(ctx, String(this.value ?? ""), width - margin * 2 - 12, 3)
+        .forEach((line, i) => ctx.fillText(line, margin + 6, this.y + 30 + i * 15));
+    }
+    Object.assign(ctx, { fillStyle, strokeStyle, textAlign, font });
+  }
+}
+
+function wrapLines(ctx, text, maxWidth, maxLines) {
+  const lines = [];
+  for (const para of text.split("\n")) {
+    let line = "";
+    for (const word of para.split(" ")) {
+      const next = line ? `${line} ${word}` : word;
+      if (ctx.measureText(next).width > maxWidth && line) {
+        lines.push(line);
+        line = word;
+      } else line = next;
+    }
+    lines.push(line);
+  }
+  if (lines.length > maxLines) return [...lines.slice(0, maxLines - 1), lines[maxLines - 1] + " …"];
+  return lines;
+}
+
+function addWidgetFor(node, input, hooks) {
+  const { name, type, opts } = input;
+  const changed = () => hooks.onChange?.();
+  if (type === "INT" || type === "FLOAT") {
+    const isInt = type === "INT";
+    const step = opts.step ?? (isInt ? 1 : 0.01);
+    const clamp = (v) => {
+      let x = isInt ? Math.round(v) : v;
+      if (isInt && step > 1) x = (opts.min ?? 0) + Math.round((x - (opts.min ?? 0)) / step) * step; // widths in steps of 8
+      if (!isInt && opts.round) x = Math.round(x / opts.round) * opts.round;
+      if (opts.min != null) x = Math.max(opts.min, x);
+      if (opts.max != null) x = Math.min(opts.max, x);
+      return isInt ? x : Number(x.toFixed(Math.max(decimals(step), 2)));
+    };
+    const w = node.addWidget("number", name, opts.default ?? 0, function (v) {
+      this.value = clamp(Number(v));
+      changed();
+    }, { min: opts.min, max: opts.max, step: step * 10, step2: step, precision: isInt ? 0 : Math.max(decimals(step), 2) });
+    if (isInt && opts.control_after_generate) {
+      node.addWidget("combo", CONTROL_WIDGET, "randomize", changed, { values: SEED_CONTROLS });
+      w.seedControl = true;
+    }
+    return w;
+  }
+  if (type === "BOOLEAN") return node.addWidget("toggle", name, opts.default ?? false, changed, {});
+  if (type === "COMBO") {
+    const values = input.choices.length ? input.choices : [""];
+    const onPick = opts.image_upload ? function () { showInputImage(node, this, hooks); changed(); } : changed;
+    const w = node.addWidget("combo", name, values.includes(opts.default) ? opts.default : values[0], onPick, { values });
+    w.imageUpload = Boolean(opts.image_upload);
+    return w;
+  }
+  if (opts.multiline) {
+    return node.addCustomWidget(new MultilineWidget({
+      type: "text", name, value: opts.default ?? "", options: { multiline: true }, callback: changed,
+    }, node));
+  }
+  return node.addWidget("text", name, opts.default ?? "", changed, {});
+}
+
+/** Shows the input image a LoadImage-like combo names on its node. */
+function showInputImage(node, combo, hooks) {
+  const value = String(combo.value ?? "");
+  const cut = value.lastIndexOf("/");
+  const ref = { filename: value.slice(cut + 1), subfolder: cut < 0 ? "" : value.slice(0, cut), type: "input" };
+  if (!ref.filename) {
+    runState(node).images = [];
+    return;
+  }
+  const img = new Image();
+  img.onload = () => node.setDirtyCanvas(true, false);
+  img.src = hooks.viewUrl(ref);
+  img.dataset.ref = JSON.stringify(ref);
+  runState(node).images = [img];
+  node.fitImages();
+}
+
+function addUploadButton(node, combo, hooks) {
+  const button = node.addWidget("button", "upload image", null, () => {
+    const picker = Object.assign(document.createElement("input"), { type: "file", accept: "image/*" });
+    picker.onchange = async () => {
+      const file = picker.files?.[0];
+      if (!file) return;
+      const name = await hooks.upload(file);
+      if (name && !combo.options.values.includes(name)) combo.options.values.push(name);
+      if (name) combo.value = name;
+      showInputImage(node, combo, hooks);
+      hooks.onChange?.();
+    };
+    picker.click();
+  }, {});
+  button.serialize = false;
+}
+
+/** The y (node space) where the area for images starts: below the last widget or slot. */
+function contentBottom(node) {
+  const last = node.widgets?.at(-1);
+  if (last) return last.y + (last.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4);
+  const slots = Math.max(node.inputs?.length ?? 0, node.outputs?.length ?? 0);
+  return slots * LiteGraph.NODE_SLOT_HEIGHT + 6;
+}
+
+function drawImageFit(ctx, img, x, y, w, h) {
+  if (!img?.naturalWidth || w <= 4 || h <= 4) return;
+  const scale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
+  const dw = img.naturalWidth * scale, dh = img.naturalHeight * scale;
+  ctx.drawImage(img, x + (w - dw) / 2, y + (h - dh) / 2, dw, dh);
+}
+
+/** Per-node UI state kept outside the serialized graph. */
+function runState(node) {
+  node.loom ??= { running: false, images: [], preview: null, errors: null };
+  return node.loom;
+}
+
+const nodeMethods = {
+  onDrawBackground(ctx) {
+    if (this.flags?.collapsed) return;
+    const state = runState(this);
+    const img = state.preview ?? state.images[state.imageIndex ?? 0];
+    if (!img) return;
+    const top = contentBottom(this) + 4;
+    drawImageFit(ctx, img, 6, top, this.size[0] - 12, this.size[1] - top - 6);
+    if (state.images.length > 1 && !state.preview) {
+      ctx.fillStyle = "#ddd";
+      ctx.font = "11px sans-serif";
+      ctx.textAlign = "right";
+      ctx.fillText(`${(state.imageIndex ?? 0) + 1}/${state.images.length}`, this.size[0] - 8, this.size[1] - 8);
+    }
+  },
+  onDrawForeground(ctx) {
+    const state = runState(this);
+    if (state.errors && !this.flags?.collapsed) drawErrors(this, ctx, state.errors);
+  },
+  onConfigure() {
+    for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, this.loomHooks);
+  },
+  /** Double-clicking an output image opens it large (hooks.openImage). */
+  onDblClick(e, pos) {
+    const img = runState(this).images[runState(this).imageIndex ?? 0];
+    if (img && pos[1] > contentBottom(this)) this.loomHooks?.openImage?.(JSON.parse(img.dataset.ref));
+  },
+  /** Grows the node so its images have room. */
+  fitImages() {
+    const top = contentBottom(this) + 4;
+    if (this.size[1] < top + 200) this.setSize([Math.max(this.size[0], 240), top + 220]);
+  },
+};
+
+function drawErrors(node, ctx, errors) {
+  const { font, fillStyle, textAlign, strokeStyle, lineWidth } = ctx;
+  for (const w of node.widgets ?? []) {
+    if (!errors.inputs[w.name]) continue;
+    ctx.strokeStyle = "#ff4d4d";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.roundRect(12, w.y - 2, node.size[0] - 24, (w.computedHeight ?? 24) - 1, 8);
+    ctx.stroke();
+  }
+  ctx.font = "12px sans-serif";
+  ctx.textAlign = "left";
+  const width = Math.max(node.size[0], 280);
+  const lines = errors.messages.flatMap((m) => wrapLines(ctx, m, width - 16, 4));
+  const y0 = node.size[1] + 12;
+  ctx.fillStyle = "rgba(120,20,20,0.92)";
+  ctx.beginPath();
+  ctx.roundRect(0, y0 - 6, width, lines.length * 16 + 10, 6);
+  ctx.fill();
+  ctx.fillStyle = "#fff";
+  lines.forEach((line, i) => ctx.fillText(line, 8, y0 + 10 + i * 16));
+  Object.assign(ctx, { font, fillStyle, textAlign, strokeStyle, lineWidth });
+}
+
+function runningStroke() {
+  return this.loom?.running ? { color: "#4cff7a", lineWidth: 3, padding: 8 } : undefined;
+}
+
+/** Registers one litegraph node type per /object_info class. */
+export function registerNodeTypes(objectInfo, hooks) {
+  for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type);
+  registerNoteTypes(hooks);
+  for (const [name, def] of Object.entries(objectInfo)) {
+    const inputs = inputsOf(def);
+    const NodeType = class extends LGraphNode {
+      static title = def.display_name || name;
+      static description = def.description || "";
+      constructor(title) {
+        super(title ?? NodeType.title);
+        this.serialize_widgets = true;
+        this.loom = { running: false, images: [], preview: null, errors: null };
+        this.strokeStyles.running = runningStroke;
+        for (const input of inputs) {
+          if (isWidgetInput(input)) addWidgetFor(this, input, hooks);
+          else this.addInput(input.name, input.type, input.optional ? { shape: LiteGraph.CIRCLE_SHAPE, optional: true } : {});
+        }
+        // upload buttons go last: they hold no value, so the positional widgets_values stay aligned
+        for (const w of [...(this.widgets ?? [])]) if (w.imageUpload) addUploadButton(this, w, hooks);
+        (def.output ?? []).forEach((type, i) => this.addOutput(def.output_name?.[i] ?? type, type));
+        const size = this.computeSize();
+        this.setSize([Math.max(size[0], this.widgets?.length ? 250 : 180), size[1]]);
+        if (def.output_node && !def.output?.length) this.fitImages();
+        for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, hooks);
+      }
+    };
+    Object.assign(NodeType.prototype, nodeMethods, { loomHooks: hooks });
+    LiteGraph.registerNodeType(name, NodeType);
+    NodeType.category = def.category || "other";
+    NodeType.loomDef = def;
+    for (const type of [...(def.output ?? []), ...inputs.map((i) => i.type)]) {
+      if (isWidgetInput({ type })) continue;
+      LGraphCanvas.link_type_colors[type] = typeColour(type);
+    }
+  }
+}
+
+// Editor-only nodes the backend skips (graph/formats.py UI_ONLY_TYPES): notes in shared workflows.
+export const UI_ONLY_TYPES = new Set(["Note", "MarkdownNote"]);
+
+function registerNoteTypes(hooks) {
+  for (const name of UI_ONLY_TYPES) {
+    const NoteType = class extends LGraphNode {
+      static title = name === "Note" ? "Note" : "Markdown note";
+      static description = "A note for people reading the workflow; it is not run.";
+      constructor(title) {
+        super(title ?? NoteType.title);
+        this.serialize_widgets = true;
+        this.color = "#4a4430";
+        this.bgcolor = "#5b5438";
+        this.loom = { running: false, images: [], preview: null, errors: null };
+        this.addCustomWidget(new MultilineWidget({
+          type: "text", name: "text", value: "", options: { multiline: true }, callback: () => hooks.onChange?.(),
+        }, this));
+        this.setSize([300, 110]);
+      }
+    };
+    Object.assign(NoteType.prototype, nodeMethods, { loomHooks: hooks });
+    LiteGraph.registerNodeType(name, NoteType);
+    NoteType.category = "utils";
+    NoteType.loomDef = { input: {}, output: [], category: "utils" };
+  }
+}
+
+/** Paints sockets of each type in its colour on this canvas. */
+export function colourSockets(canvas) {
+  for (const [type, colour] of Object.entries(LGraphCanvas.link_type_colors)) {
+    canvas.default_connection_color_byType[type] = colour;
+    canvas.default_connection_color_byTypeOff[type] = colour;
+  }
+}
+
+/** The next seed after a run, as ComfyUI's control_after_generate does. */
+export function nextSeed(value, control, opts) {
+  const min = opts.min ?? 0;
+  const max = Math.min(opts.max ?? Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (control === "increment") return Math.min(max, value + 1);
+  if (control === "decrement") return Math.max(min, value - 1);
+  if (control === "randomize") return min + Math.floor(Math.random() * (Math.min(max, 2 ** 50) - min + 1));
+  return value;
+}
+
+/** Applies every seed widget's control after a prompt was queued. */
+export function applySeedControls(graph) {
+  for (const node of graph._nodes) {
+    const widgets = node.widgets ?? [];
+    widgets.forEach((w, i) => {
+      const control = widgets[i + 1];
+      if (!w.seedControl || control?.name !== CONTROL_WIDGET) return;
+      w.value = nextSeed(Number(w.value), control.value, w.options);
+    });
+  }
+  graph.setDirtyCanvas(true, false);
+}
