@@ -28,24 +28,36 @@ def font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+@lru_cache(maxsize=8)
+def mono_font(size: int) -> ImageFont.ImageFont:
+    """A monospaced font for tables when the system has one (columns line up), else the default."""
+    for name in ("DejaVuSansMono.ttf", "LiberationMono-Regular.ttf", "Menlo.ttc", "consola.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return font(size)
+
+
 def font_size_for(cell_height: int) -> int:
     """Titles readable next to small cells (32 px) and not huge next to big ones (512 px)."""
     return int(min(24, max(10, cell_height // 5)))
 
 
-def text_width(text: str, size: int) -> int:
-    left, _, right, _ = font(size).getbbox(text) if text else (0, 0, 0, 0)
+def text_width(text: str, size: int, face=None) -> int:
+    left, _, right, _ = (face or font(size)).getbbox(text) if text else (0, 0, 0, 0)
     return right - left
 
 
 def text_image(lines: list[str], size: int = 12, pad: int = 6) -> Image.Image:
     """Lines of text drawn black on white (a table rendered as a picture)."""
+    face = mono_font(size)
     line_h = size + 4
-    width = max([text_width(line, size) for line in lines] + [1]) + 2 * pad
+    width = max([text_width(line, size, face) for line in lines] + [1]) + 2 * pad
     image = Image.new("RGB", (width, line_h * max(len(lines), 1) + 2 * pad), "white")
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines):
-        draw.text((pad, pad + i * line_h), line, fill=INK, font=font(size))
+        draw.text((pad, pad + i * line_h), line, fill=INK, font=face)
     return image
 
 
