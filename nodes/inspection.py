@@ -9,7 +9,9 @@
 - ExampleImage: a built-in picture, so the examples need no input file.
 
 Two AddNoise nodes rather than one with a LATENT-or-IMAGE input: sockets are typed, and a node with
-both would leave one output empty.
+both would leave one output empty. ImageGrid has fixed optional inputs images_1..images_8 rather than
+a separate batch-concat node: a sweep of four Sample results stays four links into the node that
+lays them out, with no chain of concat nodes to build and titles that follow the input order.
 """
 from __future__ import annotations
 
