@@ -55,6 +55,7 @@ def run(loom: Loom, wf: dict, extra_outputs: tuple = ()):
         validation = loom.validate(wf, outputs=validation.outputs + list(extra_outputs))
     result = loom.run(validation)
     assert result.ok, result.error
+    json.dumps(result.outputs, allow_nan=False)  # what the history and the WebSocket carry
     return result
 
 
@@ -159,6 +160,17 @@ def test_embeddings_shape(loom, tiny_sd):
     assert info["mean"] == pytest.approx(embeddings.mean().item())
     assert result.outputs["5"]["text"][0].startswith("Text embeddings: shape (1, 77, 32) float32")
     assert result.outputs["4"]["tensors"][0]["shape"] == [1, 77]
+
+
+def test_tensor_info_of_a_latent_with_nan():
+    from nodes.inspection import tensor_info, tensors_in
+
+    latent = {"samples": torch.tensor([[1.0, float("nan")]]), "seeds": [3], "dist": {"std": torch.ones(2)}}
+    named = tensors_in(latent, "VAEEncode")
+    assert [name for name, _ in named] == ["VAEEncode.samples", "VAEEncode.dist.std"]
+    info = tensor_info(*named[0])
+    assert info["shape"] == [1, 2] and info["max"] == "nan"
+    json.dumps(info, allow_nan=False)
 
 
 # --- CFG sweep: one encoding, one noise, four samples -----------------------------------------------
