@@ -128,6 +128,9 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     for path in loom.image_paths(result):
         print(path)
+    for node_id, ui in result.outputs.items():  # tables of inspection nodes (ShowTokens, ...)
+        for line in ui.get("text", []):
+            print(f"#{node_id} {line}")
     return 0
 
 
