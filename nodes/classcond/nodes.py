@@ -82,7 +82,7 @@ class ClassConditionalSampler(Node):
     seed = Int(0, min=0, max=2**63 - 1, control_after_generate=True)
     sampler = Combo(list(SAMPLERS), default="ddpm")
     steps = Int(50, min=1, max=1000)
-    guidance = Float(6.0, min=1.0, max=20.0, step=0.1,
+    guidance = Float(8.0, min=1.0, max=20.0, step=0.1,
                      tooltip="classifier-free guidance scale; 1 turns it off. Models without an "
                              "unconditional class embedding only accept 1")
     outputs = (Out("IMAGE", "images"),)
