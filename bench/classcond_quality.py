@@ -4,7 +4,7 @@ An independent small CNN is trained on fresh samples of the procedural data set 
 generator's output), checked on held-out samples, then classifies `--per-class` generated images of each
 class. Prints per-class and overall accuracy and writes the grid (one row per class) under bench/out/.
 
-    python bench/classcond_quality.py [--model FOLDER] [--sampler ddim] [--steps 50] [--guidance 2]
+    python bench/classcond_quality.py [--model FOLDER] [--sampler ddpm] [--steps 50] [--guidance 8]
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def train_classifier(steps: int, seed: int) -> tuple[nn.Module, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder (default: the shipped one)")
-    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    p.add_argument("--sampler", default="ddpm", choices=list(SAMPLERS))
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=8.0)
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classifier-steps", type=int, default=400)

@@ -80,9 +80,9 @@ class ClassConditionalSampler(Node):
                         tooltip="a class of the connected model; 'all classes' makes count images per class")
     count = Int(4, min=1, max=256)
     seed = Int(0, min=0, max=2**63 - 1, control_after_generate=True)
-    sampler = Combo(list(SAMPLERS), default="ddim")
+    sampler = Combo(list(SAMPLERS), default="ddpm")
     steps = Int(50, min=1, max=1000)
-    guidance = Float(2.0, min=1.0, max=20.0, step=0.1,
+    guidance = Float(8.0, min=1.0, max=20.0, step=0.1,
                      tooltip="classifier-free guidance scale; 1 turns it off. Models without an "
                              "unconditional class embedding only accept 1")
     outputs = (Out("IMAGE", "images"),)
