@@ -2,68 +2,17 @@
 from __future__ import annotations
 
 import base64
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.server_harness import ROOT, ServerProc
+
 ARTIFACTS = ROOT / "test-artifacts" / "editor"
 
 
-class Server:
-    def __init__(self, data_dir: Path, args: list[str]):
-        self.data_dir, self.args = data_dir, args
-        self.log_path = ARTIFACTS / "server.log"
-
-    def start(self, timeout: float = 60.0) -> "Server":
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--listen", "127.0.0.1", "--port", "0",
-                                      "--data-dir", str(self.data_dir), *self.args],
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("Loom listening on "):
-                    self.url = line.split()[-1]
-                    return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.output()}")
-            time.sleep(0.05)
-        raise TimeoutError(f"server did not start:\n{self.output()}")
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        """Waits until the node list is served (the server loads its nodes after it starts listening)."""
-        import urllib.error
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/object_info", timeout=30) as r:
-                    if r.status == 200:
-                        return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 503:
-                    raise
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.output()}")
-            time.sleep(0.2)
-        raise TimeoutError(f"the server did not load its nodes:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+def editor_server(data_dir: Path, args: list[str]) -> ServerProc:
+    """The real server with the built-in nodes; its log is kept beside the screenshots."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ServerProc(data_dir, *args, custom_nodes=False, log_path=ARTIFACTS / "server.log")
 
 
 class Editor:

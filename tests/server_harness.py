@@ -16,7 +16,8 @@ TEST_NODES = ROOT / "tests" / "custom_nodes"
 
 
 class ServerProc:
-    def __init__(self, data_dir: Path, *args: str, custom_nodes: bool = True, web_dir: Path | None = None):
+    def __init__(self, data_dir: Path, *args: str, custom_nodes: bool = True, web_dir: Path | None = None,
+                 log_path: Path | None = None):
         self.data_dir, self.args = Path(data_dir), list(args)
         if custom_nodes:  # the test nodes only: no torch import, a quick start
             self.args += ["--custom-nodes", str(TEST_NODES), "--no-builtin-nodes"]
@@ -25,7 +26,7 @@ class ServerProc:
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.started_at = 0.0
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        self.log_path = log_path or self.data_dir.parent / f"{self.data_dir.name}-server.log"
 
     def start(self, timeout: float = 20.0) -> "ServerProc":
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.editor_harness import ARTIFACTS, ROOT, Editor, Server
+from tests.editor_harness import ARTIFACTS, ROOT, Editor, editor_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -40,7 +40,7 @@ def server(tmp_path_factory, artifacts, request):
         args = ["--models-dir", str(Path(request.getfixturevalue("tiny_sd")).parent)]
     except pytest.FixtureLookupError:
         pass  # the server writes the tiny demo model into its empty models folder
-    srv = Server(data, args).start()
+    srv = editor_server(data, args).start(timeout=60)
     try:
         srv.wait_ready()
     except BaseException:
