@@ -506,6 +506,8 @@ def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
         editor.allowed.append("status of 400 (Bad Request)")  # the browser logs the refused POST /prompt
         await page.click("#queue-btn")
         await page.wait_for_selector("#errors-panel:not([hidden])")
+        # the marks land with the panel; wait for them so a slow page cannot race the read below
+        await page.wait_for_function("loom.graph._nodes.filter(n => n.loom?.errors).length >= 2", timeout=20000)
         errors = await editor.js("""() => Object.fromEntries(loom.graph._nodes.filter(n => n.loom.errors)
             .map(n => [n.id, {inputs: Object.keys(n.loom.errors.inputs), has_errors: n.has_errors,
                               slots: (n.inputs ?? []).filter(s => s.hasErrors).map(s => s.name)}]))""")
@@ -517,7 +519,7 @@ def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
             str(ckpt["id"]): {"inputs": [model_input], "has_errors": True, "slots": []},
         }
         panel = await page.locator("#errors-panel").text_content()
-        assert latents["name"] in panel and model_input in panel
+        assert latents["name"] in panel and model_input in panel, panel
         await editor.shot("10-errors")
         # fixing the graph and queuing again clears the marks
         await page.click("#default-btn")
