@@ -248,10 +248,14 @@ class Store:
 
     def delete_pending(self, ids: list[str] | None = None) -> int:
         """Remove pending prompts (all when ids is None); running and done ones are left alone."""
+        return self._delete("pending", ids)
+
+    def _delete(self, state: str, ids: list[str] | None) -> int:
+        """Remove the prompts in `state` (only those of `ids` when given); returns how many went."""
         def delete():
             if ids is None:
-                return self._db.execute("DELETE FROM prompts WHERE state='pending'").rowcount
-            return sum(self._db.execute("DELETE FROM prompts WHERE state='pending' AND id=?", (i,)).rowcount
+                return self._db.execute("DELETE FROM prompts WHERE state=?", (state,)).rowcount
+            return sum(self._db.execute("DELETE FROM prompts WHERE state=? AND id=?", (state, i)).rowcount
                        for i in ids)
         return self._tx(delete)
 
@@ -268,12 +272,7 @@ class Store:
         return {row[0]: _item(row).history_entry() for row in rows}
 
     def delete_history(self, ids: list[str] | None = None) -> int:
-        def delete():
-            if ids is None:
-                return self._db.execute("DELETE FROM prompts WHERE state='done'").rowcount
-            return sum(self._db.execute("DELETE FROM prompts WHERE state='done' AND id=?", (i,)).rowcount
-                       for i in ids)
-        return self._tx(delete)
+        return self._delete("done", ids)
 
     def get(self, prompt_id: str) -> Item | None:
         with self._lock:
