@@ -33,6 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="load only the --custom-nodes (no torch import; for tests and light tools)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical core); "
+                        "OpenMP waits passively unless OMP_WAIT_POLICY is set")
     p.add_argument("--cache-bytes", type=int, default=None, help="cache budget (default: half of RAM, at most 8 GiB)")
     p.add_argument("--verbose-errors", action="store_true")
     ray = p.add_argument_group("Ray (pip install loom[ray]): run the queue on a Ray cluster's workers")
@@ -72,6 +75,7 @@ def add_workflow_commands(sub) -> None:
 def workflow_command(args: argparse.Namespace) -> int:
     from graph import WorkflowError
     from graph.workflow_cli import check_workflow, extract_workflow
+    from loomserver.engine import make_loom
 
     try:
         if args.action == "extract":
@@ -82,34 +86,10 @@ def workflow_command(args: argparse.Namespace) -> int:
         return 2
 
 
-def make_loom(args: argparse.Namespace, env=None, output_dir: str | None = None):
-    """The engine with every node loaded; with an empty models folder, the tiny demo model is written first."""
-    from graph import Env, Loom
-
-    if env is None:
-        env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
-    if output_dir:
-        env.output_dir = Path(output_dir).resolve()
-        env.output_dir.mkdir(parents=True, exist_ok=True)
-    packages = ("nodes",) if getattr(args, "builtin_nodes", True) else ()
-    if packages:
-        ensure_demo_model(env.models_dir)
-    return Loom(env, packages=packages, custom_nodes=args.custom_nodes, cache_bytes=args.cache_bytes,
-                verbose_errors=args.verbose_errors)
-
-
-def ensure_demo_model(models_dir: Path) -> None:
-    try:
-        from nodes.tiny_model import ensure_tiny_model
-    except ImportError:  # built without the SD nodes
-        return
-    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
-        logging.getLogger("loom").info("the models folder held no model: wrote the tiny demo model")
-
-
 def run_command(args: argparse.Namespace) -> int:
     from graph import ValidationFailed, WorkflowError, read_workflow_file
     from graph.progress import TqdmProgress
+    from loomserver.engine import make_loom
 
     loom = make_loom(args, output_dir=args.out)
     try:
@@ -136,6 +116,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from graph.threads import configure_threads
+
+    configure_threads(args.threads)  # before torch is imported
     if args.command == "run":
         return run_command(args)
     if args.command == "workflow":
@@ -143,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
 
     from loomserver.app import serve
+    from loomserver.engine import make_loom
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(serve(args, lambda env: make_loom(args, env)))

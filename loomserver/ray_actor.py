@@ -31,11 +31,12 @@ class LoomActor:
         threads (torch CPU threads; None: torch's default for the machine, as in the local mode)."""
         # Ray forces OMP_NUM_THREADS=1 on actors without CPUs; with other thread counts CPU results
         # differ from the local mode's in the last bits. Set before torch is imported.
-        if options.get("threads"):
-            os.environ["OMP_NUM_THREADS"] = str(options["threads"])
-        else:
+        from graph.threads import configure_threads
+
+        if not options.get("threads"):
             os.environ.pop("OMP_NUM_THREADS", None)
-        from server import make_loom
+        configure_threads(options.get("threads"))  # as the local mode: passive waits, physical cores
+        from .engine import make_loom
 
         self.instance = uuid.uuid4().hex  # a restarted actor is a new instance: its files are new
         self.root = Path(tempfile.mkdtemp(prefix="loom-actor-"))

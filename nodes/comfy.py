@@ -11,18 +11,19 @@ rewriting the graph into stage nodes, keeps what clients see intact: progress, e
 name the nodes of the workflow they sent.
 
 ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizer + text encoder) are the
-bundles below; VAE, CONDITIONING, LATENT and IMAGE are Loom's. Images will not be identical to
+bundles of nodes.bundles; VAE, CONDITIONING, LATENT and IMAGE are Loom's. Images will not be identical to
 ComfyUI's (other sampler code, per-image noise streams), but the graph, seed and settings are honoured.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from graph import Combo, Float, In, Int, Node, Out, String
 
+from .bundles import Clip, Model
 from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
 from .common import device_of
 from .latent import MAX_SEED, MakeNoiseLatents
@@ -33,20 +34,6 @@ from .text import EncodeText, Tokenize
 
 MAX_RESOLUTION = 16384
 COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
-
-
-@dataclass(frozen=True, eq=False)
-class Model:
-    """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint."""
-    unet: Any
-    scheduler: SchedulerSpec
-
-
-@dataclass(frozen=True, eq=False)
-class Clip:
-    """ComfyUI's CLIP: the tokenizer and the text encoder."""
-    tokenizer: Any
-    text_encoder: Any
 
 
 def call(node: type[Node], ctx, **inputs) -> Any:

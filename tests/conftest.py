@@ -3,6 +3,10 @@ import os
 
 import pytest
 
+from graph.threads import configure_threads
+
+configure_threads()  # passive OpenMP waits before torch loads: the test machine's cores are shared
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (or LOOM_SLOW=1)")
