@@ -184,3 +184,73 @@ def _editor_prompt(data: dict, registry: Registry) -> dict:
     if not prompt:
         raise WorkflowError("the workflow has no runnable nodes")
     return prompt
+
+
+def api_to_editor(prompt: dict, registry: Registry) -> dict:
+    """An editor workflow (litegraph 0.4) of an API prompt, laid out in columns by depth, so an
+    editor can open it: widget values in declaration order, 'fixed' after a seed, links by socket."""
+    from .plan import sort_key  # plan imports this module
+
+    prompt = _api_prompt(prompt, registry)
+    numeric = [int(k) for k in prompt if k.isdigit()]
+    ids, spare = {}, max(numeric, default=0)
+    for key in sorted(prompt, key=sort_key):
+        if key.isdigit():
+            ids[key] = int(key)
+        else:
+            spare += 1
+            ids[key] = spare
+    depth: dict[str, int] = {}
+
+    def level(key: str, seen: tuple = ()) -> int:
+        if key not in depth:
+            sources = [str(v[0]) for v in prompt[key]["inputs"].values()
+                       if is_link(v) and str(v[0]) in prompt and str(v[0]) not in seen]
+            depth[key] = 1 + max((level(s, seen + (key,)) for s in sources), default=-1)
+        return depth[key]
+
+    nodes, links, outgoing, rows = {}, [], {}, {}
+    for key in sorted(prompt, key=sort_key):
+        node, cls = prompt[key], registry.get(prompt[key]["class_type"])
+        col = level(key)
+        values, inputs = [], []
+        declared = list(cls.inputs.values()) if cls else []
+        names = cls.widget_names() if cls else [k for k, v in node["inputs"].items() if not is_link(v)]
+        for name in names:
+            value = node["inputs"].get(name, getattr(cls.inputs[name], "default", None) if cls else None)
+            values.append(None if is_link(value) else value)
+            if cls and getattr(cls.inputs[name], "control_after_generate", False):
+                values.append("fixed")
+        sockets = [i.name for i in declared if not i.is_widget] if cls else \
+            [k for k, v in node["inputs"].items() if is_link(v)]
+        linked_widgets = [n for n in names if is_link(node["inputs"].get(n))]
+        for name in sockets + linked_widgets:
+            value, kind = node["inputs"].get(name), cls.inputs[name].type if cls else "*"
+            entry = {"name": name, "type": kind, "link": None}
+            if name in linked_widgets:
+                entry["widget"] = {"name": name}
+            if is_link(value) and str(value[0]) in prompt:
+                link = [len(links) + 1, ids[str(value[0])], value[1], ids[key], len(inputs), kind]
+                links.append(link)
+                entry["link"] = link[0]
+                outgoing.setdefault((str(value[0]), value[1]), []).append(link[0])
+            inputs.append(entry)
+        height = 46 + 24 * (len(values) + max(len(inputs), len(cls.outputs) if cls else 1))
+        y = rows.get(col, 0)
+        rows[col] = y + height + 60
+        nodes[key] = {"id": ids[key], "type": node["class_type"], "pos": [col * 320, y], "size": [270, height],
+                      "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs, "outputs": [],
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values}
+        if node.get("_meta", {}).get("title"):
+            nodes[key]["title"] = node["_meta"]["title"]
+    for key, node in nodes.items():
+        cls = registry.get(node["type"])
+        outs = cls.outputs if cls else ()
+        node["outputs"] = [{"name": o.label, "type": o.type, "links": outgoing.get((key, slot), [])}
+                           for slot, o in enumerate(outs)]
+        for link in links:  # the link's type is its output's
+            if link[1] == node["id"] and link[2] < len(outs):
+                link[5] = outs[link[2]].type
+    return {"last_node_id": max(ids.values(), default=0), "last_link_id": len(links),
+            "nodes": list(nodes.values()), "links": links, "groups": [], "config": {}, "extra": {},
+            "version": 0.4}

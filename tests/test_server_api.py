@@ -256,13 +256,15 @@ BIG = b'{"prompt": "' + b"x" * (17 << 20) + b'"}'
     ("GET", "/object_info/Nope", b"", 404, "not_found"),
     ("GET", "/models/nope", b"", 404, "not_found"),
     ("POST", "/upload/image", b"{}", 400, "bad_request"),
-    ("GET", "/userdata?dir=secrets", b"", 404, "not_found"),
+    ("GET", "/userdata?dir=..%2Fqueue.sqlite3", b"", 400, "bad_name"),
+    ("GET", "/userdata?dir=", b"", 400, "bad_name"),
+    ("GET", "/userdata/workflows%2F..%2F..%2Fqueue.sqlite3", b"", 400, "bad_name"),
     ("POST", "/userdata/workflows/..%2F..%2Fevil.json", b"{}", 400, "bad_name"),
-    ("POST", "/userdata/workflows/.hidden.json", b"{}", 400, "bad_name"),
+    ("POST", "/userdata/workflows/..hidden.json", b"{}", 400, "bad_name"),
     ("POST", "/userdata/workflows/a.json", b"not json", 400, "invalid_json"),
-    ("POST", "/userdata/workflows/a.json", b"[1]", 400, "invalid_json"),
+    ("POST", "/userdata/workflows/a.json", b"1", 400, "invalid_json"),
     ("POST", "/userdata/workflows/a.json", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
-    ("POST", "/userdata/other/a.json", b"{}", 404, "not_found"),
+    ("GET", "/userdata/other/a.json", b"", 404, "not_found"),
 ])
 def test_bad_input_gets_json_4xx(server, method, path, body, status, kind):
     async def main():
