@@ -30,6 +30,7 @@ log = logging.getLogger("loom.server")
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
+PREVIEW_CHOICES = ("none", "auto", "latent2rgb", "taesd")  # ComfyUI's preview methods
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -44,6 +45,16 @@ def _ids(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise Refused(400, f"'{name}' must be a list of prompt ids (strings)", "bad_parameter")
     return value
+
+
+def preview_method(asked: Any, args) -> str:
+    """The prompt's preview method: what the client asked for, or the server's (--preview-method)."""
+    if asked in (None, "default"):
+        return getattr(args, "preview_method", "none")
+    if asked not in PREVIEW_CHOICES:
+        raise Refused(400, f"extra_data.preview_method must be one of {', '.join(PREVIEW_CHOICES)} or default, "
+                           f"not {asked!r}", "bad_parameter")
+    return asked
 
 
 def _object(body: Any, what: str) -> dict:
@@ -212,6 +223,7 @@ class LoomServer:
             return reply(validation.response(), status=400)
         if client_id:
             extra["client_id"] = client_id
+        extra["preview_method"] = preview_method(extra.get("preview_method"), self.args)
         number = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
                                           extra_data=extra, outputs=validation.outputs, client_id=client_id,
                                           front=front))
