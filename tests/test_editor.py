@@ -145,8 +145,8 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
         [ckpt], [decode], [save] = [await editor.node_ids(t) for t in ("LoadCheckpoint", "VAEDecode", "SaveImage")]
 
         # an incompatible link (UNET into LATENT) is refused
-        await editor.drag_link(ckpt, "unet", decode, "latents")
-        assert linked(await editor.nodes(), decode, "latents") is None
+        await editor.drag_link(ckpt, "unet", decode, "samples")
+        assert linked(await editor.nodes(), decode, "samples") is None
         # compatible ones are made
         await editor.drag_link(ckpt, "vae", decode, "vae")
         decode_out = next(n for n in await editor.nodes() if n["id"] == decode)["outputs"][0]["name"]
