@@ -1,0 +1,191 @@
+"""LoRA (nodes.lora, LoraLoader, LoraLoaderModelOnly): the same pixels as StableDiffusionPipeline after
+`load_lora_weights` of the same file, in the diffusers/PEFT and the kohya/A1111 formats; strengths,
+stacking, and the cached base model never left patched.
+
+The LoRA files are made here: random PEFT adapters on the tiny SD 1.x UNet and text encoder, saved
+by diffusers' `save_lora_weights`, and the same tensors renamed to kohya's key layout (with alphas)."""
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from graph import Env, Loom
+
+ROOT = Path(__file__).resolve().parent
+RANK, KOHYA_ALPHA = 4, 2.0
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def peft_layers(tiny_sd, seed: int):
+    """Random LoRA layers (B not zero, so they change the output) as PEFT state dicts."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    text_encoder = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=UNET_TARGETS, init_lora_weights=False))
+    text_encoder.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=TEXT_TARGETS,
+                                        init_lora_weights=False))
+    return get_peft_model_state_dict(unet), get_peft_model_state_dict(text_encoder)
+
+
+def write_diffusers_lora(tiny_sd, path: Path, seed: int) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    unet_layers, text_layers = peft_layers(tiny_sd, seed)
+    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=unet_layers,
+                                              text_encoder_lora_layers=text_layers, weight_name=path.name)
+    return path
+
+
+def write_kohya_lora(tiny_sd, path: Path, seed: int) -> Path:
+    """kohya's layout: lora_unet_<module with _>.lora_down/lora_up.weight and .alpha; lora_te_text_model_…"""
+    from safetensors.torch import save_file
+
+    unet_layers, text_layers = peft_layers(tiny_sd, seed)
+    state = {}
+    for prefix, layers in (("lora_unet_", unet_layers), ("lora_te_text_model_", text_layers)):
+        for key, value in layers.items():
+            module, kind = key.rsplit(".lora_", 1)
+            name = prefix + module.removeprefix("text_model.").replace(".", "_")
+            # alpha/rank scales the product: the up weights carry rank/alpha so the file equals the PEFT one
+            state[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = \
+                value * (RANK / KOHYA_ALPHA if kind.startswith("B") else 1.0)
+            state[f"{name}.alpha"] = torch.tensor(KOHYA_ALPHA)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_sd, tmp_path_factory):
+    torch.set_num_threads(1)
+    models = tmp_path_factory.mktemp("lora_models")
+    shutil.copytree(tiny_sd, models / "checkpoints" / "tiny-sd")
+    loras = models / "loras"
+    loras.mkdir()
+    write_diffusers_lora(tiny_sd, loras / "style_diffusers.safetensors", seed=1)
+    write_kohya_lora(tiny_sd, loras / "style_kohya.safetensors", seed=2)
+    write_diffusers_lora(tiny_sd, loras / "other.safetensors", seed=3)
+    env = Env.from_data_dir(tmp_path_factory.mktemp("lora_data"), models_dir=models, device="cpu", dtype="float32")
+    return Loom(env), models
+
+
+def workflow(*loras, model_only=False) -> dict:
+    """The tiny txt2img fixture with LoraLoader (or LoraLoaderModelOnly) nodes chained after the loader."""
+    wf = json.loads((ROOT / "fixtures" / "comfy" / "txt2img_api.json").read_text())
+    model, clip = ["4", 0], ["4", 1]
+    for i, (name, strength_model, strength_clip) in enumerate(loras):
+        node = f"2{i}"
+        if model_only:
+            wf[node] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": model, "lora_name": name, "strength_model": strength_model}}
+            model = [node, 0]
+        else:
+            wf[node] = {"class_type": "LoraLoader", "inputs": {"model": model, "clip": clip, "lora_name": name,
+                                                               "strength_model": strength_model,
+                                                               "strength_clip": strength_clip}}
+            model, clip = [node, 0], [node, 1]
+    wf["3"]["inputs"]["model"] = model
+    wf["6"]["inputs"]["clip"] = wf["7"]["inputs"]["clip"] = clip
+    return copy.deepcopy(wf)
+
+
+def decoded(loom, wf) -> np.ndarray:
+    validation = loom.validate(wf, outputs=["8"])
+    assert validation.ok, validation.response()
+    result = loom.run(validation)
+    assert result.ok, result.error
+    return result.values["8"][0].numpy()
+
+
+def pipeline_image(tiny_sd, wf, lora_file=None, weight=None) -> np.ndarray:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    if lora_file is not None:
+        pipe.load_lora_weights(str(lora_file), adapter_name="x")
+        if weight is not None:
+            pipe.set_adapters(["x"], adapter_weights=[weight])
+    k = wf["3"]["inputs"]
+    return pipe(wf["6"]["inputs"]["text"], negative_prompt=wf["7"]["inputs"]["text"], num_inference_steps=k["steps"],
+                guidance_scale=k["cfg"], height=64, width=64, output_type="np",
+                generator=torch.Generator("cpu").manual_seed(k["seed"])).images
+
+
+@pytest.mark.parametrize("name, strength", [("style_diffusers.safetensors", 1.0), ("style_kohya.safetensors", 1.0),
+                                            ("style_diffusers.safetensors", 0.6)])
+def test_lora_matches_the_pipeline_after_load_lora_weights(setup, tiny_sd, name, strength, record_property):
+    loom, models = setup
+    wf = workflow((name, strength, strength))
+    ours = decoded(loom, wf)
+    expected = pipeline_image(tiny_sd, wf, models / "loras" / name, None if strength == 1.0 else strength)
+    without = pipeline_image(tiny_sd, wf)
+    assert np.abs(expected - without).max() > 0.01  # the LoRA changes the image
+    diff = float(np.abs(ours - expected).max())
+    record_property("max_abs_diff", diff)
+    print(f"LoRA {name} strength {strength}: max abs difference vs the pipeline {diff}")
+    assert diff <= 1e-5
+
+
+def test_base_model_is_never_left_patched(setup):
+    """After LoRA runs, the cached base model gives the plain image again, bit for bit, and a changed
+    strength or file changes only what it should."""
+    loom, _ = setup
+    plain = decoded(loom, workflow())
+    with_lora = decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 1.0)))
+    assert np.abs(with_lora - plain).max() > 0.01
+    assert np.array_equal(decoded(loom, workflow()), plain)
+    half = decoded(loom, workflow(("style_diffusers.safetensors", 0.5, 0.5)))
+    assert not np.array_equal(half, with_lora) and not np.array_equal(half, plain)
+    assert np.array_equal(decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 1.0))), with_lora)
+    assert np.array_equal(decoded(loom, workflow(("style_diffusers.safetensors", 0.0, 0.0))), plain)
+    assert np.array_equal(decoded(loom, workflow()), plain)
+
+
+def test_loras_stack_and_strengths_are_separate(setup):
+    loom, _ = setup
+    plain = decoded(loom, workflow())
+    a = decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 1.0)))
+    both = decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 1.0), ("other.safetensors", 1.0, 1.0)))
+    assert np.abs(both - a).max() > 0.01
+    unet_only = decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 0.0)))
+    text_only = decoded(loom, workflow(("style_diffusers.safetensors", 0.0, 1.0)))
+    model_only = decoded(loom, workflow(("style_diffusers.safetensors", 1.0, 0.0), model_only=True))
+    assert np.array_equal(unet_only, model_only)
+    for image in (unet_only, text_only):
+        assert np.abs(image - plain).max() > 0.01 and np.abs(image - a).max() > 0.01
+    assert np.array_equal(decoded(loom, workflow()), plain)
+
+
+def test_dropped_views_free_their_adapters(setup):
+    """An adapter is removed from the base model once the cache no longer holds a view using it."""
+    import gc
+
+    from nodes.lora import _purge
+
+    loom, _ = setup
+    decoded(loom, workflow(("other.safetensors", 0.3, 0.3)))
+    unet = next(v for k in loom.executor.cache.keys() for v in loom.executor.cache.get(k).outputs
+                if type(v).__name__ == "Model" and not v.loras).unet
+    assert unet.peft_config
+    loom.executor.cache.clear()
+    gc.collect()
+    _purge(unet)  # what the next LoRA load or call does
+    assert not getattr(unet, "peft_config", None)
+
+
+def test_missing_lora_is_a_clear_error(setup):
+    loom, _ = setup
+    validation = loom.validate(workflow(("nope.safetensors", 1.0, 1.0)), outputs=["8"])
+    assert not validation.ok
+    assert "nope.safetensors" in json.dumps(validation.response())
