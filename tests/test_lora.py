@@ -2,8 +2,8 @@
 `load_lora_weights` of the same file, in the diffusers/PEFT and the kohya/A1111 formats; strengths,
 stacking, and the cached base model never left patched.
 
-The LoRA files are made here: random PEFT adapters on the tiny SD 1.x UNet and text encoder, saved
-by diffusers' `save_lora_weights`, and the same tensors renamed to kohya's key layout (with alphas)."""
+The LoRA files are made locally (tests/_tiny_assets.py): random PEFT adapters on the tiny SD 1.x UNet and
+text encoder, saved by diffusers' `save_lora_weights`, and renamed to kohya's key layout (with alphas)."""
 import copy
 import json
 import shutil
@@ -14,56 +14,9 @@ import pytest
 import torch
 
 from graph import Env, Loom
+from tests._tiny_assets import write_diffusers_lora, write_kohya_lora
 
 ROOT = Path(__file__).resolve().parent
-RANK, KOHYA_ALPHA = 4, 2.0
-UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-
-
-def peft_layers(tiny_sd, seed: int):
-    """Random LoRA layers (B not zero, so they change the output) as PEFT state dicts."""
-    from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextModel
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
-    text_encoder = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder")
-    torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=UNET_TARGETS, init_lora_weights=False))
-    text_encoder.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=TEXT_TARGETS,
-                                        init_lora_weights=False))
-    return get_peft_model_state_dict(unet), get_peft_model_state_dict(text_encoder)
-
-
-def write_diffusers_lora(tiny_sd, path: Path, seed: int) -> Path:
-    from diffusers import StableDiffusionPipeline
-
-    unet_layers, text_layers = peft_layers(tiny_sd, seed)
-    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=unet_layers,
-                                              text_encoder_lora_layers=text_layers, weight_name=path.name)
-    return path
-
-
-def write_kohya_lora(tiny_sd, path: Path, seed: int) -> Path:
-    """kohya's layout: lora_unet_<module with _>.lora_down/lora_up.weight and .alpha; lora_te_text_model_…"""
-    from safetensors.torch import save_file
-
-    unet_layers, text_layers = peft_layers(tiny_sd, seed)
-    state = {}
-    for prefix, layers in (("lora_unet_", unet_layers), ("lora_te_text_model_", text_layers)):
-        for key, value in layers.items():
-            module, kind = key.rsplit(".lora_", 1)
-            name = prefix + module.removeprefix("text_model.").replace(".", "_")
-            # alpha/rank scales the product: the up weights carry rank/alpha so the file equals the PEFT one
-            state[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = \
-                value * (RANK / KOHYA_ALPHA if kind.startswith("B") else 1.0)
-            state[f"{name}.alpha"] = torch.tensor(KOHYA_ALPHA)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def setup(tiny_sd, tmp_path_factory):
     torch.set_num_threads(1)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from graph import Env, Loom
+from tests._tiny_assets import tiny_esrgan_state
 
 
 @pytest.fixture(scope="module")
@@ -19,23 +20,6 @@ def loom(tmp_path_factory):
     torch.save({"params_ema": tiny_esrgan_state(seed=0)}, models / "upscale_models" / "tiny_x4.pth")
     env = Env.from_data_dir(tmp_path_factory.mktemp("scaling_data"), models_dir=models, device="cpu", dtype="float32")
     return Loom(env)
-
-
-def tiny_esrgan_state(seed: int, feat: int = 8, grow: int = 32, blocks: int = 1) -> dict:
-    """Real-ESRGAN's RRDBNet key layout (conv_first, body.N.rdbK.convM, conv_body, conv_up1/2, conv_hr,
-    conv_last) with a small width and one block (growth 32, as every RRDBNet), random weights."""
-    g = torch.Generator().manual_seed(seed)
-
-    def conv(out_ch, in_ch):
-        return {"weight": torch.randn(out_ch, in_ch, 3, 3, generator=g) * 0.05, "bias": torch.zeros(out_ch)}
-
-    parts = {"conv_first": conv(feat, 3), "conv_body": conv(feat, feat), "conv_up1": conv(feat, feat),
-             "conv_up2": conv(feat, feat), "conv_hr": conv(feat, feat), "conv_last": conv(3, feat)}
-    for b in range(blocks):
-        for r in (1, 2, 3):
-            for m in range(1, 6):
-                parts[f"body.{b}.rdb{r}.conv{m}"] = conv(feat if m == 5 else grow, feat + (m - 1) * grow)
-    return {f"{name}.{k}": v for name, tensors in parts.items() for k, v in tensors.items()}
 
 
 def run(loom, prompt: dict, node: str):

@@ -1,0 +1,71 @@
+"""Test helper: small model files made locally for the tests (no download): LoRA files in the
+diffusers/PEFT and kohya layouts for the tiny SD 1.x model, and an ESRGAN-shaped upscale model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+RANK, KOHYA_ALPHA = 4, 2.0
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def peft_layers(tiny_sd, seed: int):
+    """Random LoRA layers (B not zero, so they change the output) as PEFT state dicts."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    text_encoder = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=UNET_TARGETS, init_lora_weights=False))
+    text_encoder.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=TEXT_TARGETS,
+                                        init_lora_weights=False))
+    return get_peft_model_state_dict(unet), get_peft_model_state_dict(text_encoder)
+
+
+def write_diffusers_lora(tiny_sd, path: Path, seed: int) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    unet_layers, text_layers = peft_layers(tiny_sd, seed)
+    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=unet_layers,
+                                              text_encoder_lora_layers=text_layers, weight_name=path.name)
+    return path
+
+
+def write_kohya_lora(tiny_sd, path: Path, seed: int) -> Path:
+    """kohya's layout: lora_unet_<module with _>.lora_down/lora_up.weight and .alpha; lora_te_text_model_…"""
+    from safetensors.torch import save_file
+
+    unet_layers, text_layers = peft_layers(tiny_sd, seed)
+    state = {}
+    for prefix, layers in (("lora_unet_", unet_layers), ("lora_te_text_model_", text_layers)):
+        for key, value in layers.items():
+            module, kind = key.rsplit(".lora_", 1)
+            name = prefix + module.removeprefix("text_model.").replace(".", "_")
+            # alpha/rank scales the product: the up weights carry rank/alpha so the file equals the PEFT one
+            state[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = \
+                value * (RANK / KOHYA_ALPHA if kind.startswith("B") else 1.0)
+            state[f"{name}.alpha"] = torch.tensor(KOHYA_ALPHA)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def tiny_esrgan_state(seed: int, feat: int = 8, grow: int = 32, blocks: int = 1) -> dict:
+    """Real-ESRGAN's RRDBNet key layout (conv_first, body.N.rdbK.convM, conv_body, conv_up1/2, conv_hr,
+    conv_last) with a small width and one block (growth 32, as every RRDBNet), random weights."""
+    g = torch.Generator().manual_seed(seed)
+
+    def conv(out_ch, in_ch):
+        return {"weight": torch.randn(out_ch, in_ch, 3, 3, generator=g) * 0.05, "bias": torch.zeros(out_ch)}
+
+    parts = {"conv_first": conv(feat, 3), "conv_body": conv(feat, feat), "conv_up1": conv(feat, feat),
+             "conv_up2": conv(feat, feat), "conv_hr": conv(feat, feat), "conv_last": conv(3, feat)}
+    for b in range(blocks):
+        for r in (1, 2, 3):
+            for m in range(1, 6):
+                parts[f"body.{b}.rdb{r}.conv{m}"] = conv(feat if m == 5 else grow, feat + (m - 1) * grow)
+    return {f"{name}.{k}": v for name, tensors in parts.items() for k, v in tensors.items()}
