@@ -161,10 +161,11 @@ def _kind_of_config(config) -> str:
     return WIDTH_KIND.get(config.hidden_size, CLIP_H)
 
 
-def load_text_encoder(path: Path, device, dtype) -> tuple[str, Any, Any]:
+def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -> tuple[str, Any, Any]:
     """(kind, tokenizer, text encoder) of a transformers folder (with its tokenizer beside it, as in a
     pipeline folder, or inside it), or of a file: Hugging Face layout (`text_model.…`, CLIP-L or
-    bigG with `text_projection`), or an OpenCLIP tower (`transformer.resblocks.…`, ViT-H or bigG)."""
+    bigG with `text_projection`), or an OpenCLIP tower (`transformer.resblocks.…`, ViT-H or bigG by
+    its width; `open_clip_kind` where the width is not a published one)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     if path.is_dir():
@@ -194,7 +195,7 @@ def load_text_encoder(path: Path, device, dtype) -> tuple[str, Any, Any]:
               None)
     if oc is not None:
         width = sd[oc + "token_embedding.weight"].shape[1]
-        kind = CLIP_G if width == 1280 else CLIP_H
+        kind = {1024: CLIP_H, 1280: CLIP_G}.get(width, open_clip_kind)
         tokenizer, model = text_encoder_from_ldm(sd, oc, "open_clip", projection=kind == CLIP_G)
         return kind, tokenizer, place(model, device, dtype)
     raise CheckpointError(f"{path.name}: not a CLIP text encoder (no 'text_model.' or 'transformer.resblocks.' keys)")

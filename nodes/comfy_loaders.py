@@ -52,8 +52,8 @@ class UNETLoader(Node):
         return Model(unet, scheduler, unet.loom_family)
 
 
-def _encoders(ctx, names: list[str]) -> Clip:
-    loaded = [call(LoadTextEncoder, ctx, clip_name=name) for name in names]
+def _encoders(ctx, names: list[str], open_clip: str) -> Clip:
+    loaded = [call(LoadTextEncoder, ctx, clip_name=name, open_clip=open_clip) for name in names]
     kinds = [encoder.loom_clip_kind for _, encoder in loaded]
     try:
         family = clip_family(kinds)
@@ -84,7 +84,7 @@ class CLIPLoader(Node):
         return _refuse_type(type, ("stable_diffusion",), "type")
 
     def run(self, ctx):
-        return _encoders(ctx, [self.clip_name])
+        return _encoders(ctx, [self.clip_name], "clip_h")
 
 
 class DualCLIPLoader(Node):
@@ -105,7 +105,7 @@ class DualCLIPLoader(Node):
         return _refuse_type(type, ("sdxl",), "type")
 
     def run(self, ctx):
-        clip = _encoders(ctx, [self.clip_name1, self.clip_name2])
+        clip = _encoders(ctx, [self.clip_name1, self.clip_name2], "clip_g")
         if clip.family != SDXL:
             raise ValueError(f"DualCLIPLoader: {self.clip_name1} and {self.clip_name2} are not SDXL's CLIP-L and bigG")
         return clip

@@ -111,6 +111,8 @@ class LoadTextEncoder(Node):
 
     category = "loaders"
     clip_name = Combo(kind_choices("text_encoders"), model=True)
+    open_clip = Combo(["clip_h", "clip_g"], default="clip_h",
+                      tooltip="an OpenCLIP file of a width no published model has: ViT-H (SD 2.x) or bigG (SDXL)")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"))
 
     @classmethod
@@ -120,7 +122,7 @@ class LoadTextEncoder(Node):
     def run(self, ctx):
         path = _found(ctx, type(self).__name__, "text_encoders", self.clip_name)
         device = device_of(ctx.env)
-        kind, tokenizer, encoder = load_text_encoder(path, device, dtype_of(ctx.env, device))
+        kind, tokenizer, encoder = load_text_encoder(path, device, dtype_of(ctx.env, device), self.open_clip)
         encoder.loom_clip_kind = kind
         return tokenizer, encoder
 

@@ -210,7 +210,8 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
 
     if layout == "hf":
         config = clip_config(sd, prefix)
-        state = convert_ldm_clip_checkpoint({k: v for k, v in sd.items() if k.startswith(prefix)}, prefix)
+        own = {k: v for k, v in sd.items() if k.startswith(prefix)}
+        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else own  # the converter strips the prefix
     else:
         width = sd[prefix + "token_embedding.weight"].shape[1]
         state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
