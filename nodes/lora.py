@@ -91,14 +91,17 @@ def _retire(model_ref, name: str) -> None:
         getattr(model, STALE_ATTR).append(name)
 
 
-def read_lora(path, sdxl: bool) -> tuple[dict, dict | None]:
-    """(diffusers-format state dict, network alphas) of a LoRA file in any format diffusers reads."""
+def read_lora(path, sdxl: bool, unet_config=None) -> tuple[dict, dict | None, dict | None]:
+    """(diffusers-format state dict, network alphas, adapter metadata) of a LoRA file in any format
+    diffusers reads, as the pipelines' load_lora_weights reads it (the UNet config maps kohya's SDXL
+    block names)."""
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
 
-    from .model_files import read_state_dict
-
     mixin = StableDiffusionXLLoraLoaderMixin if sdxl else StableDiffusionLoraLoaderMixin
-    return mixin.lora_state_dict(read_state_dict(path))
+    state, alphas, metadata = mixin.lora_state_dict(str(path), unet_config=unet_config, return_lora_metadata=True)
+    if not state or not all("lora" in key for key in state):
+        raise ValueError(f"{path.name} is not a LoRA file (its tensors are not named lora_*)")
+    return state, alphas, metadata
 
 
 def _inject(model, name: str, loader) -> bool:
@@ -115,7 +118,7 @@ def _inject(model, name: str, loader) -> bool:
     return True
 
 
-def with_lora(model, state: dict, alphas, strength: float, target: str):
+def with_lora(model, state: dict, alphas, strength: float, target: str, metadata=None):
     """A LoraView of `model` (a UNet, or a text encoder whose keys start with `target`) with the
     file's adapter added at `strength`; the model itself when the file has nothing for it."""
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin as Mixin
@@ -124,7 +127,8 @@ def with_lora(model, state: dict, alphas, strength: float, target: str):
     _purge(base)
     name = f"loom_lora_{next(_names)}"
     if target == "unet":
-        loaded = _inject(base, name, lambda n: Mixin.load_lora_into_unet(state, alphas, base, adapter_name=n))
+        loaded = _inject(base, name, lambda n: Mixin.load_lora_into_unet(state, alphas, base, adapter_name=n,
+                                                                         metadata=metadata))
     else:
         from transformers.utils import logging as hf_logging
 
@@ -133,7 +137,7 @@ def with_lora(model, state: dict, alphas, strength: float, target: str):
         hf_logging.set_verbosity_error()
         try:
             loaded = _inject(base, name, lambda n: Mixin.load_lora_into_text_encoder(
-                state, alphas, base, prefix=target, adapter_name=n))
+                state, alphas, base, prefix=target, adapter_name=n, metadata=metadata))
         finally:
             hf_logging.set_verbosity(verbosity)
     if not loaded:
@@ -156,12 +160,12 @@ def lora_path(env, name: str):
 def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_unet: float = 1.0,
                strength_text: float = 1.0, sdxl: bool = False) -> tuple:
     """(unet, text encoders) with the LoRA file `name` applied (views; None stays None)."""
-    state, alphas = read_lora(lora_path(env, name), sdxl)
+    state, alphas, metadata = read_lora(lora_path(env, name), sdxl, base_of(unet).config if unet is not None else None)
     if unet is not None and strength_unet != 0:
-        unet = with_lora(unet, state, alphas, strength_unet, "unet")
+        unet = with_lora(unet, state, alphas, strength_unet, "unet", metadata)
     prefixes = ("text_encoder", "text_encoder_2")
-    encoders = tuple(with_lora(te, state, alphas, strength_text, prefix) if te is not None and strength_text != 0
-                     else te for te, prefix in zip(text_encoders, prefixes))
+    encoders = tuple(with_lora(te, state, alphas, strength_text, prefix, metadata)
+                     if te is not None and strength_text != 0 else te for te, prefix in zip(text_encoders, prefixes))
     return unet, encoders
 
 

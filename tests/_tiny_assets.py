@@ -11,41 +11,59 @@ UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-def peft_layers(tiny_sd, seed: int):
-    """Random LoRA layers (B not zero, so they change the output) as PEFT state dicts."""
+def peft_layers(folder, seed: int) -> dict:
+    """Random LoRA layers (B not zero, so they change the output) on a tiny pipeline folder's UNet and
+    text encoders, as PEFT state dicts by slot (unet, text_encoder, text_encoder_2 when there is one)."""
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
-    text_encoder = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder")
+    models = {"unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet")}
+    for slot, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
+        if (folder / slot).is_dir():
+            models[slot] = cls.from_pretrained(folder / slot)
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=UNET_TARGETS, init_lora_weights=False))
-    text_encoder.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=TEXT_TARGETS,
-                                        init_lora_weights=False))
-    return get_peft_model_state_dict(unet), get_peft_model_state_dict(text_encoder)
+    layers = {}
+    for slot, model in models.items():
+        targets = UNET_TARGETS if slot == "unet" else TEXT_TARGETS
+        model.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets, init_lora_weights=False))
+        layers[slot] = get_peft_model_state_dict(model)
+    return layers
 
 
-def write_diffusers_lora(tiny_sd, path: Path, seed: int) -> Path:
-    from diffusers import StableDiffusionPipeline
+def write_diffusers_lora(folder, path: Path, seed: int) -> Path:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    unet_layers, text_layers = peft_layers(tiny_sd, seed)
-    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=unet_layers,
-                                              text_encoder_lora_layers=text_layers, weight_name=path.name)
+    layers = peft_layers(folder, seed)
+    if "text_encoder_2" in layers:
+        StableDiffusionXLPipeline.save_lora_weights(path.parent, unet_lora_layers=layers["unet"],
+                                                    text_encoder_lora_layers=layers["text_encoder"],
+                                                    text_encoder_2_lora_layers=layers["text_encoder_2"],
+                                                    weight_name=path.name)
+    else:
+        StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=layers["unet"],
+                                                  text_encoder_lora_layers=layers["text_encoder"], weight_name=path.name)
     return path
 
 
-def write_kohya_lora(tiny_sd, path: Path, seed: int) -> Path:
-    """kohya's layout: lora_unet_<module with _>.lora_down/lora_up.weight and .alpha; lora_te_text_model_…"""
+KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_text_model_"}
+KOHYA_XL_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te1_text_model_",
+                     "text_encoder_2": "lora_te2_text_model_"}
+
+
+def write_kohya_lora(folder, path: Path, seed: int) -> Path:
+    """kohya's layout: lora_unet_<module with _>.lora_down/lora_up.weight and .alpha, lora_te_text_model_…
+    (SDXL: lora_te1_/lora_te2_); UNet modules named as in diffusers (kohya's SD 1.x naming)."""
     from safetensors.torch import save_file
 
-    unet_layers, text_layers = peft_layers(tiny_sd, seed)
+    layers = peft_layers(folder, seed)
+    prefixes = KOHYA_XL_PREFIXES if "text_encoder_2" in layers else KOHYA_PREFIXES
     state = {}
-    for prefix, layers in (("lora_unet_", unet_layers), ("lora_te_text_model_", text_layers)):
-        for key, value in layers.items():
+    for slot, slot_layers in layers.items():
+        for key, value in slot_layers.items():
             module, kind = key.rsplit(".lora_", 1)
-            name = prefix + module.removeprefix("text_model.").replace(".", "_")
+            name = prefixes[slot] + module.removeprefix("text_model.").replace(".", "_")
             # alpha/rank scales the product: the up weights carry rank/alpha so the file equals the PEFT one
             state[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = \
                 value * (RANK / KOHYA_ALPHA if kind.startswith("B") else 1.0)

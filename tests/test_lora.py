@@ -142,3 +142,47 @@ def test_missing_lora_is_a_clear_error(setup):
     validation = loom.validate(workflow(("nope.safetensors", 1.0, 1.0)), outputs=["8"])
     assert not validation.ok
     assert "nope.safetensors" in json.dumps(validation.response())
+
+
+@pytest.mark.parametrize("writer", [write_diffusers_lora, write_kohya_lora])
+def test_sdxl_lora_matches_the_pipeline_model_by_model(tmp_path_factory, writer, record_property):
+    """SDXL: LoraLoader's UNet and both text encoders give the outputs of StableDiffusionXLPipeline's
+    after load_lora_weights of the same file (the sampler's SDXL conditioning is the other half's)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from nodes.tiny_model import write_tiny_model
+
+    models = tmp_path_factory.mktemp("xl_lora")
+    xl = write_tiny_model(models / "checkpoints" / "tiny-sdxl", family="sdxl")
+    (models / "loras").mkdir()
+    writer(xl, models / "loras" / "xl.safetensors", seed=4)
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("xl_lora_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sdxl"}},
+              "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": "xl.safetensors",
+                                                           "strength_model": 1.0, "strength_clip": 1.0}}}
+    validation = loom.validate(prompt, outputs=["2"])
+    assert validation.ok, validation.response()
+    result = loom.run(validation)
+    assert result.ok, result.error
+    model, clip = result.values["2"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl)
+    pipe.load_lora_weights(str(models / "loras" / "xl.safetensors"))
+    ids = torch.randint(0, 999, (1, 77), generator=torch.Generator().manual_seed(0))
+    diffs = {}
+    with torch.no_grad():
+        for slot in ("text_encoder", "text_encoder_2"):
+            ours = getattr(clip, slot)(ids, output_hidden_states=True)
+            theirs = getattr(pipe, slot)(ids, output_hidden_states=True)
+            plain = getattr(clip, slot).base(ids, output_hidden_states=True)
+            assert (ours.hidden_states[-2] - plain.hidden_states[-2]).abs().max() > 1e-3  # the LoRA acts
+            diffs[slot] = float((ours.hidden_states[-2] - theirs.hidden_states[-2]).abs().max())
+        g = torch.Generator().manual_seed(1)
+        x, text = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 77, 64, generator=g)
+        added = {"text_embeds": torch.randn(2, 32, generator=g), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)}
+        ours = model.unet(x, 500, encoder_hidden_states=text, added_cond_kwargs=added).sample
+        theirs = pipe.unet(x, 500, encoder_hidden_states=text, added_cond_kwargs=added).sample
+        diffs["unet"] = float((ours - theirs).abs().max())
+    record_property("max_abs_diff", diffs)
+    print(f"SDXL LoRA {writer.__name__}: max abs difference vs the pipeline {diffs}")
+    assert max(diffs.values()) == 0.0
