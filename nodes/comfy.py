@@ -57,10 +57,7 @@ class CheckpointLoaderSimple(Node):
         return kind_fingerprint(env, "checkpoints", ckpt_name)
 
     def run(self, ctx):
-        try:
-            path = kind_path(ctx.env, "checkpoints", self.ckpt_name)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"CheckpointLoaderSimple: {exc}") from None
+        path = kind_path(ctx.env, "checkpoints", self.ckpt_name, "CheckpointLoaderSimple")
         parts = load_parts(ctx.env, path, f"CheckpointLoaderSimple: {self.ckpt_name!r}")
         return (*bundles(parts), parts.vae)
 

@@ -71,13 +71,6 @@ class LoadCheckpoint(Node):
                 parts.tokenizer_2, parts.text_encoder_2)
 
 
-def _found(ctx, node: str, kind: str, name: str) -> Path:
-    try:
-        return kind_path(ctx.env, kind, name)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{node}: {exc}") from None
-
-
 class LoadUNet(Node):
     """Loads a UNet alone from models/diffusion_models (or models/unet): a diffusers UNet folder, an
     LDM-layout UNet file, or a whole checkpoint's UNet. Its family's scheduler comes with it."""
@@ -91,7 +84,7 @@ class LoadUNet(Node):
         return kind_fingerprint(env, "diffusion_models", unet_name)
 
     def run(self, ctx):
-        path = _found(ctx, type(self).__name__, "diffusion_models", self.unet_name)
+        path = kind_path(ctx.env, "diffusion_models", self.unet_name, type(self).__name__)
         device = device_of(ctx.env)
         unet, family, config = load_unet(path, device, dtype_of(ctx.env, device))
         vae_config = path.parent / "vae" / "config.json"  # a pipeline folder's UNet: its VAE gives the scale
@@ -120,7 +113,7 @@ class LoadTextEncoder(Node):
         return kind_fingerprint(env, "text_encoders", clip_name)
 
     def run(self, ctx):
-        path = _found(ctx, type(self).__name__, "text_encoders", self.clip_name)
+        path = kind_path(ctx.env, "text_encoders", self.clip_name, type(self).__name__)
         device = device_of(ctx.env)
         kind, tokenizer, encoder = load_text_encoder(path, device, dtype_of(ctx.env, device), self.open_clip)
         encoder.loom_clip_kind = kind
@@ -140,6 +133,6 @@ class LoadVAE(Node):
         return kind_fingerprint(env, "vae", vae_name)
 
     def run(self, ctx):
-        path = _found(ctx, type(self).__name__, "vae", self.vae_name)
+        path = kind_path(ctx.env, "vae", self.vae_name, type(self).__name__)
         device = device_of(ctx.env)
         return load_vae(path, device, dtype_of(ctx.env, device))

@@ -148,19 +148,13 @@ def with_lora(model, state: dict, alphas, strength: float, target: str, metadata
     return view
 
 
-def lora_path(env, name: str):
-    from .model_files import kind_path
-
-    try:
-        return kind_path(env, "loras", name)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"LoRA {exc}") from None
-
-
 def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_unet: float = 1.0,
                strength_text: float = 1.0, sdxl: bool = False) -> tuple:
     """(unet, text encoders) with the LoRA file `name` applied (views; None stays None)."""
-    state, alphas, metadata = read_lora(lora_path(env, name), sdxl, base_of(unet).config if unet is not None else None)
+    from .model_files import kind_path
+
+    path = kind_path(env, "loras", name, "LoRA")
+    state, alphas, metadata = read_lora(path, sdxl, base_of(unet).config if unet is not None else None)
     if unet is not None and strength_unet != 0:
         unet = with_lora(unet, state, alphas, strength_unet, "unet", metadata)
     prefixes = ("text_encoder", "text_encoder_2")

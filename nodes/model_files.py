@@ -87,19 +87,19 @@ def model_path(env, name: str) -> Path:
     return safe_join(env.models_dir, name)
 
 
-def kind_path(env, kind: str, name: str) -> Path:
+def kind_path(env, kind: str, name: str, who: str = "") -> Path:
     """Where a ComfyUI name of `kind` is: in one of the kind's folders, else (checkpoints) relative
-    to the models folder. Raises FileNotFoundError naming the folders looked in."""
+    to the models folder. Raises FileNotFoundError naming `who` asked and the folders looked in."""
     tried = []
     for folder in KIND_FOLDERS[kind] + (("",) if kind == "checkpoints" else ()):
         try:
             path = safe_join(env.models_dir, folder, name) if folder else safe_join(env.models_dir, name)
         except UnsafePath:
-            raise FileNotFoundError(f"{name!r} is not a name inside the models folder") from None
+            raise FileNotFoundError(f"{who}: {name!r} is not a name inside the models folder") from None
         if path.exists():
             return path
         tried.append(f"models/{folder}" if folder else "models")
-    raise FileNotFoundError(f"{name!r} is not in {' or '.join(tried)}")
+    raise FileNotFoundError(f"{who}: {name!r} is not in {' or '.join(tried)}")
 
 
 def stat_fingerprint(path: Path) -> list:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from graph import Combo, Float, In, Int, Node, Out
+from graph import Combo, In, Int, Node, Out
 
 from .common import device_of
 from .model_files import kind_choices, kind_fingerprint, kind_path, read_state_dict
@@ -226,10 +226,7 @@ class LoadUpscaleModel(Node):
         return kind_fingerprint(env, "upscale_models", model_name)
 
     def run(self, ctx):
-        try:
-            path = kind_path(ctx.env, "upscale_models", self.model_name)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{type(self).__name__}: {exc}") from None
+        path = kind_path(ctx.env, "upscale_models", self.model_name, type(self).__name__)
         return load_upscale_model(path, device_of(ctx.env))
 
 

@@ -21,7 +21,7 @@ import re
 from types import SimpleNamespace
 
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
-from .families import (SD1, SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
+from .families import (SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
                        SGM_SD2_PREFIX, UnknownModel, family_of_state_dict, prediction_type_of, scheduler_for)
 from .model_files import read_state_dict
 

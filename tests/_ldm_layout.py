@@ -131,3 +131,20 @@ def text_encoders_to_ldm(family: str, text_encoder, text_encoder_2=None, sd2_ext
                    for k, v in clip_to_ldm(text_encoder.state_dict()).items()},
                 **open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.1.model.")}
     return open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.0.model.")
+
+
+def write_single_file(folder, family, path):
+    """A diffusers folder written as an LDM/SGM single file (the v_pred key marks SD 2.x v-prediction)."""
+    import diffusers
+    import torch
+    from safetensors.torch import save_file
+
+    cls = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+           "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}[family]
+    extra = {"safety_checker": None} if family in ("sd1", "sd2") else {}
+    pipe = getattr(diffusers, cls).from_pretrained(folder, **extra)
+    state = pipeline_to_ldm(pipe, family)
+    if family == "sd2":
+        state["v_pred"] = torch.zeros(())
+    save_file(state, str(path))
+    return path

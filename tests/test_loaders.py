@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from graph import Env, Loom
-from tests._ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from tests._ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 
 ROOT = Path(__file__).resolve().parent
 
@@ -23,7 +23,6 @@ def setup(tmp_path_factory):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from nodes.tiny_model import VAE_8X, write_tiny_model
-    from tests.test_model_families import write_single_file
 
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("loader_models")

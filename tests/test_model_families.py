@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm
+from tests._ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
@@ -127,24 +127,6 @@ def tiny_families(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("families")
     return {family: write_tiny_model(root / name, family=family) for family, name in FAMILY_NAMES.items()}
-
-
-def write_single_file(folder, family, path):
-    """A diffusers folder written as an LDM/SGM single file (the v_pred key marks SD 2.x v-prediction)."""
-    import diffusers
-    from safetensors.torch import save_file
-
-    from tests._ldm_layout import pipeline_to_ldm
-
-    cls = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-           "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}[family]
-    extra = {"safety_checker": None} if family in ("sd1", "sd2") else {}
-    pipe = getattr(diffusers, cls).from_pretrained(folder, **extra)
-    state = pipeline_to_ldm(pipe, family)
-    if family == "sd2":
-        state["v_pred"] = torch.zeros(())
-    save_file(state, str(path))
-    return path
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
