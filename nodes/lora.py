@@ -39,6 +39,14 @@ class LoraView:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["base"], name)
 
+    def to(self, *args, **kwargs) -> LoraView:  # moves the base; the view stays the value to use
+        self.base.to(*args, **kwargs)
+        return self
+
+    def eval(self) -> LoraView:
+        self.base.eval()
+        return self
+
     def __setattr__(self, name: str, value) -> None:
         setattr(self.base, name, value)
 
