@@ -72,16 +72,23 @@ def write_kohya_lora(folder, path: Path, seed: int) -> Path:
     return path
 
 
-def tiny_esrgan_state(seed: int, feat: int = 8, grow: int = 32, blocks: int = 1) -> dict:
+def tiny_esrgan_state(seed: int, feat: int = 8, grow: int = 32, blocks: int = 1, identity: bool = False) -> dict:
     """Real-ESRGAN's RRDBNet key layout (conv_first, body.N.rdbK.convM, conv_body, conv_up1/2, conv_hr,
-    conv_last) with a small width and one block (growth 32, as every RRDBNet), random weights."""
+    conv_last) with a small width and one block (growth 32, as every RRDBNet). Random weights, or with
+    `identity` the network that upscales by nearest neighbour exactly: identity kernels on the main
+    path (the image's channels first), zero trunk (conv_body 0 adds nothing)."""
     g = torch.Generator().manual_seed(seed)
 
-    def conv(out_ch, in_ch):
-        return {"weight": torch.randn(out_ch, in_ch, 3, 3, generator=g) * 0.05, "bias": torch.zeros(out_ch)}
+    def conv(out_ch, in_ch, main=False):
+        weight = torch.randn(out_ch, in_ch, 3, 3, generator=g) * 0.05
+        if identity:
+            weight = torch.zeros(out_ch, in_ch, 3, 3)
+            if main:
+                weight[:, :, 1, 1] = torch.eye(out_ch, in_ch)
+        return {"weight": weight, "bias": torch.zeros(out_ch)}
 
-    parts = {"conv_first": conv(feat, 3), "conv_body": conv(feat, feat), "conv_up1": conv(feat, feat),
-             "conv_up2": conv(feat, feat), "conv_hr": conv(feat, feat), "conv_last": conv(3, feat)}
+    parts = {"conv_first": conv(feat, 3, True), "conv_body": conv(feat, feat), "conv_up1": conv(feat, feat, True),
+             "conv_up2": conv(feat, feat, True), "conv_hr": conv(feat, feat, True), "conv_last": conv(3, feat, True)}
     for b in range(blocks):
         for r in (1, 2, 3):
             for m in range(1, 6):

@@ -2,11 +2,14 @@
 through spandrel (a tiny ESRGAN-shaped model in Real-ESRGAN's file layout, made here), latent batches
 and primitives."""
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from safetensors.torch import save_file
 
 from graph import Env, Loom
 from tests._tiny_assets import tiny_esrgan_state
@@ -18,6 +21,7 @@ def loom(tmp_path_factory):
     models = tmp_path_factory.mktemp("scaling_models")
     (models / "upscale_models").mkdir()
     torch.save({"params_ema": tiny_esrgan_state(seed=0)}, models / "upscale_models" / "tiny_x4.pth")
+    save_file(tiny_esrgan_state(seed=0, identity=True), str(models / "upscale_models" / "nearest_x4.safetensors"))
     env = Env.from_data_dir(tmp_path_factory.mktemp("scaling_data"), models_dir=models, device="cpu", dtype="float32")
     return Loom(env)
 
@@ -57,6 +61,21 @@ def test_upscale_model_runs_the_esrgan_file(loom):
     with torch.no_grad():
         expected = direct(image[1].movedim(-1, 0)[None])[0].movedim(0, -1)
     assert torch.equal(upscaled[1], expected.clamp(0, 1))
+
+
+def test_identity_esrgan_upscales_by_nearest_neighbour(loom):
+    """An ESRGAN whose main path is identity kernels is nearest-neighbour 4x: the node gives exactly that."""
+    from nodes.comfy import call
+    from nodes.comfy_scaling import ImageUpscaleWithModel
+
+    model = run(loom, {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "nearest_x4.safetensors"}}}, "1")[0]
+    image = torch.rand(1, 10, 14, 3, generator=torch.Generator().manual_seed(2))
+    steps = []
+    out = call(ImageUpscaleWithModel, SimpleNamespace(progress=lambda k, n: steps.append((k, n))),
+               upscale_model=model, image=image)
+    assert steps == [(1, 1)]
+    expected = F.interpolate(image.movedim(-1, 1), scale_factor=4, mode="nearest").movedim(1, -1)
+    assert out.shape == (1, 40, 56, 3) and torch.allclose(out, expected, atol=1e-6)
 
 
 def test_image_upscale_with_model_in_a_workflow(loom):

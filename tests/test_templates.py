@@ -112,7 +112,7 @@ def loom(tmp_path_factory, tiny_sd):
     write_diffusers_lora(tiny_sd, models / "loras" / "tiny-lora-a.safetensors", seed=1)
     write_kohya_lora(tiny_sd, models / "loras" / "tiny-lora-b.safetensors", seed=2)
     (models / "upscale_models").mkdir()
-    torch.save({"params_ema": tiny_esrgan_state(seed=0)}, models / "upscale_models" / "tiny_x4.pth")
+    torch.save({"params_ema": tiny_esrgan_state(seed=0, identity=True)}, models / "upscale_models" / "tiny_x4.pth")
     unet = UNet2DConditionModel.from_pretrained(ckpts / TINY["sd1"], subfolder="unet")
     torch.manual_seed(0)
     ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(
