@@ -186,3 +186,28 @@ def test_sdxl_lora_matches_the_pipeline_model_by_model(tmp_path_factory, writer,
     record_property("max_abs_diff", diffs)
     print(f"SDXL LoRA {writer.__name__}: max abs difference vs the pipeline {diffs}")
     assert max(diffs.values()) == 0.0
+
+
+def test_deleting_one_adapter_leaves_the_base_and_the_other_views(setup, tiny_sd):
+    """Adapters dropped while others stay: the base model computes as before any LoRA, and the views
+    still alive keep their exact outputs."""
+    import gc
+
+    from diffusers import UNet2DConditionModel
+
+    from nodes.lora import _purge, read_lora, with_lora
+
+    _, models = setup
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").eval()
+    x, text = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        plain = unet(x, 10, encoder_hidden_states=text).sample
+        views = [with_lora(unet, *read_lora(models / "loras" / name, False, unet.config)[:2], 1.0, "unet")
+                 for name in ("style_diffusers.safetensors", "other.safetensors")]
+        kept = views[1](x, 10, encoder_hidden_states=text).sample
+        del views[0]
+        gc.collect()
+        _purge(unet)
+        assert len(unet.peft_config) == 1
+        assert torch.equal(unet(x, 10, encoder_hidden_states=text).sample, plain)
+        assert torch.equal(views[0](x, 10, encoder_hidden_states=text).sample, kept)
