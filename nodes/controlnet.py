@@ -100,7 +100,9 @@ class ApplyControlNet(Node):
     def run(self, ctx):
         if self.strength == 0:
             return as_conditioning(self.conditioning)
-        hint = self.image.movedim(-1, 1)  # IMAGE (B, H, W, C) -> (B, C, H, W), still 0..1
+        # IMAGE (B, H, W, C) -> (B, C, H, W), still 0..1; contiguous: convolutions round differently
+        # on a channels-last layout, and the pipelines hand the ControlNet a contiguous hint
+        hint = self.image.movedim(-1, 1).contiguous()
         expected = self.control_net.config.conditioning_channels
         if hint.shape[1] != expected:
             raise ValueError(f"ApplyControlNet: the hint image has {hint.shape[1]} channels; this ControlNet "

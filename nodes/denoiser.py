@@ -97,7 +97,7 @@ class Guide:
         self._generators, self._masked_source = generators, masked_source
         self.sdxl = getattr(unet.config, "addition_embed_type", None) == "text_time"
         self.batched = all(len(side) == 1 and side[0].plain for side in self.sides) and \
-            len({_controls_key(side[0]) for side in self.sides}) == 1
+            _same_controls(self.sides[0][0].controls, self.sides[-1][0].controls)
 
     def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
         """x: the scheduler-scaled model input (B, C, h, w); step of total: for ControlNet ranges."""
@@ -264,9 +264,11 @@ def _time_id_count(unet, pooled_width: int) -> int:
     return count
 
 
-def _controls_key(entry: Cond) -> tuple:
-    """Equal keys: the same ControlNets, hints and settings (one batched call serves both sides)."""
-    return tuple((id(c.model), id(c.hint), c.strength, c.start, c.end) for c in entry.controls)
+def _same_controls(a: tuple[Control, ...], b: tuple[Control, ...]) -> bool:
+    """The same ControlNets with equal hints and settings: one batched call serves both sides."""
+    return len(a) == len(b) and all(
+        x is y or (x.model is y.model and (x.strength, x.start, x.end) == (y.strength, y.start, y.end)
+                   and x.hint.shape == y.hint.shape and torch.equal(x.hint, y.hint)) for x, y in zip(a, b))
 
 
 def _share_controls(positive, negative) -> tuple[Cond, ...]:
