@@ -116,6 +116,8 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
     if len(gens) != batch:
         raise ValueError(f"the latents carry {len(gens)} generator states for {batch} images")
     mask, source = _noise_mask(latents, x), latents.get("mask_source")
+    if mask is not None:  # as the inpainting pipeline, whose image latents are copied per image: the
+        x = x.contiguous()  # UNet's convolutions round differently on the VAE's channels-last layout
     if latents.get("noise") is not None:
         noise = latents["noise"].to(device=device, dtype=x.dtype)
         source = (x, noise) if mask is not None else None
