@@ -78,7 +78,8 @@ def test_mask_entries_weight_by_the_mask(ctx):
     out = predict(call(ConditioningCombine, ctx, conditioning_1=cond(1.0), conditioning_2=masked))[0, 0]
     assert torch.allclose(out[:, :16], torch.tensor(1.0)) and torch.allclose(out[:, 16:], torch.tensor(3.0))
     unet = ConstantUNet()
-    bounds = call(ConditioningSetMask, ctx, conditioning=cond(5.0), mask=mask, strength=1.0, set_cond_area="mask bounds")
+    bounds = call(ConditioningSetMask, ctx, conditioning=cond(5.0), mask=mask, strength=1.0,
+                  set_cond_area="mask bounds")
     out = predict(call(ConditioningCombine, ctx, conditioning_1=cond(1.0), conditioning_2=bounds), unet=unet)[0, 0]
     assert torch.allclose(out[:, 16:], torch.tensor(3.0)) and unet.calls[-1] == (1, 4, 32, 16)
 
@@ -190,7 +191,8 @@ def test_basic_guider_is_cfg_one_and_unusable_sigmas_are_named(ctx, model):
     sigmas = call(BasicScheduler, ctx, model=model["model"], scheduler="normal", steps=2, denoise=1.0)
     pos = encode(ctx, model["clip"], PROMPT)
     basic = call(BasicGuider, ctx, model=model["model"], conditioning=pos)
-    one = call(CFGGuider, ctx, model=model["model"], positive=pos, negative=encode(ctx, model["clip"], NEGATIVE), cfg=1.0)
+    neg = encode(ctx, model["clip"], NEGATIVE)
+    one = call(CFGGuider, ctx, model=model["model"], positive=pos, negative=neg, cfg=1.0)
     np.testing.assert_array_equal(custom(ctx, model, "euler", sigmas, guider=basic)[0],
                                   custom(ctx, model, "euler", sigmas, guider=one)[0])
     karras = call(KarrasScheduler, ctx, steps=2, sigma_max=10.0, sigma_min=0.1, rho=7.0)

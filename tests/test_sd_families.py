@@ -206,14 +206,14 @@ def test_clip_set_last_layer_per_family(ctx, tiny_sd, base):
     sd2 = sd(tiny_sd, "sd2", seed=20)
     assert torch.equal(at(sd2["clip"], -2), at(sd2["clip"], -1))
     tokens = call(Tokenize, ctx, tokenizer=sd2["tokenizer"], text=PROMPT)
-    assert torch.equal(at(sd2["clip"], -3),
-                       call(EncodeText, ctx, text_encoder=sd2["clip"].text_encoder, tokens=tokens, clip_skip=1)[0].embeds)
+    skip1 = call(EncodeText, ctx, text_encoder=sd2["clip"].text_encoder, tokens=tokens, clip_skip=1)[0].embeds
+    assert torch.equal(at(sd2["clip"], -3), skip1)
 
     clip = base["clip"]
     assert torch.equal(at(clip, -2), encode(ctx, clip, PROMPT)[0].embeds)
     tokens = call(Tokenize, ctx, tokenizer=clip.tokenizer, text=PROMPT)
-    earlier = call(EncodeTextSDXL, ctx, text_encoder=clip.text_encoder, tokens=tokens, text_encoder_2=clip.text_encoder_2,
-                   tokens_2=tokens, clip_skip=1)[0]
+    earlier = call(EncodeTextSDXL, ctx, text_encoder=clip.text_encoder, tokens=tokens,
+                   text_encoder_2=clip.text_encoder_2, tokens_2=tokens, clip_skip=1)[0]
     embeds, _, pooled, _ = xl_pipeline(base).encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False,
                                                            clip_skip=1)
     assert torch.equal(at(clip, -3), earlier.embeds) and torch.equal(earlier.embeds, embeds)
