@@ -169,7 +169,7 @@ def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: S
     else:  # no noise: the latents are the starting point as they are
         latents = {k: v for k, v in latent.items() if k not in ("noise", "empty", "width", "height", "sampler")}
     out = denoise(model.unet, spec, latents, guider.positive, guider.negative, guider.cfg, 0, MAX_STEP,
-                  progress=ctx.progress)
+                  progress=ctx.progress, keep_denoised=True)
     denoised = out.pop("denoised", None)
     return out, (out if denoised is None else {**out, "samples": denoised})
 

@@ -1,8 +1,10 @@
 """Sampling stages: choosing the scheduler, one CFG step (UNetStep), the loop (Sample).
 
-The loop is StableDiffusionPipeline's, operation for operation (same tensors, same order), so the
-pixels match it exactly: one UNet call on cat([x, x]) with cat([negative, positive]), guidance
-`u + g * (c - u)`, `scheduler.step(..., generator=per-image generators)`.
+The loop is the diffusers pipelines', operation for operation (same tensors, same order), so the
+pixels match them exactly: `scheduler.scale_model_input`, the guided prediction (nodes.denoiser:
+one UNet call on cat([x, x]) with cat([negative, positive]) for plain conditioning, guidance
+`u + g * (c - u)`), `scheduler.step(..., generator=per-image generators)`, and for a LATENT with a
+"noise_mask" the inpainting pipeline's reset of the unmasked area after each step.
 
 A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
 holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached
@@ -96,8 +98,10 @@ def _noise_mask(latents: dict, like: torch.Tensor) -> torch.Tensor | None:
 
 
 def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidance_scale: float, start: int,
-            end: int, progress=None) -> dict:
+            end: int, progress=None, keep_denoised: bool = False) -> dict:
     """Steps start..end-1 of the schedule; returns the new LATENT. `progress(k, n, preview)` per step.
+    keep_denoised: the LATENT also holds "denoised", the last step's prediction of the clean latents
+    (when the scheduler reports one).
 
     With a "noise_mask" in the LATENT (1: repaint), after each step the area outside it is reset to
     the source latents noised to the next step's level, as StableDiffusionInpaintPipeline does."""
@@ -148,7 +152,7 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
         out["inpaint_latents"] = guide.inpaint_latents
     if source is not None:
         out["mask_source"] = source
-    if denoised is not None:
+    if keep_denoised and denoised is not None:
         out["denoised"] = denoised
     return out
 
