@@ -1,5 +1,7 @@
 """Conditioning utilities (combine, area, mask, zero out, average), the guidance rule, and
 ComfyUI's custom-sampling nodes (which must give KSampler's very images)."""
+import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +12,7 @@ from nodes.common import call
 from nodes.conditioning import (Cond, ConditioningAverage, ConditioningCombine, ConditioningSetArea,
                                 ConditioningSetMask, ConditioningZeroOut)
 from nodes.denoiser import Guide
-from tests._sd_families import context, sd
+from tests._sd_families import context, controlnet, sd
 from tests.test_sd_families import CFG, NEGATIVE, PROMPT, SEED, decode, encode, ksampler
 
 
@@ -203,3 +205,54 @@ def test_basic_guider_is_cfg_one_and_unusable_sigmas_are_named(ctx, model):
     partial = Sigmas(karras.values[:2])  # stops at a noise level above 0
     with pytest.raises(ValueError, match="only follows noise schedules that end at 0"):
         custom(ctx, model, "dpmpp_2m", partial)
+
+
+def test_comfy_workflow_with_the_new_nodes_runs_through_the_engine(tiny_sd, tmp_path):
+    """An API-format workflow on the tiny SD 1.x checkpoint through validation, the executor and its
+    cache: CLIPSetLastLayer, ConditioningSetArea + Combine, a ControlNet from models/controlnet with
+    a LoadImage hint of another shape, and the custom-sampling set. Changing only the guider's cfg
+    re-runs the sampler alone."""
+    from PIL import Image
+
+    from graph import Env, Loom
+    from tests._sd_families import picture
+
+    shutil.copytree(tiny_sd, tmp_path / "models" / "tiny-sd")
+    loom = Loom(Env.from_data_dir(tmp_path / "data", models_dir=tmp_path / "models", device="cpu", dtype="float32"))
+    controlnet(seed=31).save_pretrained(tmp_path / "models" / "controlnet" / "cn")
+    Image.fromarray(picture()).save(loom.env.input_dir / "hint.png")
+
+    def node(cls, **inputs):
+        return {"class_type": cls, "inputs": inputs}
+
+    wf = {
+        "1": node("CheckpointLoaderSimple", ckpt_name="tiny-sd"),
+        "2": node("CLIPSetLastLayer", clip=["1", 1], stop_at_clip_layer=-2),
+        "3": node("CLIPTextEncode", clip=["2", 0], text=PROMPT),
+        "4": node("CLIPTextEncode", clip=["2", 0], text="a castle"),
+        "5": node("ConditioningSetArea", conditioning=["4", 0], width=64, height=64, x=0, y=0, strength=1.0),
+        "6": node("ConditioningCombine", conditioning_1=["3", 0], conditioning_2=["5", 0]),
+        "7": node("CLIPTextEncode", clip=["2", 0], text=NEGATIVE),
+        "8": node("ControlNetLoader", control_net_name="cn"),
+        "9": node("LoadImage", image="hint.png"),
+        "10": node("ControlNetApplyAdvanced", positive=["6", 0], negative=["7", 0], control_net=["8", 0],
+                   image=["9", 0], strength=0.8, start_percent=0.0, end_percent=0.5),
+        "11": node("EmptyLatentImage", width=128, height=64, batch_size=1),  # the area: the left half
+        "12": node("KSamplerSelect", sampler_name="dpmpp_2m"),
+        "13": node("BasicScheduler", model=["1", 0], scheduler="karras", steps=3, denoise=1.0),
+        "14": node("RandomNoise", noise_seed=SEED),
+        "15": node("CFGGuider", model=["1", 0], positive=["10", 0], negative=["10", 1], cfg=CFG),
+        "16": node("SamplerCustomAdvanced", noise=["14", 0], guider=["15", 0], sampler=["12", 0], sigmas=["13", 0],
+                   latent_image=["11", 0]),
+        "17": node("VAEDecode", samples=["16", 0], vae=["1", 2]),
+        "18": node("SaveImage", images=["17", 0], filename_prefix="custom"),
+    }
+    first = loom.run(wf)
+    assert first.ok, first.error
+    (path,) = loom.image_paths(first)
+    assert np.asarray(Image.open(path)).std() > 1
+    wf["15"]["inputs"]["cfg"] = 3.0
+    again = loom.run(wf)
+    assert again.ok and sorted(again.executed) == ["15", "16", "17", "18"]
+    bad = loom.validate({**wf, "12": node("KSamplerSelect", sampler_name="res_multistep")})
+    assert not bad.ok and "res_multistep" in json.dumps(bad.node_errors["12"])
