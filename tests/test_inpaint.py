@@ -19,6 +19,12 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def inpainter(tiny_sd):
+    """An inpainting UNet: 9 input channels (latents, mask, masked image latents)."""
+    return sd(tiny_sd, in_channels=9, seed=60)
+
+
+@pytest.fixture(scope="module")
 def image():
     return picture()
 
@@ -60,13 +66,13 @@ def sample(ctx, m, latents, positive, negative, kind, strength=1.0):
 
 
 @pytest.mark.parametrize("kind", ["ddim", "euler_ancestral"])
-def test_inpainting_unet_matches_pipeline(ctx, tiny_sd, image, mask_array, kind):
+def test_inpainting_unet_matches_pipeline(ctx, inpainter, image, mask_array, kind):
     """A 9-channel UNet: InpaintConditioning (mask + masked image latents, sampled with the image's
     seed right after the noise) + MakeNoiseLatents + Sample vs StableDiffusionInpaintPipeline."""
     from nodes.inpaint import InpaintConditioning
     from nodes.latent import MakeNoiseLatents
 
-    m = sd(tiny_sd, in_channels=9, seed=60)
+    m = inpainter
     positive, negative = call(InpaintConditioning, ctx, positive=encode(ctx, m["clip"], PROMPT),
                               negative=encode(ctx, m["clip"], NEGATIVE), vae=m["vae"], image=as_image(image),
                               mask=as_mask(mask_array))
@@ -103,13 +109,13 @@ def test_noise_mask_matches_pipeline_with_a_plain_unet(ctx, tiny_sd, image, mask
     assert np.abs(ours - unmasked)[0][inside].max() > 1e-3 and np.abs(ours - unmasked)[0][~inside].max() > 1e-3
 
 
-def test_comfy_inpaint_nodes(ctx, tiny_sd, image, mask_array):
+def test_comfy_inpaint_nodes(ctx, inpainter, image, mask_array):
     """InpaintModelConditioning and VAEEncodeForInpaint + KSampler on an inpainting UNet: with a
     noise mask the latents outside it end as the image's own, without one the sampler changes them."""
     from nodes.comfy import InpaintModelConditioning
     from nodes.inpaint import VAEEncodeForInpaint
 
-    m = sd(tiny_sd, in_channels=9, seed=60)
+    m = inpainter
     pos, neg = encode(ctx, m["clip"], PROMPT), encode(ctx, m["clip"], NEGATIVE)
     mask = as_mask(mask_array)
     outside = torch.from_numpy(mask_array[::2, ::2] == 0)  # latent pixels (the tiny VAE halves the size)
@@ -140,8 +146,8 @@ def _ksample(ctx, m, positive, negative, latent):
                 scheduler="normal", positive=positive, negative=negative, latent_image=latent, denoise=1.0)
 
 
-def test_inpainting_unet_without_an_image_is_refused(ctx, tiny_sd):
-    m = sd(tiny_sd, in_channels=9, seed=60)
+def test_inpainting_unet_without_an_image_is_refused(ctx, inpainter):
+    m = inpainter
     cond = encode(ctx, m["clip"], PROMPT)
     with pytest.raises(ValueError, match="inpainting model"):
         ksampler(ctx, m, cond, cond, steps=1)
