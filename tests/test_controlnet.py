@@ -192,3 +192,31 @@ def test_not_a_controlnet_is_refused_by_name(ctx):
     save_file({"weight": torch.zeros(2)}, ctx.env.models_dir / "controlnet" / "notes.safetensors")
     with pytest.raises(ValueError, match="notes.safetensors is not a ControlNet"):
         call(ControlNetLoader, ctx, control_net_name="notes.safetensors")
+
+
+def test_sdxl_controlnet_matches_pipeline(ctx, tiny_sd, hint):
+    """An SDXL ControlNet gets SDXL's added conditioning too: vs StableDiffusionXLControlNetPipeline."""
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+
+    from tests._sd_families import sdxl
+
+    m = sdxl(tiny_sd)
+    torch.manual_seed(32)
+    net = ControlNetModel(block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
+                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=(2, 4),
+                          use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                          transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+                          cross_attention_dim=64, conditioning_embedding_out_channels=(16, 32)).eval()
+    with torch.no_grad():
+        for p in [*net.controlnet_down_blocks.parameters(), *net.controlnet_mid_block.parameters()]:
+            p.normal_(0, 0.3)
+    positive, negative = applied(ctx, m, net, hint, strength=0.9)
+    ours = ksampler(ctx, m, positive, negative)
+    clip = m["clip"]
+    pipe = StableDiffusionXLControlNetPipeline(
+        vae=m["vae"], text_encoder=clip.text_encoder, text_encoder_2=clip.text_encoder_2, tokenizer=clip.tokenizer,
+        tokenizer_2=clip.tokenizer_2, unet=m["model"].unet, controlnet=net, add_watermarker=False,
+        scheduler=EulerDiscreteScheduler.from_config(m["scheduler"].config, timestep_spacing="linspace"))
+    pipe.set_progress_bar_config(disable=True)
+    expected = run_pipeline(pipe, Image.fromarray(hint), controlnet_conditioning_scale=0.9)
+    assert report("SDXL ControlNet vs StableDiffusionXLControlNetPipeline", ours, expected) == 0.0
