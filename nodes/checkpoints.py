@@ -56,7 +56,9 @@ def scheduler_config(raw: dict) -> dict:
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
         raise ValueError(f"unknown scheduler class {name!r}")
-    config = {k: v for k, v in cls.from_config(raw).config.items() if not k.startswith("_")}
+    # `_use_default_values` stays: a scheduler of another class made from this config then takes its
+    # own defaults for the keys this one defaulted, as diffusers' pipelines do when they swap schedulers.
+    config = {k: v for k, v in cls.from_config(raw).config.items() if k != "_diffusers_version"}
     return {**config, "_class_name": name}
 
 

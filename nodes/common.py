@@ -10,6 +10,17 @@ import torch
 from PIL import Image
 
 
+def call(node, ctx, **inputs):
+    """Run another node's code with these inputs (declared defaults for the rest), as the executor would."""
+    unknown = set(inputs) - set(node.inputs)
+    if unknown:  # a renamed input would otherwise be silently left at its default
+        raise TypeError(f"{node.__name__} has no input {', '.join(sorted(unknown))}")
+    instance = node()
+    for name, inp in node.inputs.items():
+        setattr(instance, name, inputs.get(name, getattr(inp, "default", None)))
+    return instance.run(ctx)
+
+
 def device_of(env) -> torch.device:
     """`env.device`: 'auto' is CUDA when present, else CPU."""
     name = getattr(env, "device", "auto") or "auto"

@@ -59,11 +59,15 @@ class UnknownModel(ValueError):
 
 
 def scheduler_for(family: str, prediction_type: str | None = None) -> dict:
-    """The family's published scheduler config (a fresh dict), optionally with another prediction type."""
+    """The family's published scheduler config, optionally with another prediction type, with every
+    value explicit as a saved diffusers folder has it (so a single file and its folder agree)."""
+    import diffusers
+
     config = dict(SCHEDULERS[family])
     if prediction_type:
         config["prediction_type"] = prediction_type
-    return config
+    explicit = getattr(diffusers, config["_class_name"]).from_config(config).config
+    return {"_class_name": config["_class_name"], **{k: v for k, v in explicit.items() if not k.startswith("_")}}
 
 
 # --- single files -------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ class MakeNoiseLatents(Node):
             if self.width % scale or self.height % scale:
                 raise ValueError(f"MakeNoiseLatents: width and height must be multiples of {scale} for this "
                                  f"model, got {self.width}x{self.height}")
-            shape = (self.batch_size, self.unet.config.in_channels, self.height // scale, self.width // scale)
+            # out_channels: the latent's; an inpainting UNet takes 5 more channels in (mask, image)
+            shape = (self.batch_size, self.unet.config.out_channels, self.height // scale, self.width // scale)
             samples, empty = torch.zeros(shape, device=device, dtype=dtype), True
         else:
             samples, empty = self._image_latents(gens), False

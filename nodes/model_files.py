@@ -1,7 +1,7 @@
 """The models folder: ComfyUI's subfolders, what each lists, safe paths and reading weights.
 
 ComfyUI keeps each kind of file in its own subfolder (`checkpoints/`, `diffusion_models/` or `unet/`,
-`text_encoders/` or `clip/`, `vae/`, `loras/`, `upscale_models/`); its nodes name a file relative to
+`text_encoders/` or `clip/`, `vae/`, `loras/`, `upscale_models/`, `controlnet/`); its nodes name a file relative to
 that subfolder. Loom reads the same layout, and keeps reading the flat layout it had: checkpoints
 (diffusers folders, single files) anywhere in the models folder outside the other kinds' folders.
 
@@ -25,10 +25,11 @@ KIND_FOLDERS = {
     "vae": ("vae",),
     "loras": ("loras",),
     "upscale_models": ("upscale_models",),
+    "controlnet": ("controlnet", "t2i_adapter"),
 }
 # Folders of other kinds, never listed as checkpoints of the flat layout.
 NOT_CHECKPOINTS = {f for kind, folders in KIND_FOLDERS.items() if kind != "checkpoints" for f in folders} | {
-    "controlnet", "embeddings", "clip_vision", "configs", "hypernetworks", "style_models", "gligen", "photomaker",
+    "embeddings", "clip_vision", "configs", "hypernetworks", "style_models", "gligen", "photomaker",
     "vae_approx", "upscale_models", "diffusers"}
 
 
