@@ -73,8 +73,8 @@ class LoomServer:
     def _boot(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a thread: import the engine, open the queue, start the worker."""
         from graph.env import Env, UnsafePath
-        from graph.store import Store
-        from graph.worker import Worker
+        from loomqueue.store import Store
+        from loomqueue.worker import Worker
 
         self.unsafe_error = UnsafePath
         args = self.args

@@ -20,9 +20,9 @@ from argparse import Namespace
 from pathlib import Path
 
 from graph.env import Env, UnsafePath
-from graph.routing import loader_key
-from graph.store import Item
-from graph.worker import preview_jpeg, run_item
+from loomqueue.routing import loader_key
+from loomqueue.store import Item
+from loomqueue.worker import preview_jpeg, run_item
 
 
 class LoomActor:

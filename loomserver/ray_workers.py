@@ -1,9 +1,9 @@
 """`--ray ADDRESS`: the queue runs on Ray actors, one per worker slot, instead of the local worker.
 
 The server stays the only owner of HTTP, the WebSocket and the SQLite queue and history. `RayPool`
-offers the local `graph.worker.Worker`'s interface (ready, load_error, loom, wake, interrupt,
+offers the local `loomqueue.worker.Worker`'s interface (ready, load_error, loom, wake, interrupt,
 between_prompts, stop), so the app does not care which one runs the queue. Its own thread runs an
-asyncio loop that routes prompts (graph.routing) to idle actors and relays their event streams.
+asyncio loop that routes prompts (loomqueue.routing) to idle actors and relays their event streams.
 
 Failures: an actor that dies (or becomes unreachable) loses its attempt; the prompt goes back to the
 front of the queue, at most `--ray-attempts` attempts in all, and clients see a fresh
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from graph.routing import Idle, Pending, Policy, assign, model_keys
-from graph.store import Item, Store, failed_result
+from loomqueue.routing import Idle, Pending, Policy, assign, model_keys
+from loomqueue.store import Item, Store, failed_result
 
 log = logging.getLogger("loom.ray")
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,10 +1,10 @@
-"""The routing policy of the Ray workers (graph.routing) and the store operations it relies on
+"""The routing policy of the Ray workers (loomqueue.routing) and the store operations it relies on
 (claim by id, retry after a lost worker, first completion wins). No Ray, no torch."""
 import random
 
 from graph import Combo, In, Node, Out, Registry, String
-from graph.routing import Idle, Pending, Policy, assign, model_keys
-from graph.store import Store
+from loomqueue.routing import Idle, Pending, Policy, assign, model_keys
+from loomqueue.store import Store
 
 
 class LoadThing(Node):

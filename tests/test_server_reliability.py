@@ -5,7 +5,7 @@ import time
 
 import aiohttp
 
-from graph.store import Store
+from loomqueue.store import Store
 from tests.server_harness import ROOT, ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .formats import is_link
+from graph.formats import is_link
 
 LOADER_CATEGORY = "loaders"
 
