@@ -1,12 +1,22 @@
-"""The persistent queue and history: one SQLite table (stdlib sqlite3, WAL) in the data folder.
+"""The persistent queue and history: SQLite (stdlib sqlite3, WAL) in the data folder.
 
 A prompt is a row whose `state` goes pending -> running -> done. `add` commits before it returns,
-so a prompt the server accepted survives a crash or `kill -9`. On open, a row left `running` by a
-crash is put back at the front of the queue for one more attempt; a prompt that was running during
-`max_attempts` crashes is marked failed instead, so a prompt that kills the process cannot loop.
+so a prompt the server accepted survives a crash or `kill -9`.
+
+Attempts, one rule for every cause: `claim` counts an attempt. An attempt that ends without a
+result, because its worker was lost or because the server stopped (found `running` when the store
+is opened again), is charged to the prompt by `lost`: the prompt goes back to the front of the
+queue, or, once it has used `max_attempts` attempts, it is failed with the cause of each one. A
+clean stop (`requeue`, `release_running`) does not charge the attempt. Counters of lost attempts
+are rows too, so /system_stats reports them across restarts.
+
+Cost: every query the queue runs per prompt uses an index (the head of the queue, the next number,
+one id); the number of unfinished and finished rows is kept in memory, so POST /prompt and a
+routing pass cost the same at 100 or 100k pending prompts.
 
 Rows keep what ComfyUI's queue and history report: the API prompt, extra_data, the output nodes,
-and once done the status, outputs and messages.
+and once done the status, outputs and messages; plus the models the prompt loads (for routing)
+and the idempotency keys of POST /prompt (kept 24 hours).
 """
 from __future__ import annotations
 
@@ -37,7 +47,20 @@ CREATE TABLE IF NOT EXISTS prompts (
 );
 CREATE INDEX IF NOT EXISTS prompts_queue ON prompts (state, number);
 CREATE INDEX IF NOT EXISTS prompts_history ON prompts (state, finished);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    prompt_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created);
 """
+# Columns added after the first release; an older queue file gains them when opened.
+ADDED_COLUMNS = {"models": "TEXT", "skipped": "INTEGER NOT NULL DEFAULT 0", "lost": "TEXT"}
+INDEXES = "CREATE INDEX IF NOT EXISTS prompts_number ON prompts (number);"
+IDEMPOTENCY_TTL = 24 * 3600.0  # seconds a key is remembered, as ComfyUI's API v2
 
 
 @dataclass
@@ -66,6 +89,27 @@ class Item:
                 "status": result.get("status", {}), "meta": result.get("meta", {})}
 
 
+@dataclass
+class Head:
+    """A pending prompt as the router reads it: no workflow is decoded. `models` is None for a row
+    queued before models were recorded."""
+
+    id: str
+    models: frozenset | None
+    skipped: int
+
+
+@dataclass
+class Added:
+    """What `add_many` did with one row: 'queued', 'replayed' (its idempotency key was used before
+    with the same body: `prompt_id` and `number` are the first request's), 'key_reused' (the key
+    was used with another body), or 'id_taken'."""
+
+    status: str
+    prompt_id: str
+    number: int | None = None
+
+
 class StoreInUse(RuntimeError):
     """Another process has this queue open; two would each take the other's running prompt for crashed."""
 
@@ -92,13 +136,28 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lockfile = _lock(self.path.with_name(self.path.name + ".lock"))
-        self.max_attempts, self.max_history = max_attempts, max_history
+        self.max_attempts, self.max_history = max(1, max_attempts), max_history
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._sync = ""
         self._db.executescript(SCHEMA)
+        self._migrate()
+        # unfinished and finished rows, kept here so that no request counts the table
+        self._remaining = self._count("state != 'done'")
+        self._done = self._count("state = 'done'")
+        self._delta = [0, 0]
         self.recovered = self._recover()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(prompts)")}
+        for name, decl in ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE prompts ADD COLUMN {name} {decl}")
+        self._db.executescript(INDEXES)
+
+    def _count(self, where: str) -> int:
+        return self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -115,33 +174,66 @@ class Store:
                 self._db.execute(f"PRAGMA synchronous={sync}")
                 self._sync = sync
             self._db.execute("BEGIN IMMEDIATE")
+            self._delta = [0, 0]
             try:
                 out = fn(*args)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._remaining += self._delta[0]
+            self._done += self._delta[1]
             return out
 
-    # --- recovery -------------------------------------------------------------------------------
+    # --- attempts -------------------------------------------------------------------------------
     def _recover(self) -> list[tuple[str, str]]:
-        """Rows left running by a crash: requeue at the front, or fail after max_attempts.
+        """Rows left running by a crash lost their attempt to the server stopping.
         Returns [(prompt_id, 'requeued' | 'failed')]."""
         def fix():
-            done = []
             rows = self._db.execute("SELECT id, attempts FROM prompts WHERE state='running'").fetchall()
-            for prompt_id, attempts in rows:
-                if attempts < self.max_attempts:
-                    self._db.execute("UPDATE prompts SET state='pending', number=? WHERE id=?",
-                                     (self._front_number(), prompt_id))
-                    done.append((prompt_id, "requeued"))
-                else:
-                    message = (f"the server stopped {attempts} times while running this prompt; "
-                               "it is not run again")
-                    self._finish(prompt_id, failed_result(prompt_id, message))
-                    done.append((prompt_id, "failed"))
-            return done
+            return [(prompt_id, self._lose(prompt_id, attempts, "the server stopped", "server_stopped"))
+                    for prompt_id, attempts in rows]
         return self._tx(fix)
+
+    def lost(self, prompt_id: str, attempt: int, cause: str, worker: str | None = None) -> str | None:
+        """Attempt `attempt` of a running prompt ended without a result (`cause`, e.g. "worker ray-1
+        was lost (ActorDiedError)"): the prompt goes back to the front of the queue, or is failed
+        once it used max_attempts. Returns 'requeued', 'failed', or None when that attempt is no
+        longer the prompt's current one (a newer attempt runs, or it finished)."""
+        def lose():
+            row = self._db.execute("SELECT attempts FROM prompts WHERE id=? AND state='running'",
+                                   (prompt_id,)).fetchone()
+            if row is None or row[0] != attempt:
+                return None
+            return self._lose(prompt_id, attempt, cause, "worker_lost", worker)
+        return self._tx(lose)
+
+    def _lose(self, prompt_id: str, attempt: int, cause: str, kind: str, worker: str | None = None) -> str:
+        causes = json.loads(self._db.execute("SELECT lost FROM prompts WHERE id=?", (prompt_id,)).fetchone()[0]
+                            or "[]") + [cause]
+        self._db.execute("UPDATE prompts SET lost=? WHERE id=?", (_dumps(causes), prompt_id))
+        self._bump("lost_attempts", f"lost_attempts.{kind}", *([f"lost_attempts.{worker}"] if worker else []))
+        if attempt < self.max_attempts:
+            self._db.execute("UPDATE prompts SET state='pending', number=? WHERE id=?",
+                             (self._front_number(), prompt_id))
+            return "requeued"
+        listed = "; ".join(f"attempt {i}: {c}" for i, c in enumerate(causes, start=1))
+        message = (f"the prompt was stopped before it finished on each of its {attempt} attempts ({listed}); "
+                   "it is not run again")
+        self._finish(prompt_id, failed_result(prompt_id, message, _EXCEPTION[kind]))
+        self._bump("failed_after_attempts")
+        return "failed"
+
+    def _bump(self, *names: str) -> None:
+        for name in names:
+            self._db.execute("INSERT INTO counters (name, value) VALUES (?, 1) "
+                             "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+
+    def counters(self) -> dict[str, int]:
+        """Counters kept across restarts: lost_attempts (by cause: .worker_lost, .server_stopped;
+        by worker: .ray-0, ...), failed_after_attempts."""
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
 
     # --- queue ----------------------------------------------------------------------------------
     def _front_number(self) -> int:
@@ -149,30 +241,56 @@ class Store:
         return min(row[0] if row[0] is not None else 0, 0) - 1
 
     def add(self, prompt_id: str, workflow: Any, prompt: dict, extra_data: dict, outputs: list,
-            client_id: str | None = None, front: bool = False) -> int | None:
+            client_id: str | None = None, front: bool = False, models: list | None = None) -> int | None:
         """Queue a prompt and commit durably; returns its number, or None if the id is taken."""
-        return self.add_many([dict(prompt_id=prompt_id, workflow=workflow, prompt=prompt, extra_data=extra_data,
-                                   outputs=outputs, client_id=client_id, front=front)])[0]
+        added = self.add_many([dict(prompt_id=prompt_id, workflow=workflow, prompt=prompt, extra_data=extra_data,
+                                    outputs=outputs, client_id=client_id, front=front, models=models)])[0]
+        return added.number if added.status == "queued" else None
 
-    def add_many(self, rows: list[dict]) -> list[int | None]:
-        """Queue several prompts (keyword dicts of `add`) in one transaction and one fsync: the server
-        batches concurrent POSTs this way. Returns their numbers, None for an id already used."""
+    def add_many(self, rows: list[dict]) -> list[Added]:
+        """Queue several prompts (keyword dicts of `add`, optionally with `idempotency_key` and
+        `fingerprint`) in one transaction and one fsync: the server batches concurrent POSTs this
+        way. A key is stored with its prompt in that transaction, so a retry after a timeout or a
+        crash finds it (and two requests racing with one key queue one prompt)."""
         def insert():
-            numbers = []
-            for row in rows:
-                if row.get("front"):
-                    number = self._front_number()
-                else:
-                    last = self._db.execute("SELECT MAX(number) FROM prompts").fetchone()[0]
-                    number = max(last if last is not None else -1, -1) + 1
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO prompts (id, number, state, client_id, workflow, prompt, extra_data,"
-                    " outputs, created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-                    (row["prompt_id"], number, row.get("client_id"), _dumps(row["workflow"]), _dumps(row["prompt"]),
-                     _dumps(row["extra_data"]), _dumps(row["outputs"]), time.time()))
-                numbers.append(number if cur.rowcount else None)
-            return numbers
+            now = time.time()
+            self._db.execute("DELETE FROM idempotency WHERE created < ?", (now - IDEMPOTENCY_TTL,))
+            return [self._insert(row, now) for row in rows]
         return self._tx(insert, durable=True)
+
+    def _insert(self, row: dict, now: float) -> Added:
+        key = row.get("idempotency_key")
+        if key is not None:
+            seen = self._db.execute("SELECT fingerprint, prompt_id, number FROM idempotency WHERE key=?",
+                                    (key,)).fetchone()
+            if seen is not None:
+                return Added("replayed" if seen[0] == row["fingerprint"] else "key_reused", seen[1], seen[2])
+        if row.get("front"):
+            number = self._front_number()
+        else:
+            last = self._db.execute("SELECT MAX(number) FROM prompts").fetchone()[0]
+            number = max(last if last is not None else -1, -1) + 1
+        models = row.get("models")
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO prompts (id, number, state, client_id, workflow, prompt, extra_data,"
+            " outputs, created, models) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            (row["prompt_id"], number, row.get("client_id"), _dumps(row["workflow"]), _dumps(row["prompt"]),
+             _dumps(row["extra_data"]), _dumps(row["outputs"]), now,
+             _dumps(sorted(models)) if models is not None else None))
+        if not cur.rowcount:
+            return Added("id_taken", row["prompt_id"])
+        self._delta[0] += 1
+        if key is not None:
+            self._db.execute("INSERT INTO idempotency (key, fingerprint, prompt_id, number, created) "
+                             "VALUES (?, ?, ?, ?, ?)", (key, row["fingerprint"], row["prompt_id"], number, now))
+        return Added("queued", row["prompt_id"], number)
+
+    def idempotent(self, key: str) -> tuple[str, str, int] | None:
+        """(fingerprint, prompt_id, number) of a POST made with idempotency `key` in the last 24 hours."""
+        with self._lock:
+            row = self._db.execute("SELECT fingerprint, prompt_id, number FROM idempotency WHERE key=? "
+                                   "AND created >= ?", (key, time.time() - IDEMPOTENCY_TTL)).fetchone()
+        return tuple(row) if row else None
 
     def claim(self, prompt_id: str | None = None) -> Item | None:
         """Mark the first pending prompt (or pending `prompt_id`) running, counting the attempt, and
@@ -190,6 +308,24 @@ class Store:
             return item
         return self._tx(take)
 
+    def head(self, limit: int) -> list[Head]:
+        """The first `limit` pending prompts in run order, read from the queue's index alone."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, models, skipped FROM prompts WHERE state='pending' "
+                                    "ORDER BY number LIMIT ?", (limit,)).fetchall()
+        return [Head(i, frozenset(json.loads(m)) if m is not None else None, s) for i, m, s in rows]
+
+    def set_models(self, prompt_id: str, models) -> None:
+        """Record the models of a prompt queued before they were recorded at POST time."""
+        self._tx(lambda: self._db.execute("UPDATE prompts SET models=? WHERE id=?",
+                                          (_dumps(sorted(models)), prompt_id)))
+
+    def set_skipped(self, counts: dict[str, int]) -> None:
+        """How often each pending prompt was overtaken by the router (its starvation guard)."""
+        if counts:
+            self._tx(lambda: self._db.executemany("UPDATE prompts SET skipped=? WHERE id=?",
+                                                  [(n, i) for i, n in counts.items()]))
+
     def finish(self, prompt_id: str, result: dict, first_wins: bool = False) -> bool:
         """Move a prompt to the history with `result` {status, outputs, meta}. With `first_wins`
         (attempts that may overlap, as on Ray) a prompt already done is left as it is; returns
@@ -202,30 +338,20 @@ class Store:
             return True
         return self._tx(done)
 
-    def retry(self, prompt_id: str, attempt: int, max_attempts: int, message: str) -> str | None:
-        """Attempt `attempt` of a running prompt was lost (its worker died): put the prompt back at the
-        front of the queue, or fail it with `message` once it used `max_attempts`. Returns 'requeued',
-        'failed', or None when that attempt is no longer the prompt's current one."""
-        def back():
-            row = self._db.execute("SELECT attempts FROM prompts WHERE id=? AND state='running'",
-                                   (prompt_id,)).fetchone()
-            if row is None or row[0] != attempt:
-                return None
-            if attempt >= max_attempts:
-                self._finish(prompt_id, failed_result(prompt_id, message, "WorkerLost"))
-                return "failed"
-            self._db.execute("UPDATE prompts SET state='pending', number=? WHERE id=?",
-                             (self._front_number(), prompt_id))
-            return "requeued"
-        return self._tx(back)
-
     def _finish(self, prompt_id: str, result: dict) -> None:
+        row = self._db.execute("SELECT state FROM prompts WHERE id=?", (prompt_id,)).fetchone()
+        if row is None:
+            return
         self._db.execute("UPDATE prompts SET state='done', finished=?, result=? WHERE id=?",
                          (time.time(), _dumps(result), prompt_id))
-        over = self._db.execute("SELECT COUNT(*) FROM prompts WHERE state='done'").fetchone()[0] - self.max_history
+        if row[0] != "done":
+            self._delta[0] -= 1
+            self._delta[1] += 1
+        over = self._done + self._delta[1] - self.max_history
         if over > 0:
-            self._db.execute("DELETE FROM prompts WHERE id IN (SELECT id FROM prompts WHERE state='done' "
-                             "ORDER BY finished LIMIT ?)", (over,))
+            gone = self._db.execute("DELETE FROM prompts WHERE id IN (SELECT id FROM prompts WHERE state='done' "
+                                    "ORDER BY finished LIMIT ?)", (over,)).rowcount
+            self._delta[1] -= gone
 
     def requeue(self, prompt_id: str) -> None:
         """Put a running prompt back at the front, not counting this attempt (a clean shutdown)."""
@@ -233,6 +359,18 @@ class Store:
             self._db.execute("UPDATE prompts SET state='pending', number=?, attempts=MAX(attempts-1, 0) "
                              "WHERE id=? AND state='running'", (self._front_number(), prompt_id))
         self._tx(back)
+
+    def release_running(self) -> list[str]:
+        """A clean stop: every prompt still marked running goes back to the front, its attempt not
+        counted. Returns their ids."""
+        def back():
+            ids = [r[0] for r in self._db.execute("SELECT id FROM prompts WHERE state='running' "
+                                                  "ORDER BY number DESC")]
+            for prompt_id in ids:
+                self._db.execute("UPDATE prompts SET state='pending', number=?, attempts=MAX(attempts-1, 0) "
+                                 "WHERE id=?", (self._front_number(), prompt_id))
+            return ids[::-1]
+        return self._tx(back)
 
     def queue(self) -> tuple[list[Item], list[Item]]:
         """(running, pending) in run order."""
@@ -243,8 +381,8 @@ class Store:
         return [i for i in items if i.state == "running"], [i for i in items if i.state == "pending"]
 
     def remaining(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM prompts WHERE state != 'done'").fetchone()[0]
+        """Prompts pending or running (kept in memory: no query)."""
+        return self._remaining
 
     def delete_pending(self, ids: list[str] | None = None) -> int:
         """Remove pending prompts (all when ids is None); running and done ones are left alone."""
@@ -254,9 +392,12 @@ class Store:
         """Remove the prompts in `state` (only those of `ids` when given); returns how many went."""
         def delete():
             if ids is None:
-                return self._db.execute("DELETE FROM prompts WHERE state=?", (state,)).rowcount
-            return sum(self._db.execute("DELETE FROM prompts WHERE state=? AND id=?", (state, i)).rowcount
-                       for i in ids)
+                gone = self._db.execute("DELETE FROM prompts WHERE state=?", (state,)).rowcount
+            else:
+                gone = sum(self._db.execute("DELETE FROM prompts WHERE state=? AND id=?", (state, i)).rowcount
+                           for i in ids)
+            self._delta[0 if state != "done" else 1] -= gone
+            return gone
         return self._tx(delete)
 
     # --- history --------------------------------------------------------------------------------
@@ -281,6 +422,7 @@ class Store:
 
 
 _COLUMNS = "id, number, state, client_id, workflow, prompt, extra_data, outputs, attempts, created, result"
+_EXCEPTION = {"worker_lost": "WorkerLost", "server_stopped": "ServerStopped"}
 
 
 def _item(row) -> Item:
