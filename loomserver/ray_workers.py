@@ -388,6 +388,7 @@ class RayPool:
     async def _finish_stop(self) -> None:
         """Interrupted prompts end (or STOP_WAIT passes); what still runs goes back to the front of the
         queue uncharged; the actors delete their scratch folders; Ray is left."""
+        began = time.monotonic()
         for task in [t for t in self._runs if t.get_coro().__name__ == "_watch"]:
             task.cancel()
         if self._runs:
@@ -405,3 +406,4 @@ class RayPool:
             ray.shutdown()
         except Exception:
             log.exception("ray.shutdown failed")
+        log.info("the Ray workers stopped in %.1f s", time.monotonic() - began)
