@@ -6,6 +6,7 @@ listen there only). Ray is imported only once these settings are in the environm
 them, and RAY_AUTH_MODE, at import)."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -55,6 +56,17 @@ def start_local_cluster(temp, num_cpus: int, workers: int) -> str:
     address = ctx.address_info["gcs_address"]
     assert_loopback(address)
     return address
+
+
+@contextlib.contextmanager
+def local_cluster(temp, num_cpus: int, workers: int):
+    """start_local_cluster, shut down on exit."""
+    import ray
+
+    try:
+        yield start_local_cluster(temp, num_cpus, workers)
+    finally:
+        ray.shutdown()
 
 
 def _is_loopback(ip: str) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.ray_harness import assert_loopback, ray_env, start_local_cluster, stats, wait_workers  # noqa: F401
+from tests.ray_harness import assert_loopback, ray_env, local_cluster, stats, wait_workers  # noqa: F401
 from tests.server_harness import ServerProc, WsLog, post_prompt, run, wait_history
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +32,8 @@ def txt2img(seed: int, steps: int = 4, prefix: str = "ray") -> dict:
 
 @pytest.fixture(scope="module")
 def cluster(ray_env):
-    import ray
-
-    address = start_local_cluster(ray_env, num_cpus=2, workers=2)
-    try:
+    with local_cluster(ray_env, num_cpus=2, workers=2) as address:
         yield address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,14 @@ import time
 import aiohttp
 import pytest
 
-from tests.ray_harness import assert_loopback, ray_env, start_local_cluster, stats, wait_workers  # noqa: F401
+from tests.ray_harness import assert_loopback, ray_env, local_cluster, stats, wait_workers  # noqa: F401
 from tests.server_harness import ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
 
 
 @pytest.fixture(scope="module")
 def cluster(ray_env):
-    import ray
-
-    address = start_local_cluster(ray_env, num_cpus=1, workers=1)
-    try:
+    with local_cluster(ray_env, num_cpus=1, workers=1) as address:
         yield address
-    finally:
-        ray.shutdown()
 
 
 def ray_server(data, cluster) -> ServerProc:
