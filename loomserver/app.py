@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 import re
 import secrets
@@ -21,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files
+from . import files, idempotency
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -32,7 +30,6 @@ log = logging.getLogger("loom.server")
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a UUID or any client token
 LOCAL_ATTEMPTS = 2  # without Ray: a prompt that was running when the server died runs once more
 
 
@@ -202,13 +199,13 @@ class LoomServer:
 
     async def post_prompt(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
-        key, fingerprint = self._idempotency(request, body)
+        key, fingerprint = idempotency.request_key(request, body)
         if key is not None:  # a retry: answer from the store, before any validation
             await self.core()
             seen = await asyncio.to_thread(self.store.idempotent, key)
             if seen is not None:
                 first_fingerprint, prompt_id, number = seen
-                return self._replay(key, prompt_id, number if first_fingerprint == fingerprint else None)
+                return idempotency.replay(key, prompt_id, number if first_fingerprint == fingerprint else None)
         if body.get("prompt") is None:
             raise Refused(400, "no prompt given: send {\"prompt\": WORKFLOW}", "no_prompt", node_errors={})
         workflow = body["prompt"]
@@ -236,33 +233,10 @@ class LoomServer:
         if added.status == "id_taken":
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
         if added.status != "queued":  # the same key raced in from another request
-            return self._replay(key, added.prompt_id, added.number if added.status == "replayed" else None)
+            return idempotency.replay(key, added.prompt_id, added.number if added.status == "replayed" else None)
         await self.status_changed()  # before the worker starts it, so clients see status, then execution_start
         self.worker.wake()
         return reply({"prompt_id": prompt_id, "number": added.number, "node_errors": {}})
-
-    @staticmethod
-    def _idempotency(request, body: dict) -> tuple[str | None, str | None]:
-        """The request's Idempotency-Key and the fingerprint of its body (canonical JSON: key order
-        and white space do not matter)."""
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return None, None
-        if not IDEMPOTENCY_KEY.match(key):
-            raise Refused(400, "'Idempotency-Key' must be 1-255 visible ASCII characters (e.g. a UUID)",
-                          "bad_parameter")
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return key, hashlib.sha256(canonical.encode()).hexdigest()
-
-    @staticmethod
-    def _replay(key: str, prompt_id: str, number: int | None):
-        """The answer to a request whose key was used before: the first request's prompt, or 422 when
-        the key came with another body (number None)."""
-        if number is None:
-            raise Refused(422, f"the Idempotency-Key {key!r} was used for another request (prompt {prompt_id}); "
-                               "use a new key for a new prompt", "idempotency_key_reuse", prompt_id=prompt_id)
-        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}},
-                     headers={"Idempotency-Replayed": "true"})
 
     async def get_queue(self, request):
         await self.core()
