@@ -8,7 +8,9 @@
 - image save: `SaveImage`'s `save_images` of a 64x64 image into a folder that holds 1k, 10k or 100k
   files of its prefix; beside it the old way of finding the next number (listing the folder).
 
-Prints a table and the 100k/1k ratios (these machines are noisy: compare within one run).
+Prints a table and the 100k/1k ratios. These machines are shared and noisy: besides wall times
+(median / p95 / p99) each row gives CPU time (the median CPU time of a routing pass or a save in this
+process; for POST, the server process's CPU time per request), which other processes disturb little.
 
     .venv/bin/python bench/queue_scale.py [--sizes 1000 10000 100000] [--old-at-100k]
 """
@@ -55,7 +57,7 @@ def ms(values) -> tuple[float, float, float]:
     return statistics.median(values) * 1000, pick(0.95), pick(0.99)
 
 
-def routing(base: Path, pending: int, old: bool, passes: int = 40) -> dict:
+def routing(base: Path, pending: int, old: bool, passes: int = 200) -> dict:
     rng = random.Random(pending)
 
     def make(i):
@@ -65,20 +67,21 @@ def routing(base: Path, pending: int, old: bool, passes: int = 40) -> dict:
     store = Store(base / f"route{pending}.sqlite3")
     fill(store, pending, make)
     router = Router(store, registry=None, policy=Policy())
-    times = []
+    times, cpu = [], []
     for k in range(passes):
         idle = [Idle("w0", frozenset(MODELS[:1]), k), Idle("w1", frozenset(MODELS[1:2]), k + 0.5)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         started = router.route(idle)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
         assert len(started) == 2
         for _, item in started:  # the workers finish at once: the queue stays about as long
             store.finish(item.id, {"status": {}, "outputs": {}, "meta": {}})
-    out = {"pass": ms(times)}
+    out = {"pass": ms(times), "cpu": statistics.median(cpu)}
     if old:
-        t0 = time.perf_counter()
+        c0 = time.thread_time()
         _, rows = store.queue()
-        out["old"] = time.perf_counter() - t0
+        out["old"] = time.thread_time() - c0
         assert len(rows) == pending - 2 * passes
     store.close()
     return out
@@ -101,7 +104,7 @@ async def post_latency(url: str, requests: int = 200, clients: int = 4) -> list[
     return times
 
 
-def posting(base: Path, pending: int) -> tuple[float, float, float]:
+def posting(base: Path, pending: int) -> dict:
     data = base / f"post{pending}"
     store = Store(data / "queue.sqlite3")
     blocker = picture_prompt(seed=0, steps=1000, delay=5.0)  # runs for the whole measurement
@@ -111,8 +114,13 @@ def posting(base: Path, pending: int) -> tuple[float, float, float]:
     server = ServerProc(data).start(timeout=120)
     try:
         server.wait_ready(timeout=120)
+        import psutil
+
         asyncio.run(post_latency(server.url, requests=20))  # warm-up
-        return ms(asyncio.run(post_latency(server.url)))
+        proc = psutil.Process(server.proc.pid)
+        c0 = sum(proc.cpu_times()[:2])
+        times = asyncio.run(post_latency(server.url))
+        return {"wall": ms(times), "cpu": (sum(proc.cpu_times()[:2]) - c0) / len(times)}
     finally:
         server.kill()
 
@@ -149,18 +157,19 @@ def saving(base: Path, files: int, saves: int = 50) -> dict:
     first = save_images(Ctx, image, "output", "bench")[0]["filename"]
     first_s = time.perf_counter() - t0
     assert first == f"bench_{files + 1:05}_.png", first
-    times = []
+    times, cpu = [], []
     for _ in range(saves):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         save_images(Ctx, image, "output", "bench")
         times.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
     old = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        c0 = time.thread_time()
         old_next_counter(env.output_dir, "bench")
-        old.append(time.perf_counter() - t0)
+        old.append(time.thread_time() - c0)
     shutil.rmtree(env.data_dir, ignore_errors=True)
-    return {"save": ms(times), "first": first_s, "old_scan": statistics.median(old)}
+    return {"save": ms(times), "cpu": statistics.median(cpu), "first": first_s, "old_scan": statistics.median(old)}
 
 
 def main() -> int:
@@ -181,15 +190,18 @@ def main() -> int:
             save = saving(base, n)
             rows[n] = (route, post, save)
             old = f"{route['old'] * 1000:10.1f}" if "old" in route else f"{'-':>10}"
-            print(f"{n:>7} pending: routing pass {route['pass'][0]:6.2f} / {route['pass'][1]:6.2f}   "
-                  f"old decode-all {old}   POST /prompt {post[0]:6.1f} / {post[2]:6.1f} (p99)", flush=True)
-            print(f"{n:>7} files:   save {save['save'][0]:6.2f} / {save['save'][1]:6.2f}   "
-                  f"first save (one-time listing) {save['first'] * 1000:7.1f}   old listing per save "
+            print(f"{n:>7} pending: routing pass {route['pass'][0]:5.2f} / {route['pass'][1]:5.2f} "
+                  f"(cpu {route['cpu'] * 1000:.2f})   old decode-all (cpu) {old}   POST /prompt {post['wall'][0]:5.1f} / "
+                  f"{post['wall'][1]:5.1f} / {post['wall'][2]:5.1f} (server cpu {post['cpu'] * 1000:.2f})", flush=True)
+            print(f"{n:>7} files:   save {save['save'][0]:5.2f} / {save['save'][1]:5.2f} (cpu {save['cpu'] * 1000:.2f})"
+                  f"   first save (one-time listing) {save['first'] * 1000:7.1f}   old listing per save (cpu) "
                   f"{save['old_scan'] * 1000:7.1f}", flush=True)
         small, large = rows[min(rows)], rows[max(rows)]
-        print(f"ratio {max(rows)}/{min(rows)}: routing pass {large[0]['pass'][0] / small[0]['pass'][0]:.2f}x, "
-              f"POST p99 {large[1][2] / small[1][2]:.2f}x, save {large[2]['save'][0] / small[2]['save'][0]:.2f}x "
-              f"(old listing {large[2]['old_scan'] / small[2]['old_scan']:.0f}x)")
+        ratio = lambda a, b: f"{a / b:.2f}x"  # noqa: E731
+        print(f"ratio {max(rows)}/{min(rows)}: routing pass {ratio(large[0]['pass'][0], small[0]['pass'][0])} "
+              f"(cpu {ratio(large[0]['cpu'], small[0]['cpu'])}), POST p99 {ratio(large[1]['wall'][2], small[1]['wall'][2])} "
+              f"(cpu {ratio(large[1]['cpu'], small[1]['cpu'])}), save {ratio(large[2]['save'][0], small[2]['save'][0])} "
+              f"(cpu {ratio(large[2]['cpu'], small[2]['cpu'])}); old listing {ratio(large[2]['old_scan'], small[2]['old_scan'])}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

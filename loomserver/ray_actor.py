@@ -178,13 +178,16 @@ class LoomActor:
     def _clear_outputs(self) -> None:
         """Files of the prompt that ended: sent to the server with their events, not needed here.
         (Names are not reused: the actor's counters live on in its data folder.)"""
-        for folder in (self.env.output_dir, self.env.temp_dir):
-            for entry in folder.iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
         self.sent.clear()
+        for folder in (self.env.output_dir, self.env.temp_dir):
+            try:
+                for entry in folder.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            except OSError:  # e.g. the scratch folder went with close(): nothing left to clear
+                pass
 
     def _device(self) -> str:
         common = sys.modules.get("nodes.common")  # loaded with the built-in nodes; never import torch here
