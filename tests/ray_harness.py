@@ -18,10 +18,13 @@ import psutil
 import pytest
 
 
+TOKEN = secrets.token_hex(16)  # one per test session: Ray keeps the token it read first for the process
+
+
 def ray_settings(temp) -> dict[str, str]:
     """No usage stats, a token of our own, temp files and worker scratch folders under `temp`
     (never ~/.ray or /tmp/ray), every node on loopback."""
-    return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+    return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN,
             "RAY_TMPDIR": str(temp), "TMPDIR": str(temp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
 

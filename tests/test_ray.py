@@ -95,7 +95,8 @@ def test_two_workers_give_the_local_images(server, tmp_path):
     names = [e["outputs"]["10"]["images"][0]["filename"] for e in entries]
     assert sorted(names) == [f"ray_{i:05}_.png" for i in range(1, 5)]  # one folder, no clash across workers
     text = [m for m in msgs if isinstance(m, dict)]
-    assert [m["type"] for m in text][:2] == ["execution_start", "execution_cached"]
+    # (status events are broadcasts: another prompt's may fall in between)
+    assert [m["type"] for m in text if m["type"] != "status"][:2] == ["execution_start", "execution_cached"]
     assert [(m["data"]["value"], m["data"]["max"]) for m in text if m["type"] == "progress"] == \
         [(i, 4) for i in range(1, 5)]
     assert any(isinstance(m, bytes) for m in msgs)  # preview frames relayed
