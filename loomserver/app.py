@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files, frontend, jobs, templates, userdata
+from . import files, frontend, idempotency, jobs, templates, userdata
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -31,6 +31,7 @@ JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fi
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
 PREVIEW_CHOICES = ("none", "auto", "latent2rgb", "taesd")  # ComfyUI's preview methods
+LOCAL_ATTEMPTS = 2  # without Ray: a prompt that was running when the server died runs once more
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -84,13 +85,14 @@ class LoomServer:
     def _boot(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a thread: import the engine, open the queue, start the worker."""
         from graph.env import Env, UnsafePath
-        from graph.store import Store
-        from graph.worker import Worker
+        from loomqueue.store import Store
+        from loomqueue.worker import Worker
 
         self.unsafe_error = UnsafePath
         args = self.args
         self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
-        self.store = Store(self.env.data_dir / "queue.sqlite3")
+        attempts = max(1, getattr(args, "ray_attempts", 3)) if args.ray else LOCAL_ATTEMPTS
+        self.store = Store(self.env.data_dir / "queue.sqlite3", max_attempts=attempts)
         for prompt_id, what in self.store.recovered:
             log.warning("prompt %s was running when the server stopped: %s", prompt_id, what)
 
@@ -128,6 +130,9 @@ class LoomServer:
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         if self.store is not None:
+            # a clean stop charges no attempt: whatever is still marked running goes back to the front
+            for prompt_id in self.store.release_running():
+                log.info("prompt %s was stopped by the shutdown; it runs again after the restart", prompt_id)
             self.store.close()
 
     def _on_event(self, client_id: str | None, event: str, data: dict) -> None:
@@ -205,6 +210,13 @@ class LoomServer:
 
     async def post_prompt(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
+        key, fingerprint = idempotency.request_key(request, body)
+        if key is not None:  # a retry: answer from the store, before any validation
+            await self.core()
+            seen = await asyncio.to_thread(self.store.idempotent, key)
+            if seen is not None:
+                first_fingerprint, prompt_id, number = seen
+                return idempotency.replay(key, prompt_id, number if first_fingerprint == fingerprint else None)
         if body.get("prompt") is None:
             raise Refused(400, "no prompt given: send {\"prompt\": WORKFLOW}", "no_prompt", node_errors={})
         workflow = body["prompt"]
@@ -220,18 +232,23 @@ class LoomServer:
         loom = await self.loom()
         validation = await asyncio.to_thread(loom.validate, workflow)
         if not validation.ok:
-            return reply(validation.response(), status=400)
+            return reply(validation.response(), status=400)  # no key is stored: a corrected retry may use it
         if client_id:
             extra["client_id"] = client_id
         extra["preview_method"] = preview_method(extra.get("preview_method"), self.args)
-        number = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
-                                          extra_data=extra, outputs=validation.outputs, client_id=client_id,
-                                          front=front))
-        if number is None:
+        from loomqueue.routing import model_keys  # imported here: the server starts before the engine loads
+
+        added = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
+                                         extra_data=extra, outputs=validation.outputs, client_id=client_id,
+                                         front=front, models=model_keys(validation.prompt, loom.registry),
+                                         idempotency_key=key, fingerprint=fingerprint))
+        if added.status == "id_taken":
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
+        if added.status != "queued":  # the same key raced in from another request
+            return idempotency.replay(key, added.prompt_id, added.number if added.status == "replayed" else None)
         await self.status_changed()  # before the worker starts it, so clients see status, then execution_start
         self.worker.wake()
-        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        return reply({"prompt_id": prompt_id, "number": added.number, "node_errors": {}})
 
     async def get_queue(self, request):
         await self.core()
@@ -296,7 +313,10 @@ class LoomServer:
 
     async def get_system_stats(self, request):
         ready = self._loom_ready.is_set() and self.worker is not None and self.worker.load_error is None
-        return reply(system_stats(self.worker, ready, time.time() - self.started))
+        queue = None
+        if self._core is not None and self._core.done() and self.store is not None:
+            queue = {"remaining": self.store.remaining(), "counters": await asyncio.to_thread(self.store.counters)}
+        return reply(system_stats(self.worker, ready, time.time() - self.started, queue))
 
     async def get_models(self, request):
         return reply(["checkpoints"])

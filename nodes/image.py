@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, ImageSequence, PngImagePlugin, UnidentifiedImag
 
 from graph import Combo, In, Node, Out, String
 from graph.env import UnsafePath
+from graph.filenames import name_counter
 
 from .common import device_of, image_to_pil, pil_to_image
 
@@ -101,20 +102,6 @@ def png_info(ctx) -> PngImagePlugin.PngInfo:
     return info
 
 
-_COUNTER = re.compile(r"_(\d{5})_\.png$")
-
-
-def next_counter(folder: Path, stem: str) -> int:
-    """One more than the highest counter of `stem_NNNNN_.png` files in `folder`."""
-    highest = 0
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name.startswith(stem + "_") and (m := _COUNTER.search(path.name)) \
-                    and path.name[:m.start()] == stem:
-                highest = max(highest, int(m.group(1)))
-    return highest + 1
-
-
 def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     prefix = prefix.replace("\\", "/").strip() or "loom"
     subfolder, _, stem = prefix.rpartition("/")
@@ -123,14 +110,13 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     folder = ctx.env.safe_path(kind, "", subfolder) if subfolder else ctx.env.folder(kind)
     folder.mkdir(parents=True, exist_ok=True)
     info = png_info(ctx) if kind == "output" else None
-    counter = next_counter(folder, stem)
+    counter = name_counter(ctx.env.data_dir)  # stem_00001_.png, ... from an index: no folder listing
     shown = []
     for pil in image_to_pil(images):
-        name = f"{stem}_{counter:05}_.png"
-        path = ctx.env.safe_path(kind, name, subfolder)
-        pil.save(path, pnginfo=info, compress_level=4)
-        shown.append({"filename": name, "subfolder": subfolder, "type": kind})
-        counter += 1
+        path, f = counter.create(folder, stem + "_", "_.png")
+        with f:
+            pil.save(f, format="PNG", pnginfo=info, compress_level=4)
+        shown.append({"filename": path.name, "subfolder": subfolder, "type": kind})
     return shown
 
 

@@ -74,7 +74,7 @@ def test_ui_format_gives_the_api_prompt(loom, name):
     ui, api = to_api(fixture(f"{name}_ui"), loom.registry), to_api(fixture(f"{name}_api"), loom.registry)
     assert {k: v["inputs"] for k, v in ui.items()} == {k: v["inputs"] for k, v in api.items()}
     assert api["8"]["inputs"] == {"samples": ["3", 0], "vae": ["4", 2]}
-    from graph.routing import model_keys  # Ray's routing sees ComfyUI's loader as one
+    from loomqueue.routing import model_keys  # Ray's routing sees ComfyUI's loader as one
 
     assert model_keys(api, loom.registry) == {"CheckpointLoaderSimple(ckpt_name=tiny-sd)"}
 

@@ -5,7 +5,7 @@ import time
 
 import aiohttp
 
-from graph.store import Store
+from loomqueue.store import Store
 from tests.server_harness import ROOT, ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
 
 
@@ -68,13 +68,15 @@ def test_store_requeues_a_crashed_prompt_once_then_fails_it(tmp_path):
     assert store.recovered == [("a", "failed")]
     entry = store.history()["a"]
     assert entry["status"]["status_str"] == "error"
-    assert "stopped 2 times" in entry["status"]["messages"][0][1]["exception_message"]
+    assert "each of its 2 attempts (attempt 1: the server stopped; attempt 2: the server stopped)" in \
+        entry["status"]["messages"][0][1]["exception_message"]
     assert [i.id for i in store.queue()[1]] == ["b"]
     assert store.add("c", {}, {}, {}, [], front=True) < store.add("d", {}, {}, {}, [])
     assert [i.id for i in store.queue()[1]] == ["c", "b", "d"]
     row = dict(prompt_id="e", workflow={}, prompt={}, extra_data={}, outputs=[])
-    numbers = store.add_many([row, row, {**row, "prompt_id": "f"}])  # one batch, a repeated id refused
-    assert numbers[0] is not None and numbers[1] is None and numbers[2] == numbers[0] + 1
+    added = store.add_many([row, row, {**row, "prompt_id": "f"}])  # one batch, a repeated id refused
+    assert [a.status for a in added] == ["queued", "id_taken", "queued"]
+    assert added[2].number == added[0].number + 1
     store.close()
 
 

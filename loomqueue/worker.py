@@ -50,7 +50,7 @@ def run_item(loom, item: Item, emit: Callable[[str, dict], None], interrupt: thr
     """Run one queued prompt on `loom`; returns its history result {status, outputs, meta}.
     Never raises: a workflow that no longer validates (nodes changed since it was queued) or an
     engine failure becomes an execution_error."""
-    from .runtime import ValidationFailed
+    from graph.runtime import ValidationFailed
 
     try:
         result = loom.run(item.workflow, emit=emit, interrupt=interrupt, extra_data=item.extra_data,
