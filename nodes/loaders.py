@@ -19,6 +19,7 @@ from graph.env import safe_join
 
 from .common import device_of, dtype_of
 from .schedulers import CHECKPOINT, SchedulerSpec
+from .speed import prepare_unet
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 DEFAULT_STEPS = 50
@@ -121,5 +122,6 @@ class LoadCheckpoint(Node):
             from .single_file import load_single_file
 
             tokenizer, text_encoder, unet, vae, config = load_single_file(path, device, dtype)
+        prepare_unet(unet, ctx.env)
         setattr(unet, LATENT_SCALE_ATTR, 2 ** (len(vae.config.block_out_channels) - 1))
         return tokenizer, text_encoder, unet, vae, SchedulerSpec(CHECKPOINT, scheduler_config(config), DEFAULT_STEPS, 1.0)
