@@ -1,8 +1,10 @@
 """The signature cache: node outputs keyed by what produced them, under a byte budget.
 
-Tensors stay where they were made (CPU or GPU); the cache only counts them. Bytes are counted per
-storage, so a tensor shared by several entries (a model returned by two nodes, a view of a latent)
-counts once. This module never imports torch: tensors and modules are recognised by their methods.
+Tensors stay where they were made (CPU or GPU); the cache only counts them, per device. Bytes are
+counted per storage, so a tensor shared by several entries (a model returned by two nodes, a view of
+a latent) counts once. The budget covers every device but those a graph.memory.DeviceMemory manages
+(a GPU, which has its own budget). This module never imports torch: tensors and modules (models) are
+recognised by their methods.
 """
 from __future__ import annotations
 
@@ -90,8 +92,7 @@ class Entry:
 
 
 class Cache:
-    """Entries from least to most recently used. `budget` bounds the bytes on every device but those in
-    `managed`: a graph.memory.DeviceMemory keeps those (a GPU's) within a budget of its own."""
+    """Entries from least to most recently used; `budget` bounds the bytes on devices not in `managed`."""
 
     def __init__(self, budget_bytes: int | None = None):
         self.budget = default_budget() if budget_bytes is None else budget_bytes

@@ -41,6 +41,7 @@ def test_tiny_run_measures_and_matches_the_pipeline(capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # minutes on a busy 2-core machine: two cold starts and a compile
 def test_the_whole_tiny_run_in_a_fresh_process():
     """Every section, the compile setting and the cold starts (fresh processes) included."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu"],

@@ -130,6 +130,7 @@ def test_a_unet_is_prepared_once(baseline, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_inductor_compile_stays_within_tolerance(baseline, tiny_sd, tmp_path_factory):
     """The real torch.compile (inductor, C++ kernels on the CPU; about 2 minutes on one thread):
     fused kernels reorder sums, measured 1.1e-6."""
