@@ -56,6 +56,7 @@ SD15_CLIP = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, 
 PROMPT, NEGATIVE, CFG = "a photo of a cat riding a horse, highly detailed", "blurry, low quality, watermark", 7.5
 SECTIONS = ("pipeline", "loom", "rerun", "parity", "memory", "cold", "compile")
 GOAL = 1.3  # Loom's it/s over the pipeline's
+PIPELINE = "diffusers default"
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Bench:
         self.models = self.work / "models"
         self.name = "tiny-sd" if args.tiny else "sd15"
         self.half = torch.float16 if self.cuda else torch.float32  # "diffusers default" dtype here
-        self.pipeline_its: dict[int, float] = {}
+        self.its: dict[str, dict[int, float]] = {}  # setting -> batch -> it/s
 
     # --- helpers ---------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -169,11 +170,9 @@ class Bench:
     def model(self) -> None:
         from nodes.tiny_model import write_tiny_model
 
-        torch = self.torch
         overrides = {} if self.args.tiny else {"unet": SD15_UNET, "vae": SD15_VAE, "clip": SD15_CLIP}
         start = time.perf_counter()
-        with torch.device(self.device):  # random initialisation on the GPU: seconds, not minutes
-            write_tiny_model(self.models / self.name, **overrides)
+        write_tiny_model(self.models / self.name, **overrides)  # seeded random weights, float32
         seconds = time.perf_counter() - start
         sizes = {}
         for part in ("unet", "vae", "text_encoder"):
@@ -192,7 +191,7 @@ class Bench:
             self.run_pipeline(pipe, batch, 0)  # warm-up
             runs = [self.run_pipeline(pipe, batch, 1 + r)[0] for r in range(self.args.runs)]
             its = statistics.median(r.its for r in runs)
-            self.pipeline_its[batch] = its
+            self.its.setdefault(PIPELINE, {})[batch] = its
             log(f"  diffusers default        batch {batch}: {its:7.2f} it/s  "
                 f"{statistics.median(r.seconds for r in runs):7.3f} s/image batch  peak {self.peak()}")
         del pipe
@@ -228,7 +227,8 @@ class Bench:
                     self.run_loom(loom, batch, 0)  # warm-up (and compile) for this shape
                 runs = [self.run_loom(loom, batch, 1 + r)[0] for r in range(self.args.runs)]
                 its = statistics.median(r.its for r in runs)
-                base = self.pipeline_its.get(batch)
+                self.its.setdefault(f"loom {label}", {})[batch] = its
+                base = self.its.get(PIPELINE, {}).get(batch)
                 ratio = f"{its / base:5.2f}x diffusers" if base else ""
                 log(f"  loom {label:<20} batch {batch}: {its:7.2f} it/s  "
                     f"{statistics.median(r.seconds for r in runs):7.3f} s/image batch  peak {self.peak()}  {ratio}")
@@ -336,6 +336,22 @@ class Bench:
             f"{memory.budget / 2**30:.2f} GiB); peak allocated {self.peak()} (activations included)")
 
 
+    def summary(self) -> None:
+        if not self.its:
+            return
+        base = self.its.get(PIPELINE, {})
+        log(f"summary: it/s at {self.args.size}x{self.args.size}, {self.args.steps} steps (ratio to {PIPELINE}; "
+            f"goal >= {GOAL}x; published anchors: diffusers SDPA 31 it/s A100, 54.5 it/s H100)")
+        log(f"  {'setting':<26}" + "".join(f"{'batch ' + str(b):>20}" for b in self.args.batches))
+        for label, by_batch in self.its.items():
+            cells = []
+            for b in self.args.batches:
+                its = by_batch.get(b)
+                ratio = f" ({its / base[b]:.2f}x)" if its and base.get(b) and label != PIPELINE else ""
+                cells.append(f"{its:.2f}{ratio}" if its else "-")
+            log(f"  {label:<26}" + "".join(f"{c:>20}" for c in cells))
+
+
 def _rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else float("nan")
 
@@ -398,8 +414,7 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(bench.work, ignore_errors=True)
-    if bench.pipeline_its:
-        log(f"goal: Loom >= {GOAL}x diffusers-default it/s (published anchors: SDPA 31 it/s A100, 54.5 it/s H100)")
+    bench.summary()
     return 1 if failed else 0
 
 
