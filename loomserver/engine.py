@@ -34,6 +34,8 @@ def make_loom(options: Any, env=None, output_dir: str | None = None):
 
         ensure_demo_model(env.models_dir)
         placement = placement_for(env)  # None on the CPU: nothing to move
+        if placement is None and getattr(options, "vram_bytes", None) is not None:
+            log.info("--vram-bytes has no effect on the CPU: the cache budget (--cache-bytes) covers it")
     return Loom(env, packages=packages, custom_nodes=getattr(options, "custom_nodes", None),
                 cache_bytes=getattr(options, "cache_bytes", None),
                 verbose_errors=getattr(options, "verbose_errors", False),
