@@ -48,7 +48,7 @@ class DeviceMemory:
         self.cache, self.placement, self.budget = cache, placement, budget
         self.device = placement.device
         cache.managed.add(self.device)
-        self._home: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # moved model -> device it left
+        self._moved: weakref.WeakSet = weakref.WeakSet()  # models moved to the host
         self._used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> when last used
         self._clock = itertools.count(1)
         self.offloads = self.reloads = self.evictions = self.retries = 0
@@ -69,14 +69,16 @@ class DeviceMemory:
         wanted = models(inputs)
         for model in wanted:
             self._touch(model)
-        away = [m for m in wanted if self._home_of(m) is not None]
+        away = self._away(wanted)
         need = sum(self._bytes(m, self.placement.host) for m in away) + (self.largest if loads else 0)
         if need:
             self.fit(pinned, keep=wanted, need=need)
         for model in away:
-            self._move(model, self._home[model])
-            del self._home[model]  # only once it arrived: a move cut short by the device's limit is retried
+            self._move(model, self.device)
             self.reloads += 1
+        # Forgotten only once back: a move cut short by the device's limit is tried again.
+        for model in [m for m in self._moved if not self._bytes(m, self.placement.host)]:
+            self._moved.discard(model)
 
     def after(self, outputs: tuple, inputs: Iterable[Any], pinned: set[str]) -> None:
         """After a node ran and its outputs were cached: models it made are the most recently used;
@@ -116,11 +118,11 @@ class DeviceMemory:
         holders = [(m, keys) for m, keys in self._holders() if id(m) not in kept]
         # 2. then 3.: models the prompt does not need before those it does, least recently used first
         holders.sort(key=lambda mk: (not pinned.isdisjoint(mk[1]), self._last_use(mk[0])))
-        for model, keys in holders:
+        for model, _ in holders:
             if fits():
                 break
-            if self._bytes(model, self.device) and self._remember_home(model):
-                self._move(model, self.placement.host, keys)
+            if self._bytes(model, self.device) and self._remember_moved(model):
+                self._move(model, self.placement.host)
                 self.offloads += 1
         self.cache.trim(pinned)  # what moved now counts against the host's budget
         return fits()
@@ -128,7 +130,7 @@ class DeviceMemory:
     def stats(self) -> dict:
         on_device = sum(1 for m, _ in self._holders() if self._bytes(m, self.device))
         return {"device": self.device, "budget": self.budget, "bytes": self.bytes, "models_on_device": on_device,
-                "models_moved_out": len(self._home), "offloads": self.offloads, "reloads": self.reloads,
+                "models_moved_out": len(self._moved), "offloads": self.offloads, "reloads": self.reloads,
                 "evictions": self.evictions, "retries": self.retries}
 
     def _holders(self) -> list[tuple[Any, list[str]]]:
@@ -139,10 +141,20 @@ class DeviceMemory:
                 found.setdefault(id(model), (model, []))[1].append(key)
         return list(found.values())
 
-    def _move(self, model: Any, device: str, keys: list[str] | None = None) -> None:
+    def _away(self, wanted: list) -> list:
+        """The models among `wanted` that were moved to the host, or share tensors with one that was
+        (a LoRA view and its base: either one may have been moved, both need the weights back)."""
+        if not len(self._moved):
+            return []
+        moved = set(storages(list(self._moved)))
+        return [m for m in wanted if m in self._moved or not moved.isdisjoint(storages([m]))]
+
+    def _move(self, model: Any, device: str) -> None:
+        """Move a model; every entry holding any of its tensors (also through another object, such as
+        a view of it) is counted again."""
+        held = set(storages([model]))
+        keys = [key for key, entry in self.cache.items() if not held.isdisjoint(entry.storages)]
         self.placement.move(model, device)
-        if keys is None:
-            keys = [k for k, entry in self.cache.items() if any(m is model for m in entry.models)]
         self.cache.restat(keys)
 
     # Models are tracked by weak reference, so a model the cache dropped is forgotten here too. One
@@ -159,15 +171,9 @@ class DeviceMemory:
         except TypeError:
             return 0
 
-    def _home_of(self, model: Any) -> str | None:
+    def _remember_moved(self, model: Any) -> bool:
         try:
-            return self._home.get(model)
-        except TypeError:
-            return None
-
-    def _remember_home(self, model: Any) -> bool:
-        try:
-            self._home[model] = self.device
+            self._moved.add(model)
         except TypeError:
             return False
         return True

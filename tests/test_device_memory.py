@@ -83,6 +83,23 @@ class SimModel:
         return self.weight.device
 
 
+class SimView:
+    """A model seen through another object that shares its tensors, as nodes.lora's LoraView."""
+
+    def __init__(self, base: SimModel):
+        self.base, self.name = base, f"{base.name}+view"
+
+    def parameters(self):
+        return self.base.parameters()
+
+    def buffers(self):
+        return []
+
+    @property
+    def device(self) -> str:
+        return self.base.device
+
+
 class SimPlacement:
     device, host = DEVICE, HOST
 
@@ -115,6 +132,15 @@ class LoadSim(Node):
         LOADS[self.model_name] += 1
         MODELS[self.model_name] = SimModel(ctx.env.extras["gpu"], self.model_name, self.size)
         return MODELS[self.model_name]
+
+
+class ViewSim(Node):
+    category = "sim"
+    model = In("SIM_MODEL")
+    outputs = (Out("SIM_MODEL", "model"),)
+
+    def run(self, ctx):
+        return SimView(self.model)
 
 
 class UseSim(Node):
@@ -150,6 +176,13 @@ def one_model(name: str, seed: int = 0, size: int = 60) -> dict:
             "3": {"class_type": "ShowSim", "inputs": {"x": ["2", 0]}}}
 
 
+def viewed(name: str, seed: int = 0) -> dict:
+    prompt = one_model(name, seed)
+    prompt["4"] = {"class_type": "ViewSim", "inputs": {"model": ["1", 0]}}
+    prompt["2"]["inputs"]["model"] = ["4", 0]
+    return prompt
+
+
 def two_models(a: str, b: str, size: int = 60) -> dict:
     return {"1": {"class_type": "LoadSim", "inputs": {"model_name": a, "size": size}},
             "2": {"class_type": "LoadSim", "inputs": {"model_name": b, "size": size}},
@@ -167,7 +200,7 @@ def fresh():
 def sim_loom(tmp_path, capacity: int, budget: int | None, cache_bytes: int | None = None, managed: bool = True):
     gpu = SimGPU(capacity)
     env = Env.from_data_dir(tmp_path, extras={"gpu": gpu})
-    loom = Loom(env, registry=Registry([LoadSim, UseSim, ShowSim]), cache_bytes=cache_bytes,
+    loom = Loom(env, registry=Registry([LoadSim, ViewSim, UseSim, ShowSim]), cache_bytes=cache_bytes,
                 placement=SimPlacement(gpu) if managed else None, vram_bytes=budget)
     return loom, gpu
 
@@ -193,7 +226,7 @@ def test_lru_model_moves_to_host_instead_of_failing_and_moves_back(tmp_path):
     assert LOADS == {"a": 1, "b": 1}
     assert MODELS["a"].device == DEVICE and MODELS["b"].device == HOST
     assert memory.offloads == 2 and memory.reloads == 1
-    assert memory.bytes <= 100
+    assert memory.bytes == gpu.used <= 100  # what the cache counts is what the device holds
     assert loom.executor.cache.device_bytes[HOST] == 60  # "b" waits in the host's RAM
 
 
@@ -210,6 +243,19 @@ def test_out_of_memory_clears_the_device_and_runs_the_node_again(tmp_path):
     assert shown(loom.run(one_model("a", seed=3))) == "a:3"
     assert loom.executor.memory.retries == 2 and LOADS == {"a": 1, "b": 2}
     assert MODELS["a"].device == DEVICE and MODELS["b"].device == HOST
+
+
+def test_a_view_and_its_base_come_back_together(tmp_path):
+    """A view shares its base's tensors: moving either moves both, the cache counts them once, and
+    whichever a node takes, the weights come back."""
+    loom, gpu = sim_loom(tmp_path, capacity=1000, budget=100)
+    memory = loom.executor.memory
+    steps = [(viewed("a", 1), "a+view:1"), (one_model("b"), "b:0"), (one_model("a", 2), "a:2"),
+             (one_model("b", 3), "b:3"), (viewed("a", 4), "a+view:4")]
+    for prompt, text in steps:
+        assert shown(loom.run(prompt)) == text
+        assert memory.bytes == gpu.used <= 100
+    assert LOADS == {"a": 1, "b": 1} and MODELS["a"].device == DEVICE and MODELS["b"].device == HOST
 
 
 def test_a_loader_gets_room_before_it_runs(tmp_path):
