@@ -42,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical core); "
                         "OpenMP waits passively unless OMP_WAIT_POLICY is set")
     p.add_argument("--cache-bytes", type=int, default=None, help="cache budget (default: half of RAM, at most 8 GiB)")
+    p.add_argument("--vram-bytes", type=int, default=None, help="GPU budget of cached models and tensors; "
+                   "least recently used models move to RAM (default: free GPU memory minus a margin)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (first image much slower)")
     p.add_argument("--verbose-errors", action="store_true")
     ray = p.add_argument_group("Ray (pip install loom[ray]): run the queue on a Ray cluster's workers")
     ray.add_argument("--ray", default=None, metavar="ADDRESS",

@@ -19,6 +19,7 @@ from .cache import Cache
 from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
+from .memory import DeviceMemory, Placement
 from .models import ModelStore
 from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
@@ -84,8 +85,13 @@ def add_preflight(validation: Validation, report: Preflight) -> None:
 
 
 class Loom:
+    """`placement` (nodes.placement.placement_for(env) on a GPU) turns on device memory management:
+    what the cache holds on the device stays within `vram_bytes` (default: the placement's, free
+    device memory minus a margin), models moving to the host and back (graph.memory)."""
+
     def __init__(self, env: Env, packages: tuple[str, ...] = ("nodes",), custom_nodes: str | Path | None = None,
-                 cache_bytes: int | None = None, verbose_errors: bool = False, registry: Registry | None = None):
+                 cache_bytes: int | None = None, verbose_errors: bool = False, registry: Registry | None = None,
+                 placement: Placement | None = None, vram_bytes: int | None = None):
         self.env = env
         if registry is None:
             registry = Registry()
@@ -95,7 +101,11 @@ class Loom:
                 registry.add_folder(custom_nodes)
         self.registry = registry
         self.models = ModelStore(env.models_dir, env.data_dir / "cache" / "model-hashes.json")
-        self.executor = Executor(registry, env, Cache(cache_bytes), verbose_errors=verbose_errors)
+        cache = Cache(cache_bytes)
+        memory = None
+        if placement is not None:
+            memory = DeviceMemory(cache, placement, placement.default_budget() if vram_bytes is None else vram_bytes)
+        self.executor = Executor(registry, env, cache, verbose_errors=verbose_errors, memory=memory)
 
     def load(self, workflow: Any) -> Loaded:
         """Read a workflow of any accepted shape (raises WorkflowError)."""

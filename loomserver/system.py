@@ -17,8 +17,10 @@ def system_stats(worker, ready: bool, uptime: float, queue: dict | None = None) 
                 "torch_vram_total": 0, "torch_vram_free": 0}]
     if torch is not None and torch.cuda.is_available():
         devices = [cuda_device(torch, i) for i in range(torch.cuda.device_count())]
+    memory = getattr(worker.loom.executor, "memory", None) if ready else None
     loom = {"ready": ready, "load_error": worker.load_error if worker else None, "uptime_s": round(uptime, 3),
-            "cache": worker.loom.executor.cache.stats() if ready else None}
+            "cache": worker.loom.executor.cache.stats() if ready else None,
+            "device_memory": memory.stats() if memory is not None else None}
     if queue is not None:
         loom["queue"] = queue
     if hasattr(worker, "workers"):  # Ray: each worker's device, loaded models and current prompt

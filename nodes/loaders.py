@@ -16,6 +16,7 @@ from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, l
 from .common import device_of, dtype_of
 from .model_files import kind_choices, kind_fingerprint, kind_path, list_models, model_path, stat_fingerprint
 from .schedulers import CHECKPOINT, SchedulerSpec
+from .speed import prepare_unet
 
 DEFAULT_STEPS = 50
 LATENT_SCALE_ATTR = "loom_latent_scale"  # set on the UNet: image pixels per latent pixel (from the VAE)
@@ -35,6 +36,7 @@ def load_parts(env, path: Path, what: str) -> Parts:
         raise FileNotFoundError(f"{what} is not in the models folder")
     device = device_of(env)
     parts = load_checkpoint(path, device, dtype_of(env, device))
+    prepare_unet(parts.unet, env)
     setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae))
     return parts
 
@@ -87,6 +89,7 @@ class LoadUNet(Node):
         path = kind_path(ctx.env, "diffusion_models", self.unet_name, type(self).__name__)
         device = device_of(ctx.env)
         unet, family, config = load_unet(path, device, dtype_of(ctx.env, device))
+        prepare_unet(unet, ctx.env)
         vae_config = path.parent / "vae" / "config.json"  # a pipeline folder's UNet: its VAE gives the scale
         scale = SD_LATENT_SCALE
         if path.is_dir() and vae_config.is_file():
