@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 from tests.server_harness import ROOT, ServerProc
@@ -79,12 +80,39 @@ class Editor:
         }""", [node_id, name]))
 
     async def set_widget(self, node_id: int, name: str, value):
-        """Types a value into a widget as a user does: click it, type in the prompt, Enter."""
+        """Types a value into a widget as a user does: click it, type over it in place, Enter."""
         await self.page.mouse.click(*await self.widget_xy(node_id, name))
-        field = self.page.locator(".graphdialog input, .graphdialog textarea").last
+        field = self.page.locator("#dom-widgets input.inline-edit")
         await field.fill(str(value))
         await field.press("Enter")
         await self.page.wait_for_timeout(50)
+
+    def text_area(self, node_id: int, name: str):
+        """The text area a multi-line widget shows on its node."""
+        return self.page.locator(f'#dom-widgets textarea[data-node="{node_id}"][data-widget="{name}"]')
+
+    async def drawn_texts(self) -> list[str]:
+        """Every text the canvas draws in one full frame (its draw state, not its pixels)."""
+        return await self.js("""() => {
+            const ctx = loom.canvas.ctx, texts = [], fillText = ctx.fillText;
+            ctx.fillText = function (text, ...rest) { texts.push(String(text)); return fillText.call(this, text, ...rest); };
+            try { loom.canvas.draw(true, true); } finally { ctx.fillText = fillText; }
+            return texts;
+        }""")
+
+    async def node_menu(self, node_id: int) -> list[str]:
+        """Opens a node's context menu (right-click on its title); returns its entries."""
+        await self.page.keyboard.press("Escape")
+        await self.page.mouse.click(*await self.title_xy(node_id), button="right")
+        await self.page.wait_for_selector(".litecontextmenu")
+        entries = await self.page.locator(".litecontextmenu").last.locator(".litemenu-entry").all_text_contents()
+        return [e for e in entries if e]
+
+    async def pick_menu(self, text: str):
+        """Clicks an entry of the newest context menu."""
+        entry = self.page.locator(".litecontextmenu").last.locator(".litemenu-entry")
+        await entry.filter(has_text=re.compile(f"^{re.escape(text)}$")).click()
+        await self.page.wait_for_timeout(80)
 
     async def drag_link(self, src: int, output: str, dst: int, input_: str):
         (x0, y0), (x1, y1) = await self.slot_xy(src, output, False), await self.slot_xy(dst, input_, True)
