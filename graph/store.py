@@ -271,6 +271,29 @@ class Store:
                                         "ORDER BY finished DESC LIMIT ?", (max_items or -1,)).fetchall()[::-1]
         return {row[0]: _item(row).history_entry() for row in rows}
 
+    def summaries(self, states: tuple[str, ...], newest_first: bool = True, limit: int | None = None,
+                  offset: int = 0, workflow_id: str | None = None) -> tuple[list[dict], int]:
+        """Light rows of the prompts in `states` (no prompt or workflow is read), ordered by creation,
+        and how many match in all: {id, number, state, created, started, finished, result, workflow_id},
+        where workflow_id is the editor workflow's `id` in extra_data (ComfyUI's jobs API)."""
+        marks = ",".join("?" * len(states))
+        where, args = f"state IN ({marks})", list(states)
+        wf_id = "json_extract(extra_data, '$.extra_pnginfo.workflow.id')"
+        if workflow_id is not None:
+            where, args = where + f" AND {wf_id} = ?", args + [workflow_id]
+        order = "DESC" if newest_first else "ASC"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT id, number, state, created, started, finished, result, {wf_id} FROM prompts WHERE {where} "
+                f"ORDER BY created {order}, number {order} LIMIT ? OFFSET ?",
+                args + [-1 if limit is None else limit, offset]).fetchall()
+        keys = ("id", "number", "state", "created", "started", "finished", "result", "workflow_id")
+        out = [dict(zip(keys, row)) for row in rows]
+        for row in out:
+            row["result"] = json.loads(row["result"]) if row["result"] else None
+        return out, total
+
     def delete_history(self, ids: list[str] | None = None) -> int:
         return self._delete("done", ids)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files
+from . import files, jobs
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -171,6 +171,7 @@ class LoomServer:
             ("delete", "/userdata/{path:.+}", self.delete_userdata_file, "Delete a saved workflow"),
             ("get", "/ws", self.get_ws, "WebSocket of execution events and preview frames"),
             ("get", "/openapi.json", self.get_openapi, "This description"),
+            *jobs.routes(self),
         ]
 
     def make_app(self) -> web.Application:

@@ -27,6 +27,8 @@ QUERY = {
     "/history": [("max_items", False)],
     "/ws": [("clientId", False), ("token", False)],
     "/userdata": [("dir", True)],
+    "/jobs": [("status", False), ("workflow_id", False), ("sort_by", False), ("sort_order", False),
+              ("limit", False), ("offset", False)],
 }
 
 
