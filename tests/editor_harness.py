@@ -22,8 +22,10 @@ class Editor:
     def __init__(self, page, url):
         self.page, self.url = page, url
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         self.allowed: list[str] = []  # expected messages, e.g. the 400 of a refused workflow
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: (self.errors if m.type == "error" else self.warnings).append(f"console.{m.type}: {m.text}")
+                if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
     async def open(self):

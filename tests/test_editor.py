@@ -200,6 +200,7 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
         scale = await editor.js("() => loom.canvas.ds.scale")
         await page.mouse.wheel(0, -300)
         assert await editor.js("() => loom.canvas.ds.scale") > scale
+        assert not [w for w in editor.warnings if "Pointer cancel" in w]  # palette drags are not a pointer error
 
     run(loop, body())
 
@@ -280,6 +281,12 @@ def test_cancel_interrupts_the_running_workflow(loop, editor):
         assert (await page.locator("#overall .label").text_content()).endswith("interrupted")
         assert await editor.js("() => loom.graph._nodes.every(n => !n.loom.running && !n.progress)")
         await page.wait_for_selector(".toast:has-text('interrupted')")
+        await page.wait_for_timeout(300)  # preview frames still on their way must not bring it back
+        assert await page.locator("#live-preview").is_hidden()
+        await page.click("[data-pane=history-pane]")
+        row = page.locator("#history-list li.status-cancelled").first
+        await row.wait_for()
+        assert "cancelled" in await row.text_content()
         await editor.shot("07b-cancelled")
 
     run(loop, body(), timeout=150)
@@ -297,6 +304,10 @@ def test_run_error_is_shown_on_the_failing_node(loop, editor):
         assert len(messages) == 1 and "start step 5" in messages[0], messages
         await page.wait_for_selector(".toast.error:has-text('Run failed in node')")
         await page.wait_for_function("document.querySelector('#overall .label').textContent.endsWith('failed')")
+        await page.click("[data-pane=history-pane]")
+        reason = page.locator("#history-list li.status-error .reason").first
+        await reason.wait_for()
+        assert "start step 5" in await reason.text_content()  # the history says why the run failed
         await editor.shot("07c-run-error")
         # the width widget keeps to its step of 8
         [noise] = await editor.node_ids("MakeNoiseLatents")
@@ -304,6 +315,32 @@ def test_run_error_is_shown_on_the_failing_node(loop, editor):
         assert next(n for n in await editor.nodes() if n["id"] == noise)["widgets"]["width"] == 64
 
     run(loop, body(), timeout=150)
+
+
+def test_history_is_one_request_of_summaries(loop, editor, server):
+    """The page reads queue and history once, as light job summaries; a run's workflow is fetched
+    only when the run is opened."""
+    async def body():
+        page = editor.page
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url.split("/", 3)[3]))
+        await reload(editor)
+        await page.click("[data-pane=history-pane]")
+        await page.wait_for_selector("#history-list li.status-success")
+        await page.wait_for_timeout(500)
+        reads = [u for u in seen if u.startswith(("history", "api/history", "queue", "api/queue", "api/jobs"))]
+        assert len(reads) == 1 and reads[0].startswith("api/jobs?"), reads
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/{reads[0]}") as r:
+                listing = await r.text()
+        assert '"workflow"' not in listing and "extra_pnginfo" not in listing  # summaries only
+        await page.locator("#history-list li.status-success button:has-text('Load')").first.click()
+        await page.wait_for_function("document.title.startsWith('run #')")
+        assert any(u.startswith("api/jobs/") for u in seen)
+        assert sorted(n["type"] for n in await editor.nodes()) == sorted(DEFAULT_TYPES)
+        await editor.shot("07d-history-loaded")
+
+    run(loop, body())
 
 
 def _output_png(server) -> tuple[bytes, dict]:
@@ -592,7 +629,17 @@ def test_type_a_prompt_on_the_node_and_run(loop, window, server):
         await page.keyboard.press("Escape")
         assert await ed.js("() => document.activeElement.tagName") != "TEXTAREA"
         prompt = "a lighthouse at dusk\noil on canvas"
-        assert next(n for n in await ed.nodes() if n["id"] == positive)["widgets"]["text"] == prompt
+        text_of = lambda nodes: next(n for n in nodes if n["id"] == positive)["widgets"]["text"]
+        assert text_of(await ed.nodes()) == prompt
+        # the typing was one edit: one undo brings the old prompt back (on the node too), redo the new
+        shown = f"""() => {{ const areas = [...document.querySelectorAll('#dom-widgets textarea[data-node="{positive}"]')];
+            return areas.length === 1 && areas[0].value === loom.graph.getNodeById({positive}).widgets[0].value; }}"""
+        await page.keyboard.press("Control+z")
+        assert text_of(await ed.nodes()) != prompt
+        await page.wait_for_function(shown)
+        await page.keyboard.press("Control+y")
+        assert text_of(await ed.nodes()) == prompt
+        await page.wait_for_function(shown)
         # a single-line value is typed in place: Escape drops the edit, Enter keeps it
         await page.mouse.click(*await ed.widget_xy(scheduler, "steps"))
         await page.locator("#dom-widgets input.inline-edit").fill("50")

@@ -79,8 +79,12 @@ class App {
     });
     this.execution.addEventListener("start", () => this.panels.refresh());
     this.execution.addEventListener("end", (e) => this.onRunEnd(e.detail));
-    this.execution.addEventListener("queue", () => this.panels.refresh());
-    this.panels.refresh();
+    // the socket's first status after it connects comes with the refresh of setConnected
+    this.execution.addEventListener("queue", () => {
+      if (this.statusSeen) this.panels.refresh();
+      this.statusSeen = true;
+    });
+    setTimeout(() => { if (!this.panels.loaded) this.panels.refresh(); }, 3000); // no socket yet
     this.canvas.draw(true, true);
     document.body.dataset.ready = "true";
   }
@@ -388,6 +392,7 @@ class App {
   setConnected(connected) {
     $("#connection").dataset.state = connected ? "up" : "down";
     $("#connection").title = connected ? "Connected to the server" : "Reconnecting…";
+    this.statusSeen = false;
     if (connected) this.panels.refresh();
   }
 
