@@ -3,10 +3,13 @@ chromium against the real server, with a history of finished runs.
 
 For each visit it prints the number of requests, the bytes on the wire (headers + body as sent,
 compressed where the server compressed) against the decoded bytes of the same responses (the
-baseline: what an uncompressed server sends), how many history requests the page made, and the
-largest responses.
+baseline: what an uncompressed server sends), how many times the page read the queue and history
+lists, and the largest responses.
 
-    .venv/bin/python bench/editor_weight.py [--runs 3] [--shot test-artifacts/editor/bench.png]
+    .venv/bin/python bench/editor_weight.py [--runs 10] [--size 1280x800] [--shot test-artifacts/editor/bench.png]
+
+To compare with an older editor, run this file from a checkout of that version (it measures the
+server and the editor of the checkout it is in).
 """
 from __future__ import annotations
 
@@ -25,36 +28,24 @@ sys.path.insert(0, str(ROOT))
 from tests.server_harness import ServerProc  # noqa: E402  (the tests' server launcher)
 
 CHROMIUM = "/usr/bin/chromium"
-TXT2IMG = ROOT / "workflows" / "txt2img.json"
-HISTORY_PATHS = ("/history", "/api/history", "/jobs", "/api/jobs")
+READS = ("/history", "/api/history", "/queue", "/api/queue", "/jobs", "/api/jobs")  # queue and history lists
 
 
-def post_json(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.load(r)
-
-
-def fill_history(url: str, runs: int) -> None:
-    """Runs txt2img (2 steps) `runs` times, each with its workflow attached as the editor does."""
-    prompt = json.loads(TXT2IMG.read_text())
-    for node in prompt.values():
-        if "steps" in node["inputs"]:
-            node["inputs"]["steps"] = 2
-    workflow = {"nodes": [], "links": [], "version": 0.4, "padding": "x" * 20000}  # an editor graph's typical size
-    ids = []
-    for seed in range(runs):
-        for node in prompt.values():
-            if "seed" in node["inputs"]:
-                node["inputs"]["seed"] = seed
-        ids.append(post_json(url + "/prompt", {"prompt": prompt, "extra_data": {"extra_pnginfo": {"workflow": workflow}}})["prompt_id"])
+async def fill_history(page, url: str, runs: int) -> None:
+    """Queues the editor's default workflow (2 steps) `runs` times from the page, as a user does,
+    so the history holds runs with the workflow the editor attaches; waits until they finished."""
+    await page.goto(url, wait_until="load")
+    await page.wait_for_selector("body[data-ready=true]", state="attached", timeout=60000)
+    await page.evaluate("""() => loom.graph._nodes.find((n) => n.type === "SetScheduler")
+        .widgets.find((w) => w.name === "steps").value = 2""")
+    await page.fill("#batch", str(runs))
+    await page.click("#queue-btn")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(url + "/history", timeout=30) as r:
-            history = json.load(r)
-        if all(i in history for i in ids):
-            return
-        time.sleep(0.5)
+        with urllib.request.urlopen(url + "history", timeout=30) as r:
+            if len(json.load(r)) >= runs:
+                return
+        await asyncio.sleep(0.5)
     raise TimeoutError("the runs did not finish")
 
 
@@ -89,24 +80,28 @@ async def visit(page, url: str, reload: bool) -> dict:
         rows.append({"path": "/" + path, "status": response.status, "wire": wire, "decoded": decoded,
                      "encoding": response.headers.get("content-encoding", "")})
     return {"requests": len(rows), "wire": sum(r["wire"] for r in rows), "decoded": sum(r["decoded"] for r in rows),
-            "history": sum(r["path"] in HISTORY_PATHS for r in rows), "rows": rows}
+            "reads": sum(r["path"] in READS for r in rows), "rows": rows}
 
 
 def report(name: str, v: dict) -> None:
     print(f"{name}: {v['requests']} requests, {v['wire'] / 1024:.1f} KiB on the wire, "
           f"{v['decoded'] / 1024:.1f} KiB decoded (wire/decoded {v['wire'] / max(v['decoded'], 1):.3f}), "
-          f"{v['history']} history request(s)")
+          f"{v['reads']} queue/history list request(s)")
     for r in sorted(v["rows"], key=lambda r: -r["wire"])[:6]:
         print(f"    {r['wire'] / 1024:8.1f} KiB  {r['decoded'] / 1024:8.1f} KiB decoded  {r['status']}"
               f"  {r['encoding'] or '-':4s} {r['path']}")
 
 
-async def measure(url: str, width: int, height: int, shot: str | None) -> dict:
+async def measure(url: str, runs: int, width: int, height: int, shot: str | None) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = await browser.new_context(viewport={"width": width, "height": height})
+        if runs:
+            filler = await browser.new_context()
+            await fill_history(await filler.new_page(), url, runs)
+            await filler.close()
+        context = await browser.new_context(viewport={"width": width, "height": height})  # a first visit
         page = await context.new_page()
         first = await visit(page, url, reload=False)
         again = await visit(page, url, reload=True)
@@ -119,7 +114,7 @@ async def measure(url: str, width: int, height: int, shot: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="finished runs in the history before the visits")
+    parser.add_argument("--runs", type=int, default=10, help="runs queued from the editor before the visits")
     parser.add_argument("--size", default="1280x800", help="the browser window")
     parser.add_argument("--web-dir", help="serve another editor folder (e.g. an older checkout's web/)")
     parser.add_argument("--shot", help="save a screenshot of the page after the reload")
@@ -130,8 +125,7 @@ def main() -> None:
         server.start(timeout=60)
         try:
             server.wait_ready(timeout=300)
-            fill_history(server.url, args.runs)
-            result = asyncio.run(measure(server.url + "/", width, height, args.shot))
+            result = asyncio.run(measure(server.url + "/", args.runs, width, height, args.shot))
         finally:
             server.stop()
     print(f"editor page weight, {args.runs} runs in the history, {width}x{height}")

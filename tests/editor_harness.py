@@ -89,6 +89,11 @@ class Editor:
         await field.press("Enter")
         await self.page.wait_for_timeout(50)
 
+    async def wait_for_image(self, node_id: int, timeout: float = 100000):
+        """Until the node shows a loaded output image (a run finished)."""
+        await self.page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({node_id}).loom.images[0];
+            return img && img.complete && img.naturalWidth > 0 }}""", timeout=timeout)
+
     def text_area(self, node_id: int, name: str):
         """The text area a multi-line widget shows on its node."""
         return self.page.locator(f'#dom-widgets textarea[data-node="{node_id}"][data-widget="{name}"]')

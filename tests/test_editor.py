@@ -161,8 +161,9 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
         [ckpt], [decode], [save] = [await editor.node_ids(t) for t in ("LoadCheckpoint", "VAEDecode", "SaveImage")]
 
         # an incompatible link (UNET into LATENT) is refused
-        await editor.drag_link(ckpt, "unet", decode, "latents")
-        assert linked(await editor.nodes(), decode, "latents") is None
+        latent_in = next(i["name"] for n in nodes if n["id"] == decode for i in n["inputs"] if i["type"] == "LATENT")
+        await editor.drag_link(ckpt, "unet", decode, latent_in)
+        assert linked(await editor.nodes(), decode, latent_in) is None
         # compatible ones are made
         await editor.drag_link(ckpt, "vae", decode, "vae")
         decode_out = next(n for n in await editor.nodes() if n["id"] == decode)["outputs"][0]["name"]
@@ -228,9 +229,7 @@ def test_queue_default_workflow_shows_progress_then_image(loop, editor, server):
         await page.click("#queue-btn")
         await page.wait_for_function("seen.progress.length > 0", timeout=100000)
         await editor.shot("05-running")
-        await page.wait_for_function(f"""() => {{
-            const img = loom.graph.getNodeById({save}).loom.images[0];
-            return img && img.complete && img.naturalWidth > 0 }}""", timeout=100000)
+        await editor.wait_for_image(save)
         await page.wait_for_selector("#gallery-grid img", state="attached")
         await editor.shot("06-done")
         seen = await editor.js("seen")
@@ -651,8 +650,7 @@ def test_type_a_prompt_on_the_node_and_run(loop, window, server):
         await ed.shot(f"20-{ed.size}-prompt-typed")
         sizes = await node_sizes(ed)
         await page.click("#queue-btn")
-        await page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({save}).loom.images[0];
-            return img && img.complete && img.naturalWidth > 0 }}""", timeout=100000)
+        await ed.wait_for_image(save)
         prompt_id = await ed.js("() => [...loom.execution.prompts.keys()].at(-1)")
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/history/{prompt_id}") as r:
@@ -758,6 +756,10 @@ def test_every_node_menu_entry_works(loop, window):
         await page.locator("#dom-widgets input.inline-edit").fill("My sampler")
         await page.keyboard.press("Enter")
         assert await node("n.title") == "My sampler"
+        await page.mouse.dblclick(*await ed.title_xy(sample))  # the title bar renames too
+        await page.locator("#dom-widgets input.inline-edit").fill("Sampler two")
+        await page.keyboard.press("Escape")
+        assert await node("n.title") == "My sampler"
         for entry, mode in (("Bypass", 4), ("Mute", 2)):
             await ed.node_menu(sample)
             await ed.pick_menu(entry)
@@ -765,10 +767,11 @@ def test_every_node_menu_entry_works(loop, window):
             assert f"✓ {entry}" in await ed.node_menu(sample)
             await ed.pick_menu(f"✓ {entry}")
             assert await node("n.mode") == 0
-        await ed.js(f"loom.graph.getNodeById({sample}).setSize([600, 500])")
+        width = await node("n.size[0]")
+        await ed.js(f"loom.graph.getNodeById({sample}).setSize([{width + 60}, 400])")
         await ed.node_menu(sample)
-        await ed.pick_menu("Resize")
-        assert await node("n.size[0]") < 600
+        await ed.pick_menu("Resize")  # back to the size its content needs
+        assert await node("n.size[0]") < width + 60 and await node("n.size[1]") < 400
         for entry, flag, back in (("Collapse", "n.collapsed", "Expand"), ("Pin", "n.pinned", "Unpin")):
             await ed.node_menu(sample)
             await ed.pick_menu(entry)
@@ -836,6 +839,32 @@ def test_every_node_menu_entry_works(loop, window):
         assert len(await ed.nodes()) == count + 1
 
     run(loop, body())
+
+
+def test_a_workflow_with_a_subgraph_runs(loop, editor):
+    """Convert to Subgraph, then Queue: the server expands the saved definitions (ComfyUI's format)
+    and the run's nodes show on the subgraph node that holds them."""
+    async def body():
+        page = editor.page
+        [scheduler], [save] = await editor.node_ids("SetScheduler"), await editor.node_ids("SaveImage")
+        await editor.set_widget(scheduler, "steps", 2)
+        held = [n["id"] for n in await editor.nodes() if n["type"] in ("Tokenize", "EncodeText")][:2]
+        await editor.js(f"() => loom.canvas.selectItems({held}.map((id) => loom.graph.getNodeById(id)))")
+        await editor.node_menu(held[0])
+        await editor.pick_menu("Convert to Subgraph")
+        assert len(await editor.js("() => loom.graph.serialize().definitions.subgraphs[0].nodes")) == 2
+        editor.allowed.append("status of 400 (Bad Request)")
+        await page.click("#queue-btn")
+        await page.wait_for_function("""() => document.querySelector('#errors-panel:not([hidden])')
+            || loom.graph._nodes.some((n) => n.loom?.images?.length)""", timeout=100000)
+        if await page.locator("#errors-panel").is_visible():
+            panel = await page.locator("#errors-panel").text_content()
+            assert "not installed" in panel, panel
+            pytest.skip("this server does not expand subgraphs yet (the comfyfront branch adds it)")
+        await editor.wait_for_image(save)
+        await editor.shot("27b-subgraph-ran")
+
+    run(loop, body(), timeout=200)
 
 
 def test_tooltips_optional_inputs_and_node_ids(loop, editor):

@@ -61,6 +61,7 @@ class App {
       openImage: (ref) => this.lightbox(ref),
       viewUrl: (ref) => this.api.viewUrl(ref),
       showIds: () => this.showIds,
+      rename: (node) => this.renameNode(node),
       dom: this.dom,
       canvas: this.canvas,
     });

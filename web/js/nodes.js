@@ -192,6 +192,8 @@ const nodeMethods = {
   onConfigure() {
     for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, this.loomHooks);
   },
+  /** Double-clicking the title renames the node in place (hooks.rename). */
+  onNodeTitleDblClick() { this.loomHooks?.rename?.(this); },
   /** Double-clicking an output image opens it large (hooks.openImage). */
   onDblClick(e, pos) {
     const img = runState(this).images[runState(this).imageIndex ?? 0];
