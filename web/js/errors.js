@@ -2,6 +2,7 @@
 // and the error a run failed with: each node with errors is marked (a count in its title bar, red
 // outlines on the inputs named, drawn by nodes.js inside the node so no label covers a neighbour),
 // its messages are in its tooltip, and a panel lists them all; clicking an entry shows its node.
+import { runState } from "./nodes.js";
 
 function messageOf(e) {
   const input = e.extra_info?.input_name;
@@ -27,7 +28,7 @@ export class ErrorMarks {
       for (const e of errors) if (e.extra_info?.input_name) inputs[e.extra_info.input_name] = e.message;
       const messages = errors.map(messageOf);
       if (node) {
-        node.loom.errors = { inputs, messages };
+        runState(node).errors = { inputs, messages };
         node.has_errors = true;
         for (const slot of node.inputs ?? []) slot.hasErrors = slot.name in inputs;
       }
@@ -42,7 +43,7 @@ export class ErrorMarks {
     const node = this.graph.getNodeById(Number(data.node_id)) ?? this.graph.getNodeById(data.node_id);
     const messages = [`${data.exception_type ?? "Error"}: ${data.exception_message ?? ""}`.slice(0, 400)];
     if (node) {
-      node.loom.errors = { inputs: {}, messages };
+      runState(node).errors = { inputs: {}, messages };
       node.has_errors = true;
     }
     const title = node?.title ?? data.node_type ?? "";

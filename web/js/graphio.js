@@ -110,8 +110,8 @@ const DEFAULT_GRAPH = [
   { key: "encpos", type: "EncodeText", col: 2, from: ["pos", "ckpt"] },
   { key: "encneg", type: "EncodeText", col: 2, from: ["neg", "ckpt"] },
   { key: "sample", type: "Sample", col: 3, from: ["sched", "encpos", "encneg", "noise", "ckpt"] },
-  { key: "decode", type: "VAEDecode", col: 4, from: ["sample", "ckpt"] },
-  { key: "save", type: "SaveImage", col: 4, from: ["decode"] },
+  { key: "decode", type: "VAEDecode", col: 3, from: ["sample", "ckpt"] },
+  { key: "save", type: "SaveImage", col: 3, from: ["decode"] },
 ];
 const DEFAULT_MODEL = "tiny-sd";
 

@@ -33,6 +33,13 @@ export class Panels {
     this.gallery = root.querySelector("#gallery-grid");
     this.workflowList = root.querySelector("#workflow-list");
     this.galleryKeys = new Set();
+    this.onScreen = new IntersectionObserver((entries) => {
+      for (const { target, isIntersecting } of entries) {
+        if (!isIntersecting) continue;
+        target.src = target.dataset.src;
+        this.onScreen.unobserve(target);
+      }
+    });
     for (const tab of root.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => this.show(tab.dataset.pane));
     root.querySelector("#clear-queue").onclick = () => this.act(() => api.clearQueue());
     root.querySelector("#clear-history").onclick = () => this.act(() => api.clearHistory());
@@ -111,6 +118,7 @@ export class Panels {
         preview ? el("div", { className: "thumbs" }, [this.thumb(preview), more]) : "",
       ]);
     });
+    for (const img of this.historyList.querySelectorAll("img:not([src])")) this.onScreen.unobserve(img);
     const older = total > JOBS_SHOWN ? [el("li", { className: "muted", textContent: `${total - JOBS_SHOWN} older jobs not shown` })] : [];
     this.historyList.replaceChildren(...(rows.length ? [...rows, ...older] : [el("li", { className: "muted", textContent: "No runs yet." })]));
   }
@@ -127,9 +135,12 @@ export class Panels {
     }
   }
 
+  /** A thumbnail that loads its image only once it is on the screen (not in a hidden tab or panel). */
   thumb(ref) {
-    const img = el("img", { src: this.api.viewUrl(ref), alt: ref.filename, title: ref.filename, loading: "lazy" });
+    const img = el("img", { alt: ref.filename, title: ref.filename });
+    img.dataset.src = this.api.viewUrl(ref);
     img.addEventListener("click", () => this.app.lightbox(ref));
+    this.onScreen.observe(img);
     return img;
   }
 

@@ -39,6 +39,7 @@ export class Subgraphs {
     const items = this.canvas.selectedItems;
     if (!items?.size) return this.toast("Select the nodes to put in a subgraph first.");
     const { node } = this.canvas.graph.convertToSubgraph(items);
+    node.setSize([Math.max(node.size[0], 200), node.size[1]]); // room for the title "New Subgraph"
     this.canvas.selectItems([node]);
     this.onChange();
     return node;
