@@ -829,6 +829,17 @@ def test_every_node_menu_entry_works(loop, window):
         await page.mouse.click(*empty, button="right")
         await ed.pick_menu("Add Group")
         assert await ed.js("() => loom.graph._groups.length") == 1
+        group_title = await ed.js("""() => { const g = loom.graph._groups[0];
+            const [x, y] = loom.canvas.ds.convertOffsetToCanvas([g.pos[0] + 30, g.pos[1] + 10]);
+            const r = loom.canvasEl.getBoundingClientRect(); return [r.left + x, r.top + y]; }""")
+        for entry in ("Color", "Remove"):  # the group's own menu
+            await page.mouse.click(*group_title, button="right")
+            await ed.pick_menu("Edit Group")
+            await ed.pick_menu(entry)
+            if entry == "Color":
+                await ed.pick_menu("red")
+                assert await ed.js("() => loom.graph._groups[0].color") is not None
+        assert await ed.js("() => loom.graph._groups.length") == 0
         await page.mouse.click(*empty, button="right")
         await ed.pick_menu("Fit view")
         await page.mouse.click(*empty, button="right")

@@ -1,6 +1,8 @@
 // The canvas's context menus: litegraph's entries, less those that do nothing in this editor (the
 // always-disabled Inputs and Outputs, Properties and its panel, the event-driven modes Loom does not
-// run), plus Rename in place, Bypass and Mute, subgraphs, fitting the view and the node ids.
+// run), plus Rename in place, Bypass and Mute, subgraphs, fitting the view and the node ids. A
+// group's Remove removes that group (litegraph's deletes whatever is selected instead).
+import { LGraphGroup } from "./lib.js";
 
 const DROPPED = new Set(["Inputs", "Outputs", "Properties", "Properties Panel", "Title", "Mode", "Convert to Subgraph 🆕"]);
 
@@ -28,6 +30,13 @@ export function installMenus(app) {
     null,
     ...nodeOptions(node).filter((o) => !o || !DROPPED.has(o.content)),
   ]);
+
+  const groupOptions = LGraphGroup.prototype.getMenuOptions;
+  LGraphGroup.prototype.getMenuOptions = function () {
+    return groupOptions.call(this).map((o) => (o?.content !== "Remove" ? o : {
+      content: "Remove", callback: () => { this.graph?.remove(this); app.changed(); },
+    }));
+  };
 
   canvas.getCanvasMenuOptions = () => tidy([
     ...canvasOptions().filter((o) => !o || !DROPPED.has(o.content)),
