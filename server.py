@@ -26,6 +26,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ready-wait", type=float, default=15.0, metavar="SECONDS",
                    help="how long /prompt and /object_info wait for the nodes to load before answering 503")
     p.add_argument("--web-dir", default=str(ROOT / "web"), help="the editor's files, served at /")
+    p.add_argument("--preview-method", choices=("none", "auto", "latent2rgb", "taesd"), default="none",
+                   help="latent previews for prompts that do not choose (extra_data.preview_method), as ComfyUI's")
+    p.add_argument("--frontend", choices=("loom", "comfyui"), default="loom",
+                   help="the editor served at /: Loom's (--web-dir), or ComfyUI's official frontend\n"
+                        "(pip install 'loom[comfyui-frontend]'; --web-dir is then not used)")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--models-dir", default=None, help="default: DATA_DIR/models")
     p.add_argument("--custom-nodes", default=None, help="a folder of extra node modules")

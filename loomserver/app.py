@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files, jobs
+from . import files, frontend, jobs, templates, userdata
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -30,6 +30,7 @@ log = logging.getLogger("loom.server")
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
+PREVIEW_CHOICES = ("none", "auto", "latent2rgb", "taesd")  # ComfyUI's preview methods
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -46,6 +47,16 @@ def _ids(value: Any, name: str) -> list[str]:
     return value
 
 
+def preview_method(asked: Any, args) -> str:
+    """The prompt's preview method: what the client asked for, or the server's (--preview-method)."""
+    if asked in (None, "default"):
+        return getattr(args, "preview_method", "none")
+    if asked not in PREVIEW_CHOICES:
+        raise Refused(400, f"extra_data.preview_method must be one of {', '.join(PREVIEW_CHOICES)} or default, "
+                           f"not {asked!r}", "bad_parameter")
+    return asked
+
+
 def _object(body: Any, what: str) -> dict:
     if not isinstance(body, dict):
         raise Refused(400, f"{what} must be a JSON object, got {type(body).__name__}", "invalid_body")
@@ -59,7 +70,7 @@ class LoomServer:
         self.token = args.auth_token or (None if self.loopback else secrets.token_urlsafe(24))
         self.guard = Guard(self.loopback, self.token, args.cors_origin or [])
         self.hub = Hub()
-        self.web_dir = Path(args.web_dir).resolve()
+        self.web_dir = frontend.web_root(args)
         self.env = self.store = self.worker = None
         self.unsafe_error: type[Exception] = ValueError
         self.current: dict | None = None  # the node running now, replayed to a client that reconnects
@@ -165,13 +176,12 @@ class LoomServer:
             ("get", "/models", self.get_models, "Kinds of models (checkpoints)"),
             ("get", "/models/{folder}", self.get_models_folder, "The models of one kind (checkpoints)"),
             ("post", "/free", self.post_free, "Drop cached node outputs and free memory between prompts"),
-            ("get", "/userdata", self.get_userdata, "List saved workflows (dir=workflows)"),
-            ("get", "/userdata/{path:.+}", self.get_userdata_file, "Load a saved workflow (workflows/NAME.json)"),
-            ("post", "/userdata/{path:.+}", self.post_userdata_file, "Save a workflow (body: its JSON)"),
-            ("delete", "/userdata/{path:.+}", self.delete_userdata_file, "Delete a saved workflow"),
             ("get", "/ws", self.get_ws, "WebSocket of execution events and preview frames"),
             ("get", "/openapi.json", self.get_openapi, "This description"),
             *jobs.routes(self),
+            *userdata.routes(self),
+            *frontend.routes(self, UPLOAD_LIMIT),
+            *templates.routes(self),
         ]
 
     def make_app(self) -> web.Application:
@@ -213,6 +223,7 @@ class LoomServer:
             return reply(validation.response(), status=400)
         if client_id:
             extra["client_id"] = client_id
+        extra["preview_method"] = preview_method(extra.get("preview_method"), self.args)
         number = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
                                           extra_data=extra, outputs=validation.outputs, client_id=client_id,
                                           front=front))
@@ -327,60 +338,6 @@ class LoomServer:
         result = await asyncio.to_thread(files.store_upload, self.env, data, filename, fields.get("type") or "input",
                                          fields.get("subfolder", ""), overwrite, self.unsafe_error)
         return reply(result)
-
-    def _user_dir(self) -> Path:
-        return Path(self.env.data_dir) / "user"
-
-    def _workflow_name(self, request) -> str | None:
-        """NAME for /userdata/workflows/NAME (or workflows%2FNAME); None for /userdata/workflows."""
-        path = request.match_info["path"]
-        if path.rstrip("/") == "workflows":
-            return None
-        folder, _, name = path.partition("/")
-        if folder != "workflows" or not name:
-            raise Refused(404, "only user workflows are stored: /userdata/workflows/NAME.json", "not_found")
-        return name
-
-    async def get_userdata(self, request):
-        await self.core()
-        if request.query.get("dir", "").strip("/") != "workflows":
-            raise Refused(404, "only dir=workflows is listed", "not_found")
-        return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
-
-    async def get_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
-        path = files.workflow_path(self._user_dir(), name)
-        if not path.is_file():
-            raise Refused(404, f"no saved workflow {name!r}", "not_found")
-        return web.FileResponse(path, headers={**files.SANDBOX, "Content-Type": "application/json"})
-
-    async def post_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
-        overwrite = _bool(request.query.get("overwrite", "true"), "overwrite")
-        if request.content_length is not None and request.content_length > JSON_LIMIT:
-            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
-        body = await request.content.read(JSON_LIMIT + 1)
-        if len(body) > JSON_LIMIT:
-            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
-        await asyncio.to_thread(files.save_workflow, self._user_dir(), name, body, overwrite)
-        return reply(f"workflows/{name}")
-
-    async def delete_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
-        path = files.workflow_path(self._user_dir(), name)
-        if not path.is_file():
-            raise Refused(404, f"no saved workflow {name!r}", "not_found")
-        path.unlink()
-        return web.Response(status=204)
 
     # --- websocket, description, editor -------------------------------------------------------------
     async def get_ws(self, request):

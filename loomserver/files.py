@@ -1,4 +1,4 @@
-"""Files the server reads and writes for clients: /view, image uploads, user workflows, the editor.
+"""Files the server reads and writes for clients: /view, image uploads, the editor.
 
 Every path goes through `safe_join` (via `Env.safe_path`), which resolves symlinks and refuses
 anything outside its folder. Served files get `nosniff` and a sandboxing CSP, so an uploaded or
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import mimetypes
 import os
 import re
@@ -25,7 +24,6 @@ EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", "
               ".tif": "TIFF", ".tiff": "TIFF"}
 UPLOAD_KINDS = ("input", "temp")
 SANDBOX = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
-WORKFLOW_NAME = re.compile(r"^[\w][\w .,()+\-]{0,126}\.json$")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/css", ".css")
@@ -147,43 +145,6 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dic
 
 
 # --- user workflows -------------------------------------------------------------------------------
-
-def workflow_path(user_dir: Path, name: str) -> Path:
-    """user_dir/workflows/NAME.json for a plain file name; anything else is refused."""
-    from graph.env import UnsafePath, safe_join
-
-    if not WORKFLOW_NAME.match(name or "") or ".." in name:
-        raise Refused(400, f"workflow name {name!r} is not allowed: use letters, digits, spaces, '.', '-', '_', "
-                           "'(', ')' and end with .json", "bad_name")
-    try:
-        return safe_join(user_dir / "workflows", name)
-    except UnsafePath as exc:
-        raise unsafe(exc) from None
-
-
-def list_workflows(user_dir: Path) -> list[str]:
-    folder = user_dir / "workflows"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and WORKFLOW_NAME.match(p.name))
-
-
-def save_workflow(user_dir: Path, name: str, body: bytes, overwrite: bool) -> None:
-    path = workflow_path(user_dir, name)
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Refused(400, f"a workflow file must be JSON: {type(exc).__name__}: {exc}", "invalid_json") from None
-    if not isinstance(value, dict):
-        raise Refused(400, f"a workflow file must be a JSON object, got {type(value).__name__}", "invalid_json")
-    if path.exists() and not overwrite:
-        raise Refused(409, f"workflow {name!r} exists; pass overwrite=true to replace it", "exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".save-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(body)
-    os.replace(tmp, path)
-
 
 # --- the editor -------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from graph.env import Env, UnsafePath
 from graph.routing import loader_key
 from graph.store import Item
-from graph.worker import preview_jpeg, run_item
+from graph.worker import preview_jpeg, run_item, wants_previews
 
 
 class LoomActor:
@@ -107,7 +107,7 @@ class LoomActor:
                 with self.run_lock:
                     self.interrupt_flag.clear()
                     self.current = item.id
-                    result = run_item(self.loom, item, emit, self.interrupt_flag, previews=item.client_id is not None)
+                    result = run_item(self.loom, item, emit, self.interrupt_flag, previews=wants_previews(item))
                     self._note_models(item.prompt)
             finally:
                 self.current = None

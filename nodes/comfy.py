@@ -23,11 +23,12 @@ import torch
 
 from graph import Combo, Float, In, Int, Node, Out, String
 
-from .bundles import Clip, Model
+from .bundles import Model
 from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
 from .common import device_of
 from .latent import MAX_SEED, MakeNoiseLatents
-from .loaders import LATENT_SCALE_ATTR, LoadCheckpoint, list_models
+from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
+from .model_files import kind_choices, kind_fingerprint, kind_path
 from .sampling import MAX_STEP, denoise
 from .schedulers import CHECKPOINT, SchedulerSpec
 from .text import EncodeText, Tokenize
@@ -45,18 +46,20 @@ def call(node: type[Node], ctx, **inputs) -> Any:
 
 
 class CheckpointLoaderSimple(Node):
-    """ComfyUI's checkpoint loader: LoadCheckpoint, with its outputs grouped as MODEL, CLIP and VAE."""
+    """ComfyUI's checkpoint loader: LoadCheckpoint's parts grouped as MODEL, CLIP and VAE (any family;
+    names in models/checkpoints, or in the models folder itself)."""
     category = "loaders"  # ComfyUI's
-    ckpt_name = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True)
+    ckpt_name = Combo(kind_choices("checkpoints"), model=True)
     outputs = (Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE"))
 
     @classmethod
     def fingerprint(cls, env, ckpt_name=None, **_):
-        return LoadCheckpoint.fingerprint(env, model=ckpt_name)
+        return kind_fingerprint(env, "checkpoints", ckpt_name)
 
     def run(self, ctx):
-        tokenizer, text_encoder, unet, vae, scheduler = call(LoadCheckpoint, ctx, model=self.ckpt_name)
-        return Model(unet, scheduler), Clip(tokenizer, text_encoder), vae
+        path = kind_path(ctx.env, "checkpoints", self.ckpt_name, "CheckpointLoaderSimple")
+        parts = load_parts(ctx.env, path, f"CheckpointLoaderSimple: {self.ckpt_name!r}")
+        return (*bundles(parts), parts.vae)
 
 
 class CLIPTextEncode(Node):

@@ -285,7 +285,7 @@ class PreviewLatent(Node):
     def run(self, ctx):
         if self.vae is not None:
             decode = VAEDecode()
-            decode.vae, decode.latents = self.vae, self.latents
+            decode.vae, decode.samples = self.vae, self.latents
             images = decode.run(ctx)
         else:
             samples = self.latents["samples"]

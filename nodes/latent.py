@@ -100,38 +100,40 @@ class MakeNoiseLatents(Node):
 
 
 class VAEEncode(Node):
-    """Encodes images into latents (the VAE's latent distribution; its mean scaled as "samples")."""
+    """Encodes images into latents (the VAE's latent distribution; its mean scaled as "samples").
+    ComfyUI's signature: VAEEncode(pixels, vae) -> LATENT."""
 
     category = "latent"
+    pixels = In("IMAGE")
     vae = In("VAE")
-    image = In("IMAGE")
-    input_aliases = {"pixels": "image"}  # ComfyUI's name, for its workflows
-    outputs = (Out("LATENT", "latents"),)
+    input_aliases = {"image": "pixels"}  # Loom's earlier name, for its older workflow files
+    outputs = (Out("LATENT", "LATENT"),)
 
     @torch.no_grad()
     def run(self, ctx):
         scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        _, h, w, _ = self.image.shape
+        _, h, w, _ = self.pixels.shape
         if h % scale or w % scale:
             raise ValueError(f"VAEEncode: the image is {w}x{h}; this VAE needs sides that are multiples of {scale}")
         # As VaeImageProcessor: (B, H, W, C) -> (B, C, H, W) view, then 2x - 1.
-        x = 2.0 * self.image.permute(0, 3, 1, 2) - 1.0
+        x = 2.0 * self.pixels[..., :3].permute(0, 3, 1, 2) - 1.0
         dist = self.vae.encode(x.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
         factor = self.vae.config.scaling_factor
         return {"samples": factor * dist.mean, "dist": {"mean": dist.mean, "std": dist.std, "scaling_factor": factor}}
 
 
 class VAEDecode(Node):
-    """Decodes latents into images (dividing by the VAE's scaling factor first)."""
+    """Decodes latents into images (dividing by the VAE's scaling factor first).
+    ComfyUI's signature: VAEDecode(samples, vae) -> IMAGE."""
 
     category = "latent"
+    samples = In("LATENT")
     vae = In("VAE")
-    latents = In("LATENT")
-    input_aliases = {"samples": "latents"}  # ComfyUI's name, for its workflows
-    outputs = (Out("IMAGE", "image"),)
+    input_aliases = {"latents": "samples"}  # Loom's earlier name, for its older workflow files
+    outputs = (Out("IMAGE", "IMAGE"),)
 
     @torch.no_grad()
     def run(self, ctx):
-        z = self.latents["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
+        z = self.samples["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
         image = self.vae.decode(z / self.vae.config.scaling_factor, return_dict=False)[0]
         return (image * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()

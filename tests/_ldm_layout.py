@@ -1,4 +1,5 @@
-"""Test helper: a diffusers SD 1.x model's weights in the original LDM single-file key layout.
+"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) in the original LDM/SGM
+single-file key layout.
 
 diffusers only converts LDM -> diffusers; tests need the other direction to write single-file
 checkpoints honestly (from real diffusers weights), so it is written out here, block by block.
@@ -35,7 +36,8 @@ def unet_to_ldm(state: dict, config) -> dict:
     p = {"time_embedding.linear_1": ("time_embed.0", None), "time_embedding.linear_2": ("time_embed.2", None),
          "conv_in": ("input_blocks.0.0", None), "conv_norm_out": ("out.0", None), "conv_out": ("out.2", None),
          "mid_block.resnets.0": ("middle_block.0", "resnet"), "mid_block.attentions.0": ("middle_block.1", None),
-         "mid_block.resnets.1": ("middle_block.2", "resnet")}
+         "mid_block.resnets.1": ("middle_block.2", "resnet"),
+         "add_embedding.linear_1": ("label_emb.0.0", None), "add_embedding.linear_2": ("label_emb.0.2", None)}
     for level in range(levels):
         for j in range(n):
             block = 1 + level * (n + 1) + j
@@ -80,9 +82,69 @@ def clip_to_ldm(state: dict) -> dict:
             for k, v in state.items()}
 
 
-def pipeline_to_ldm(pipe) -> dict:
+OPEN_CLIP_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def open_clip_to_ldm(state: dict, prefix: str, extra_layer: bool = False) -> dict:
+    """A transformers CLIP text model as an OpenCLIP text tower (q/k/v joined into in_proj, the
+    projection transposed). `extra_layer`: append the tower's last layer, which SD 2.x's diffusers
+    text encoder leaves out (a copy of the last one: only its presence matters)."""
+    import torch
+
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out = {"token_embedding.weight": state["embeddings.token_embedding.weight"],
+           "positional_embedding": state["embeddings.position_embedding.weight"],
+           "ln_final.weight": state["final_layer_norm.weight"], "ln_final.bias": state["final_layer_norm.bias"]}
+    if "text_projection.weight" in state:
+        out["text_projection"] = state["text_projection.weight"].T
+    else:  # SD 2.x's tower has a projection its diffusers encoder does not use
+        width = state["embeddings.token_embedding.weight"].shape[1]
+        out["text_projection"] = torch.zeros(width, width, device=state["embeddings.token_embedding.weight"].device)
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
+    for i in layers + ([layers[-1] + 1] if extra_layer else []):
+        src = f"encoder.layers.{min(i, layers[-1])}."
+        dst = f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([state[src + f"self_attn.{q}_proj.{kind}"]
+                                                          for q in ("q", "k", "v")])
+            for old, new in OPEN_CLIP_LAYER.items():
+                out[dst + f"{new}.{kind}"] = state[src + f"{old}.{kind}"]
+    return {prefix + k: v for k, v in out.items()}
+
+
+def pipeline_to_ldm(pipe, family: str = "sd1") -> dict:
     state = {}
     state.update(unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
     state.update(vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
-    state.update(clip_to_ldm(pipe.text_encoder.state_dict()))
+    state.update(text_encoders_to_ldm(family, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)))
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def text_encoders_to_ldm(family: str, text_encoder, text_encoder_2=None, sd2_extra_layer: bool = False) -> dict:
+    if family == "sd1":
+        return clip_to_ldm(text_encoder.state_dict())
+    if family == "sd2":
+        return open_clip_to_ldm(text_encoder.state_dict(), "cond_stage_model.model.", sd2_extra_layer)
+    if family == "sdxl":
+        return {**{k.replace("cond_stage_model.", "conditioner.embedders.0."): v
+                   for k, v in clip_to_ldm(text_encoder.state_dict()).items()},
+                **open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.1.model.")}
+    return open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.0.model.")
+
+
+def write_single_file(folder, family, path):
+    """A diffusers folder written as an LDM/SGM single file (the v_pred key marks SD 2.x v-prediction)."""
+    import diffusers
+    import torch
+    from safetensors.torch import save_file
+
+    cls = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+           "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}[family]
+    extra = {"safety_checker": None} if family in ("sd1", "sd2") else {}
+    pipe = getattr(diffusers, cls).from_pretrained(folder, **extra)
+    state = pipeline_to_ldm(pipe, family)
+    if family == "sd2":
+        state["v_pred"] = torch.zeros(())
+    save_file(state, str(path))
+    return path

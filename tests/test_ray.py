@@ -130,7 +130,8 @@ def test_two_workers_give_the_local_images(server, tmp_path):
 
     async def main():
         async with aiohttp.ClientSession() as s, WsLog(s, server.url, "ray") as ws:
-            ids = [(await post_prompt(s, server.url, txt2img(seed), "ray"))["prompt_id"] for seed in seeds]
+            ids = [(await post_prompt(s, server.url, txt2img(seed), "ray", extra_data={"preview_method": "auto"}))["prompt_id"]
+                   for seed in seeds]
             entries = [await wait_history(s, server.url, pid, timeout=120) for pid in ids]
             msgs = await ws.until_done(ids[0])
             return entries, [await image_of(s, server.url, e) for e in entries], msgs

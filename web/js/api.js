@@ -58,7 +58,9 @@ export class Api extends EventTarget {
   queuePrompt(workflow, { front = false } = {}) {
     return this.request("/prompt", {
       method: "POST",
-      json: { prompt: workflow, client_id: this.clientId, front, extra_data: { extra_pnginfo: { workflow } } },
+      // previews are sent only to a client that asks for them (ComfyUI's preview_method)
+      json: { prompt: workflow, client_id: this.clientId, front,
+              extra_data: { extra_pnginfo: { workflow }, preview_method: "auto" } },
     });
   }
 

@@ -1,0 +1,97 @@
+"""Workflow templates for the official frontend's template browser.
+
+    GET /templates/{file}                       ComfyUI's core templates (index*.json, NAME.json,
+                                                NAME-1.webp, ...) from the `comfyui-workflow-templates`
+                                                package when it is installed; without it an empty index
+    GET /workflow_templates                     {"loom": [names]}: Loom's own workflows/ (as ComfyUI
+                                                lists a custom node pack's example workflows)
+    GET /workflow_templates/loom/{NAME}.json    one of them, as an editor workflow (API-format files
+                                                are laid out first, so any editor can open them)
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+from functools import lru_cache
+from pathlib import Path
+
+from aiohttp import web
+
+from .files import SANDBOX
+from .security import Refused, reply
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+MODULE = "loom"
+
+
+@lru_cache(maxsize=1)
+def _package_files() -> dict[str, Path] | None:
+    """Every file the templates package serves, by name; None when it is not installed."""
+    try:
+        from importlib import resources
+
+        import comfyui_workflow_templates_core as core
+    except ImportError:
+        return None
+    files: dict[str, Path] = {}
+    json_dir = Path(str(resources.files("comfyui_workflow_templates_json") / "templates"))
+    for path in json_dir.glob("index*.json"):
+        files[path.name] = path
+    for entry in core.iter_templates():
+        for asset in entry.assets:
+            try:
+                files.setdefault(asset.filename, Path(core.get_asset_path(entry.template_id, asset.filename)))
+            except (FileNotFoundError, KeyError):  # a media bundle that is not installed
+                continue
+    return files
+
+
+def core_template(name: str) -> Path | None:
+    files = _package_files()
+    return None if files is None else files.get(name)
+
+
+def loom_templates() -> dict[str, Path]:
+    """Loom's example workflows by template name: `txt2img`, `tutorial/cfg_sweep`, ..."""
+    if not WORKFLOWS.is_dir():
+        return {}
+    return {p.relative_to(WORKFLOWS).with_suffix("").as_posix(): p for p in sorted(WORKFLOWS.rglob("*.json"))}
+
+
+def as_editor_workflow(path: Path, registry) -> dict:
+    from graph.formats import api_to_editor
+    from graph.workflow import is_editor
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if is_editor(data) else api_to_editor(data, registry)
+
+
+def routes(server) -> list[tuple]:
+    async def get_core(request):
+        name = request.match_info["file"]
+        path = await asyncio.to_thread(core_template, name)
+        if path is None and name.startswith("index") and name.endswith(".json"):
+            return reply({} if name == "index_logo.json" else [])  # no package: no core templates
+        if path is None:
+            raise Refused(404, f"no template file {name!r}", "not_found")
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return web.FileResponse(path, headers={**SANDBOX, "Content-Type": ctype})
+
+    async def get_modules(request):
+        return reply({MODULE: list(await asyncio.to_thread(loom_templates))})
+
+    async def get_loom(request):
+        module, name = request.match_info["module"], request.match_info["file"]
+        stem = name[:-5] if name.endswith(".json") else None
+        path = (await asyncio.to_thread(loom_templates)).get(stem) if module == MODULE and stem else None
+        if path is None:
+            raise Refused(404, f"no template {module}/{name}", "not_found")
+        loom = await server.loom()
+        return reply(await asyncio.to_thread(as_editor_workflow, path, loom.registry))
+
+    return [
+        ("get", "/templates/{file}", get_core, "ComfyUI's core workflow templates (comfyui-workflow-templates)"),
+        ("get", "/workflow_templates", get_modules, "Template names by module: Loom's workflows/"),
+        ("get", "/workflow_templates/{module}/{file:.+}", get_loom, "One of Loom's workflows as an editor workflow"),
+    ]
