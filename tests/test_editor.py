@@ -27,8 +27,12 @@ DEFAULT_TYPES = ["LoadCheckpoint", "Tokenize", "Tokenize", "EncodeText", "Encode
 
 @pytest.fixture(scope="module")
 def loop():
+    # the current loop of the thread: Playwright's handlers look it up, and a test module that ran
+    # asyncio.run() before this one leaves the thread without one
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     yield loop
+    asyncio.set_event_loop(None)
     loop.close()
 
 
