@@ -325,6 +325,7 @@ def test_history_is_one_request_of_summaries(loop, editor, server):
     only when the run is opened."""
     async def body():
         page = editor.page
+        await page.wait_for_function("loom.panels.loaded && !loom.panels.inFlight")  # this page's own read is done
         seen: list[str] = []
         page.on("request", lambda r: seen.append(r.url.split("/", 3)[3]))
         await reload(editor)
@@ -849,7 +850,11 @@ def test_every_node_menu_entry_works(loop, window):
         await page.mouse.click(*empty, button="right")
         await ed.pick_menu("Add Node")
         await ed.pick_menu("latent")
-        await page.locator(".litecontextmenu").last.locator(".litemenu-entry").first.click()
+        offered = await page.locator(".litecontextmenu").last.locator(".litemenu-entry").all_text_contents()
+        titles = await ed.js("""() => [...document.querySelectorAll(".palette-category")]
+            .filter((d) => d.querySelector("summary").textContent === "latent")
+            .flatMap((d) => [...d.querySelectorAll(".palette-item")].map((i) => i.textContent))""")
+        await ed.pick_menu(next(t for t in offered if t in titles))  # a node, not a sub-category
         assert len(await ed.nodes()) == count + 1
 
     run(loop, body())

@@ -80,12 +80,13 @@ class App {
     });
     this.execution.addEventListener("start", () => this.panels.refresh());
     this.execution.addEventListener("end", (e) => this.onRunEnd(e.detail));
-    // the socket's first status after it connects comes with the refresh of setConnected
-    this.execution.addEventListener("queue", () => {
-      if (this.statusSeen) this.panels.refresh();
-      this.statusSeen = true;
+    // the lists are read when the socket connects and when the queue length changes; the first
+    // status after connecting only tells the length the read on connecting already has
+    this.execution.addEventListener("queue", ({ detail: { remaining } }) => {
+      if (this.remaining !== undefined && remaining !== this.remaining) this.panels.refresh();
+      this.remaining = remaining;
     });
-    setTimeout(() => { if (!this.panels.loaded) this.panels.refresh(); }, 3000); // no socket yet
+    setTimeout(() => { if (!this.api.connected && !this.panels.loaded) this.panels.refresh(); }, 3000); // no socket yet
     this.canvas.draw(true, true);
     document.body.dataset.ready = "true";
   }
@@ -393,7 +394,7 @@ class App {
   setConnected(connected) {
     $("#connection").dataset.state = connected ? "up" : "down";
     $("#connection").title = connected ? "Connected to the server" : "Reconnecting…";
-    this.statusSeen = false;
+    this.remaining = undefined;
     if (connected) this.panels.refresh();
   }
 
