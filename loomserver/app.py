@@ -370,11 +370,11 @@ class LoomServer:
 
     async def get_lib(self, request):
         await self.core()
-        return files.static(self.web_dir / "node_modules", request.match_info["path"], self.unsafe_error)
+        return files.static(request, self.web_dir / "node_modules", request.match_info["path"], self.unsafe_error)
 
     async def get_static(self, request):
         await self.core()
-        return files.static(self.web_dir, request.match_info["path"], self.unsafe_error)
+        return files.static(request, self.web_dir, request.match_info["path"], self.unsafe_error)
 
 
 async def serve(args, make_loom: Callable[[Any], Any]) -> int:

@@ -153,8 +153,34 @@ PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>Loom</title>
 See <a href="/openapi.json">/openapi.json</a> for the API.</p>"""
 
 
-def static(web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
-    """A file of the editor folder (`web/`); a folder serves its index.html."""
+COMPRESSIBLE = ("text/", "application/json", "image/svg+xml")
+_gzipped: dict[Path, tuple[int, int, bytes]] = {}  # path -> (mtime_ns, size, gzip body) of editor files
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def gzipped(path: Path, stat: os.stat_result) -> bytes:
+    """The file gzipped, kept in memory until it changes: the editor's files are few and
+    compressing litegraph on every load would cost more than sending it."""
+    import gzip
+
+    cached = _gzipped.get(path)
+    if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    body = gzip.compress(path.read_bytes(), 6, mtime=0)
+    _gzipped[path] = (stat.st_mtime_ns, stat.st_size, body)
+    return body
+
+
+def static(request: web.Request, web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
+    """A file of the editor folder (`web/`); a folder serves its index.html. Text files go
+    gzipped to clients that accept it, with an ETag so a reload gets a bodiless 304."""
     from graph.env import safe_join
 
     try:
@@ -168,5 +194,14 @@ def static(web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
             return web.Response(body=PLACEHOLDER, content_type="text/html")
         raise Refused(404, f"no file /{rel}", "not_found")
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return web.FileResponse(path, headers={"Content-Type": ctype, "X-Content-Type-Options": "nosniff",
-                                           "Cache-Control": "no-cache"})
+    headers = {"Content-Type": ctype, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    stat = path.stat()
+    if not ctype.startswith(COMPRESSIBLE) or stat.st_size < 1024:
+        return web.FileResponse(path, headers=headers)
+    headers["Vary"] = "Accept-Encoding"
+    if not accepts_gzip(request):
+        return web.FileResponse(path, headers=headers)
+    headers["ETag"] = etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}-gz"'
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Vary", "Cache-Control")})
+    return web.Response(body=gzipped(path, stat), headers={**headers, "Content-Encoding": "gzip"})
