@@ -3,11 +3,8 @@ workers all make it. It lives here, below `server.py` and beside the Ray actor, 
 imports the command line."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("loom")
 
 
 def make_loom(options: Any, env=None, output_dir: str | None = None):
@@ -31,9 +28,9 @@ def make_loom(options: Any, env=None, output_dir: str | None = None):
 
 
 def ensure_demo_model(models_dir: Path) -> None:
+    """The built-in model in an empty models folder, as `graph.Loom(DATA_DIR)` writes it too."""
     try:
-        from nodes.tiny_model import ensure_tiny_model
+        from nodes import prepare_models
     except ImportError:  # built without the SD nodes
         return
-    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
-        log.info("the models folder held no model: wrote the tiny demo model")
+    prepare_models(models_dir)

@@ -5,9 +5,18 @@ Tensors stay on the device they were made on; only saving and previews move them
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
+
+
+def asset_dir(name: str) -> Path:
+    """A folder of the shipped models: `assets/NAME` in a checkout, `nodes/assets/NAME` in the wheel
+    (setup.py maps one onto the other)."""
+    installed = Path(__file__).resolve().parent / "assets"
+    return (installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "assets") / name
 
 
 def device_of(env) -> torch.device:
