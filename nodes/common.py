@@ -11,6 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .library_output import quiet_libraries
+
+quiet_libraries()  # once, when the nodes load
+
 
 def asset_dir(name: str) -> Path:
     """A folder of the shipped models: `assets/NAME` in a checkout, `nodes/assets/NAME` in the wheel
