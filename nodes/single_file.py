@@ -164,6 +164,7 @@ def _place(model, device, dtype):
 
 def load_single_file(path: Path, device, dtype) -> tuple:
     """(tokenizer, text_encoder, unet, vae, scheduler config) from one LDM-layout checkpoint."""
+    from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
                                                      convert_ldm_vae_checkpoint)
@@ -182,13 +183,14 @@ def load_single_file(path: Path, device, dtype) -> tuple:
                  assign=True)
     vae = _load(_build(AutoencoderKL, v_config), convert_ldm_vae_checkpoint(sd, v_config), "VAE", assign=True)
     tokenizer = tokenizer_for(c_config["vocab_size"], c_config["max_position_embeddings"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(**c_config, bos_token_id=tokenizer.bos_token_id,
-                                                eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id))
+    with init_empty_weights():  # weights on the meta device (no random init); its position_ids buffer is real
+        text_encoder = CLIPTextModel(CLIPTextConfig(**c_config, bos_token_id=tokenizer.bos_token_id,
+                                                    eos_token_id=tokenizer.eos_token_id,
+                                                    pad_token_id=tokenizer.pad_token_id))
     clip_state = convert_ldm_clip_checkpoint(sd)
     if not hasattr(text_encoder, "text_model"):  # transformers >= 5 flattened CLIPTextModel
         clip_state = {k.removeprefix("text_model."): v for k, v in clip_state.items()}
-    _load(text_encoder, clip_state, "CLIP text encoder", allowed_missing=("position_ids",))
+    _load(text_encoder, clip_state, "CLIP text encoder", allowed_missing=("position_ids",), assign=True)
     models = [_place(m, device, dtype) for m in (text_encoder, unet, vae)]
     return (tokenizer, *models, sd1_scheduler_config())
 

@@ -117,11 +117,15 @@ def small_class_grid() -> dict:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory):
     """(venv python, its site-packages, the user's home) with the wheel installed and the declared
     dependencies linked in."""
     base = tmp_path_factory.mktemp("wheel")
-    wheel = build_wheel(base)
     python, site = fresh_venv(base / "venv")
     link_dependencies(declared_closure(wheel), base / "deps", site)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
@@ -131,8 +135,7 @@ def installed(tmp_path_factory):
     return python, site, home
 
 
-def test_wheel_carries_the_editor_the_assets_and_the_schema(tmp_path):
-    wheel = build_wheel(tmp_path)
+def test_wheel_carries_the_editor_the_assets_and_the_schema(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in ["loomserver/web/index.html", "loomserver/web/js/app.js", f"loomserver/web/{LIBRARY}",
                  "loomserver/web/node_modules/@comfyorg/litegraph/dist/css/litegraph.css",
@@ -204,9 +207,9 @@ def test_installed_loom_serves_the_editor_and_runs_workflows(installed, tmp_path
 
 
 @pytest.mark.slow
-def test_wheel_installs_with_its_dependencies_from_the_index(tmp_path):
+@pytest.mark.timeout(1800)
+def test_wheel_installs_with_its_dependencies_from_the_index(wheel, tmp_path):
     """pip resolves and installs every dependency into a fresh venv (minutes: the timing is printed)."""
-    wheel = build_wheel(tmp_path)
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     python = tmp_path / "venv" / "bin" / "python"
     start = time.monotonic()
