@@ -38,6 +38,8 @@ DATA_FOLDERS = {"loomserver.web": "web", "nodes.assets": "assets"}
 class BuildPy(build_py):
     def run(self):
         ensure_editor_library()
+        if not self.editable_mode:  # build/lib is reused between builds: a file removed here must not linger
+            shutil.rmtree(self.build_lib, ignore_errors=True)
         super().run()
 
 
