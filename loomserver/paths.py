@@ -14,8 +14,9 @@ SOURCE_ROOT = PACKAGE.parent  # the checkout, or site-packages when installed
 APP_NAME = "loom"
 
 
-def is_checkout(folder: Path = SOURCE_ROOT) -> bool:
+def is_checkout(folder: Path | None = None) -> bool:
     """A Loom source tree (not an installed copy): its project file sits beside the packages."""
+    folder = SOURCE_ROOT if folder is None else folder
     return (folder / "pyproject.toml").is_file() and (folder / "loomserver").is_dir() and (folder / "web").is_dir()
 
 
