@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.timing import timed  # noqa: E402
+
 BUSY = "while True: pass"
 NO_SETTINGS = """
 import sys
@@ -38,18 +40,6 @@ print(*loom.image_paths(result))
 
 def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "LOOM_"))}
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and CPU-seconds (user + system) of one process run to its end."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd} failed:\n{done.stderr[-3000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import timed  # noqa: E402
 
 PIPELINE_COLD = """
 import sys, torch
@@ -131,18 +131,6 @@ def warm(args, models: Path, model: str, folder: Path, tmp: Path) -> None:
     rerun = statistics.median(reruns)
     print(f"  {size}x{size}: cold run (fresh executor, model load) {cold * 1000:8.1f} ms; "
           f"seed-only re-run (model, text cached) {rerun * 1000:8.1f} ms ({rerun / cold:.2f} of cold)")
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and CPU-seconds of one process run to its end."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed:\n{done.stderr[-3000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def cold(args, single: Path, folder: Path, tmp: Path) -> None:
