@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.request
 import zipfile
