@@ -1,8 +1,8 @@
 """What pyproject.toml cannot say: which files the packages carry.
 
-The editor (web/) and the shipped models (assets/) stay where they are in the checkout and are mapped
-into the wheel as `loomserver/web` and `nodes/assets`, found at run time by loomserver.resources and
-nodes.common.asset_dir. The editor's node-graph library is an npm package (web/node_modules, installed
+The editor (web/), the example workflows (workflows/) and the shipped models (assets/) stay where they
+are in the checkout and are mapped into the wheel as `loomserver/web`, `loomserver/workflows` and
+`nodes/assets`, found at run time by loomserver.paths and nodes.common.asset_dir. The editor's node-graph library is an npm package (web/node_modules, installed
 by setup.sh); a build without it runs `npm ci` first, so a wheel never lacks the editor.
 """
 import shutil
@@ -32,7 +32,7 @@ def data_packages(package: str, folder: str) -> list[str]:
     return [package] + [f"{package}.{name}" for name in find_namespace_packages(where=str(ROOT / folder))]
 
 
-DATA_FOLDERS = {"loomserver.web": "web", "nodes.assets": "assets"}
+DATA_FOLDERS = {"loomserver.web": "web", "loomserver.workflows": "workflows", "nodes.assets": "assets"}
 
 
 class BuildPy(build_py):
@@ -50,6 +50,7 @@ setup(
     package_data={
         "graph": ["*.json"],  # the workflow file schema
         "loomserver.web": ["**/*"],
+        "loomserver.workflows": ["**/*.json"],  # the example workflows (ComfyUI's template browser lists them)
         "nodes.assets": ["**/*"],
     },
     # Only what the page loads (and the library's licence) goes into the wheel.

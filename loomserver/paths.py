@@ -1,7 +1,7 @@
 """Where Loom's own files are, in a checkout and in an installed wheel, and the default data folder.
 
-In a checkout the editor is `web/` beside the packages; the wheel carries it as `loomserver/web`
-(see setup.py). The default data folder is `./data` of the current directory when Loom runs from a
+In a checkout the editor is `web/` beside the packages, the example workflows `workflows/`; the wheel
+carries them as `loomserver/web` and `loomserver/workflows` (see setup.py). The default data folder is `./data` of the current directory when Loom runs from a
 checkout (or is started inside one), and the per-user data folder otherwise (`~/.local/share/loom`
 on Linux): never inside the installed packages.
 """
@@ -20,9 +20,19 @@ def is_checkout(folder: Path | None = None) -> bool:
     return (folder / "pyproject.toml").is_file() and (folder / "loomserver").is_dir() and (folder / "web").is_dir()
 
 
+def _shipped(name: str) -> Path:
+    """A folder the wheel carries inside this package (see setup.py) and a checkout has at its root."""
+    installed = PACKAGE / name
+    return installed if installed.is_dir() else SOURCE_ROOT / name
+
+
 def editor_dir() -> Path:
-    installed = PACKAGE / "web"
-    return installed if installed.is_dir() else SOURCE_ROOT / "web"
+    return _shipped("web")
+
+
+def workflows_dir() -> Path:
+    """The example workflows (`workflows/` of a checkout)."""
+    return _shipped("workflows")
 
 
 def default_data_dir(cwd: Path | None = None) -> Path:

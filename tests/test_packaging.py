@@ -142,6 +142,8 @@ def test_wheel_carries_the_editor_the_assets_and_the_schema(wheel):
         assert path in names, path
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "assets").rglob("*") if p.is_file()}
     assert shipped and {"nodes/" + p for p in shipped} <= names  # every shipped model file, whatever its folder
+    examples = {p.relative_to(ROOT).as_posix() for p in (ROOT / "workflows").rglob("*.json")}
+    assert examples and {"loomserver/" + p for p in examples} <= names
     assert not any(n.endswith((".map", ".d.ts")) or n.startswith(("tests/", "server.py")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "loom = loomserver.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
