@@ -177,7 +177,8 @@ def test_installed_loom_serves_the_editor_and_runs_workflows(installed, tmp_path
             time.sleep(0.1)
         assert data_dir == home / "xdg-data" / "loom", Path(log.name).read_text()  # the per-user folder
 
-        while not json.loads(get(url + "/system_stats")[1])["loom"]["ready"]:  # torch and the nodes load
+        deadline = time.monotonic() + 300  # torch and the nodes load (slow only on a crowded machine)
+        while not json.loads(get(url + "/system_stats")[1])["loom"]["ready"]:
             assert time.monotonic() < deadline, Path(log.name).read_text()
             time.sleep(0.2)
         status, page = get(url + "/")
@@ -198,7 +199,11 @@ def test_installed_loom_serves_the_editor_and_runs_workflows(installed, tmp_path
         assert (data_dir / "models" / "tiny-sd" / "model_index.json").is_file()  # the demo model, written there
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log.close()
     output = Path(log.name).read_text()
     assert proc.returncode == 0, output
