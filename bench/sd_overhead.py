@@ -111,8 +111,9 @@ def warm(args, models: Path, model: str, folder: Path, tmp: Path) -> None:
                     pipeline_times.append(run_pipeline(i, size, batch))
             p_med, l_med = statistics.median(pipeline_times), statistics.median(loom_times)
             worst = max(worst, l_med / p_med)
-            print(f"  {f'{size}x{size}':>9s} {batch:5d} {p_med * 1000:10.1f} {l_med * 1000:10.1f} {l_med / p_med:9.3f}",
-                  flush=True)
+            runs = " ".join(f"{p:.1f}/{l:.1f}" for p, l in zip(pipeline_times, loom_times))
+            print(f"  {f'{size}x{size}':>9s} {batch:5d} {p_med * 1000:10.1f} {l_med * 1000:10.1f} {l_med / p_med:9.3f}"
+                  f"   (runs, s pipeline/Loom: {runs})", flush=True)
     print(f"  worst Loom / pipeline: {worst:.3f}  (goal <= 1.0)")
 
     size = args.sizes[0]
