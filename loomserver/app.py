@@ -115,8 +115,7 @@ class LoomServer:
     async def _wait_ready(self) -> None:
         try:
             await self._core
-        except Exception as exc:
-            log.error("cannot open the data folder: %s", exc)
+        except Exception:  # serve() reports it
             self.fatal.set()
             return
         await asyncio.get_running_loop().run_in_executor(None, self.worker.ready.wait)
@@ -377,18 +376,61 @@ class LoomServer:
         return files.static(request, self.web_dir, request.match_info["path"], self.unsafe_error)
 
 
+class StartError(Exception):
+    """The server cannot start (its port is taken, its data folder in use): one line for the user."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, before anything loads, when `host:port` cannot be bound."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise StartError(_bind_problem(host, port, exc)) from None
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use (another Loom server or program): "
+                f"choose another with --port, or --port 0 for any free one")
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 async def serve(args, make_loom: Callable[[Any], Any]) -> int:
-    """Run the server until SIGINT or SIGTERM; returns the exit status."""
+    """Run the server until SIGINT or SIGTERM; returns the exit status. Raises StartError when the
+    port cannot be bound or the data folder is in use; "listening" is printed only once both are ours."""
     import signal
 
     server = LoomServer(args, make_loom)
     runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartError(_bind_problem(args.listen, args.port, exc)) from None
+    try:
+        await asyncio.shield(server._core)
+    except Exception as exc:  # the data folder: in use by another server, not writable, ...
+        await runner.cleanup()
+        raise StartError(f"cannot open the data folder: {exc}") from None
     host, port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"Loom listening on http://{shown}:{port}", flush=True)
+    print(f"data folder: {server.env.data_dir}", flush=True)
     if server.token:
         print(f"auth token required: open http://{shown}:{port}/?token={server.token}", flush=True)
     stop = asyncio.Event()

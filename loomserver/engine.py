@@ -43,9 +43,9 @@ def make_loom(options: Any, env=None, output_dir: str | None = None):
 
 
 def ensure_demo_model(models_dir: Path) -> None:
+    """The built-in model in an empty models folder, as `graph.Loom(DATA_DIR)` writes it too."""
     try:
-        from nodes.tiny_model import ensure_tiny_model
+        from nodes import prepare_models
     except ImportError:  # built without the SD nodes
         return
-    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
-        log.info("the models folder held no model: wrote the tiny demo model")
+    prepare_models(models_dir)

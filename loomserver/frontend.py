@@ -1,6 +1,6 @@
 """What ComfyUI's official frontend asks of a server at start and in its model library, in ComfyUI's
 shapes; and where that frontend's files are (`--frontend comfyui`, from the `comfyui-frontend-package`
-wheel: `pip install 'loom[comfyui-frontend]'`).
+wheel: `pip install 'loom-diffusion[comfyui-frontend]'`).
 
     GET /extensions            ["/extensions/<path>.js", ...]: the scripts of the served site's extensions/
     GET /features              the server's feature flags
@@ -20,7 +20,7 @@ from .security import Refused, reply
 from .system import list_checkpoints
 
 FRONTENDS = ("loom", "comfyui")
-INSTALL_HINT = "pip install 'loom[comfyui-frontend]'"
+INSTALL_HINT = "pip install 'loom-diffusion[comfyui-frontend]'"
 
 
 def web_root(args) -> Path:

@@ -19,9 +19,9 @@ from pathlib import Path
 from aiohttp import web
 
 from .files import SANDBOX
+from .paths import workflows_dir
 from .security import Refused, reply
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 MODULE = "loom"
 
 
@@ -54,9 +54,10 @@ def core_template(name: str) -> Path | None:
 
 def loom_templates() -> dict[str, Path]:
     """Loom's example workflows by template name: `txt2img`, `tutorial/cfg_sweep`, ..."""
-    if not WORKFLOWS.is_dir():
+    folder = workflows_dir()  # the checkout's workflows/, or the wheel's copy
+    if not folder.is_dir():
         return {}
-    return {p.relative_to(WORKFLOWS).with_suffix("").as_posix(): p for p in sorted(WORKFLOWS.rglob("*.json"))}
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.json"))}
 
 
 def as_editor_workflow(path: Path, registry) -> dict:

@@ -5,9 +5,22 @@ Tensors stay on the device they were made on; only saving and previews move them
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
+
+from .library_output import quiet_libraries
+
+quiet_libraries()  # once, when the nodes load
+
+
+def asset_dir(name: str) -> Path:
+    """A folder of the shipped models: `assets/NAME` in a checkout, `nodes/assets/NAME` in the wheel
+    (setup.py maps one onto the other)."""
+    installed = Path(__file__).resolve().parent / "assets"
+    return (installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "assets") / name
 
 
 def call(node, ctx, **inputs):
