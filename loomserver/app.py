@@ -429,10 +429,11 @@ async def serve(args, make_loom: Callable[[Any], Any]) -> int:
         raise StartError(f"cannot open the data folder: {exc}") from None
     host, port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"Loom listening on http://{shown}:{port}", flush=True)
+    # "listening" last: whoever waits for it (a script, the tests) has the other lines by then
     print(f"data folder: {server.env.data_dir}", flush=True)
     if server.token:
         print(f"auth token required: open http://{shown}:{port}/?token={server.token}", flush=True)
+    print(f"Loom listening on http://{shown}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

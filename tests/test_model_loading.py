@@ -31,16 +31,16 @@ def real_inits(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["folder", "single file"])
 def test_loading_draws_no_random_weights(kind, tiny_sd, tmp_path, real_inits):
-    from nodes.loaders import load_diffusers_folder
+    from nodes.checkpoints import load_diffusers_folder
     from nodes.single_file import load_single_file
 
     if kind == "folder":
-        models = load_diffusers_folder(tiny_sd, torch.device("cpu"), torch.float32)
+        parts = vars(load_diffusers_folder(tiny_sd, torch.device("cpu"), torch.float32))
     else:
         path = tmp_path / "tiny.safetensors"
         write_ldm(tiny_sd, path)
         real_inits.clear()  # writing the file is not loading it
-        models = load_single_file(path, torch.device("cpu"), torch.float32)
+        parts = load_single_file(path, torch.device("cpu"), torch.float32)
     assert real_inits == []
-    for model in models[1:4]:  # text encoder, UNet, VAE: nothing left on the meta device
+    for model in (parts["text_encoder"], parts["unet"], parts["vae"]):  # nothing left on the meta device
         assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])

@@ -140,11 +140,11 @@ def test_inductor_compile_stays_within_tolerance(baseline, tiny_sd, tmp_path_fac
 
 def test_cli_options_reach_the_engine(tiny_sd, tmp_path, monkeypatch):
     import nodes.placement
-    import server
+    from loomserver.cli import parse_args
     from loomserver.engine import make_loom
 
     argv = ["--data-dir", str(tmp_path), "--models-dir", str(tiny_sd.parent), "--vram-bytes", "123456", "--compile"]
-    loom = make_loom(server.parse_args([*argv, "--device", "cpu"]))
+    loom = make_loom(parse_args([*argv, "--device", "cpu"]))
     assert loom.env.speed == Speed(compile=True)
     assert loom.executor.memory is None  # on the CPU the cache's own budget covers everything
 
@@ -152,5 +152,5 @@ def test_cli_options_reach_the_engine(tiny_sd, tmp_path, monkeypatch):
         device, host = "cuda:0", "cpu"
 
     monkeypatch.setattr(nodes.placement, "placement_for", lambda env: Placement())
-    memory = make_loom(server.parse_args(argv)).executor.memory
+    memory = make_loom(parse_args(argv)).executor.memory
     assert memory.budget == 123456 and memory.device == "cuda:0"
