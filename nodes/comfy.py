@@ -359,5 +359,5 @@ class InpaintModelConditioning(Node):
                                   vae=self.vae, image=self.pixels, mask=self.mask)
         latent = call(VAEEncode, ctx, vae=self.vae, pixels=self.pixels)
         if self.noise_mask:
-            latent = call(SetLatentNoiseMask, ctx, latents=latent, mask=self.mask)
+            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=self.mask)
         return positive, negative, latent
