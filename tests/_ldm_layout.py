@@ -1,5 +1,5 @@
-"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) in the original LDM/SGM
-single-file key layout.
+"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) and a ControlNet's in
+the original LDM/SGM single-file key layout.
 
 diffusers only converts LDM -> diffusers; tests need the other direction to write single-file
 checkpoints honestly (from real diffusers weights), so it is written out here, block by block.
@@ -75,6 +75,30 @@ def vae_to_ldm(state: dict, config) -> dict:
     # LDM's VAE attention uses 1x1 convolutions where diffusers uses linear layers.
     return {"first_stage_model." + k: (v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v)
             for k, v in renamed.items()}
+
+
+def controlnet_to_ldm(state: dict, config) -> dict:
+    """A diffusers ControlNet's weights in the LDM key layout (lllyasviel's files: `control_model.`,
+    `input_hint_block`, `zero_convs`)."""
+    n, levels = config["layers_per_block"], len(config["block_out_channels"])
+    p = {"time_embedding.linear_1": ("time_embed.0", None), "time_embedding.linear_2": ("time_embed.2", None),
+         "conv_in": ("input_blocks.0.0", None), "mid_block.resnets.0": ("middle_block.0", "resnet"),
+         "mid_block.attentions.0": ("middle_block.1", None), "mid_block.resnets.1": ("middle_block.2", "resnet"),
+         "controlnet_mid_block": ("middle_block_out.0", None),
+         "controlnet_cond_embedding.conv_in": ("input_hint_block.0", None),
+         "controlnet_cond_embedding.conv_out": ("input_hint_block.14", None)}  # 14 in every published file
+    for k in range(2 * (len(config["conditioning_embedding_out_channels"]) - 1)):  # SiLUs between: every other index
+        p[f"controlnet_cond_embedding.blocks.{k}"] = (f"input_hint_block.{2 * (k + 1)}", None)
+    for i in range(1 + levels * (n + 1) - 1):
+        p[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", None)
+    for level in range(levels):
+        for j in range(n):
+            block = 1 + level * (n + 1) + j
+            p[f"down_blocks.{level}.resnets.{j}"] = (f"input_blocks.{block}.0", "resnet")
+            p[f"down_blocks.{level}.attentions.{j}"] = (f"input_blocks.{block}.1", None)
+        if level < levels - 1:
+            p[f"down_blocks.{level}.downsamplers.0.conv"] = (f"input_blocks.{(level + 1) * (n + 1)}.0.op", None)
+    return {"control_model." + k: v.contiguous() for k, v in _rename(state, p, {"resnet": RESNET}).items()}
 
 
 def clip_to_ldm(state: dict) -> dict:

@@ -86,10 +86,10 @@ def sd_templates() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def loom(tmp_path_factory, tiny_sd):
-    from diffusers import ControlNetModel, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     from nodes.tiny_model import VAE_8X, write_tiny_model
-    from tests._tiny_assets import tiny_esrgan_state, write_diffusers_lora, write_kohya_lora
+    from tests._tiny_assets import controlnet, tiny_esrgan_state, write_diffusers_lora, write_kohya_lora
 
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("template_models")
@@ -107,9 +107,7 @@ def loom(tmp_path_factory, tiny_sd):
     (models / "upscale_models").mkdir()
     torch.save({"params_ema": tiny_esrgan_state(seed=0, identity=True)}, models / "upscale_models" / "tiny_x4.pth")
     unet = UNet2DConditionModel.from_pretrained(ckpts / TINY["sd1"], subfolder="unet")
-    torch.manual_seed(0)
-    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(
-        models / "controlnet" / "tiny-controlnet")
+    controlnet(unet, seed=0, latent_scale=8).save_pretrained(models / "controlnet" / "tiny-controlnet")
     env = Env.from_data_dir(tmp_path_factory.mktemp("template_data"), models_dir=models, device="cpu", dtype="float32")
     return Loom(env)
 
