@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+MAX_RESOLUTION = 16384  # the largest image side a size widget takes (ComfyUI's)
+
 
 def call(node, ctx, **inputs):
     """Run another node's code with these inputs (declared defaults for the rest), as the executor would."""

@@ -16,6 +16,7 @@ from PIL import Image
 
 from graph import Env, Loom
 from tests._ldm_layout import controlnet_to_ldm, write_single_file
+from tests._sd import run_node
 from tests._sd_families import picture
 from tests._tiny_assets import controlnet, write_kohya_lora
 
@@ -75,11 +76,7 @@ def with_controlnet(wf: dict, name: str) -> dict:
 
 
 def decoded(loom, wf) -> np.ndarray:
-    validation = loom.validate(wf, outputs=["8"])
-    assert validation.ok, validation.response()
-    result = loom.run(validation)
-    assert result.ok, result.error
-    return result.values["8"][0].numpy()
+    return run_node(loom, wf, "8").numpy()  # VAEDecode's image
 
 
 def pipeline(cls_name: str, folder: Path, **components):
