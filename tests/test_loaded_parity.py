@@ -3,7 +3,7 @@ folders, loaded by the ComfyUI loaders, run through validation and the executor,
 pipeline loaded from the same files (`from_pretrained`), same seed and settings. Each test prints its
 max abs difference: an SDXL checkpoint (folder and single file), a ControlNet (folder and LDM file),
 an inpainting checkpoint (9-channel UNet; folder and single file), a noise mask on a plain
-checkpoint, and a LoRA with a ControlNet."""
+checkpoint, a LoRA with a ControlNet, and a LoRA on SDXL."""
 import copy
 import json
 import shutil
@@ -28,8 +28,8 @@ LORA_STRENGTH = 0.8
 
 @pytest.fixture(scope="module")
 def setup(tiny_sd, tmp_path_factory):
-    """models/checkpoints: tiny-sd, tiny-sdxl, tiny-sd-inpaint (each also as a single file);
-    models/controlnet: tiny-cn (folder) and tiny-cn-ldm.safetensors; models/loras: a kohya LoRA;
+    """models/checkpoints: tiny-sd, tiny-sdxl, tiny-sd-inpaint (the last two also as single files);
+    models/controlnet: tiny-cn (folder) and tiny-cn-ldm.safetensors; models/loras: kohya LoRAs;
     input/: a picture with a transparent block (LoadImage's MASK), and a hint."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
@@ -48,6 +48,7 @@ def setup(tiny_sd, tmp_path_factory):
     save_file(controlnet_to_ldm(net.state_dict(), net.config), str(models / "controlnet" / "tiny-cn-ldm.safetensors"))
     (models / "loras").mkdir()
     write_kohya_lora(tiny_sd, models / "loras" / "tiny-lora.safetensors", seed=2)
+    write_kohya_lora(ckpts / "tiny-sdxl", models / "loras" / "tiny-xl-lora.safetensors", seed=3)
     loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("loaded_data"), models_dir=models, device="cpu",
                                   dtype="float32"))
     rgba = np.dstack([picture(), np.full((64, 64), 255, np.uint8)])
@@ -72,6 +73,14 @@ def with_controlnet(wf: dict, name: str) -> dict:
                    "positive": ["6", 0], "negative": ["7", 0], "control_net": ["20", 0], "image": ["21", 0],
                    **CN_SETTINGS}}})
     wf["3"]["inputs"].update(positive=["22", 0], negative=["22", 1])
+    return wf
+
+
+def with_lora(wf: dict, name: str) -> dict:
+    wf["23"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": name,
+                                                        "strength_model": LORA_STRENGTH, "strength_clip": LORA_STRENGTH}}
+    wf["3"]["inputs"]["model"] = ["23", 0]
+    wf["6"]["inputs"]["clip"] = wf["7"]["inputs"]["clip"] = ["23", 1]
     return wf
 
 
@@ -180,11 +189,7 @@ def test_lora_with_controlnet(setup, record_property):
     from diffusers import ControlNetModel
 
     loom, models = setup
-    wf = with_controlnet(txt2img("tiny-sd"), "tiny-cn")
-    wf["23"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": "tiny-lora.safetensors",
-                                                        "strength_model": LORA_STRENGTH, "strength_clip": LORA_STRENGTH}}
-    wf["3"]["inputs"]["model"] = ["23", 0]
-    wf["6"]["inputs"]["clip"] = wf["7"]["inputs"]["clip"] = ["23", 1]
+    wf = with_lora(with_controlnet(txt2img("tiny-sd"), "tiny-cn"), "tiny-lora.safetensors")
     ours = decoded(loom, wf)
     pipe = pipeline("StableDiffusionControlNetPipeline", models / "checkpoints" / "tiny-sd",
                     controlnet=ControlNetModel.from_pretrained(models / "controlnet" / "tiny-cn"))
@@ -195,3 +200,19 @@ def test_lora_with_controlnet(setup, record_property):
     expected = pipeline_image(pipe, wf, image=hint, **CN_PIPELINE)
     assert np.abs(expected - without).max() > 0.01  # the LoRA acts
     assert report("LoRA + ControlNet vs the pipeline after load_lora_weights", ours, expected, record_property) == 0.0
+
+
+def test_lora_on_sdxl(setup, record_property):
+    """LoraLoader (kohya's SDXL layout: lora_unet_, lora_te1_, lora_te2_) on an SDXL checkpoint vs
+    StableDiffusionXLPipeline after load_lora_weights of the same file: UNet and both text encoders."""
+    loom, models = setup
+    wf = with_lora(txt2img("tiny-sdxl"), "tiny-xl-lora.safetensors")
+    ours = decoded(loom, wf)
+    pipe = pipeline("StableDiffusionXLPipeline", models / "checkpoints" / "tiny-sdxl")
+    without = pipeline_image(pipe, wf)
+    pipe.load_lora_weights(str(models / "loras" / "tiny-xl-lora.safetensors"), adapter_name="x")
+    pipe.set_adapters(["x"], adapter_weights=[LORA_STRENGTH])
+    expected = pipeline_image(pipe, wf)
+    assert np.abs(expected - without).max() > 0.01  # the LoRA acts
+    assert report("SDXL LoRA vs StableDiffusionXLPipeline after load_lora_weights", ours, expected,
+                  record_property) == 0.0
