@@ -76,7 +76,7 @@ class SetLatentNoiseMask(Node):
     category = "latent/inpaint"
     samples = In("LATENT")
     mask = In("MASK")
-    input_aliases = {"latents": "samples"}  # the name it had before it took ComfyUI's
+    input_aliases = {"latents": "samples"}  # Loom's earlier name, for its older workflow files
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
@@ -93,7 +93,7 @@ class VAEEncodeForInpaint(Node):
     vae = In("VAE")
     mask = In("MASK")
     grow_mask_by = Int(6, min=0, max=64)
-    input_aliases = {"image": "pixels"}  # the name it had before it took ComfyUI's
+    input_aliases = {"image": "pixels"}  # Loom's earlier name, for its older workflow files
     outputs = (Out("LATENT", "LATENT"),)
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ whose `embeds` are SD 1.x/2.x's last layer of the encoder (or an earlier one, cl
 layer norm, or SDXL's penultimate layers of both encoders, unnormalised, concatenated (768 + 1280),
 with the second encoder's projection as `pooled`.
 
-Every text-encoder call goes through `run_text_encoder` (one place to wrap, e.g. for LoRA).
+Every text-encoder call goes through `run_text_encoder` (one place to change it; LoRA views need none).
 """
 from __future__ import annotations
 
