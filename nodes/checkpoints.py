@@ -19,11 +19,11 @@ from typing import Any
 
 from .clip_bpe import OPEN_CLIP_PAD, tokenizer_for
 from .families import (SD1, SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
-                       family_of_folder, family_of_unet_config, family_of_unet_state_dict, prediction_type_of,
-                       scheduler_for)
-from .model_files import read_state_dict
-from .single_file import (CheckpointError, load_single_file, place, text_encoder_from_ldm, unet_from_ldm,
-                          vae_from_ldm)
+                       family_of_folder, family_of_state_dict, family_of_unet_config, family_of_unet_state_dict,
+                       prediction_type_of, scheduler_for)
+from .model_files import has_prefix, key_indices, read_state_dict
+from .single_file import (CheckpointError, build_on_meta, load_single_file, load_weights, place, text_encoder_from_ldm,
+                          unet_from_ldm, vae_from_ldm)
 
 # Text-encoder kinds: OpenAI CLIP ViT-L (SD 1.x, SDXL's first), OpenCLIP ViT-H (SD 2.x), OpenCLIP bigG
 # (SDXL's second, the refiner's only).
@@ -88,10 +88,6 @@ def load_checkpoint(path: Path, device, dtype) -> Parts:
 
 # --- parts alone --------------------------------------------------------------------------------
 
-def _prefixed(sd: dict, prefix: str) -> bool:
-    return any(k.startswith(prefix) for k in sd)
-
-
 def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
     """(unet, family, scheduler config) of a UNet folder, a UNet file or a whole checkpoint."""
     from diffusers import UNet2DConditionModel
@@ -104,7 +100,7 @@ def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
         scheduler = folder.parent / "scheduler" / "scheduler_config.json"
         return unet, family, _json(scheduler) if scheduler.is_file() else scheduler_for(family)
     sd = read_state_dict(path)
-    prefix = UNET_PREFIX if _prefixed(sd, UNET_PREFIX) else ""
+    prefix = UNET_PREFIX if has_prefix(sd, UNET_PREFIX) else ""
     if "input_blocks.0.0.weight" not in {k[len(prefix):] for k in sd if k.startswith(prefix)}:
         raise CheckpointError(f"{path.name}: not a UNet in the LDM layout (no 'input_blocks.0.0.weight'); "
                               "diffusers-layout UNets load from their folder (config.json)")
@@ -114,8 +110,8 @@ def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
 
 
 def _diffusers_vae_config(sd: dict, scaling: float) -> dict:
-    levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))})
-    resnets = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k))}
+    levels = key_indices(sd, r"encoder\.down_blocks\.(\d+)\.")
+    resnets = key_indices(sd, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")
     return {"block_out_channels": [sd[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in levels],
             "down_block_types": ["DownEncoderBlock2D"] * len(levels),
             "up_block_types": ["UpDecoderBlock2D"] * len(levels), "layers_per_block": len(resnets),
@@ -137,18 +133,14 @@ def load_vae(path: Path, device, dtype):
         return AutoencoderKL.from_pretrained(folder, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
     scaling = vae_scaling_for_name(path.name)
-    if _prefixed(sd, UNET_PREFIX):  # a whole checkpoint: its VAE, at its family's scale
-        from .families import family_of_state_dict
-
+    if has_prefix(sd, UNET_PREFIX):  # a whole checkpoint: its VAE, at its family's scale
         scaling = VAE_SCALING[family_of_state_dict(sd)]
-    prefix = VAE_PREFIX if _prefixed(sd, VAE_PREFIX) else ""
+    prefix = VAE_PREFIX if has_prefix(sd, VAE_PREFIX) else ""
     try:
         if f"{prefix}encoder.down.0.block.0.conv1.weight" in sd:  # LDM layout
             return place(vae_from_ldm(sd, scaling, prefix), device, dtype)
         if "encoder.down_blocks.0.resnets.0.conv1.weight" in sd:  # diffusers layout
-            from .single_file import _build, _load
-
-            vae = _load(_build(AutoencoderKL, _diffusers_vae_config(sd, scaling)), sd, "VAE", assign=True)
+            vae = load_weights(build_on_meta(AutoencoderKL, _diffusers_vae_config(sd, scaling)), sd, "VAE", assign=True)
             return place(vae, device, dtype)
     except KeyError as exc:
         raise CheckpointError(f"{path.name}: expected VAE tensor {exc} is missing") from None
@@ -185,7 +177,7 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
     sd = read_state_dict(path)
     for family, slots in TEXT_ENCODER_PREFIXES.items():  # a whole checkpoint: its (first) encoder
         for slot, (prefix, layout) in slots.items():
-            if _prefixed(sd, prefix) and _prefixed(sd, UNET_PREFIX):
+            if has_prefix(sd, prefix) and has_prefix(sd, UNET_PREFIX):
                 return _from_file(sd, prefix, layout, family, slot, device, dtype)
     hf = next((k.split("text_model.")[0] for k in sd if "text_model.embeddings.token_embedding" in k), None)
     if hf is not None:

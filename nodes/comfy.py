@@ -1,16 +1,22 @@
-"""ComfyUI's Stable Diffusion 1.x core nodes under their own names, so ComfyUI workflows (API and UI
-format) run as they are: CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler and
-KSamplerAdvanced. (VAEDecode, VAEEncode, LoadImage, SaveImage and PreviewImage are Loom's own
-nodes, which also take ComfyUI's input names through `input_aliases`.)
+"""ComfyUI's core nodes under their own names and inputs, so ComfyUI workflows (API and UI format) run
+as they are: CheckpointLoaderSimple, CLIPTextEncode, CLIPSetLastLayer, CLIPTextEncodeSDXL(Refiner),
+EmptyLatentImage, KSampler, KSamplerAdvanced, ControlNetLoader, ControlNetApply(Advanced) and
+InpaintModelConditioning. The rest of ComfyUI's names live beside their kind: nodes.comfy_loaders
+(separate loaders, LoRA), nodes.comfy_sampling (custom sampling), nodes.comfy_scaling (scaling,
+upscale models, latent batches), nodes.primitives. Where ComfyUI's node is exactly a Loom stage, the
+stage node carries ComfyUI's name and signature itself: VAEDecode, VAEEncode (nodes.latent),
+LoadImage, SaveImage, PreviewImage (nodes.image), the Conditioning* nodes (nodes.conditioning),
+SetLatentNoiseMask and VAEEncodeForInpaint (nodes.inpaint); earlier Loom input names load through
+`input_aliases`. tests/test_comfy_signatures.py holds ComfyUI's declarations of every one of them.
 
 Each is composed from Loom's stage nodes, so the model code lives once: CheckpointLoaderSimple is
-LoadCheckpoint, CLIPTextEncode is Tokenize + EncodeText, KSampler is MakeNoiseLatents + the
-denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto diffusers
-schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
+LoadCheckpoint, CLIPTextEncode is Tokenize + EncodeText (EncodeTextSDXL for SDXL), KSampler is
+MakeNoiseLatents + the denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto
+diffusers schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
 rewriting the graph into stage nodes, keeps what clients see intact: progress, errors and outputs
 name the nodes of the workflow they sent.
 
-ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizer + text encoder) are the
+ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizers + text encoders) are the
 bundles of nodes.bundles; VAE, CONDITIONING, LATENT and IMAGE are Loom's. Images will not be identical to
 ComfyUI's (other sampler code, per-image noise streams), but the graph, seed and settings are honoured.
 """
@@ -24,7 +30,7 @@ from graph import Boolean, Combo, Float, In, Int, Node, Out, String
 
 from .bundles import Clip, Model
 from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
-from .common import call, device_of
+from .common import MAX_RESOLUTION, call, device_of
 from .conditioning import SetAestheticScore, SetSizeConditioning, update
 from .controlnet import ApplyControlNet, LoadControlNet
 from .inpaint import InpaintConditioning, SetLatentNoiseMask
@@ -35,7 +41,6 @@ from .sampling import MAX_STEP, denoise
 from .schedulers import CHECKPOINT, SchedulerSpec
 from .text import EncodeText, EncodeTextSDXL, Tokenize
 
-MAX_RESOLUTION = 16384
 COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
 
 
@@ -359,5 +364,5 @@ class InpaintModelConditioning(Node):
                                   vae=self.vae, image=self.pixels, mask=self.mask)
         latent = call(VAEEncode, ctx, vae=self.vae, pixels=self.pixels)
         if self.noise_mask:
-            latent = call(SetLatentNoiseMask, ctx, latents=latent, mask=self.mask)
+            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=self.mask)
         return positive, negative, latent

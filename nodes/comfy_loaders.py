@@ -16,7 +16,7 @@ from graph import Combo, Float, In, Node, Out
 
 from .bundles import Clip, Model
 from .checkpoints import CheckpointError, clip_family
-from .comfy import call
+from .common import call
 from .families import SDXL, SDXL_REFINER
 from .loaders import LoadTextEncoder, LoadUNet, LoadVAE
 from .lora import apply_lora, lora_node_inputs

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from graph import Combo, Float, In, Int, Node, Out
 
-from .comfy import call
-from .scaling import (CROPS, IMAGE_METHODS, LATENT_METHODS, MAX_RESOLUTION, LoadUpscaleModel, ResizeImage,
-                      UpscaleWithModel, keep_aspect, resized_latent, total_pixels_size)
+from .comfy import COMFY_LATENT_SCALE
+from .common import MAX_RESOLUTION, call
 from .model_files import kind_choices, kind_fingerprint
-
-COMFY_LATENT_SCALE = 8
+from .scaling import (CROPS, IMAGE_METHODS, LATENT_METHODS, LoadUpscaleModel, ResizeImage, UpscaleWithModel,
+                      keep_aspect, resized_latent, total_pixels_size)
 
 
 class LatentUpscale(Node):

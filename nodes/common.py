@@ -13,6 +13,8 @@ from PIL import Image
 
 from .library_output import quiet_libraries
 
+MAX_RESOLUTION = 16384  # the largest image side a size widget takes (ComfyUI's)
+
 quiet_libraries()  # once, when the nodes load
 
 

@@ -1,4 +1,24 @@
-"""The CONDITIONING value (described in nodes.text) and the nodes that combine and reshape it.
+"""The CONDITIONING value and the nodes that combine and reshape it.
+
+CONDITIONING: a tuple of entries (`Cond`), what ComfyUI's list of [embeddings, options] pairs
+carries, as named fields:
+
+- `embeds` (1, tokens, width): the UNet's cross-attention input, on the text encoder's device and
+  dtype (nodes.text makes it: SD 1.x/2.x's last or clip-skipped layer; SDXL's two penultimate layers).
+- `pooled` (1, width): SDXL's pooled text embedding (the second encoder's projection), or None.
+- `width`, `height`, `crop_w`, `crop_h`, `target_width`, `target_height`: SDXL's size
+  conditioning in pixels (None: the size of the image being sampled, as the pipeline and ComfyUI
+  default); `aesthetic_score`: the refiner's (None: 6.0 for positive, 2.5 for negative entries).
+- `area` (x, y, width, height) in pixels and `strength`; `mask` (B or 1, H, W) in 0..1 with
+  `mask_strength` and `set_area_to_bounds`: where the entry applies (ConditioningSetArea/SetMask).
+- `controls`: ControlNets (`Control`: model, hint image, strength, start/end) whose residuals are
+  summed into the UNet call; `control_to_uncond`: the negative pass gets them too (ControlNetApply).
+- `inpaint`: for inpainting UNets, the mask and the masked image's latent distribution.
+
+Several entries (ConditioningCombine) are evaluated one by one and averaged, weighted by strength,
+area and mask, as ComfyUI does; a single plain entry per side runs as the diffusers pipelines do
+(one UNet call on cat([negative, positive])), so those images match them exactly. Values are never
+changed in place: nodes return new tuples (`dataclasses.replace`).
 
 The nodes here carry ComfyUI's names and inputs (ConditioningCombine, ConditioningSetArea,
 ConditioningSetMask, ConditioningZeroOut, ConditioningAverage); SetSizeConditioning and
@@ -13,7 +33,7 @@ import torch
 
 from graph import Combo, Float, In, Int, Node, Out
 
-MAX_RESOLUTION = 16384
+from .common import MAX_RESOLUTION
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,7 +65,7 @@ class InpaintImage:
 
 @dataclass(frozen=True, eq=False)
 class Cond:
-    """One entry of a CONDITIONING (see nodes.text for the whole convention)."""
+    """One entry of a CONDITIONING (see the module docstring for the whole convention)."""
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
     # SDXL size conditioning in pixels; None: the size of the image being sampled.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# reading a file (.safetensors, or .ckpt/.pth with weights_only) and key indices: as for checkpoints
-from .single_file import _indices, read_state_dict
+from .model_files import has_prefix, key_indices, read_state_dict
+from .single_file import CheckpointError, build_on_meta, load_weights
 
 LDM_PREFIX = "control_model."
 SDXL_TIME_EMBED_DIM = 256
@@ -39,15 +39,15 @@ def _added_embedding(sd: dict, key: str) -> dict:
 
 def diffusers_config(sd: dict) -> dict:
     """ControlNetModel's config from a state dict in diffusers' key layout."""
-    levels = _indices(sd, r"down_blocks\.(\d+)\.")
+    levels = key_indices(sd, r"down_blocks\.(\d+)\.")
     channels = [sd[f"down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in levels]
     attention = [f"down_blocks.{i}.attentions.0.proj_in.weight" in sd for i in levels]
     if not any(attention):
         raise ControlNetFileError("the ControlNet has no cross-attention; not an SD-family ControlNet")
     first = attention.index(True)
     proj_in = sd[f"down_blocks.{first}.attentions.0.proj_in.weight"]
-    depth = [len(_indices(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")) or 1 for i in levels]
-    stride_convs = _indices(sd, r"controlnet_cond_embedding\.blocks\.(\d+)\.weight")[1::2]
+    depth = [len(key_indices(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")) or 1 for i in levels]
+    stride_convs = key_indices(sd, r"controlnet_cond_embedding\.blocks\.(\d+)\.weight")[1::2]
     embedding = [sd["controlnet_cond_embedding.conv_in.weight"].shape[0]] + \
         [sd[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0] for i in stride_convs]
     linear = proj_in.ndim == 2
@@ -55,7 +55,7 @@ def diffusers_config(sd: dict) -> dict:
         "in_channels": sd["conv_in.weight"].shape[1],
         "conditioning_channels": sd["controlnet_cond_embedding.conv_in.weight"].shape[1],
         "block_out_channels": channels,
-        "layers_per_block": len(_indices(sd, r"down_blocks\.0\.resnets\.(\d+)\.")),
+        "layers_per_block": len(key_indices(sd, r"down_blocks\.0\.resnets\.(\d+)\.")),
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "cross_attention_dim": sd[f"down_blocks.{first}.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape[1],
         "attention_head_dim": _attention_settings(channels, linear),
@@ -68,8 +68,8 @@ def diffusers_config(sd: dict) -> dict:
 
 def ldm_config(sd: dict) -> dict:
     """ControlNetModel's config from a state dict in the LDM layout (prefix removed)."""
-    blocks = _indices(sd, r"input_blocks\.(\d+)\.")
-    downs = _indices(sd, r"input_blocks\.(\d+)\.0\.op\.weight")
+    blocks = key_indices(sd, r"input_blocks\.(\d+)\.")
+    downs = key_indices(sd, r"input_blocks\.(\d+)\.0\.op\.weight")
     if not downs:
         raise ControlNetFileError("the ControlNet has a single resolution level; not an SD-family layout")
     per_level = downs[0]  # resnets per level + 1 (the downsampler)
@@ -81,7 +81,7 @@ def ldm_config(sd: dict) -> dict:
         channels.append(sd[f"input_blocks.{first}.0.out_layers.3.weight"].shape[0])
         proj_in = sd.get(f"input_blocks.{first}.1.proj_in.weight")
         attention.append(proj_in is not None)
-        depth.append(len(_indices(sd, rf"input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")) or 1)
+        depth.append(len(key_indices(sd, rf"input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")) or 1)
         if proj_in is not None and context is None:
             linear = proj_in.ndim == 2
             context = sd[f"input_blocks.{first}.1.transformer_blocks.0.attn2.to_k.weight"].shape[1]
@@ -90,7 +90,7 @@ def ldm_config(sd: dict) -> dict:
     if model_channels != channels[0]:
         raise ControlNetFileError(f"the ControlNet's first level has {channels[0]} channels but its input "
                                   f"convolution {model_channels}: an unknown layout")
-    hint = _indices(sd, r"input_hint_block\.(\d+)\.weight")
+    hint = key_indices(sd, r"input_hint_block\.(\d+)\.weight")
     embedding = [sd["input_hint_block.0.weight"].shape[0]] + \
         [sd[f"input_hint_block.{i}.weight"].shape[0] for i in hint[2:-1:2]]
     return {
@@ -127,15 +127,14 @@ def load_single_file(path: Path, dtype):
     if "controlnet_cond_embedding.conv_in.weight" in state:
         config, weights = diffusers_config(state), state
     else:
-        prefix = LDM_PREFIX if any(k.startswith(LDM_PREFIX) for k in state) else ""
+        prefix = LDM_PREFIX if has_prefix(state, LDM_PREFIX) else ""
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if "input_hint_block.0.weight" not in state:
             raise ControlNetFileError(f"{path.name} is not a ControlNet (no hint encoder in either key layout)")
         config = ldm_config(state)
         weights = from_ldm(state, config)
-    model = ControlNetModel(**config)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ControlNetFileError(f"{path.name}: the weights do not fit the inferred ControlNet config "
-                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    try:  # built without random initialisation: every weight comes from the file
+        model = load_weights(build_on_meta(ControlNetModel, config), weights, "ControlNet", assign=True)
+    except CheckpointError as exc:
+        raise ControlNetFileError(f"{path.name}: {exc}") from None
     return model.to(dtype)

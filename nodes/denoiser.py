@@ -11,7 +11,7 @@ One plain entry per side (no area, no mask) takes the pipelines' path: ONE UNet 
 cat([x, x]) with cat([negative, positive]) conditioning, so images equal diffusers' pipelines.
 
 Every UNet call goes through `unet_call`, every ControlNet call through `controlnet_call`: one place
-to wrap each (e.g. for LoRA).
+to change each. (LoRA needs neither: its views are the models themselves, see nodes.lora.)
 """
 from __future__ import annotations
 

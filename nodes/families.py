@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .model_files import has_prefix
+
 SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl_refiner"
 FAMILIES = (SD1, SD2, SDXL, SDXL_REFINER)
 
@@ -72,21 +74,17 @@ def scheduler_for(family: str, prediction_type: str | None = None) -> dict:
 
 # --- single files -------------------------------------------------------------------------------
 
-def _has_prefix(sd, prefix: str) -> bool:
-    return any(k.startswith(prefix) for k in sd)
-
-
 def family_of_state_dict(sd: dict) -> str:
     """The family of a full checkpoint (UNet + VAE + text encoders) in the LDM/SGM layout."""
-    if not _has_prefix(sd, UNET_PREFIX):
+    if not has_prefix(sd, UNET_PREFIX):
         raise UnknownModel("holds no UNet (no 'model.diffusion_model.*' keys): not a Stable Diffusion checkpoint")
-    if _has_prefix(sd, "conditioner.embedders.1.model."):
+    if has_prefix(sd, "conditioner.embedders.1.model."):
         return SDXL
-    if _has_prefix(sd, SGM_SD2_PREFIX):  # the refiner's bigG, or SD 2.x in the SGM layout
+    if has_prefix(sd, SGM_SD2_PREFIX):  # the refiner's bigG, or SD 2.x in the SGM layout
         return SDXL_REFINER if UNET_PREFIX + "label_emb.0.0.weight" in sd else SD2
-    if _has_prefix(sd, "cond_stage_model.model."):
+    if has_prefix(sd, "cond_stage_model.model."):
         return SD2
-    if _has_prefix(sd, "cond_stage_model.transformer."):
+    if has_prefix(sd, "cond_stage_model.transformer."):
         return SD1
     raise UnknownModel("holds no text encoder of SD 1.x, 2.x or XL (no 'cond_stage_model.*' or "
                        "'conditioner.embedders.*' keys)")

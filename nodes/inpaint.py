@@ -70,34 +70,36 @@ class InpaintConditioning(Node):
 
 
 class SetLatentNoiseMask(Node):
-    """Limits sampling to the MASK's area (1: repaint); the rest keeps the source latents."""
+    """Limits sampling to the MASK's area (1: repaint); the rest keeps the source latents.
+    ComfyUI's signature: SetLatentNoiseMask(samples, mask) -> LATENT."""
 
     category = "latent/inpaint"
-    latents = In("LATENT")
+    samples = In("LATENT")
     mask = In("MASK")
-    input_aliases = {"samples": "latents"}  # ComfyUI's name
+    input_aliases = {"latents": "samples"}  # Loom's earlier name, for its older workflow files
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        return {**self.latents, "noise_mask": mask_batch(self.mask)}
+        return {**self.samples, "noise_mask": mask_batch(self.mask)}
 
 
 class VAEEncodeForInpaint(Node):
     """Encodes the image with the area to repaint blanked (grey), the mask grown by grow_mask_by
-    pixels as its noise mask: for inpainting models, or any model with a noise mask."""
+    pixels as its noise mask: for inpainting models, or any model with a noise mask.
+    ComfyUI's signature: VAEEncodeForInpaint(pixels, vae, mask, grow_mask_by) -> LATENT."""
 
     category = "latent/inpaint"
+    pixels = In("IMAGE")
     vae = In("VAE")
-    image = In("IMAGE")
     mask = In("MASK")
     grow_mask_by = Int(6, min=0, max=64)
-    input_aliases = {"pixels": "image"}  # ComfyUI's name
+    input_aliases = {"image": "pixels"}  # Loom's earlier name, for its older workflow files
     outputs = (Out("LATENT", "LATENT"),)
 
     @torch.no_grad()
     def run(self, ctx):
-        mask = fit_mask(mask_batch(self.mask).to(self.image.device), self.image)
-        blanked = blank_masked(self.image, mask.round())
+        mask = fit_mask(mask_batch(self.mask).to(self.pixels.device), self.pixels)
+        blanked = blank_masked(self.pixels, mask.round())
         encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blanked)
         return {"samples": encoded["samples"], "noise_mask": grow(mask, self.grow_mask_by).round()}
 

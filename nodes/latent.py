@@ -16,6 +16,23 @@ LATENT is a plain dict; nodes never change one they receive, they return a new d
 - "sampler": optional nodes.sampling.SamplerState: the scheduler after the last step taken (with
   its multistep history), so a following Sample/UNetStep continues exactly.
 
+Inpainting (nodes.inpaint, nodes.sampling.denoise):
+- "noise_mask": Tensor (B or 1, 1, H, W) in 0..1, optional: 1 = repaint. After each step the area
+  outside it is reset to "mask_source" noised to the next step's level (SetLatentNoiseMask,
+  VAEEncodeForInpaint, InpaintModelConditioning).
+- "mask_source": (clean latents, noise), set by the sampler: what the unmasked area is reset to, so a
+  following sampler keeps resetting to the same image.
+- "inpaint_latents": a 9-channel UNet's extra channels (mask, masked image latents), drawn once by
+  the first sampler and kept for the next.
+
+ComfyUI's nodes (nodes.comfy*):
+- "width", "height": ints, optional (EmptyLatentImage): the pixel size asked for; "samples" then has
+  ComfyUI's SD shape (1/8) and the sampler makes the noise at the model's own latent scale.
+- "batch_index": list of ints, optional (LatentFromBatch, RepeatLatentBatch): ComfyUI's image
+  numbers of a sliced or repeated batch.
+- "denoised": Tensor like samples, optional (SamplerCustom*): the last step's prediction of the clean
+  latents, their `denoised_output`.
+
 Noise per image: image i of a batch uses its own CPU generator seeded with seed + i, so it equals the
 same image made alone with that seed (and a batch equals the pipeline given a list of generators).
 """
@@ -25,9 +42,9 @@ import torch
 
 from graph import In, Int, Node, Out
 
+from .common import MAX_RESOLUTION
 from .loaders import LATENT_SCALE_ATTR
 
-MAX_SIZE = 16384
 MAX_SEED = 2**64 - 1
 
 
@@ -59,8 +76,8 @@ class MakeNoiseLatents(Node):
 
     category = "latent"
     unet = In("UNET", tooltip="gives the latent channels and device")
-    width = Int(512, min=8, max=MAX_SIZE, step=8)
-    height = Int(512, min=8, max=MAX_SIZE, step=8)
+    width = Int(512, min=8, max=MAX_RESOLUTION, step=8)
+    height = Int(512, min=8, max=MAX_RESOLUTION, step=8)
     batch_size = Int(1, min=1, max=4096)
     seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
     image = In("LATENT", optional=True, tooltip="img2img: the VAE-encoded image (width and height are ignored)")

@@ -11,6 +11,7 @@ for checkpoints, a diffusers/transformers model folder (`config.json`) for the o
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from graph.env import UnsafePath, safe_join
@@ -134,3 +135,15 @@ def read_state_dict(path: Path) -> dict:
 
     data = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle arbitrary code
     return data.get("state_dict", data) if isinstance(data, dict) else data
+
+
+def has_prefix(sd: dict, prefix: str) -> bool:
+    """Whether any key of a state dict starts with `prefix` (a part of a checkpoint: its UNet, VAE, ...)."""
+    return any(k.startswith(prefix) for k in sd)
+
+
+def key_indices(keys, pattern: str) -> list[int]:
+    """The distinct numbers that `pattern`'s first group matches at the start of `keys`, sorted: the
+    blocks, levels or layers a state dict has (`down_blocks\\.(\\d+)\\.`)."""
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})

@@ -25,13 +25,12 @@ from PIL import Image
 
 from graph import Combo, In, Int, Node, Out
 
-from .common import device_of
+from .common import MAX_RESOLUTION, device_of
 from .model_files import kind_choices, kind_fingerprint, kind_path, read_state_dict
 
 IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 CROPS = ["disabled", "center"]
-MAX_RESOLUTION = 16384
 
 
 def center_crop(x: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
 from .families import (SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
                        SGM_SD2_PREFIX, UnknownModel, family_of_state_dict, prediction_type_of, scheduler_for)
-from .model_files import read_state_dict
+from .model_files import has_prefix, key_indices, read_state_dict
 
 SD1_UNET_HEADS = 8
 CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
@@ -33,13 +33,8 @@ class CheckpointError(ValueError):
     pass
 
 
-def _indices(keys, pattern: str) -> list[int]:
-    rx = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
-
-
 def _depth(sd: dict, block: str) -> int:
-    return len(_indices(sd, re.escape(block + ".transformer_blocks.") + r"(\d+)\."))
+    return len(key_indices(sd, re.escape(block + ".transformer_blocks.") + r"(\d+)\."))
 
 
 def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None) -> dict:
@@ -48,8 +43,8 @@ def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: in
     p = prefix
     conv_in = sd[p + "input_blocks.0.0.weight"]
     model_channels, in_channels = conv_in.shape[0], conv_in.shape[1]
-    blocks = _indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.")
-    downs = _indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.0\.op\.weight")
+    blocks = key_indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.")
+    downs = key_indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.0\.op\.weight")
     if not downs:
         raise CheckpointError("the UNet has a single resolution level; not a Stable Diffusion layout")
     per_level = downs[0]  # resnets per level + 1 (the downsampler)
@@ -101,8 +96,8 @@ def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: in
 def vae_config(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX) -> dict:
     p = prefix
     conv_in = sd[p + "encoder.conv_in.weight"]
-    levels = _indices(sd, re.escape(p) + r"encoder\.down\.(\d+)\.")
-    blocks = _indices(sd, re.escape(p) + r"encoder\.down\.0\.block\.(\d+)\.")
+    levels = key_indices(sd, re.escape(p) + r"encoder\.down\.(\d+)\.")
+    blocks = key_indices(sd, re.escape(p) + r"encoder\.down\.0\.block\.(\d+)\.")
     channels = [sd[p + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in levels]
     return {
         "in_channels": conv_in.shape[1],
@@ -129,7 +124,7 @@ def clip_config(sd: dict, prefix: str) -> dict:
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": sd[p + "encoder.layers.0.mlp.fc1.weight"].shape[0],
-        "num_hidden_layers": len(_indices(sd, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
+        "num_hidden_layers": len(key_indices(sd, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
         "num_attention_heads": _heads(hidden),
         "max_position_embeddings": sd[p + "embeddings.position_embedding.weight"].shape[0],
         "hidden_act": "quick_gelu",
@@ -154,7 +149,7 @@ def open_clip_config(sd: dict, prefix: str, layers: int) -> dict:
     }
 
 
-def _build(cls, config: dict):
+def build_on_meta(cls, config: dict):
     """A diffusers model without random initialisation (on the meta device): every weight comes
     from the checkpoint (loaded with assign=True), and these models have no buffers of their own."""
     import torch
@@ -163,7 +158,8 @@ def _build(cls, config: dict):
         return cls(**config)
 
 
-def _load(model, state: dict, what: str, allowed_missing: tuple = (), assign: bool = False):
+def load_weights(model, state: dict, what: str, allowed_missing: tuple = (), assign: bool = False):
+    """`state` into `model` (assign: its tensors become the model's); refuses missing or unexpected keys."""
     result = model.load_state_dict(state, strict=False, assign=assign)
     missing = [k for k in result.missing_keys if not k.endswith(allowed_missing)]
     unexpected = [k for k in result.unexpected_keys if not k.endswith(allowed_missing)]
@@ -187,7 +183,8 @@ def unet_from_ldm(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: 
     config = unet_config(sd, family, prefix, pooled_dim)
     if prefix != UNET_PREFIX:  # the converter reads the LDM prefix
         sd = {UNET_PREFIX + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return _load(_build(UNet2DConditionModel, config), convert_ldm_unet_checkpoint(sd, config), "UNet", assign=True)
+    state = convert_ldm_unet_checkpoint(sd, config)
+    return load_weights(build_on_meta(UNet2DConditionModel, config), state, "UNet", assign=True)
 
 
 def vae_from_ldm(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX):
@@ -197,7 +194,8 @@ def vae_from_ldm(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX):
     config = vae_config(sd, scaling_factor, prefix)
     if prefix != VAE_PREFIX:
         sd = {VAE_PREFIX + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return _load(_build(AutoencoderKL, config), convert_ldm_vae_checkpoint(sd, config), "VAE", assign=True)
+    state = convert_ldm_vae_checkpoint(sd, config)
+    return load_weights(build_on_meta(AutoencoderKL, config), state, "VAE", assign=True)
 
 
 def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | None = None,
@@ -217,10 +215,10 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
         state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
                                              {k: v for k, v in sd.items() if k.startswith(prefix)}, prefix)
         if prefix == SGM_SD2_PREFIX and not projection:  # diffusers drops SD 2.x's last layer by name only
-            last = len(_indices(sd, re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.")) - 1
+            last = len(key_indices(sd, re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.")) - 1
             if last == 23:
                 state = {k: v for k, v in state.items() if f"layers.{last}." not in k}
-        layers = len(_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
+        layers = len(key_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
         config = open_clip_config(sd, prefix, layers)
         if not projection:
             state.pop("text_projection.weight", None)
@@ -242,7 +240,7 @@ def clip_from_state(cls, config, state: dict):
     if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel (not ...WithProjection)
         state = {k.removeprefix("text_model."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
-    _load(model, state, "text encoder", allowed_missing=("position_ids", "logit_scale"), assign=True)
+    load_weights(model, state, "text encoder", allowed_missing=("position_ids", "logit_scale"), assign=True)
     embeddings = getattr(model, "text_model", model).embeddings
     embeddings.position_ids = torch.arange(config.max_position_embeddings)[None]
     return model
@@ -254,11 +252,11 @@ def load_single_file(path, device, dtype) -> dict:
     sd = read_state_dict(path)
     try:
         family = family_of_state_dict(sd)
-        if not any(k.startswith(VAE_PREFIX) for k in sd):
+        if not has_prefix(sd, VAE_PREFIX):
             raise UnknownModel("holds no VAE (no 'first_stage_model.*' keys)")
         parts = {"family": family}
         for slot, (prefix, layout) in TEXT_ENCODER_PREFIXES[family].items():
-            if family == SD2 and not any(k.startswith(prefix) for k in sd):
+            if family == SD2 and not has_prefix(sd, prefix):
                 prefix = SGM_SD2_PREFIX
             tokenizer, encoder = text_encoder_from_ldm(sd, prefix, layout, projection=slot == "text_encoder_2")
             suffix = slot.removeprefix("text_encoder")

@@ -3,28 +3,12 @@
 TOKENS: a LongTensor (1, max_length) of token ids on the CPU, padded with the tokenizer's pad token
 to its model_max_length (77 for CLIP) and truncated, as the diffusers pipelines tokenize.
 
-CONDITIONING: a tuple of entries (`nodes.conditioning.Cond`), what ComfyUI's list of
-[embeddings, options] pairs carries, as named fields:
+CONDITIONING (nodes.conditioning): a tuple of entries; EncodeText and EncodeTextSDXL make one entry
+whose `embeds` are SD 1.x/2.x's last layer of the encoder (or an earlier one, clip skip) after its final
+layer norm, or SDXL's penultimate layers of both encoders, unnormalised, concatenated (768 + 1280),
+with the second encoder's projection as `pooled`.
 
-- `embeds` (1, tokens, width): the UNet's cross-attention input, on the text encoder's device and
-  dtype. SD 1.x/2.x: the encoder's last layer (or an earlier one, clip skip) after its final layer
-  norm. SDXL: the penultimate layers of both encoders, unnormalised, concatenated (768 + 1280).
-- `pooled` (1, width): SDXL's pooled text embedding (the second encoder's projection), or None.
-- `width`, `height`, `crop_w`, `crop_h`, `target_width`, `target_height`: SDXL's size
-  conditioning in pixels (None: the size of the image being sampled, as the pipeline and ComfyUI
-  default); `aesthetic_score`: the refiner's (None: 6.0 for positive, 2.5 for negative entries).
-- `area` (x, y, width, height) in pixels and `strength`; `mask` (B or 1, H, W) in 0..1 with
-  `mask_strength` and `set_area_to_bounds`: where the entry applies (ConditioningSetArea/SetMask).
-- `controls`: ControlNets (`Control`: model, hint image, strength, start/end) whose residuals are
-  summed into the UNet call; `control_to_uncond`: the negative pass gets them too (ControlNetApply).
-- `inpaint`: for inpainting UNets, the mask and the masked image's latent distribution.
-
-Several entries (ConditioningCombine) are evaluated one by one and averaged, weighted by strength,
-area and mask, as ComfyUI does; a single plain entry per side runs as the diffusers pipelines do
-(one UNet call on cat([negative, positive])), so those images match them exactly. Values are never
-changed in place: nodes return new tuples (`dataclasses.replace`).
-
-Every text-encoder call goes through `run_text_encoder` (one place to wrap, e.g. for LoRA).
+Every text-encoder call goes through `run_text_encoder` (one place to change it; LoRA views need none).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) in the original LDM/SGM
-single-file key layout.
+"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) and a ControlNet's in
+the original LDM/SGM single-file key layout.
 
 diffusers only converts LDM -> diffusers; tests need the other direction to write single-file
 checkpoints honestly (from real diffusers weights), so it is written out here, block by block.
@@ -31,12 +31,13 @@ def _rename(state: dict, prefixes: dict, inner: dict[str, dict]) -> dict:
     return out
 
 
-def unet_to_ldm(state: dict, config) -> dict:
+def _encoder_names(config) -> dict:
+    """LDM names of the encoder half a UNet and a ControlNet share: time embedding, conv_in, the down
+    blocks and the middle block."""
     n, levels = config["layers_per_block"], len(config["block_out_channels"])
     p = {"time_embedding.linear_1": ("time_embed.0", None), "time_embedding.linear_2": ("time_embed.2", None),
-         "conv_in": ("input_blocks.0.0", None), "conv_norm_out": ("out.0", None), "conv_out": ("out.2", None),
-         "mid_block.resnets.0": ("middle_block.0", "resnet"), "mid_block.attentions.0": ("middle_block.1", None),
-         "mid_block.resnets.1": ("middle_block.2", "resnet"),
+         "conv_in": ("input_blocks.0.0", None), "mid_block.resnets.0": ("middle_block.0", "resnet"),
+         "mid_block.attentions.0": ("middle_block.1", None), "mid_block.resnets.1": ("middle_block.2", "resnet"),
          "add_embedding.linear_1": ("label_emb.0.0", None), "add_embedding.linear_2": ("label_emb.0.2", None)}
     for level in range(levels):
         for j in range(n):
@@ -45,6 +46,13 @@ def unet_to_ldm(state: dict, config) -> dict:
             p[f"down_blocks.{level}.attentions.{j}"] = (f"input_blocks.{block}.1", None)
         if level < levels - 1:
             p[f"down_blocks.{level}.downsamplers.0.conv"] = (f"input_blocks.{(level + 1) * (n + 1)}.0.op", None)
+    return p
+
+
+def unet_to_ldm(state: dict, config) -> dict:
+    n, levels = config["layers_per_block"], len(config["block_out_channels"])
+    p = {**_encoder_names(config), "conv_norm_out": ("out.0", None), "conv_out": ("out.2", None)}
+    for level in range(levels):
         has_attention = "CrossAttn" in config["up_block_types"][level]
         for j in range(n + 1):
             block = level * (n + 1) + j
@@ -75,6 +83,20 @@ def vae_to_ldm(state: dict, config) -> dict:
     # LDM's VAE attention uses 1x1 convolutions where diffusers uses linear layers.
     return {"first_stage_model." + k: (v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v)
             for k, v in renamed.items()}
+
+
+def controlnet_to_ldm(state: dict, config) -> dict:
+    """A diffusers ControlNet's weights in the LDM key layout (lllyasviel's files: `control_model.`,
+    `input_hint_block`, `zero_convs`)."""
+    n, levels = config["layers_per_block"], len(config["block_out_channels"])
+    p = {**_encoder_names(config), "controlnet_mid_block": ("middle_block_out.0", None),
+         "controlnet_cond_embedding.conv_in": ("input_hint_block.0", None),
+         "controlnet_cond_embedding.conv_out": ("input_hint_block.14", None)}  # 14 in every published file
+    for k in range(2 * (len(config["conditioning_embedding_out_channels"]) - 1)):  # SiLUs between: every other index
+        p[f"controlnet_cond_embedding.blocks.{k}"] = (f"input_hint_block.{2 * (k + 1)}", None)
+    for i in range(levels * (n + 1)):
+        p[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", None)
+    return {"control_model." + k: v.contiguous() for k, v in _rename(state, p, {"resnet": RESNET}).items()}
 
 
 def clip_to_ldm(state: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Test helper: small model files made locally for the tests (no download): LoRA files in the
-diffusers/PEFT and kohya layouts for the tiny SD 1.x model, and an ESRGAN-shaped upscale model."""
+"""Test helper: small models made locally for the tests (no download), beside the tiny checkpoints
+of nodes.tiny_model: LoRA files in the diffusers/PEFT and kohya layouts, ControlNets made from a tiny
+UNet, and an ESRGAN-shaped upscale model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,6 +71,24 @@ def write_kohya_lora(folder, path: Path, seed: int) -> Path:
             state[f"{name}.alpha"] = torch.tensor(KOHYA_ALPHA)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+HINT_CHANNELS = (16, 32, 96, 256)  # SD 1.5 ControlNets' hint encoder: 8x down, as the VAE
+
+
+def controlnet(unet, seed: int = 0, latent_scale: int = 2):
+    """A ControlNet for `unet` (any family; diffusers' ControlNetModel.from_unet copies its encoder, as
+    ControlNet training starts), its hint encoder seeded and its zero convolutions made non-zero
+    (else it does nothing). `latent_scale`: the VAE's (tiny-sd's 2; SD's 8, the published hint encoder)."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    hint = HINT_CHANNELS[:latent_scale.bit_length()]  # one stride-2 stage per halving
+    model = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint)
+    with torch.no_grad():
+        for p in [*model.controlnet_down_blocks.parameters(), *model.controlnet_mid_block.parameters()]:
+            p.normal_(0, 0.3)
+    return model.eval()
 
 
 def tiny_esrgan_state(seed: int, feat: int = 8, grow: int = 32, blocks: int = 1, identity: bool = False) -> dict:

@@ -12,7 +12,8 @@ from nodes.common import call
 from nodes.conditioning import (Cond, ConditioningAverage, ConditioningCombine, ConditioningSetArea,
                                 ConditioningSetMask, ConditioningZeroOut)
 from nodes.denoiser import Guide
-from tests._sd_families import context, controlnet, sd
+from tests._sd_families import context, sd
+from tests._tiny_assets import controlnet
 from tests.test_sd_families import CFG, NEGATIVE, PROMPT, SEED, decode, encode, ksampler
 
 
@@ -86,10 +87,10 @@ def test_mask_entries_weight_by_the_mask(ctx):
     assert torch.allclose(out[:, 16:], torch.tensor(3.0)) and unet.calls[-1] == (1, 4, 32, 16)
 
 
-def test_zero_out_and_average(ctx, tiny_sd):
+def test_zero_out_and_average(ctx):
     from tests._sd_families import sdxl
 
-    m = sdxl(tiny_sd)
+    m = sdxl()
     a, b = encode(ctx, m["clip"], PROMPT), encode(ctx, m["clip"], NEGATIVE)
     (zero,) = call(ConditioningZeroOut, ctx, conditioning=a)
     assert not zero.embeds.any() and not zero.pooled.any() and zero.embeds.shape == a[0].embeds.shape
@@ -110,10 +111,10 @@ def test_guidance_rule_skips_the_negative_only_at_one():
         assert unet.calls[0][0] == (1 if scale == 1.0 else 2)  # one batched call on cat([x, x]) when guided
 
 
-def test_combined_copies_stay_close_to_the_single_prompt(ctx, tiny_sd):
+def test_combined_copies_stay_close_to_the_single_prompt(ctx):
     """A prompt combined with itself runs entry by entry (per-entry calls instead of one batched
     call) and gives the single prompt's image to rounding."""
-    m = sd(tiny_sd, seed=80)
+    m = sd(seed=80)
     pos, neg = encode(ctx, m["clip"], PROMPT), encode(ctx, m["clip"], NEGATIVE)
     single = ksampler(ctx, m, pos, neg, steps=3)
     doubled = ksampler(ctx, m, call(ConditioningCombine, ctx, conditioning_1=pos, conditioning_2=pos), neg, steps=3)
@@ -137,8 +138,8 @@ def custom(ctx, m, sampler_name, sigmas, seed=SEED, cfg=CFG, positive=None, nega
 
 
 @pytest.fixture(scope="module")
-def model(tiny_sd):
-    return sd(tiny_sd, seed=90)
+def model():
+    return sd(seed=90)
 
 
 @pytest.mark.parametrize("sampler, scheduler, denoise", [("euler", "normal", 1.0), ("dpmpp_2m", "karras", 1.0),
@@ -219,7 +220,10 @@ def test_comfy_workflow_with_the_new_nodes_runs_through_the_engine(tiny_sd, tmp_
 
     shutil.copytree(tiny_sd, tmp_path / "models" / "tiny-sd")
     loom = Loom(Env.from_data_dir(tmp_path / "data", models_dir=tmp_path / "models", device="cpu", dtype="float32"))
-    controlnet(seed=31).save_pretrained(tmp_path / "models" / "controlnet" / "cn")
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    controlnet(unet, seed=31).save_pretrained(tmp_path / "models" / "controlnet" / "cn")
     Image.fromarray(picture()).save(loom.env.input_dir / "hint.png")
 
     def node(cls, **inputs):

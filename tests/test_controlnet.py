@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from nodes.common import call
-from tests._ldm_layout import RESNET, _rename
-from tests._sd_families import as_image, context, controlnet, picture, sd
+from tests._ldm_layout import controlnet_to_ldm
+from tests._sd_families import as_image, context, picture, sd
+from tests._tiny_assets import controlnet
 from tests.test_sd_families import CFG, NEGATIVE, PROMPT, SEED, STEPS, encode, ksampler, report
 
 
@@ -20,15 +21,15 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_sd):
-    return sd(tiny_sd, seed=30)
+def model():
+    return sd(seed=30)
 
 
 @pytest.fixture(scope="module")
-def folder(ctx):
+def folder(ctx, model):
     """models/controlnet/tiny-cn: a diffusers folder."""
     path = ctx.env.models_dir / "controlnet" / "tiny-cn"
-    controlnet(seed=31).save_pretrained(path)
+    controlnet(model["model"].unet, seed=31).save_pretrained(path)
     return path
 
 
@@ -95,7 +96,8 @@ def test_controlnet_matches_pipeline(ctx, model, folder, hint, settings, pipelin
 
 def test_two_controlnets_add_up_as_multicontrolnet(ctx, model, hint):
     """Two ControlNets applied in a row equal the pipeline's MultiControlNetModel (residuals summed)."""
-    first, second = controlnet(seed=40), controlnet(seed=41)
+    unet = model["model"].unet
+    first, second = controlnet(unet, seed=40), controlnet(unet, seed=41)
     positive, negative = applied(ctx, model, first, hint, strength=0.8)
     from nodes.comfy import ControlNetApplyAdvanced
 
@@ -112,7 +114,7 @@ def test_controlnet_apply_on_the_positive_reaches_the_negative_pass(ctx, model, 
     says: the same image as ControlNetApplyAdvanced on both conditionings."""
     from nodes.comfy import ControlNetApply
 
-    net = controlnet(seed=31)
+    net = controlnet(model["model"].unet, seed=31)
     positive = call(ControlNetApply, ctx, conditioning=encode(ctx, model["clip"], PROMPT), control_net=net,
                     image=as_image(hint), strength=1.0)
     old = ksampler(ctx, model, positive, encode(ctx, model["clip"], NEGATIVE))
@@ -129,46 +131,19 @@ def test_hint_of_another_size_is_fitted(ctx, model, hint):
     assert fitted.shape == (2, 3, 2, 2)
     assert torch.equal(fitted, torch.nn.functional.interpolate(wide[..., 2:6], size=(2, 2), mode="nearest-exact"))
     big = np.asarray(Image.fromarray(hint).resize((128, 96)))
-    out = ksampler(ctx, model, *applied(ctx, model, controlnet(seed=31), big, strength=1.0), steps=2)
+    out = ksampler(ctx, model, *applied(ctx, model, controlnet(model["model"].unet, seed=31), big, strength=1.0), steps=2)
     assert np.isfinite(out).all()
 
 
-def controlnet_to_ldm(state: dict, config) -> dict:
-    """A diffusers ControlNet's weights in the LDM key layout (lllyasviel's files), for the loader test."""
-    n, levels = config["layers_per_block"], len(config["block_out_channels"])
-    p = {"time_embedding.linear_1": ("time_embed.0", None), "time_embedding.linear_2": ("time_embed.2", None),
-         "conv_in": ("input_blocks.0.0", None), "mid_block.resnets.0": ("middle_block.0", "resnet"),
-         "mid_block.attentions.0": ("middle_block.1", None), "mid_block.resnets.1": ("middle_block.2", "resnet"),
-         "controlnet_mid_block": ("middle_block_out.0", None),
-         "controlnet_cond_embedding.conv_in": ("input_hint_block.0", None),
-         "controlnet_cond_embedding.conv_out": ("input_hint_block.14", None)}
-    for k in range(2 * (len(config["conditioning_embedding_out_channels"]) - 1)):
-        p[f"controlnet_cond_embedding.blocks.{k}"] = (f"input_hint_block.{2 * (k + 1)}", None)
-    for i in range(1 + levels * (n + 1) - 1):
-        p[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", None)
-    for level in range(levels):
-        for j in range(n):
-            block = 1 + level * (n + 1) + j
-            p[f"down_blocks.{level}.resnets.{j}"] = (f"input_blocks.{block}.0", "resnet")
-            p[f"down_blocks.{level}.attentions.{j}"] = (f"input_blocks.{block}.1", None)
-        if level < levels - 1:
-            p[f"down_blocks.{level}.downsamplers.0.conv"] = (f"input_blocks.{(level + 1) * (n + 1)}.0.op", None)
-    return {"control_model." + k: v.contiguous() for k, v in _rename(state, p, {"resnet": RESNET}).items()}
-
-
 @pytest.mark.parametrize("layout", ["diffusers", "ldm"])
-def test_single_file_controlnet_loads_offline(ctx, layout):
+def test_single_file_controlnet_loads_offline(ctx, model, layout):
     """One .safetensors file, no config: the config is read from the shapes and the weights equal
     the model they were written from (SD 1.5-style hint encoder, 16-32-96-256 channels)."""
-    from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
     from nodes.comfy import ControlNetLoader
 
-    torch.manual_seed(50)
-    source = ControlNetModel(block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
-                             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), cross_attention_dim=32,
-                             attention_head_dim=8, conditioning_embedding_out_channels=(16, 32, 96, 256)).eval()
+    source = controlnet(model["model"].unet, seed=50, latent_scale=8)
     state = source.state_dict()
     if layout == "ldm":
         state = controlnet_to_ldm(state, source.config)
@@ -194,22 +169,15 @@ def test_not_a_controlnet_is_refused_by_name(ctx):
         call(ControlNetLoader, ctx, control_net_name="notes.safetensors")
 
 
-def test_sdxl_controlnet_matches_pipeline(ctx, tiny_sd, hint):
+def test_sdxl_controlnet_matches_pipeline(ctx, hint):
     """An SDXL ControlNet gets SDXL's added conditioning too: vs StableDiffusionXLControlNetPipeline."""
-    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
 
     from tests._sd_families import sdxl
 
-    m = sdxl(tiny_sd)
-    torch.manual_seed(32)
-    net = ControlNetModel(block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
-                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=(2, 4),
-                          use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-                          transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-                          cross_attention_dim=64, conditioning_embedding_out_channels=(16, 32)).eval()
-    with torch.no_grad():
-        for p in [*net.controlnet_down_blocks.parameters(), *net.controlnet_mid_block.parameters()]:
-            p.normal_(0, 0.3)
+    m = sdxl()
+    net = controlnet(m["model"].unet, seed=32, latent_scale=8)
+    assert net.config.addition_embed_type == "text_time"
     positive, negative = applied(ctx, m, net, hint, strength=0.9)
     ours = ksampler(ctx, m, positive, negative)
     clip = m["clip"]

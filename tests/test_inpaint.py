@@ -19,9 +19,9 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inpainter(tiny_sd):
+def inpainter():
     """An inpainting UNet: 9 input channels (latents, mask, masked image latents)."""
-    return sd(tiny_sd, in_channels=9, seed=60)
+    return sd(in_channels=9, seed=60)
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +85,16 @@ def test_inpainting_unet_matches_pipeline(ctx, inpainter, image, mask_array, kin
     assert report(f"inpainting UNet ({kind}) vs StableDiffusionInpaintPipeline", ours, expected) == 0.0
 
 
-def test_noise_mask_matches_pipeline_with_a_plain_unet(ctx, tiny_sd, image, mask_array):
+def test_noise_mask_matches_pipeline_with_a_plain_unet(ctx, image, mask_array):
     """A 4-channel UNet with SetLatentNoiseMask: outside the mask the latents are reset to the image
     noised to the next step's level after every step, as the pipeline does (strength 0.8)."""
     from nodes.inpaint import SetLatentNoiseMask
     from nodes.latent import MakeNoiseLatents, VAEEncode
 
-    m = sd(tiny_sd, seed=70)
+    m = sd(seed=70)
     encoded = call(VAEEncode, ctx, vae=m["vae"], pixels=as_image(image))
     latents = call(MakeNoiseLatents, ctx, unet=m["model"].unet, image=encoded, seed=SEED)
-    latents = call(SetLatentNoiseMask, ctx, latents=latents, mask=as_mask(mask_array))
+    latents = call(SetLatentNoiseMask, ctx, samples=latents, mask=as_mask(mask_array))
     positive, negative = encode(ctx, m["clip"], PROMPT), encode(ctx, m["clip"], NEGATIVE)
     ours = sample(ctx, m, latents, positive, negative, "ddim", strength=0.8)
     expected = inpaint_pipeline(m, "ddim")(
@@ -130,7 +130,7 @@ def test_comfy_inpaint_nodes(ctx, inpainter, image, mask_array):
             assert not torch.equal(out["samples"][..., ~outside], source[..., ~outside])
         else:
             assert "mask_source" not in out
-    latent = call(VAEEncodeForInpaint, ctx, vae=m["vae"], image=as_image(image), mask=mask, grow_mask_by=6)
+    latent = call(VAEEncodeForInpaint, ctx, pixels=as_image(image), vae=m["vae"], mask=mask, grow_mask_by=6)
     grown = latent["noise_mask"][0, 0].numpy()
     # a 6-pixel square kernel (ComfyUI's padding): 2 pixels more above and left, 3 below and right
     assert grown.shape == (64, 64) and grown[14:51, 6:43].all() and not grown[:14].any() and not grown[:, 43:].any()

@@ -19,8 +19,8 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base(tiny_sd):
-    return sdxl(tiny_sd)
+def base():
+    return sdxl()
 
 
 def report(name: str, ours: np.ndarray, expected: np.ndarray) -> float:
@@ -119,14 +119,14 @@ def test_sdxl_size_conditioning_matches_pipeline(ctx, base):
     assert np.abs(plain - ours).max() > 1e-4
 
 
-def test_sdxl_refiner_img2img_matches_pipeline(ctx, tiny_sd):
+def test_sdxl_refiner_img2img_matches_pipeline(ctx):
     """The refiner (second encoder only, aesthetic-score time ids) refining an image:
     CLIPTextEncodeSDXLRefiner + VAEEncode + MakeNoiseLatents + Sample vs StableDiffusionXLImg2ImgPipeline."""
     from nodes.comfy import CLIPTextEncodeSDXLRefiner
     from nodes.latent import MakeNoiseLatents, VAEEncode
     from nodes.sampling import Sample, SetScheduler
 
-    refiner = sdxl(tiny_sd, refiner=True, seed=10)
+    refiner = sdxl(refiner=True, seed=10)
     clip = refiner["clip"]
     pos = call(CLIPTextEncodeSDXLRefiner, ctx, clip=clip, text=PROMPT, ascore=7.0, width=64, height=64)
     neg = call(CLIPTextEncodeSDXLRefiner, ctx, clip=clip, text=NEGATIVE, ascore=2.0, width=64, height=64)
@@ -144,9 +144,9 @@ def test_sdxl_refiner_img2img_matches_pipeline(ctx, tiny_sd):
     assert report("SDXL refiner img2img vs StableDiffusionXLImg2ImgPipeline", ours, expected) == 0.0
 
 
-def test_sdxl_needs_its_pooled_embedding(ctx, base, tiny_sd):
+def test_sdxl_needs_its_pooled_embedding(ctx, base):
     """An SD 1.x conditioning on an SDXL UNet is refused by name, not with a shape error deep inside."""
-    sd1 = sd(tiny_sd)
+    sd1 = sd()
     cond = encode(ctx, sd1["clip"], PROMPT)
     with pytest.raises(ValueError, match="pooled text embedding"):
         ksampler(ctx, base, cond, cond, steps=1)
@@ -155,7 +155,7 @@ def test_sdxl_needs_its_pooled_embedding(ctx, base, tiny_sd):
 # --- SD 2.x ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sampler, scheduler", [("ddim", "checkpoint"), ("euler", "normal")])
-def test_sd2_v_prediction_matches_pipeline(ctx, tiny_sd, sampler, scheduler):
+def test_sd2_v_prediction_matches_pipeline(ctx, sampler, scheduler):
     """A v-prediction model: the checkpoint's prediction_type reaches every scheduler (its own DDIM
     through SetScheduler, ComfyUI's euler through KSampler)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
@@ -163,7 +163,7 @@ def test_sd2_v_prediction_matches_pipeline(ctx, tiny_sd, sampler, scheduler):
     from nodes.latent import MakeNoiseLatents
     from nodes.sampling import Sample, SetScheduler
 
-    m = sd(tiny_sd, "sd2", seed=20)
+    m = sd("sd2", seed=20)
     assert m["model"].scheduler.config["prediction_type"] == "v_prediction"
     pos, neg = encode(ctx, m["clip"], PROMPT), encode(ctx, m["clip"], NEGATIVE)
     pipe = StableDiffusionPipeline(vae=m["vae"], text_encoder=m["clip"].text_encoder, tokenizer=m["tokenizer"],
@@ -187,7 +187,7 @@ def test_sd2_v_prediction_matches_pipeline(ctx, tiny_sd, sampler, scheduler):
 
 # --- CLIPSetLastLayer -----------------------------------------------------------------------------
 
-def test_clip_set_last_layer_per_family(ctx, tiny_sd, base):
+def test_clip_set_last_layer_per_family(ctx, base):
     """SD 1.x: -2 is clip skip 1 (the layer before the last, then the final norm). SD 2.x and SDXL:
     -1 and -2 are the default (the penultimate layer, as ComfyUI), -3 one earlier."""
     from nodes.comfy import CLIPSetLastLayer
@@ -196,14 +196,14 @@ def test_clip_set_last_layer_per_family(ctx, tiny_sd, base):
     def at(clip, layer):
         return encode(ctx, call(CLIPSetLastLayer, ctx, clip=clip, stop_at_clip_layer=layer), PROMPT)[0].embeds
 
-    sd1 = sd(tiny_sd)
+    sd1 = sd()
     tokens = call(Tokenize, ctx, tokenizer=sd1["tokenizer"], text=PROMPT)
     skip1 = call(EncodeText, ctx, text_encoder=sd1["clip"].text_encoder, tokens=tokens, clip_skip=1)[0].embeds
     assert torch.equal(at(sd1["clip"], -2), skip1)
     assert torch.equal(at(sd1["clip"], -1), encode(ctx, sd1["clip"], PROMPT)[0].embeds)
     assert not torch.equal(at(sd1["clip"], -1), skip1)
 
-    sd2 = sd(tiny_sd, "sd2", seed=20)
+    sd2 = sd("sd2", seed=20)
     assert torch.equal(at(sd2["clip"], -2), at(sd2["clip"], -1))
     tokens = call(Tokenize, ctx, tokenizer=sd2["tokenizer"], text=PROMPT)
     skip1 = call(EncodeText, ctx, text_encoder=sd2["clip"].text_encoder, tokens=tokens, clip_skip=1)[0].embeds
@@ -212,8 +212,9 @@ def test_clip_set_last_layer_per_family(ctx, tiny_sd, base):
     clip = base["clip"]
     assert torch.equal(at(clip, -2), encode(ctx, clip, PROMPT)[0].embeds)
     tokens = call(Tokenize, ctx, tokenizer=clip.tokenizer, text=PROMPT)
+    tokens_2 = call(Tokenize, ctx, tokenizer=clip.tokenizer_2, text=PROMPT)  # OpenCLIP's: padded with "!"
     earlier = call(EncodeTextSDXL, ctx, text_encoder=clip.text_encoder, tokens=tokens,
-                   text_encoder_2=clip.text_encoder_2, tokens_2=tokens, clip_skip=1)[0]
+                   text_encoder_2=clip.text_encoder_2, tokens_2=tokens_2, clip_skip=1)[0]
     embeds, _, pooled, _ = xl_pipeline(base).encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False,
                                                            clip_skip=1)
     assert torch.equal(at(clip, -3), earlier.embeds) and torch.equal(earlier.embeds, embeds)
