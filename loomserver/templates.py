@@ -23,11 +23,14 @@ from .paths import workflows_dir
 from .security import Refused, reply
 
 MODULE = "loom"
+NOT_INDEXES = ("index_logo.json", "index.schema.json", "index.mcp.json")  # not lists of categories
 
 
 @lru_cache(maxsize=1)
-def _package_files() -> dict[str, Path] | None:
-    """Every file the templates package serves, by name; None when it is not installed."""
+def _package() -> tuple[dict[str, Path], set[str]] | None:
+    """Every file the templates package serves, by name, and the templates whose files are all
+    there; None when it is not installed. (Its media bundles are separate packages: a template whose
+    pictures are not installed is not listed, rather than shown with broken images.)"""
     try:
         from importlib import resources
 
@@ -38,18 +41,34 @@ def _package_files() -> dict[str, Path] | None:
     json_dir = Path(str(resources.files("comfyui_workflow_templates_json") / "templates"))
     for path in json_dir.glob("index*.json"):
         files[path.name] = path
+    complete = set()
     for entry in core.iter_templates():
+        found = 0
         for asset in entry.assets:
             try:
                 files.setdefault(asset.filename, Path(core.get_asset_path(entry.template_id, asset.filename)))
+                found += 1
             except (FileNotFoundError, KeyError):  # a media bundle that is not installed
                 continue
-    return files
+        if found == len(entry.assets):
+            complete.add(entry.template_id)
+    return files, complete
+
+
+def template_index(path: Path, complete: set[str]) -> list:
+    """An index file of the package with only the templates whose files are all installed."""
+    categories = json.loads(path.read_text(encoding="utf-8"))
+    shown = []
+    for category in categories:
+        templates = [t for t in category.get("templates", []) if t.get("name") in complete]
+        if templates:
+            shown.append({**category, "templates": templates})
+    return shown
 
 
 def core_template(name: str) -> Path | None:
-    files = _package_files()
-    return None if files is None else files.get(name)
+    package = _package()
+    return None if package is None else package[0].get(name)
 
 
 def loom_templates() -> dict[str, Path]:
@@ -74,6 +93,8 @@ def routes(server) -> list[tuple]:
         path = await asyncio.to_thread(core_template, name)
         if path is None and name.startswith("index") and name.endswith(".json"):
             return reply({} if name == "index_logo.json" else [])  # no package: no core templates
+        if path is not None and name.startswith("index") and name not in NOT_INDEXES:  # index.json, index.fr.json...
+            return reply(await asyncio.to_thread(template_index, path, _package()[1]))
         if path is None:
             raise Refused(404, f"no template file {name!r}", "not_found")
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
