@@ -168,6 +168,9 @@ def import_spandrel():
 
         return spandrel
     except ModuleNotFoundError as exc:
+        if exc.name == "spandrel":
+            raise ModuleNotFoundError("upscale models need spandrel: pip install --no-deps spandrel==0.4.2 "
+                                      "(its torchvision requirement is not needed)", name="spandrel") from None
         if exc.name is None or not exc.name.startswith("torchvision"):
             raise
     names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
