@@ -57,7 +57,8 @@ def sweep_scratch(parent: Path) -> int:
 class LoomActor:
     def __init__(self, options: dict):
         """`options`: models_dir, device, dtype, cache_bytes, custom_nodes, builtin_nodes, verbose_errors,
-        threads (torch CPU threads; None: torch's default for the machine, as in the local mode)."""
+        threads (torch CPU threads; None: torch's default for the machine, as in the local mode), vram_bytes
+        and compile (as the server's --vram-bytes and --compile)."""
         # Ray forces OMP_NUM_THREADS=1 on actors without CPUs; with other thread counts CPU results
         # differ from the local mode's in the last bits. Set before torch is imported.
         from graph.threads import configure_threads
@@ -78,7 +79,8 @@ class LoomActor:
             folder.mkdir(parents=True, exist_ok=True)
         args = Namespace(custom_nodes=options.get("custom_nodes"), cache_bytes=options.get("cache_bytes"),
                          verbose_errors=options.get("verbose_errors", False),
-                         builtin_nodes=options.get("builtin_nodes", True))
+                         builtin_nodes=options.get("builtin_nodes", True),
+                         vram_bytes=options.get("vram_bytes"), compile=options.get("compile", False))
         self.loom = make_loom(args, env)
         self.env = env
         self.interrupt_flag = threading.Event()

@@ -223,7 +223,8 @@ class RayPool:
         options = {"models_dir": str(Path(args.ray_models_dir or self.env.models_dir)), "device": args.device,
                    "dtype": args.dtype, "cache_bytes": args.cache_bytes, "verbose_errors": args.verbose_errors,
                    "custom_nodes": str(Path(args.custom_nodes).resolve()) if args.custom_nodes else None,
-                   "builtin_nodes": getattr(args, "builtin_nodes", True), "threads": args.ray_threads}
+                   "builtin_nodes": getattr(args, "builtin_nodes", True), "threads": args.ray_threads,
+                   "vram_bytes": getattr(args, "vram_bytes", None), "compile": getattr(args, "compile", False)}
         self.slots = [Slot(i, remote.remote(options)) for i in range(count)]
         log.info("connected to Ray at %s: %d workers on %r", address, count, resource)
 

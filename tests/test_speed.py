@@ -154,3 +154,16 @@ def test_cli_options_reach_the_engine(tiny_sd, tmp_path, monkeypatch):
     monkeypatch.setattr(nodes.placement, "placement_for", lambda env: Placement())
     memory = make_loom(parse_args(argv)).executor.memory
     assert memory.budget == 123456 and memory.device == "cuda:0"
+
+
+def test_ray_workers_get_the_speed_options(tiny_sd, monkeypatch):
+    """The Ray actor builds its engine from the options the pool sends (no Ray needed to check that)."""
+    from loomserver.ray_actor import LoomActor
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    actor = LoomActor({"models_dir": str(tiny_sd.parent), "device": "cpu", "dtype": "float32", "threads": 1,
+                       "compile": True, "vram_bytes": 123456})
+    try:
+        assert actor.loom.env.speed == Speed(compile=True)
+    finally:
+        actor.close_sync()
