@@ -7,6 +7,7 @@
                                                 lists a custom node pack's example workflows)
     GET /workflow_templates/loom/{NAME}.json    one of them, as an editor workflow (API-format files
                                                 are laid out first, so any editor can open them)
+    GET /workflow_templates/loom/{NAME}.jpg     its thumbnail (loomserver/thumbnails.py)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from .files import SANDBOX
 from .paths import workflows_dir
 from .security import Refused, reply
+from .thumbnails import PICTURES, draw_graph, picture_beside
 
 MODULE = "loom"
 NOT_INDEXES = ("index_logo.json", "index.schema.json", "index.mcp.json")  # not lists of categories
@@ -105,15 +107,23 @@ def routes(server) -> list[tuple]:
 
     async def get_loom(request):
         module, name = request.match_info["module"], request.match_info["file"]
-        stem = name[:-5] if name.endswith(".json") else None
-        path = (await asyncio.to_thread(loom_templates)).get(stem) if module == MODULE and stem else None
+        stem, ext = name.rsplit(".", 1) if "." in name else (name, "")
+        known = ext == "json" or f".{ext}" in PICTURES
+        path = (await asyncio.to_thread(loom_templates)).get(stem) if module == MODULE and known else None
         if path is None:
             raise Refused(404, f"no template {module}/{name}", "not_found")
         loom = await server.loom()
-        return reply(await asyncio.to_thread(as_editor_workflow, path, loom.registry))
+        if ext == "json":
+            return reply(await asyncio.to_thread(as_editor_workflow, path, loom.registry))
+        picture = picture_beside(path)
+        if picture is not None:
+            return web.FileResponse(picture, headers={**SANDBOX, "Content-Type": PICTURES[picture.suffix]})
+        workflow = await asyncio.to_thread(as_editor_workflow, path, loom.registry)
+        return web.Response(body=await asyncio.to_thread(draw_graph, workflow),
+                            headers={**SANDBOX, "Content-Type": "image/jpeg"})
 
     return [
         ("get", "/templates/{file}", get_core, "ComfyUI's core workflow templates (comfyui-workflow-templates)"),
         ("get", "/workflow_templates", get_modules, "Template names by module: Loom's workflows/"),
-        ("get", "/workflow_templates/{module}/{file:.+}", get_loom, "One of Loom's workflows as an editor workflow"),
+        ("get", "/workflow_templates/{module}/{file:.+}", get_loom, "One of Loom's workflows as an editor workflow, or its thumbnail"),
     ]

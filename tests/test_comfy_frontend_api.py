@@ -1,10 +1,12 @@
 """The routes ComfyUI's official frontend calls besides the core API: users, settings, user files,
 extensions, features, model folders, templates, in ComfyUI's shapes (on a real server process)."""
+import io
 import json
 from importlib.util import find_spec
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from tests.server_harness import ServerProc, run
 
@@ -145,4 +147,14 @@ def test_templates(server):
             assert "txt2img" in modules["loom"] and "tutorial/cfg_sweep" in modules["loom"]
             workflow = await get(s, server.url + "/api/workflow_templates/loom/txt2img.json")
             assert workflow["version"] == 0.4 and len(workflow["nodes"]) == 10 and workflow["links"]
+            for name in modules["loom"]:  # every listed workflow has a thumbnail: a drawing of its graph
+                async with s.get(f"{server.url}/api/workflow_templates/loom/{name}.jpg") as r:
+                    assert r.status == 200 and r.content_type == "image/jpeg", name
+                    picture = Image.open(io.BytesIO(await r.read()))
+                assert picture.size == (512, 384)
+                colours = picture.convert("RGB").getcolors(1 << 16)
+                assert colours is None or len(colours) > 8, name  # boxes, titles and links, not a blank
+            for bad in ("loom/txt2img.exe", "loom/nope.jpg", "other/txt2img.jpg", "loom/../setup.jpg"):
+                async with s.get(f"{server.url}/api/workflow_templates/{bad}") as r:
+                    assert r.status == 404, bad
     run(main())
