@@ -89,6 +89,22 @@ class Editor:
         await field.press("Enter")
         await self.page.wait_for_timeout(50)
 
+    async def shown_after(self, action, selector: str = "#dom-widgets input.inline-edit", tries: int = 3):
+        """The element (default: the in-place text field) that `action` (a coroutine function: a
+        double click, a menu pick) shows. On a loaded machine one software-rendered frame can outlast
+        the double-click interval, so the page sees two single clicks; the action is then repeated,
+        as a user would."""
+        element = self.page.locator(selector)
+        for attempt in range(tries):
+            await action()
+            try:
+                await element.wait_for(timeout=10000)
+                return element
+            except Exception:
+                if attempt == tries - 1:
+                    raise
+        return element
+
     async def wait_for_image(self, node_id: int, timeout: float = 100000):
         """Until the node shows a loaded output image (a run finished)."""
         await self.page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({node_id}).loom.images[0];

@@ -101,7 +101,7 @@ def window(loop, browser, server, request):
     yield from open_editor(loop, browser, server, *map(int, request.param.split("x")))
 
 
-def run(loop, coro, timeout=60):
+def run(loop, coro, timeout=120):  # generous: a loaded CI machine renders slowly
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
@@ -156,8 +156,8 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
         await page.drag_and_drop(".palette-item[data-type=VAEDecode]", "#graph-canvas", target_position={"x": 550, "y": 220})
         # and one from the search popup of a double-click on empty canvas
         box = await page.locator("#graph-canvas").bounding_box()
-        await page.mouse.dblclick(box["x"] + 560, box["y"] + 480)
-        await page.wait_for_selector("#search-popup:not([hidden])")
+        await editor.shown_after(lambda: page.mouse.dblclick(box["x"] + 560, box["y"] + 480),
+                                 "#search-popup:not([hidden])")
         await page.keyboard.type("saveimage")
         await page.keyboard.press("Enter")
         nodes = await editor.nodes()
@@ -561,10 +561,19 @@ def test_bad_graph_error_is_shown_on_the_right_node(loop, editor):
         await editor.drop_file("broken.json", json.dumps(workflow).encode(), "application/json")
         await page.wait_for_function("document.title.startsWith('broken')")
         editor.allowed.append("status of 400 (Bad Request)")  # the browser logs the refused POST /prompt
-        await page.click("#queue-btn")
+        async with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST",
+                                        timeout=60000) as refused:
+            await page.click("#queue-btn")
+        response = await refused.value
+        assert response.status == 400
+        assert sorted((await response.json())["node_errors"]) == sorted([str(sample["id"]), str(ckpt["id"])])
         await page.wait_for_selector("#errors-panel:not([hidden])")
         # the marks land with the panel; wait for them so a slow page cannot race the read below
-        await page.wait_for_function("loom.graph._nodes.filter(n => n.loom?.errors).length >= 2", timeout=20000)
+        try:
+            await page.wait_for_function("loom.graph._nodes.filter(n => n.loom?.errors).length >= 2", timeout=30000)
+        except Exception:
+            raise AssertionError(f"marks: {await editor.js('() => loom.graph._nodes.filter(n => n.loom?.errors).map(n => n.id)')}, "
+                                 f"panel: {await page.locator('#errors-panel').text_content()}")
         errors = await editor.js("""() => Object.fromEntries(loom.graph._nodes.filter(n => n.loom.errors)
             .map(n => [n.id, {inputs: Object.keys(n.loom.errors.inputs), has_errors: n.has_errors,
                               slots: (n.inputs ?? []).filter(s => s.hasErrors).map(s => s.name)}]))""")
@@ -756,12 +765,12 @@ def test_every_node_menu_entry_works(loop, window):
         assert entries == ["Rename", "Bypass", "Mute", "Convert to Subgraph", "Resize", "Collapse", "Pin", "Colors",
                            "Shapes", "Clone", "Remove"], entries
         await ed.shot(f"26-{ed.size}-node-menu")
-        await ed.pick_menu("Rename")
-        await page.locator("#dom-widgets input.inline-edit").fill("My sampler")
+        await (await ed.shown_after(lambda: ed.pick_menu("Rename"), tries=1)).fill("My sampler")
         await page.keyboard.press("Enter")
         assert await node("n.title") == "My sampler"
-        await page.mouse.dblclick(*await ed.title_xy(sample))  # the title bar renames too
-        await page.locator("#dom-widgets input.inline-edit").fill("Sampler two")
+        title = await ed.title_xy(sample)
+        field = await ed.shown_after(lambda: page.mouse.dblclick(*title))  # the title bar renames too
+        await field.fill("Sampler two")
         await page.keyboard.press("Escape")
         assert await node("n.title") == "My sampler"
         for entry, mode in (("Bypass", 4), ("Mute", 2)):
@@ -940,8 +949,8 @@ def test_new_nodes_are_placed_apart_and_the_search_shows_descriptions(loop, edit
         assert placed[1] > placed[0], placed
         await editor.shot("31-placed")
         box = await page.locator("#graph-canvas").bounding_box()
-        await page.mouse.dblclick(box["x"] + 30, box["y"] + box["height"] - 30)
-        await page.wait_for_selector("#search-popup:not([hidden])")
+        await editor.shown_after(lambda: page.mouse.dblclick(box["x"] + 30, box["y"] + box["height"] - 30),
+                                 "#search-popup:not([hidden])")
         await page.keyboard.type("noise")
         descriptions = await page.locator("#search-popup li .desc").all_text_contents()
         assert descriptions and all(descriptions), descriptions
