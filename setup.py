@@ -51,7 +51,8 @@ setup(
     package_data={
         "graph": ["*.json"],  # the workflow file schema
         "loomserver.web": ["**/*"],
-        "loomserver.workflows": ["**/*.json"],  # the example workflows (ComfyUI's template browser lists them)
+        # the example workflows (ComfyUI's template browser lists them) and any thumbnail saved beside one
+        "loomserver.workflows": ["**/*.json", "**/*.jpg", "**/*.png", "**/*.webp"],
         "nodes.assets": ["**/*"],
     },
     # Only what the page loads (and the library's licence) goes into the wheel.
