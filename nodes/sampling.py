@@ -2,7 +2,10 @@
 
 The loop is StableDiffusionPipeline's, operation for operation (same tensors, same order), so the
 pixels match it exactly: one UNet call on cat([x, x]) with cat([negative, positive]), guidance
-`u + g * (c - u)`, `scheduler.step(..., generator=per-image generators)`.
+`u + g * (c - u)`, `scheduler.step(..., generator=per-image generators)`. Guidance follows
+`u + g * (c - u)` for every g (g = 0: the unconditional prediction); only g = 1 skips the negative
+pass. The pipeline skips it for every g <= 1 (it then uses c alone), so the pixels match it for g > 1
+and g = 1.
 
 A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
 holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached
@@ -112,7 +115,9 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
             x = noise * scheduler.init_noise_sigma
         else:
             x = scheduler.add_noise(x, noise, scheduler.timesteps[offset + start:offset + start + 1].repeat(batch))
-    guided = guidance_scale > 1.0  # as the pipeline: no negative pass without guidance
+    # u + g * (c - u) for every g; only g = 1 (exactly c) skips the negative pass, as in ComfyUI.
+    # diffusers' pipeline also skips it for g < 1 and then returns c: the two differ there.
+    guided = guidance_scale != 1.0
     embeddings = _text_embeddings(positive, negative, batch, guided, device, unet.dtype)
     kwargs = step_kwargs(scheduler, gens)
     with torch.no_grad():
