@@ -173,11 +173,11 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _model_path(env, name: str) -> Path:
+def _model_path(env, name: str, example: str = "classcond/my-shapes") -> Path:
     from graph.env import UnsafePath, safe_join
 
     if not name.strip():
-        raise ValueError("expected a folder name such as classcond/my-shapes")
+        raise ValueError(f"expected a folder name such as {example}")
     try:
         return safe_join(env.models_dir, name.strip())
     except UnsafePath as exc:
