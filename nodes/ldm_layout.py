@@ -1,7 +1,10 @@
-"""Test helper: a diffusers SD 1.x model's weights in the original LDM single-file key layout.
+"""A diffusers SD 1.x model's weights in the original LDM single-file key layout, and the writer of
+such a checkpoint.
 
-diffusers only converts LDM -> diffusers; tests need the other direction to write single-file
-checkpoints honestly (from real diffusers weights), so it is written out here, block by block.
+diffusers only converts LDM -> diffusers (what nodes.single_file loads with); exporting a model as one
+file, and the tests' single-file checkpoints, need the other direction, written out here block by block.
+
+    python -m nodes.ldm_layout DIFFUSERS_FOLDER OUT.safetensors [--dtype float16]
 """
 from __future__ import annotations
 
@@ -86,3 +89,36 @@ def pipeline_to_ldm(pipe) -> dict:
     state.update(vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
     state.update(clip_to_ldm(pipe.text_encoder.state_dict()))
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def write_single_file(folder, path, dtype=None, extra: dict | None = None) -> dict:
+    """Write the diffusers folder's UNet, VAE and text encoder as one LDM-layout .safetensors file
+    (in `dtype`, e.g. torch.float16, if given); returns the state dict written."""
+    from pathlib import Path
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    state = pipeline_to_ldm(pipe)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state.update(extra or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return state
+
+
+if __name__ == "__main__":
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m nodes.ldm_layout",
+                                description="Write a diffusers SD 1.x folder as one LDM-layout .safetensors file.")
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
+    args = p.parse_args()
+    write_single_file(args.folder, args.out, getattr(torch, args.dtype) if args.dtype else None)

@@ -10,8 +10,8 @@ What shapes cannot tell, SD 1.x's published settings give: 8 attention heads per
 64), quick-GELU, VAE scaling factor 0.18215, and the PNDM scheduler of SD 1.x.
 
 A single file carries no tokenizer. The tokenizer is chosen by vocabulary size: the tiny demo
-model's (generated locally), or OpenAI CLIP's 49408-entry BPE when its merges file is installed
-(open_clip_torch, see nodes.clip_bpe).
+model's or the trained shapes model's (both generated locally), or OpenAI CLIP's 49408-entry BPE
+when its merges file is installed (open_clip_torch, see nodes.clip_bpe).
 """
 from __future__ import annotations
 
@@ -130,9 +130,11 @@ def tokenizer_for(vocab_size: int, max_length: int):
                                   "install them with `pip install --no-deps open_clip_torch`, or use a diffusers "
                                   "folder, which carries its tokenizer")
         return make_tokenizer(merges, max_length)
-    merges = tiny_merges()
-    if vocab_size == 2 * 256 + len(merges) + 2:
-        return make_tokenizer(merges, max_length)
+    from .textcond.model import merges as textcond_merges
+
+    for merges in (tiny_merges(), textcond_merges()):  # the locally built vocabularies, by size
+        if vocab_size == 2 * 256 + len(merges) + 2:
+            return make_tokenizer(merges, max_length)
     raise CheckpointError(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")
 
 

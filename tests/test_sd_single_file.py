@@ -1,6 +1,6 @@
 """Single-file SD 1.x checkpoints (LDM key layout) load offline and give the diffusers folder's pixels.
 
-The checkpoints are written here from diffusers weights (tests/_ldm_layout.py), in two shapes: the
+The checkpoints are written here from diffusers weights (nodes/ldm_layout.py), in two shapes: the
 tiny demo model and one with three levels, one block per level, attention on the first two levels,
 a wider text encoder and a three-level VAE."""
 import pickle
@@ -23,16 +23,9 @@ SHAPE_B = dict(
 
 
 def write_ldm(folder, path, extra=None):
-    from diffusers import StableDiffusionPipeline
-    from safetensors.torch import save_file
+    from nodes.ldm_layout import write_single_file
 
-    from tests._ldm_layout import pipeline_to_ldm
-
-    state = pipeline_to_ldm(StableDiffusionPipeline.from_pretrained(folder, safety_checker=None))
-    state.update(extra or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return state
+    return write_single_file(folder, path, extra=extra)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +161,7 @@ def test_real_sd15_shapes_are_inferred():
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from nodes.single_file import _build, _load, clip_config, unet_config, vae_config
-    from tests._ldm_layout import clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from nodes.ldm_layout import clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     unet_sd15 = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
                      attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
