@@ -31,9 +31,15 @@ def make_loom(options: Any, env=None, output_dir: str | None = None):
 
 
 def ensure_demo_model(models_dir: Path) -> None:
+    """A models folder that holds no model gets the trained shapes model (`shapes64`, first in the
+    model lists) and the random `tiny-sd` (small and fast: the example workflows and tests use it)."""
     try:
-        from nodes.tiny_model import ensure_tiny_model
+        from nodes.textcond.model import install_shipped
+        from nodes.tiny_model import TINY_NAME, has_models, write_tiny_model
     except ImportError:  # built without the SD nodes
         return
-    if ensure_tiny_model(models_dir):  # writes it only when the folder holds no model
-        log.info("the models folder held no model: wrote the tiny demo model")
+    if has_models(models_dir):
+        return
+    install_shipped(models_dir)
+    write_tiny_model(Path(models_dir) / TINY_NAME)
+    log.info("the models folder held no model: wrote the demo models")

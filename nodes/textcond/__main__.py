@@ -33,6 +33,8 @@ def parse(argv):
         s.add_argument("--save-every", type=int, default=250)
         if stage != "unet":
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
+        else:
+            s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -63,7 +65,7 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
-        seed=args.seed, **({"crop": args.crop} if args.command != "unet" else {}))
+        seed=args.seed, **({"crop": args.crop} if args.command != "unet" else {"snr_gamma": args.snr_gamma or None}))
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=args.command, mininterval=5)
     smooth = None
 
