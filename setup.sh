@@ -13,6 +13,15 @@ fi
 # OpenAI CLIP's BPE merges (for single-file SD 1.x checkpoints, which carry no tokenizer) ship in this
 # wheel; only the data file is read (nodes/clip_bpe.py), so its torchvision dependency is not needed.
 .venv/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0
+# Upscale models load through spandrel. Its wheel declares torchvision, whose PyPI builds do not load
+# beside the CPU torch here; Loom imports spandrel without it (nodes/scaling.py), so no deps are pulled.
+.venv/bin/python -m pip install -q --no-deps spandrel==0.4.2
+if [ "${1:-}" = "--test" ]; then
+  # ComfyUI's workflow templates 0.1.48 (the last release with the classic SD templates) for
+  # tests/test_templates.py, in a folder of their own: the venv may hold the current release.
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .test-deps/comfyui-workflow-templates-0.1.48 \
+    comfyui-workflow-templates==0.1.48
+fi
 if [ -f web/package-lock.json ] && [ ! -d web/node_modules ]; then
   (cd web && npm ci --silent --no-audit --no-fund)
 fi

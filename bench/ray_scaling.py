@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import shutil
 import statistics
 import sys
@@ -28,6 +27,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.ray_harness import ray_settings, start_local_cluster  # noqa: E402  (loopback clusters)
 from tests.server_harness import ServerProc, WsLog  # noqa: E402  (the tests' server launcher)
 
 TXT2IMG = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
@@ -101,10 +101,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loom-ray-bench-"))
-    os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-                       "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": str(base / "ray")})
+    os.environ.update(ray_settings(base / "ray"))  # loopback only, a token of our own, temp files under base
     (base / "ray" / "ray").mkdir(parents=True)
-    import ray  # after its settings: Ray reads RAY_AUTH_MODE at import
+    import ray  # after its settings: Ray reads them at import
 
     from nodes.tiny_model import write_tiny_model
 
@@ -113,9 +112,7 @@ def main() -> None:
     for name in ("tiny-a", "tiny-b", "tiny-c"):
         shutil.copytree(tiny, models / name)
     model_bytes = sum(f.stat().st_size for f in tiny.rglob("*.safetensors"))
-    ctx = ray.init(address="local", num_cpus=2, resources={"loom_worker": 2}, include_dashboard=False,
-                   _temp_dir=str(base / "ray"))
-    address = ctx.address_info["gcs_address"]
+    address = start_local_cluster(base / "ray", num_cpus=2, workers=2)  # asserts a loopback address
     try:
         print(f"{args.prompts} prompts, tiny SD model, 4 steps, {args.threads} torch thread(s) per worker, "
               f"{os.cpu_count()} CPUs")

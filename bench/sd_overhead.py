@@ -1,102 +1,123 @@
-"""txt2img through the executor vs the bare diffusers pipeline on the same weights.
+"""txt2img through Loom vs the bare diffusers pipeline on the same weights: warm runs at several sizes
+and batch sizes, then the cold path (process start to the first image, from a single file).
 
-Both sides load the model once, then alternate runs; each run has a new seed and a new prompt, so
-everything but the model is recomputed (text encoding, noise, 20 sampling steps with CFG, decode,
-PNG save). Prints the median times and their ratio (goal <= 1.03), then the time of a seed-only
-re-run (text encoding served from the cache) against a cold run (fresh executor: model load too).
+Warm: both sides load the model once, then alternate runs; each run has a new seed and prompt, so
+everything but the model is recomputed (text encoding, noise, sampling with CFG, decode, PNG save).
+Loom runs its whole workflow (validation, planning, cache, progress events, saving with metadata).
+Goal: Loom / pipeline <= 1.0 at every size. Then a seed-only re-run (text encoding cached) against a
+cold run (fresh executor, model load).
 
-    python bench/sd_overhead.py [--runs 7] [--steps 20] [--size 64] [--threads 1] [--models-dir DIR]
+Cold: a fresh process from start to the saved image, alternating `loom run WORKFLOW` (the workflow
+names the single file) and a script doing `StableDiffusionPipeline.from_single_file(file, config=the
+diffusers folder)` + the pipeline + save. Both with the same threads and passive OpenMP waits.
+Wall seconds and CPU-seconds are printed; goal for Loom / diffusers: 0.6.
 
-Without --models-dir the tiny demo model is written into a temporary folder.
+The model is SD 1.5-shaped (bench/sd15_shaped.py: 320-channel blocks, 572 MB, made locally on first
+use into bench/out/cache/); `--model tiny` uses the tiny demo model instead (warm part only).
+
+    python bench/sd_overhead.py [--runs 3] [--steps 20] [--sizes 64,256] [--batches 1,4] [--threads 1]
+                                [--cold-runs 3] [--model sd15|tiny]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.timing import timed  # noqa: E402
+
+PIPELINE_COLD = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[4]))
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_single_file(sys.argv[1], config=sys.argv[2], local_files_only=True,
+                                                safety_checker=None, requires_safety_checker=False)
+pipe.set_progress_bar_config(disable=True)
+image = pipe("a photo of a cat riding a horse, highly detailed", negative_prompt="blurry, low quality, watermark",
+             num_inference_steps=int(sys.argv[5]), guidance_scale=7.5, height=64, width=64,
+             generator=torch.Generator("cpu").manual_seed(42)).images[0]
+image.save(sys.argv[3])
+"""
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for both sides)")
-    p.add_argument("--models-dir", default=None, help="a models folder holding --model")
-    p.add_argument("--model", default="tiny-sd")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args()
+def txt2img(model: str, steps: int) -> dict:
+    wf = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    wf["1"]["inputs"]["model"] = model
+    wf["6"]["inputs"].update(kind="dpmpp_2m", steps=steps)
+    return wf
 
+
+def warm(args, models: Path, model: str, folder: Path, tmp: Path) -> None:
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     from graph import Env, Loom
     from nodes.common import device_of, dtype_of
-    from nodes.tiny_model import ensure_tiny_model
 
-    torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="loom-bench-"))
-    models = Path(args.models_dir) if args.models_dir else tmp / "models"
-    if not args.models_dir:
-        ensure_tiny_model(models)
     env = Env.from_data_dir(tmp / "data", models_dir=models, device=args.device)
     device = device_of(env)
     dtype = dtype_of(env, device)
-    wf = json.loads((Path(__file__).resolve().parent.parent / "workflows" / "txt2img.json").read_text())
-    wf["1"]["inputs"]["model"] = args.model
-    wf["6"]["inputs"].update(kind="dpmpp_2m", steps=args.steps)
-    wf["7"]["inputs"].update(width=args.size, height=args.size)
+    wf = txt2img(model, args.steps)
     negative = wf["3"]["inputs"]["text"]
-
-    pipe = StableDiffusionPipeline.from_pretrained(models / args.model, safety_checker=None, dtype=dtype).to(device)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     base_config = pipe.scheduler.config
     out = tmp / "pipeline"
     out.mkdir()
+    loom = Loom(env)
 
-    def run_pipeline(i: int) -> float:
+    def run_pipeline(i: int, size: int, batch: int) -> float:
         start = time.perf_counter()
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(base_config, algorithm_type="dpmsolver++",
                                                                  solver_order=2)
-        image = pipe(f"a photo of a cat number {i}", negative_prompt=negative, num_inference_steps=args.steps,
-                     guidance_scale=7.5, height=args.size, width=args.size,
-                     generator=torch.Generator("cpu").manual_seed(i)).images[0]
-        image.save(out / f"p_{i:05}.png", compress_level=4)
+        images = pipe(f"a photo of a cat number {i}", negative_prompt=negative, num_inference_steps=args.steps,
+                      guidance_scale=7.5, height=size, width=size, num_images_per_prompt=batch,
+                      generator=[torch.Generator("cpu").manual_seed(i + k) for k in range(batch)]).images
+        for k, image in enumerate(images):
+            image.save(out / f"p_{i:05}_{k}.png", compress_level=4)
         return time.perf_counter() - start
 
-    loom = Loom(env)
-
-    def run_loom(i: int, prompt: str | None = None) -> float:
-        wf["2"]["inputs"]["text"] = prompt or f"a photo of a cat number {i}"
-        wf["7"]["inputs"]["seed"] = i
+    def run_loom(i: int, size: int, batch: int) -> float:
+        wf["2"]["inputs"]["text"] = f"a photo of a cat number {i}"
+        wf["7"]["inputs"].update(seed=i, width=size, height=size, batch_size=batch)
         start = time.perf_counter()
         result = loom.run(wf)
         elapsed = time.perf_counter() - start
         assert result.ok, result.error
         return elapsed
 
-    run_pipeline(0), run_loom(0)  # warm-up: model load, first-call allocations
-    pipeline_times, loom_times = [], []
-    for i in range(1, args.runs + 1):
-        if i % 2:
-            pipeline_times.append(run_pipeline(i))
-            loom_times.append(run_loom(i))
-        else:
-            loom_times.append(run_loom(i))
-            pipeline_times.append(run_pipeline(i))
-    p_med, l_med = statistics.median(pipeline_times), statistics.median(loom_times)
-    print(f"device {device}, dtype {dtype}, {args.threads} thread(s), {args.size}x{args.size}, {args.steps} steps, "
-          f"{args.runs} alternating runs")
-    print(f"diffusers pipeline : median {p_med * 1000:8.1f} ms")
-    print(f"Loom executor      : median {l_med * 1000:8.1f} ms")
-    print(f"ratio executor / pipeline: {l_med / p_med:.3f}  (goal <= 1.03)")
+    print(f"warm: device {device}, dtype {dtype}, {args.threads} thread(s), {args.steps} steps, "
+          f"{args.runs} alternating runs per size (median ms)")
+    print(f"  {'size':>9s} {'batch':>5s} {'pipeline':>10s} {'Loom':>10s} {'Loom/pipe':>9s}")
+    worst = 0.0
+    for size in args.sizes:
+        for batch in args.batches:
+            run_pipeline(0, size, batch), run_loom(0, size, batch)  # warm-up: first-call allocations
+            pipeline_times, loom_times = [], []
+            for i in range(1, args.runs + 1):
+                if i % 2:
+                    pipeline_times.append(run_pipeline(i, size, batch))
+                    loom_times.append(run_loom(i, size, batch))
+                else:
+                    loom_times.append(run_loom(i, size, batch))
+                    pipeline_times.append(run_pipeline(i, size, batch))
+            p_med, l_med = statistics.median(pipeline_times), statistics.median(loom_times)
+            worst = max(worst, l_med / p_med)
+            runs = " ".join(f"{p:.1f}/{l:.1f}" for p, l in zip(pipeline_times, loom_times))
+            print(f"  {f'{size}x{size}':>9s} {batch:5d} {p_med * 1000:10.1f} {l_med * 1000:10.1f} {l_med / p_med:9.3f}"
+                  f"   (runs, s pipeline/Loom: {runs})", flush=True)
+    print(f"  worst Loom / pipeline: {worst:.3f}  (goal <= 1.0)")
 
+    size = args.sizes[0]
+    wf["7"]["inputs"].update(width=size, height=size, batch_size=1)
     cold_loom = Loom(env)
     start = time.perf_counter()
     assert cold_loom.run(wf).ok
@@ -109,8 +130,67 @@ def main() -> int:
         reruns.append(time.perf_counter() - start)
         assert result.ok and "1" in result.cached and "4" in result.cached
     rerun = statistics.median(reruns)
-    print(f"cold run (fresh executor, model load) : {cold * 1000:8.1f} ms")
-    print(f"seed-only re-run (model, text cached) : {rerun * 1000:8.1f} ms  ({rerun / cold:.2f} of cold)")
+    print(f"  {size}x{size}: cold run (fresh executor, model load) {cold * 1000:8.1f} ms; "
+          f"seed-only re-run (model, text cached) {rerun * 1000:8.1f} ms ({rerun / cold:.2f} of cold)")
+
+
+def cold(args, single: Path, folder: Path, tmp: Path) -> None:
+    wf_path = tmp / "cold.json"
+    wf = txt2img(single.name, args.steps)
+    wf_path.write_text(json.dumps(wf))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "LOOM_"))}
+    env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads))
+    loom = [sys.executable, "-m", "loomserver", "run", str(wf_path), "--data-dir", str(tmp / "cold-data"),
+            "--models-dir", str(single.parent), "--threads", str(args.threads)]
+    pipeline = [sys.executable, "-c", PIPELINE_COLD, str(single), str(folder), str(tmp / "cold.png"),
+                str(args.threads), str(args.steps)]
+    times: dict[str, list[tuple[float, float]]] = {"loom run": [], "from_single_file": []}
+    for i in range(args.cold_runs):
+        order = [("loom run", loom), ("from_single_file", pipeline)]
+        for name, cmd in order if i % 2 == 0 else order[::-1]:
+            times[name].append(timed(cmd, env))
+    print(f"cold path: process start to the first image, {single.name} ({single.stat().st_size / 1e6:.0f} MB), "
+          f"64x64, {args.steps} steps, {args.threads} thread(s), {args.cold_runs} alternating runs (median)")
+    med = {}
+    for name, runs in times.items():
+        med[name] = (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+        print(f"  {name:17s} {med[name][0]:7.2f} s {med[name][1]:7.2f} CPU-s   "
+              f"(runs: {', '.join(f'{w:.1f}' for w, _ in runs)})")
+    print(f"  Loom / from_single_file + pipeline: {med['loom run'][0] / med['from_single_file'][0]:.2f} wall, "
+          f"{med['loom run'][1] / med['from_single_file'][1]:.2f} CPU-s  (goal 0.6)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sizes", default="64,256", help="comma-separated image sizes")
+    p.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for both sides)")
+    p.add_argument("--cold-runs", type=int, default=3, help="0 skips the cold path")
+    p.add_argument("--model", choices=("sd15", "tiny"), default="sd15")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+
+    from graph.threads import configure_threads
+
+    configure_threads(args.threads)  # before torch loads, as the server does
+    tmp = Path(tempfile.mkdtemp(prefix="loom-bench-"))
+    if args.model == "tiny":
+        from nodes.tiny_model import TINY_NAME, ensure_tiny_model
+
+        models = tmp / "models"
+        ensure_tiny_model(models)
+        warm(args, models, TINY_NAME, models / TINY_NAME, tmp)
+        return 0
+    from bench.sd15_shaped import ensure_checkpoint
+
+    single, folder = ensure_checkpoint()
+    warm(args, single.parent, single.name, folder, tmp)
+    if args.cold_runs:
+        cold(args, single, folder, tmp)
     return 0
 
 

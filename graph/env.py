@@ -7,6 +7,15 @@ from pathlib import Path
 FOLDER_KINDS = ("input", "output", "temp")
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How a loaded UNet is prepared for speed (nodes.speed). None: on for CUDA in half precision
+    (float16/bfloat16), off elsewhere, so CPU and float32 results stay exactly diffusers'."""
+    compile: bool = False  # torch.compile the UNet (slow first run per shape)
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+
+
 class UnsafePath(ValueError):
     """A requested file lies outside the folder it must be in."""
 
@@ -20,6 +29,7 @@ class Env:
     temp_dir: Path
     device: str = "auto"  # auto: cuda when present, else cpu
     dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    speed: Speed = field(default_factory=Speed)
     extras: dict = field(default_factory=dict)
 
     @classmethod

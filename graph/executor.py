@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import traceback
@@ -20,10 +21,13 @@ from typing import Any, Callable
 
 from .cache import Cache
 from .formats import is_link
+from .memory import DeviceMemory
 from .registry import Registry
 from .validate import Validation
 
 Emit = Callable[[str, dict], None]
+log = logging.getLogger(__name__)
+LOADERS = "loaders"  # the category of nodes that load models (ComfyUI's)
 
 
 class Interrupted(Exception):
@@ -95,12 +99,22 @@ def _normalize_outputs(cls, value: Any) -> tuple:
     return value
 
 
+def _instance(cls, inputs: dict):
+    instance = cls()
+    for name, value in inputs.items():
+        setattr(instance, name, value)
+    return instance
+
+
 class Executor:
+    """`memory`, when given, keeps what the cache holds on the GPU within its budget (graph.memory)."""
+
     def __init__(self, registry: Registry, env: Any = None, cache: Cache | None = None,
-                 verbose_errors: bool = False):
+                 verbose_errors: bool = False, memory: DeviceMemory | None = None):
         self.registry, self.env = registry, env
         self.cache = cache if cache is not None else Cache()
         self.verbose_errors = verbose_errors
+        self.memory = memory
 
     def signatures(self, prompt: dict, order: list[str]) -> tuple[dict[str, str], set[str]]:
         """Signature of every node in `order` (topological), and the volatile ones: not idempotent
@@ -167,16 +181,16 @@ class Executor:
                 emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id})
                 ctx = Context(self.env, prompt_id, node_id, cls.type_name(), prompt, extra_data or {},
                               emit, interrupt, previews)
-                instance = cls()
-                for name, value in prompt[node_id]["inputs"].items():
-                    setattr(instance, name, values[str(value[0])][value[1]] if is_link(value) else value)
+                inputs = {name: values[str(value[0])][value[1]] if is_link(value) else value
+                          for name, value in prompt[node_id]["inputs"].items()}
                 for name, inp in cls.inputs.items():  # optional inputs left out read as their default
-                    if name not in prompt[node_id]["inputs"]:
-                        setattr(instance, name, getattr(inp, "default", None))
-                values[node_id] = _normalize_outputs(cls, instance.run(ctx))
+                    inputs.setdefault(name, getattr(inp, "default", None))
+                values[node_id] = _normalize_outputs(cls, self._call(cls, inputs, ctx, pinned))
                 result.executed.append(node_id)
                 if node_id not in volatile:
                     self.cache.put(sigs[node_id], values[node_id], ctx.ui or None, pinned)
+                if self.memory is not None:
+                    self.memory.after(values[node_id], inputs.values(), pinned)
                 if ctx.ui:
                     result.outputs[node_id] = ctx.ui
                     emit("executed", {"node": node_id, "display_node": node_id, "output": ctx.ui,
@@ -200,8 +214,28 @@ class Executor:
             send("execution_success", {"prompt_id": prompt_id})
         finally:
             self.cache.trim()
+            if self.memory is not None:
+                self.memory.fit()
         emit("executing", {"node": None, "display_node": None, "prompt_id": prompt_id})
         return result
+
+    def _call(self, cls, inputs: dict, ctx: Context, pinned: set[str]) -> Any:
+        """Run a node. With device memory managed, the models it takes are on the device first, and a
+        node that runs out of device memory runs once more after everything else has left it."""
+        if self.memory is None:
+            return _instance(cls, inputs).run(ctx)
+        loads = cls.category == LOADERS
+        try:
+            self.memory.before(inputs.values(), pinned, loads)
+            return _instance(cls, inputs).run(ctx)
+        except Exception as exc:
+            if not self.memory.is_out_of_memory(exc) or not self.memory.relieve(inputs.values(), pinned):
+                raise
+            log.warning("%s ran out of device memory; running it again with the device cleared", cls.type_name())
+        # Out of the except block: the failed attempt's tensors, held by its traceback, are freed.
+        ctx.ui = {}
+        self.memory.before(inputs.values(), pinned, loads)
+        return _instance(cls, inputs).run(ctx)
 
     def _nodes_to_run(self, prompt: dict, sigs: dict, volatile: set, outputs: list) -> tuple[set, set]:
         """Walk back from the outputs: a node runs if its outputs are not cached; only then are its

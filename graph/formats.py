@@ -2,9 +2,14 @@
 
 API format:    {id: {"class_type": str, "inputs": {name: literal | [src_id, slot]}, "_meta": {"title"}}}
 Editor format: {"nodes": [...], "links": [...], "groups", "extra", "version"} as litegraph serialises it,
-               in any shape `graph.workflow` migrates (Loom file, litegraph 0.4 or version 1).
+               in any shape `graph.workflow` migrates (Loom file, litegraph 0.4 or version 1), maybe
+               with subgraphs (`definitions.subgraphs`, see graph.subgraphs).
 Request body:  {"prompt": <API format>, "extra_data": {"extra_pnginfo": {"workflow": <editor format>}}},
                what /prompt receives and what a PNG made by Loom or ComfyUI carries.
+
+`load` is the one way in, each step once: detect the shape -> check it against the schema ->
+migrate an editor workflow to the canonical Loom file -> expand its subgraphs -> convert it to the
+API prompt. Validation of that prompt follows in `graph.runtime.Loom.validate`.
 """
 from __future__ import annotations
 
@@ -12,26 +17,30 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import subgraphs
 from .registry import Registry
-from .workflow import WorkflowError, canonical, check, is_editor, kind_of
+from .workflow import WorkflowError, canonical, check, is_editor, kind_of, migrate
 
 UI_ONLY_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-MODE_MUTED, MODE_BYPASS = 2, 4
+CONTROL_VALUES = subgraphs.CONTROL_VALUES
+MODE_MUTED, MODE_BYPASS = subgraphs.MODE_MUTED, subgraphs.MODE_BYPASS
 
-__all__ = ["Loaded", "WorkflowError", "editor_to_api", "is_editor_format", "is_link", "load", "to_api"]
+__all__ = ["Loaded", "WorkflowError", "api_to_editor", "editor_to_api", "is_editor_format", "is_link", "load",
+           "to_api"]
 
 
 @dataclass
 class Loaded:
     """A workflow read into what runs: the API prompt, and the editor workflow (canonical Loom
-    format) when there is one, which is what saved images carry."""
+    format) when there is one, which is what saved images carry; `flat` is that workflow with its
+    subgraphs expanded (the nodes the prompt was made from)."""
 
     kind: str  # see graph.workflow.KINDS
     prompt: dict
     workflow: dict | None = None
     extra_data: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    flat: dict | None = None
 
 
 def is_link(value: Any) -> bool:
@@ -48,10 +57,10 @@ def is_editor_format(data: Any) -> bool:
 def load(data: Any, registry: Registry) -> Loaded:
     """Read any accepted shape; raise WorkflowError, naming what is wrong and where, if it is none."""
     kind = kind_of(data)
+    check(data, kind)
     if kind == "api":
         return Loaded(kind, _api_prompt(data, registry))
     if kind == "request":
-        check(data, kind)
         extra = copy.deepcopy(data.get("extra_data") or {})
         loaded = Loaded(kind, _api_prompt(data["prompt"], registry), extra_data=extra)
         workflow = (extra.get("extra_pnginfo") or {}).get("workflow")
@@ -62,8 +71,9 @@ def load(data: Any, registry: Registry) -> Loaded:
             except WorkflowError as exc:
                 loaded.warnings.append(f"the embedded editor workflow was not kept: {exc}")
         return loaded
-    workflow = canonical(data)
-    return Loaded(kind, _editor_prompt(workflow, registry), workflow)
+    workflow = migrate(data, kind)
+    flat = subgraphs.expand(workflow)
+    return Loaded(kind, _editor_prompt(flat, registry), workflow, flat=flat)
 
 
 def to_api(data: Any, registry: Registry) -> dict:
@@ -72,9 +82,9 @@ def to_api(data: Any, registry: Registry) -> dict:
 
 
 def _api_prompt(data: dict, registry: Registry) -> dict:
+    """A schema-checked API prompt with every input under its node's own name."""
     if not data:
         raise WorkflowError("the workflow is empty: it has no nodes")
-    check(data, "api")
     return {str(k): {"class_type": v["class_type"], "inputs": _renamed(v["class_type"], v.get("inputs", {}), registry),
                      **({"_meta": v["_meta"]} if isinstance(v.get("_meta"), dict) else {})}
             for k, v in data.items()}
@@ -88,20 +98,6 @@ def _renamed(class_type: str, inputs: dict, registry: Registry) -> dict:
     return {aliases[k] if k in aliases and aliases[k] not in inputs else k: v for k, v in inputs.items()}
 
 
-def _links_by_id(data: dict) -> dict[int, tuple]:
-    """Link id -> (origin_id, origin_slot, target_id, target_slot); array (0.4) or object (v1) links."""
-    links = {}
-    for link in data.get("links") or []:
-        if isinstance(link, list) and len(link) >= 5:
-            links[link[0]] = tuple(link[1:5])
-        elif isinstance(link, dict) and "id" in link:
-            links[link["id"]] = (link.get("origin_id"), link.get("origin_slot"),
-                                 link.get("target_id"), link.get("target_slot"))
-        else:
-            raise WorkflowError(f"malformed link {link!r}: expected [id, origin, slot, target, slot, type]")
-    return links
-
-
 def _widget_values(node: dict, names: list[str], cls) -> dict:
     """Map the editor's positional `widgets_values` onto widget names, skipping the UI-only
     control_after_generate value that follows a seed widget."""
@@ -111,20 +107,32 @@ def _widget_values(node: dict, names: list[str], cls) -> dict:
     if not isinstance(values, list):
         return {}
     out, i = {}, 0
-    for name in names:
+    for k, name in enumerate(names):
         if i >= len(values):
             break
         out[name] = values[i]
         i += 1
         if getattr(cls.inputs[name], "control_after_generate", False) and i < len(values) \
-                and values[i] in CONTROL_VALUES:
+                and _is_control(values[i], cls, names[k + 1:], len(values) - i):
             i += 1
     return out
 
 
+def _is_control(value: Any, cls, later: list[str], left: int) -> bool:
+    """Whether `value`, after a seed, is its UI-only control_after_generate value: one of ComfyUI's
+    names, or a boolean (older files saved `true`) unless it is the next widget's own value."""
+    if isinstance(value, str):
+        return value in CONTROL_VALUES
+    if isinstance(value, bool):
+        return not later or cls.inputs[later[0]].type != "BOOLEAN" or left > len(later)
+    return False
+
+
 def editor_to_api(data: dict, registry: Registry) -> dict:
     """The API prompt of an editor workflow of any version."""
-    return _editor_prompt(canonical(data), registry)
+    if not is_editor(data):
+        raise WorkflowError("this is not an editor workflow")
+    return load(data, registry).prompt
 
 
 def _editor_prompt(data: dict, registry: Registry) -> dict:
@@ -134,7 +142,7 @@ def _editor_prompt(data: dict, registry: Registry) -> dict:
         if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
             raise WorkflowError(f"malformed editor node {str(node)[:200]}: needs 'id' and 'type'")
         nodes[node["id"]] = node
-    links = _links_by_id(data)
+    links = subgraphs.link_table(data.get("links"))
 
     def input_link(node: dict, slot_or_name) -> int | None:
         for idx, inp in enumerate(node.get("inputs") or []):
@@ -184,3 +192,74 @@ def _editor_prompt(data: dict, registry: Registry) -> dict:
     if not prompt:
         raise WorkflowError("the workflow has no runnable nodes")
     return prompt
+
+
+def api_to_editor(prompt: dict, registry: Registry) -> dict:
+    """An editor workflow (litegraph 0.4) of an API prompt, laid out in columns by depth, so an
+    editor can open it: widget values in declaration order, 'fixed' after a seed, links by socket."""
+    from .plan import sort_key  # plan imports this module
+
+    check(prompt, "api")
+    prompt = _api_prompt(prompt, registry)
+    numeric = [int(k) for k in prompt if k.isdigit()]
+    ids, spare = {}, max(numeric, default=0)
+    for key in sorted(prompt, key=sort_key):
+        if key.isdigit():
+            ids[key] = int(key)
+        else:
+            spare += 1
+            ids[key] = spare
+    depth: dict[str, int] = {}
+
+    def level(key: str, seen: tuple = ()) -> int:
+        if key not in depth:
+            sources = [str(v[0]) for v in prompt[key]["inputs"].values()
+                       if is_link(v) and str(v[0]) in prompt and str(v[0]) not in seen]
+            depth[key] = 1 + max((level(s, seen + (key,)) for s in sources), default=-1)
+        return depth[key]
+
+    nodes, links, outgoing, rows = {}, [], {}, {}
+    for key in sorted(prompt, key=sort_key):
+        node, cls = prompt[key], registry.get(prompt[key]["class_type"])
+        col = level(key)
+        values, inputs = [], []
+        declared = list(cls.inputs.values()) if cls else []
+        names = cls.widget_names() if cls else [k for k, v in node["inputs"].items() if not is_link(v)]
+        for name in names:
+            value = node["inputs"].get(name, getattr(cls.inputs[name], "default", None) if cls else None)
+            values.append(None if is_link(value) else value)
+            if cls and getattr(cls.inputs[name], "control_after_generate", False):
+                values.append("fixed")
+        sockets = [i.name for i in declared if not i.is_widget] if cls else \
+            [k for k, v in node["inputs"].items() if is_link(v)]
+        linked_widgets = [n for n in names if is_link(node["inputs"].get(n))]
+        for name in sockets + linked_widgets:
+            value, kind = node["inputs"].get(name), cls.inputs[name].type if cls else "*"
+            entry = {"name": name, "type": kind, "link": None}
+            if name in linked_widgets:
+                entry["widget"] = {"name": name}
+            if is_link(value) and str(value[0]) in prompt:
+                link = [len(links) + 1, ids[str(value[0])], value[1], ids[key], len(inputs), kind]
+                links.append(link)
+                entry["link"] = link[0]
+                outgoing.setdefault((str(value[0]), value[1]), []).append(link[0])
+            inputs.append(entry)
+        height = 46 + 24 * (len(values) + max(len(inputs), len(cls.outputs) if cls else 1))
+        y = rows.get(col, 0)
+        rows[col] = y + height + 60
+        nodes[key] = {"id": ids[key], "type": node["class_type"], "pos": [col * 320, y], "size": [270, height],
+                      "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs, "outputs": [],
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values}
+        if node.get("_meta", {}).get("title"):
+            nodes[key]["title"] = node["_meta"]["title"]
+    for key, node in nodes.items():
+        cls = registry.get(node["type"])
+        outs = cls.outputs if cls else ()
+        node["outputs"] = [{"name": o.label, "type": o.type, "links": outgoing.get((key, slot), [])}
+                           for slot, o in enumerate(outs)]
+        for link in links:  # the link's type is its output's
+            if link[1] == node["id"] and link[2] < len(outs):
+                link[5] = outs[link[2]].type
+    return {"last_node_id": max(ids.values(), default=0), "last_link_id": len(links),
+            "nodes": list(nodes.values()), "links": links, "groups": [], "config": {}, "extra": {},
+            "version": 0.4}

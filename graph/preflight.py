@@ -7,7 +7,9 @@ before anything runs.
 - models present under the name but with other content (a different sha256): a warning.
 
 Where models are named: Combo inputs declared `model=True`, string widget values of node types that
-are not installed that look like model files, and the workflow file's `models` list.
+are not installed that look like model files, and the workflow file's `models` list (with ComfyUI's
+per-node `properties.models`). That list is a hint (where to download what the author used): a
+model only the hint names is reported, never refused; a model a node needs and lacks is refused.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ class ModelCheck:
         used = f", used by node{'s' if len(self.nodes) > 1 else ''} {', '.join(self.nodes)}" if self.nodes else ""
         if self.status == "missing":
             hint = f"; the same file is here as '{self.found_as}'" if self.found_as else ""
+            if not self.nodes:
+                return (f"note: the workflow's model list names '{self.name}'{sha}, which is not in the models "
+                        f"folder; no node uses it{hint}")
             return f"model '{self.name}'{sha} is not in the models folder{used}{hint}"
         hint = f"; the file the workflow names is here as '{self.found_as}'" if self.found_as else ""
         return (f"model '{self.name}' is in the models folder but its sha256 is {self.actual_sha256[:12]}…, "
@@ -51,7 +56,13 @@ class Preflight:
 
     @property
     def missing_models(self) -> list[ModelCheck]:
-        return [m for m in self.models if m.status == "missing"]
+        """Models a node needs that are not here: the workflow cannot run."""
+        return [m for m in self.models if m.status == "missing" and m.nodes]
+
+    @property
+    def missing_hints(self) -> list[ModelCheck]:
+        """Models only the file's model list names (no node uses them) that are not here."""
+        return [m for m in self.models if m.status == "missing" and not m.nodes]
 
     @property
     def ok(self) -> bool:
@@ -70,15 +81,10 @@ class Preflight:
 
 def preflight(loaded: Loaded, registry: Registry, store: ModelStore, check_hashes: bool = True) -> Preflight:
     report = Preflight(notes=list(loaded.warnings))
-    subgraphs = _subgraph_names(loaded.workflow)
     for node_id in sorted(loaded.prompt, key=sort_key):
         class_type = loaded.prompt[node_id]["class_type"]
         if class_type not in registry:
             report.missing_nodes.setdefault(class_type, []).append(node_id)
-    for class_type in report.missing_nodes:
-        if class_type in subgraphs:
-            report.notes.append(f"node type '{class_type}' is the subgraph '{subgraphs[class_type]}': "
-                                "subgraphs are not supported yet; unpack it in the editor that made it")
     for check in model_references(loaded, registry).values():
         try:
             _locate(check, store, check_hashes)
@@ -108,7 +114,7 @@ def model_references(loaded: Loaded, registry: Registry) -> dict[str, ModelCheck
                 add(value, node_id)
     if loaded.workflow:
         runnable = set(loaded.prompt)
-        for node in loaded.workflow["nodes"]:  # widgets of missing types never reach the prompt
+        for node in (loaded.flat or loaded.workflow)["nodes"]:  # widgets of missing types never reach the prompt
             if str(node["id"]) in runnable and node["type"] not in registry:
                 values = node.get("widgets_values")
                 for value in values.values() if isinstance(values, dict) else values or []:
@@ -136,10 +142,3 @@ def _locate(check: ModelCheck, store: ModelStore, check_hashes: bool) -> None:
             check.status = "different"
             found = store.find_by_sha256(check.sha256)
             check.found_as = store.relative_name(found) if found else None
-
-
-def _subgraph_names(workflow: dict | None) -> dict[str, str]:
-    definitions = (workflow or {}).get("definitions")
-    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
-    return {s["id"]: str(s.get("name") or s["id"]) for s in subgraphs or []
-            if isinstance(s, dict) and isinstance(s.get("id"), str)}

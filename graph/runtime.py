@@ -1,16 +1,18 @@
 """Headless use: load a workflow (any format, JSON or PNG), check it, run it, find its images.
 
 The server and the command line both go through `Loom`; nothing about running a workflow lives
-in `server.py`.
+in the command line.
 
-    loom = Loom(Env.from_data_dir("data"))
-    result = loom.run(json.load(open("workflows/txt2img.json")))
+    loom = Loom("data")                      # or Loom(Env.from_data_dir("data", device="cpu"))
+    result = loom.run_file("workflows/txt2img.json")
     print(loom.image_paths(result))
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from .cache import Cache
 from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
+from .memory import DeviceMemory, Placement
 from .models import ModelStore
 from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
@@ -84,18 +87,40 @@ def add_preflight(validation: Validation, report: Preflight) -> None:
 
 
 class Loom:
-    def __init__(self, env: Env, packages: tuple[str, ...] = ("nodes",), custom_nodes: str | Path | None = None,
-                 cache_bytes: int | None = None, verbose_errors: bool = False, registry: Registry | None = None):
+    """The engine with its nodes. `env` is an `Env`, or a data folder's path: then Loom opens it as the
+    server does (creates its subfolders; a node package's `prepare_models(models_dir)`, if it has one,
+    writes its built-in model into a models folder that holds none).
+
+    `placement` (nodes.placement.placement_for(env) on a GPU) turns on device memory management:
+    what the cache holds on the device stays within `vram_bytes` (default: the placement's, free
+    device memory minus a margin), models moving to the host and back (graph.memory)."""
+
+    def __init__(self, env: Env | str | os.PathLike, packages: tuple[str, ...] = ("nodes",),
+                 custom_nodes: str | Path | None = None, cache_bytes: int | None = None,
+                 verbose_errors: bool = False, registry: Registry | None = None,
+                 placement: Placement | None = None, vram_bytes: int | None = None):
+        opened = isinstance(env, (str, os.PathLike))
+        if opened:
+            env = Env.from_data_dir(env)
+        elif not isinstance(env, Env):
+            raise TypeError(f"Loom takes a data folder (a path) or a graph.Env, not {type(env).__name__}")
         self.env = env
         if registry is None:
             registry = Registry()
             for package in packages:
                 registry.add_package(package)
+                prepare = getattr(importlib.import_module(package), "prepare_models", None)
+                if opened and prepare is not None:
+                    prepare(env.models_dir)
             if custom_nodes:
                 registry.add_folder(custom_nodes)
         self.registry = registry
         self.models = ModelStore(env.models_dir, env.data_dir / "cache" / "model-hashes.json")
-        self.executor = Executor(registry, env, Cache(cache_bytes), verbose_errors=verbose_errors)
+        cache = Cache(cache_bytes)
+        memory = None
+        if placement is not None:
+            memory = DeviceMemory(cache, placement, placement.default_budget() if vram_bytes is None else vram_bytes)
+        self.executor = Executor(registry, env, cache, verbose_errors=verbose_errors, memory=memory)
 
     def load(self, workflow: Any) -> Loaded:
         """Read a workflow of any accepted shape (raises WorkflowError)."""

@@ -57,3 +57,14 @@ def _env_threads() -> int | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def threads_argument(argv: list[str]) -> int | None:
+    """The value of `--threads N` in a command line, read before the command's own parser runs (which
+    may only be after torch is imported): for scripts that call `configure_threads` first."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=None)
+    threads = parser.parse_known_args(argv)[0].threads
+    return threads if threads and threads > 0 else None

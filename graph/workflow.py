@@ -86,6 +86,11 @@ def canonical(data: Any) -> dict:
         raise WorkflowError("this is an API-format prompt, not an editor workflow: it has no positions or links "
                             "to migrate")
     check(data, kind)
+    return migrate(data, kind)
+
+
+def migrate(data: dict, kind: str) -> dict:
+    """An editor workflow of `kind`, already checked against its schema, as a canonical Loom file."""
     wf = copy.deepcopy(data)
     if kind == "litegraph-1":
         wf = _from_v1(wf)

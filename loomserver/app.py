@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files
+from . import files, frontend, idempotency, jobs, templates, userdata
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -30,6 +30,8 @@ log = logging.getLogger("loom.server")
 JSON_LIMIT = 16 << 20  # a workflow with every node and a large editor layout fits easily
 UPLOAD_LIMIT = 32 << 20
 PROMPT_ID = re.compile(r"^[\w\-]{1,64}$")
+PREVIEW_CHOICES = ("none", "auto", "latent2rgb", "taesd")  # ComfyUI's preview methods
+LOCAL_ATTEMPTS = 2  # without Ray: a prompt that was running when the server died runs once more
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -46,6 +48,16 @@ def _ids(value: Any, name: str) -> list[str]:
     return value
 
 
+def preview_method(asked: Any, args) -> str:
+    """The prompt's preview method: what the client asked for, or the server's (--preview-method)."""
+    if asked in (None, "default"):
+        return getattr(args, "preview_method", "none")
+    if asked not in PREVIEW_CHOICES:
+        raise Refused(400, f"extra_data.preview_method must be one of {', '.join(PREVIEW_CHOICES)} or default, "
+                           f"not {asked!r}", "bad_parameter")
+    return asked
+
+
 def _object(body: Any, what: str) -> dict:
     if not isinstance(body, dict):
         raise Refused(400, f"{what} must be a JSON object, got {type(body).__name__}", "invalid_body")
@@ -59,7 +71,7 @@ class LoomServer:
         self.token = args.auth_token or (None if self.loopback else secrets.token_urlsafe(24))
         self.guard = Guard(self.loopback, self.token, args.cors_origin or [])
         self.hub = Hub()
-        self.web_dir = Path(args.web_dir).resolve()
+        self.web_dir = frontend.web_root(args)
         self.env = self.store = self.worker = None
         self.unsafe_error: type[Exception] = ValueError
         self.current: dict | None = None  # the node running now, replayed to a client that reconnects
@@ -73,13 +85,14 @@ class LoomServer:
     def _boot(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a thread: import the engine, open the queue, start the worker."""
         from graph.env import Env, UnsafePath
-        from graph.store import Store
-        from graph.worker import Worker
+        from loomqueue.store import Store
+        from loomqueue.worker import Worker
 
         self.unsafe_error = UnsafePath
         args = self.args
         self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
-        self.store = Store(self.env.data_dir / "queue.sqlite3")
+        attempts = max(1, getattr(args, "ray_attempts", 3)) if args.ray else LOCAL_ATTEMPTS
+        self.store = Store(self.env.data_dir / "queue.sqlite3", max_attempts=attempts)
         for prompt_id, what in self.store.recovered:
             log.warning("prompt %s was running when the server stopped: %s", prompt_id, what)
 
@@ -102,8 +115,7 @@ class LoomServer:
     async def _wait_ready(self) -> None:
         try:
             await self._core
-        except Exception as exc:
-            log.error("cannot open the data folder: %s", exc)
+        except Exception:  # serve() reports it
             self.fatal.set()
             return
         await asyncio.get_running_loop().run_in_executor(None, self.worker.ready.wait)
@@ -117,6 +129,9 @@ class LoomServer:
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         if self.store is not None:
+            # a clean stop charges no attempt: whatever is still marked running goes back to the front
+            for prompt_id in self.store.release_running():
+                log.info("prompt %s was stopped by the shutdown; it runs again after the restart", prompt_id)
             self.store.close()
 
     def _on_event(self, client_id: str | None, event: str, data: dict) -> None:
@@ -165,12 +180,12 @@ class LoomServer:
             ("get", "/models", self.get_models, "Kinds of models (checkpoints)"),
             ("get", "/models/{folder}", self.get_models_folder, "The models of one kind (checkpoints)"),
             ("post", "/free", self.post_free, "Drop cached node outputs and free memory between prompts"),
-            ("get", "/userdata", self.get_userdata, "List saved workflows (dir=workflows)"),
-            ("get", "/userdata/{path:.+}", self.get_userdata_file, "Load a saved workflow (workflows/NAME.json)"),
-            ("post", "/userdata/{path:.+}", self.post_userdata_file, "Save a workflow (body: its JSON)"),
-            ("delete", "/userdata/{path:.+}", self.delete_userdata_file, "Delete a saved workflow"),
             ("get", "/ws", self.get_ws, "WebSocket of execution events and preview frames"),
             ("get", "/openapi.json", self.get_openapi, "This description"),
+            *jobs.routes(self),
+            *userdata.routes(self),
+            *frontend.routes(self, UPLOAD_LIMIT),
+            *templates.routes(self),
         ]
 
     def make_app(self) -> web.Application:
@@ -194,6 +209,13 @@ class LoomServer:
 
     async def post_prompt(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
+        key, fingerprint = idempotency.request_key(request, body)
+        if key is not None:  # a retry: answer from the store, before any validation
+            await self.core()
+            seen = await asyncio.to_thread(self.store.idempotent, key)
+            if seen is not None:
+                first_fingerprint, prompt_id, number = seen
+                return idempotency.replay(key, prompt_id, number if first_fingerprint == fingerprint else None)
         if body.get("prompt") is None:
             raise Refused(400, "no prompt given: send {\"prompt\": WORKFLOW}", "no_prompt", node_errors={})
         workflow = body["prompt"]
@@ -209,17 +231,23 @@ class LoomServer:
         loom = await self.loom()
         validation = await asyncio.to_thread(loom.validate, workflow)
         if not validation.ok:
-            return reply(validation.response(), status=400)
+            return reply(validation.response(), status=400)  # no key is stored: a corrected retry may use it
         if client_id:
             extra["client_id"] = client_id
-        number = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
-                                          extra_data=extra, outputs=validation.outputs, client_id=client_id,
-                                          front=front))
-        if number is None:
+        extra["preview_method"] = preview_method(extra.get("preview_method"), self.args)
+        from loomqueue.routing import model_keys  # imported here: the server starts before the engine loads
+
+        added = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
+                                         extra_data=extra, outputs=validation.outputs, client_id=client_id,
+                                         front=front, models=model_keys(validation.prompt, loom.registry),
+                                         idempotency_key=key, fingerprint=fingerprint))
+        if added.status == "id_taken":
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")
+        if added.status != "queued":  # the same key raced in from another request
+            return idempotency.replay(key, added.prompt_id, added.number if added.status == "replayed" else None)
         await self.status_changed()  # before the worker starts it, so clients see status, then execution_start
         self.worker.wake()
-        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        return reply({"prompt_id": prompt_id, "number": added.number, "node_errors": {}})
 
     async def get_queue(self, request):
         await self.core()
@@ -284,7 +312,10 @@ class LoomServer:
 
     async def get_system_stats(self, request):
         ready = self._loom_ready.is_set() and self.worker is not None and self.worker.load_error is None
-        return reply(system_stats(self.worker, ready, time.time() - self.started))
+        queue = None
+        if self._core is not None and self._core.done() and self.store is not None:
+            queue = {"remaining": self.store.remaining(), "counters": await asyncio.to_thread(self.store.counters)}
+        return reply(system_stats(self.worker, ready, time.time() - self.started, queue))
 
     async def get_models(self, request):
         return reply(["checkpoints"])
@@ -327,60 +358,6 @@ class LoomServer:
                                          fields.get("subfolder", ""), overwrite, self.unsafe_error)
         return reply(result)
 
-    def _user_dir(self) -> Path:
-        return Path(self.env.data_dir) / "user"
-
-    def _workflow_name(self, request) -> str | None:
-        """NAME for /userdata/workflows/NAME (or workflows%2FNAME); None for /userdata/workflows."""
-        path = request.match_info["path"]
-        if path.rstrip("/") == "workflows":
-            return None
-        folder, _, name = path.partition("/")
-        if folder != "workflows" or not name:
-            raise Refused(404, "only user workflows are stored: /userdata/workflows/NAME.json", "not_found")
-        return name
-
-    async def get_userdata(self, request):
-        await self.core()
-        if request.query.get("dir", "").strip("/") != "workflows":
-            raise Refused(404, "only dir=workflows is listed", "not_found")
-        return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
-
-    async def get_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            return reply(await asyncio.to_thread(files.list_workflows, self._user_dir()))
-        path = files.workflow_path(self._user_dir(), name)
-        if not path.is_file():
-            raise Refused(404, f"no saved workflow {name!r}", "not_found")
-        return web.FileResponse(path, headers={**files.SANDBOX, "Content-Type": "application/json"})
-
-    async def post_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
-        overwrite = _bool(request.query.get("overwrite", "true"), "overwrite")
-        if request.content_length is not None and request.content_length > JSON_LIMIT:
-            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
-        body = await request.content.read(JSON_LIMIT + 1)
-        if len(body) > JSON_LIMIT:
-            raise Refused(413, f"the workflow is larger than the limit of {JSON_LIMIT} bytes", "too_large")
-        await asyncio.to_thread(files.save_workflow, self._user_dir(), name, body, overwrite)
-        return reply(f"workflows/{name}")
-
-    async def delete_userdata_file(self, request):
-        await self.core()
-        name = self._workflow_name(request)
-        if name is None:
-            raise Refused(400, "give a file name: /userdata/workflows/NAME.json", "bad_name")
-        path = files.workflow_path(self._user_dir(), name)
-        if not path.is_file():
-            raise Refused(404, f"no saved workflow {name!r}", "not_found")
-        path.unlink()
-        return web.Response(status=204)
-
     # --- websocket, description, editor -------------------------------------------------------------
     async def get_ws(self, request):
         await self.core()
@@ -392,27 +369,71 @@ class LoomServer:
 
     async def get_lib(self, request):
         await self.core()
-        return files.static(self.web_dir / "node_modules", request.match_info["path"], self.unsafe_error)
+        return files.static(request, self.web_dir / "node_modules", request.match_info["path"], self.unsafe_error)
 
     async def get_static(self, request):
         await self.core()
-        return files.static(self.web_dir, request.match_info["path"], self.unsafe_error)
+        return files.static(request, self.web_dir, request.match_info["path"], self.unsafe_error)
+
+
+class StartError(Exception):
+    """The server cannot start (its port is taken, its data folder in use): one line for the user."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, before anything loads, when `host:port` cannot be bound."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise StartError(_bind_problem(host, port, exc)) from None
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use (another Loom server or program): "
+                f"choose another with --port, or --port 0 for any free one")
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 async def serve(args, make_loom: Callable[[Any], Any]) -> int:
-    """Run the server until SIGINT or SIGTERM; returns the exit status."""
+    """Run the server until SIGINT or SIGTERM; returns the exit status. Raises StartError when the
+    port cannot be bound or the data folder is in use; "listening" is printed only once both are ours."""
     import signal
 
     server = LoomServer(args, make_loom)
     runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartError(_bind_problem(args.listen, args.port, exc)) from None
+    try:
+        await asyncio.shield(server._core)
+    except Exception as exc:  # the data folder: in use by another server, not writable, ...
+        await runner.cleanup()
+        raise StartError(f"cannot open the data folder: {exc}") from None
     host, port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"Loom listening on http://{shown}:{port}", flush=True)
+    # "listening" last: whoever waits for it (a script, the tests) has the other lines by then
+    print(f"data folder: {server.env.data_dir}", flush=True)
     if server.token:
         print(f"auth token required: open http://{shown}:{port}/?token={server.token}", flush=True)
+    print(f"Loom listening on http://{shown}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

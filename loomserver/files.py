@@ -1,4 +1,4 @@
-"""Files the server reads and writes for clients: /view, image uploads, user workflows, the editor.
+"""Files the server reads and writes for clients: /view, image uploads, the editor.
 
 Every path goes through `safe_join` (via `Env.safe_path`), which resolves symlinks and refuses
 anything outside its folder. Served files get `nosniff` and a sandboxing CSP, so an uploaded or
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import mimetypes
 import os
 import re
@@ -25,7 +24,6 @@ EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", "
               ".tif": "TIFF", ".tiff": "TIFF"}
 UPLOAD_KINDS = ("input", "temp")
 SANDBOX = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
-WORKFLOW_NAME = re.compile(r"^[\w][\w .,()+\-]{0,126}\.json$")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/css", ".css")
@@ -148,43 +146,6 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dic
 
 # --- user workflows -------------------------------------------------------------------------------
 
-def workflow_path(user_dir: Path, name: str) -> Path:
-    """user_dir/workflows/NAME.json for a plain file name; anything else is refused."""
-    from graph.env import UnsafePath, safe_join
-
-    if not WORKFLOW_NAME.match(name or "") or ".." in name:
-        raise Refused(400, f"workflow name {name!r} is not allowed: use letters, digits, spaces, '.', '-', '_', "
-                           "'(', ')' and end with .json", "bad_name")
-    try:
-        return safe_join(user_dir / "workflows", name)
-    except UnsafePath as exc:
-        raise unsafe(exc) from None
-
-
-def list_workflows(user_dir: Path) -> list[str]:
-    folder = user_dir / "workflows"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and WORKFLOW_NAME.match(p.name))
-
-
-def save_workflow(user_dir: Path, name: str, body: bytes, overwrite: bool) -> None:
-    path = workflow_path(user_dir, name)
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Refused(400, f"a workflow file must be JSON: {type(exc).__name__}: {exc}", "invalid_json") from None
-    if not isinstance(value, dict):
-        raise Refused(400, f"a workflow file must be a JSON object, got {type(value).__name__}", "invalid_json")
-    if path.exists() and not overwrite:
-        raise Refused(409, f"workflow {name!r} exists; pass overwrite=true to replace it", "exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".save-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(body)
-    os.replace(tmp, path)
-
-
 # --- the editor -------------------------------------------------------------------------------------
 
 PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>Loom</title>
@@ -192,8 +153,34 @@ PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>Loom</title>
 See <a href="/openapi.json">/openapi.json</a> for the API.</p>"""
 
 
-def static(web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
-    """A file of the editor folder (`web/`); a folder serves its index.html."""
+COMPRESSIBLE = ("text/", "application/json", "image/svg+xml")
+_gzipped: dict[Path, tuple[int, int, bytes]] = {}  # path -> (mtime_ns, size, gzip body) of editor files
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def gzipped(path: Path, stat: os.stat_result) -> bytes:
+    """The file gzipped, kept in memory until it changes: the editor's files are few and
+    compressing litegraph on every load would cost more than sending it."""
+    import gzip
+
+    cached = _gzipped.get(path)
+    if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    body = gzip.compress(path.read_bytes(), 6, mtime=0)
+    _gzipped[path] = (stat.st_mtime_ns, stat.st_size, body)
+    return body
+
+
+def static(request: web.Request, web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
+    """A file of the editor folder (`web/`); a folder serves its index.html. Text files go
+    gzipped to clients that accept it, with an ETag so a reload gets a bodiless 304."""
     from graph.env import safe_join
 
     try:
@@ -207,5 +194,14 @@ def static(web_dir: Path, rel: str, unsafe_error) -> web.StreamResponse:
             return web.Response(body=PLACEHOLDER, content_type="text/html")
         raise Refused(404, f"no file /{rel}", "not_found")
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return web.FileResponse(path, headers={"Content-Type": ctype, "X-Content-Type-Options": "nosniff",
-                                           "Cache-Control": "no-cache"})
+    headers = {"Content-Type": ctype, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    stat = path.stat()
+    if not ctype.startswith(COMPRESSIBLE) or stat.st_size < 1024:
+        return web.FileResponse(path, headers=headers)
+    headers["Vary"] = "Accept-Encoding"
+    if not accepts_gzip(request):
+        return web.FileResponse(path, headers=headers)
+    headers["ETag"] = etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}-gz"'
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Vary", "Cache-Control")})
+    return web.Response(body=gzipped(path, stat), headers={**headers, "Content-Encoding": "gzip"})

@@ -22,11 +22,15 @@ BODIES = {
     ("post", "/free"): {"type": "object", "properties": {"unload_models": {"type": "boolean"},
                                                          "free_memory": {"type": "boolean"}}},
 }
+HEADERS = {("post", "/prompt"): [("Idempotency-Key", "a retry with the same key and body answers with the first "
+                                                     "request's prompt; another body is 422 idempotency_key_reuse")]}
 QUERY = {
     "/view": [("filename", True), ("subfolder", False), ("type", False)],
     "/history": [("max_items", False)],
     "/ws": [("clientId", False), ("token", False)],
     "/userdata": [("dir", True)],
+    "/jobs": [("status", False), ("workflow_id", False), ("sort_by", False), ("sort_order", False),
+              ("limit", False), ("offset", False)],
 }
 
 
@@ -41,6 +45,8 @@ def describe(routes, prefix: str = "/api") -> dict:
                   for n in re.findall(r"{(\w+)(?::[^}]*)?}", path)]
         params += [{"name": n, "in": "query", "required": r, "schema": {"type": "string"}}
                    for n, r in QUERY.get(path, []) if method == "get"]
+        params += [{"name": n, "in": "header", "required": False, "description": d, "schema": {"type": "string"}}
+                   for n, d in HEADERS.get((method, path), [])]
         if params:
             op["parameters"] = params
         body = BODIES.get((method, path))

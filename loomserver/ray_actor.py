@@ -2,16 +2,22 @@
 at a time with the local worker's `run_item`, and streams the events back.
 
 Ray imports this module on the worker machines; it never imports Ray itself (the server wraps the
-class with `ray.remote`). Files: the actor works in a folder of its own (input, output, temp), so
-it needs no shared disk; input images come with the prompt, and each image an output node shows is
-sent back once, as bytes, with the `executed` event (the server writes it into its own folders).
+class with `ray.remote`). Files: the actor works in a scratch folder of its own (input, output,
+temp), so it needs no shared disk; input images come with the prompt, and each image an output node
+shows is sent back once, as bytes, with the `executed` event (the server writes it into its own
+folders). What a prompt wrote is deleted when the prompt ends; the scratch folder itself when the
+actor is closed or its process exits, and, for an actor that was killed, by the next actor started
+on that machine (the folder is named after its process id).
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -20,15 +26,39 @@ from argparse import Namespace
 from pathlib import Path
 
 from graph.env import Env, UnsafePath
-from graph.routing import loader_key
-from graph.store import Item
-from graph.worker import preview_jpeg, run_item
+from loomqueue.routing import loader_key
+from loomqueue.store import Item
+from loomqueue.worker import preview_jpeg, run_item, wants_previews
+
+SCRATCH = "loom-actor-"
+_SCRATCH_PID = re.compile(re.escape(SCRATCH) + r"(\d+)-")
+
+
+def sweep_scratch(parent: Path) -> int:
+    """Remove the scratch folders in `parent` whose actor process is gone (killed, or its machine
+    restarted); returns how many. Folders of living processes are left alone."""
+    removed = 0
+    for folder in parent.glob(SCRATCH + "*"):
+        m = _SCRATCH_PID.match(folder.name)
+        if m is None or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # someone else's process
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class LoomActor:
     def __init__(self, options: dict):
         """`options`: models_dir, device, dtype, cache_bytes, custom_nodes, builtin_nodes, verbose_errors,
-        threads (torch CPU threads; None: torch's default for the machine, as in the local mode)."""
+        threads (torch CPU threads; None: torch's default for the machine, as in the local mode), vram_bytes
+        and compile (as the server's --vram-bytes and --compile)."""
         # Ray forces OMP_NUM_THREADS=1 on actors without CPUs; with other thread counts CPU results
         # differ from the local mode's in the last bits. Set before torch is imported.
         from graph.threads import configure_threads
@@ -39,7 +69,9 @@ class LoomActor:
         from .engine import make_loom
 
         self.instance = uuid.uuid4().hex  # a restarted actor is a new instance: its files are new
-        self.root = Path(tempfile.mkdtemp(prefix="loom-actor-"))
+        sweep_scratch(Path(tempfile.gettempdir()))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
+        atexit.register(self.close_sync)
         env = Env(data_dir=self.root, models_dir=Path(options["models_dir"]), input_dir=self.root / "input",
                   output_dir=self.root / "output", temp_dir=self.root / "temp",
                   device=options.get("device", "auto"), dtype=options.get("dtype", "auto"))
@@ -47,7 +79,8 @@ class LoomActor:
             folder.mkdir(parents=True, exist_ok=True)
         args = Namespace(custom_nodes=options.get("custom_nodes"), cache_bytes=options.get("cache_bytes"),
                          verbose_errors=options.get("verbose_errors", False),
-                         builtin_nodes=options.get("builtin_nodes", True))
+                         builtin_nodes=options.get("builtin_nodes", True),
+                         vram_bytes=options.get("vram_bytes"), compile=options.get("compile", False))
         self.loom = make_loom(args, env)
         self.env = env
         self.interrupt_flag = threading.Event()
@@ -58,8 +91,12 @@ class LoomActor:
         self.runs = 0
         self.sent: set[tuple] = set()  # files already sent to the server
 
-    def __del__(self):
-        shutil.rmtree(getattr(self, "root", ""), ignore_errors=True)
+    def close_sync(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    async def close(self) -> None:
+        """The server stops: delete the scratch folder (the process is ended by Ray next)."""
+        self.close_sync()
 
     # --- what the server asks -------------------------------------------------------------------
     async def info(self) -> dict:
@@ -107,11 +144,12 @@ class LoomActor:
                 with self.run_lock:
                     self.interrupt_flag.clear()
                     self.current = item.id
-                    result = run_item(self.loom, item, emit, self.interrupt_flag, previews=item.client_id is not None)
+                    result = run_item(self.loom, item, emit, self.interrupt_flag, previews=wants_previews(item))
                     self._note_models(item.prompt)
             finally:
                 self.current = None
                 self.runs += 1
+                self._clear_outputs()
             loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
 
         task = loop.run_in_executor(None, work)
@@ -139,12 +177,25 @@ class LoomActor:
             if key is not None:
                 self.model_sigs[key] = sigs[node_id]
 
+    def _clear_outputs(self) -> None:
+        """Files of the prompt that ended: sent to the server with their events, not needed here.
+        (Names are not reused: the actor's counters live on in its data folder.)"""
+        self.sent.clear()
+        for folder in (self.env.output_dir, self.env.temp_dir):
+            try:
+                for entry in folder.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            except OSError:  # e.g. the scratch folder went with close(): nothing left to clear
+                pass
+
     def _device(self) -> str:
-        try:
-            from nodes.common import device_of
-        except ImportError:
+        common = sys.modules.get("nodes.common")  # loaded with the built-in nodes; never import torch here
+        if common is None:
             return str(self.env.device)
-        device = device_of(self.env)
+        device = common.device_of(self.env)
         name = str(device)
         if getattr(device, "type", "") == "cuda":
             import torch

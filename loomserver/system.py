@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 
-def system_stats(worker, ready: bool, uptime: float) -> dict:
+def system_stats(worker, ready: bool, uptime: float, queue: dict | None = None) -> dict:
     """ComfyUI's /system_stats plus a `loom` section. Touches torch only once the worker has
-    imported it (never from the event loop while the import runs)."""
+    imported it (never from the event loop while the import runs). `queue`: {remaining, counters}
+    from the store (its counters, e.g. lost_attempts, are kept across restarts)."""
     page = os.sysconf("SC_PAGE_SIZE")
     ram_total, ram_free = page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
     torch = sys.modules.get("torch") if ready else None
@@ -16,10 +17,14 @@ def system_stats(worker, ready: bool, uptime: float) -> dict:
                 "torch_vram_total": 0, "torch_vram_free": 0}]
     if torch is not None and torch.cuda.is_available():
         devices = [cuda_device(torch, i) for i in range(torch.cuda.device_count())]
+    memory = getattr(worker.loom.executor, "memory", None) if ready else None
     loom = {"ready": ready, "load_error": worker.load_error if worker else None, "uptime_s": round(uptime, 3),
-            "cache": worker.loom.executor.cache.stats() if ready else None}
+            "cache": worker.loom.executor.cache.stats() if ready else None,
+            "device_memory": memory.stats() if memory is not None else None}
+    if queue is not None:
+        loom["queue"] = queue
     if hasattr(worker, "workers"):  # Ray: each worker's device, loaded models and current prompt
-        loom["workers"] = worker.workers()
+        loom["workers"] = worker.workers((queue or {}).get("counters", {}))
     return {"system": {"os": sys.platform, "python_version": sys.version, "embedded_python": False,
                        "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "loom-0.1.0",
                        "pytorch_version": getattr(torch, "__version__", None), "argv": sys.argv},

@@ -4,7 +4,8 @@ CLIP orders its vocabulary as: the 256 byte symbols, the same symbols with the e
 `</w>`, one entry per merge (the two parts joined), then `<|startoftext|>` and `<|endoftext|>`.
 Given the merges, the vocabulary follows, so only merges need to be stored or generated:
 
-- `train_merges(words, n)` learns merges from a word list (the tiny demo model's tokenizer);
+- `train_merges(words, n)` learns merges from a word list; `tiny_merges()` are those of the built-in
+  word list, the tokenizer of the tiny models (nodes.tiny_model), TINY_VOCAB_SIZE entries;
 - `real_clip_merges()` reads the 48894 merges of OpenAI's CLIP (`bpe_simple_vocab_16e6.txt.gz`)
   when a package that ships the file (open_clip_torch) is installed; it is never imported, only
   located, since importing it needs torchvision.
@@ -12,6 +13,7 @@ Given the merges, the vocabulary follows, so only merges need to be stored or ge
 from __future__ import annotations
 
 import collections
+import functools
 import gzip
 import importlib.util
 from pathlib import Path
@@ -19,6 +21,30 @@ from pathlib import Path
 END = "</w>"
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 REAL_CLIP_VOCAB_SIZE = 49408
+# OpenCLIP's tokenizers (SD 2.x, SDXL's second encoder) pad with "!" where OpenAI CLIP's pad with
+# <|endoftext|>; the ids differ, and so do the embeddings after the prompt.
+OPEN_CLIP_PAD = "!"
+
+WORDS = """
+a an the of and with in on at by from for to into over under near behind beside above below
+photo photograph painting drawing sketch render illustration portrait landscape closeup detailed
+highly intricate beautiful stunning sharp focus blurry low quality bad ugly deformed extra watermark
+text signature cropped worst best masterpiece trending artstation concept art digital oil canvas
+watercolor pencil charcoal ink style cinematic lighting light dark shadow sunset sunrise night day
+morning evening golden hour soft hard volumetric fog mist rain snow storm cloud clouds sky blue red
+green yellow orange purple pink white black gray grey brown silver gold colorful vibrant muted pastel
+cat cats dog dogs horse bird birds fish dragon tiger lion wolf fox owl rabbit bear deer elephant
+astronaut robot knight wizard witch princess king queen warrior soldier man woman girl boy child
+old young face eyes hair smiling standing sitting running flying riding walking reading holding
+castle tower house city street road bridge forest tree trees flower flowers garden field mountain
+mountains river lake ocean sea beach island desert valley cave waterfall village temple ruins
+space planet moon stars galaxy nebula spaceship station future futuristic cyberpunk steampunk
+fantasy medieval ancient modern vintage retro minimal abstract surreal realistic photorealistic
+hyperrealistic unreal engine octane studio ghibli anime cartoon comic pixel isometric wide angle
+lens bokeh depth field resolution quality high ultra hd 4k 8k award winning professional
+""".split()
+TINY_MERGES = 486  # 512 byte symbols + 486 merges + 2 specials = 1000 entries
+TINY_VOCAB_SIZE = 2 * 256 + TINY_MERGES + len(SPECIALS)
 
 
 def byte_table() -> dict[int, str]:
@@ -101,9 +127,40 @@ def real_clip_merges() -> list[tuple[str, str]] | None:
     return [tuple(line.split()) for line in lines[1:1 + wanted]]
 
 
-def make_tokenizer(merges: list[tuple[str, str]], max_length: int = 77):
-    """A transformers CLIPTokenizer from merges (vocabulary derived as CLIP does)."""
+@functools.lru_cache(maxsize=1)
+def tiny_merges() -> tuple[tuple[str, str], ...]:
+    return tuple(train_merges(WORDS, TINY_MERGES))
+
+
+def make_tokenizer(merges: list[tuple[str, str]], max_length: int = 77, pad_token: str | None = None):
+    """A transformers CLIPTokenizer from merges (vocabulary derived as CLIP does); `pad_token` "!"
+    for OpenCLIP's tokenizers, else CLIP's <|endoftext|>."""
     from transformers import CLIPTokenizer
 
+    extra = {"pad_token": pad_token} if pad_token else {}
     return CLIPTokenizer(vocab=vocab_from_merges(merges), merges=[tuple(m) for m in merges],
-                         model_max_length=max_length)
+                         model_max_length=max_length, **extra)
+
+
+class NoTokenizer(ValueError):
+    pass
+
+
+def tokenizer_for(vocab_size: int, max_length: int = 77, pad_token: str | None = None):
+    """The tokenizer of a text encoder that came without one (a single file), by its vocabulary size:
+    OpenAI CLIP's 49408-entry BPE when its merges file is installed, or one of the vocabularies built
+    here (the tiny models', the trained shapes model's)."""
+    if vocab_size == REAL_CLIP_VOCAB_SIZE:
+        merges = real_clip_merges()
+        if merges is None:
+            raise NoTokenizer("this model needs OpenAI CLIP's BPE merges (bpe_simple_vocab_16e6.txt.gz); install "
+                              "them with `pip install --no-deps open_clip_torch`, or use a diffusers folder, "
+                              "which carries its tokenizer")
+        return make_tokenizer(merges, max_length, pad_token)
+    if vocab_size == TINY_VOCAB_SIZE:
+        return make_tokenizer(tiny_merges(), max_length, pad_token)
+    from .textcond.model import MERGES, merges
+
+    if vocab_size == 2 * 256 + MERGES + len(SPECIALS):  # the trained shapes model's (nodes.textcond)
+        return make_tokenizer(merges(), max_length, pad_token)
+    raise NoTokenizer(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")

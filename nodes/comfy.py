@@ -1,74 +1,154 @@
-"""ComfyUI's Stable Diffusion 1.x core nodes under their own names, so ComfyUI workflows (API and UI
-format) run as they are: CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler and
-KSamplerAdvanced. (VAEDecode, VAEEncode, LoadImage, SaveImage and PreviewImage are Loom's own
-nodes, which also take ComfyUI's input names through `input_aliases`.)
+"""ComfyUI's core nodes under their own names and inputs, so ComfyUI workflows (API and UI format) run
+as they are: CheckpointLoaderSimple, CLIPTextEncode, CLIPSetLastLayer, CLIPTextEncodeSDXL(Refiner),
+EmptyLatentImage, KSampler, KSamplerAdvanced, ControlNetLoader, ControlNetApply(Advanced) and
+InpaintModelConditioning. The rest of ComfyUI's names live beside their kind: nodes.comfy_loaders
+(separate loaders, LoRA), nodes.comfy_sampling (custom sampling), nodes.comfy_scaling (scaling,
+upscale models, latent batches), nodes.primitives. Where ComfyUI's node is exactly a Loom stage, the
+stage node carries ComfyUI's name and signature itself: VAEDecode, VAEEncode (nodes.latent),
+LoadImage, SaveImage, PreviewImage (nodes.image), the Conditioning* nodes (nodes.conditioning),
+SetLatentNoiseMask and VAEEncodeForInpaint (nodes.inpaint); earlier Loom input names load through
+`input_aliases`. tests/test_comfy_signatures.py holds ComfyUI's declarations of every one of them.
 
 Each is composed from Loom's stage nodes, so the model code lives once: CheckpointLoaderSimple is
-LoadCheckpoint, CLIPTextEncode is Tokenize + EncodeText, KSampler is MakeNoiseLatents + the
-denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto diffusers
-schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
+LoadCheckpoint, CLIPTextEncode is Tokenize + EncodeText (EncodeTextSDXL for SDXL), KSampler is
+MakeNoiseLatents + the denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto
+diffusers schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
 rewriting the graph into stage nodes, keeps what clients see intact: progress, errors and outputs
 name the nodes of the workflow they sent.
 
-ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizer + text encoder) are the
+ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizers + text encoders) are the
 bundles of nodes.bundles; VAE, CONDITIONING, LATENT and IMAGE are Loom's. Images will not be identical to
 ComfyUI's (other sampler code, per-image noise streams), but the graph, seed and settings are honoured.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch
 
-from graph import Combo, Float, In, Int, Node, Out, String
+from graph import Boolean, Combo, Float, In, Int, Node, Out, String
 
 from .bundles import Clip, Model
 from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
-from .common import device_of
-from .latent import MAX_SEED, MakeNoiseLatents
-from .loaders import LATENT_SCALE_ATTR, LoadCheckpoint, list_models
+from .common import MAX_RESOLUTION, call, device_of
+from .conditioning import SetAestheticScore, SetSizeConditioning, update
+from .controlnet import ApplyControlNet, LoadControlNet
+from .inpaint import InpaintConditioning, SetLatentNoiseMask
+from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode
+from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
+from .model_files import kind_choices, kind_fingerprint, kind_path
 from .sampling import MAX_STEP, denoise
 from .schedulers import CHECKPOINT, SchedulerSpec
-from .text import EncodeText, Tokenize
+from .text import EncodeText, EncodeTextSDXL, Tokenize
 
-MAX_RESOLUTION = 16384
 COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
 
 
-def call(node: type[Node], ctx, **inputs) -> Any:
-    """Run another node's code with these inputs, as the executor would."""
-    instance = node()
-    for name, inp in node.inputs.items():
-        setattr(instance, name, inputs.get(name, getattr(inp, "default", None)))
-    return instance.run(ctx)
-
-
 class CheckpointLoaderSimple(Node):
-    """ComfyUI's checkpoint loader: LoadCheckpoint, with its outputs grouped as MODEL, CLIP and VAE."""
+    """ComfyUI's checkpoint loader: LoadCheckpoint's parts grouped as MODEL, CLIP and VAE (any family;
+    names in models/checkpoints, or in the models folder itself)."""
     category = "loaders"  # ComfyUI's
-    ckpt_name = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True)
+    ckpt_name = Combo(kind_choices("checkpoints"), model=True)
     outputs = (Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE"))
 
     @classmethod
     def fingerprint(cls, env, ckpt_name=None, **_):
-        return LoadCheckpoint.fingerprint(env, model=ckpt_name)
+        return kind_fingerprint(env, "checkpoints", ckpt_name)
 
     def run(self, ctx):
-        tokenizer, text_encoder, unet, vae, scheduler = call(LoadCheckpoint, ctx, model=self.ckpt_name)
-        return Model(unet, scheduler), Clip(tokenizer, text_encoder), vae
+        path = kind_path(ctx.env, "checkpoints", self.ckpt_name, "CheckpointLoaderSimple")
+        parts = load_parts(ctx.env, path, f"CheckpointLoaderSimple: {self.ckpt_name!r}")
+        return (*bundles(parts), parts.vae)
+
+
+def clip_skip(clip: Clip) -> int:
+    """EncodeText's clip_skip for the CLIP's stop_at_clip_layer (CLIPSetLastLayer; -1: the default).
+    SD 1.x: -1 is the last layer, -2 the one before. SD 2.x and SDXL: ComfyUI's default and -2 are
+    the penultimate layer, which diffusers' SD 2.x encoder ends with (one layer shorter than
+    OpenCLIP) and SDXL's pipeline reads; -3 is one earlier."""
+    if clip.text_encoder_2 is not None or clip.family in ("sd2", "sdxl", "sdxl_refiner"):
+        return max(-clip.layer - 2, 0)
+    return -clip.layer - 1
+
+
+def encode_prompt(ctx, clip: Clip, text: str, text_2: str | None = None) -> tuple:
+    """CONDITIONING of a prompt with a CLIP bundle, as its family's pipeline encodes it. SDXL: `text`
+    for the first encoder (CLIP-L), `text_2` (default: the same) for the second (OpenCLIP bigG)."""
+    if clip.text_encoder_2 is None:
+        tokens = call(Tokenize, ctx, tokenizer=clip.tokenizer, text=text)
+        return call(EncodeText, ctx, text_encoder=clip.text_encoder, tokens=tokens, clip_skip=clip_skip(clip))
+    first = {}
+    if clip.text_encoder is not None:
+        first = {"text_encoder": clip.text_encoder, "tokens": call(Tokenize, ctx, tokenizer=clip.tokenizer, text=text)}
+    tokens_2 = call(Tokenize, ctx, tokenizer=clip.tokenizer_2, text=text if text_2 is None else text_2)
+    return call(EncodeTextSDXL, ctx, text_encoder_2=clip.text_encoder_2, tokens_2=tokens_2, clip_skip=clip_skip(clip),
+                **first)
 
 
 class CLIPTextEncode(Node):
-    """ComfyUI's prompt encoder: Tokenize, then EncodeText."""
+    """ComfyUI's prompt encoder: Tokenize, then EncodeText (SD 1.x/2.x) or EncodeTextSDXL (SDXL)."""
     category = "conditioning"  # ComfyUI's
     text = String("", multiline=True)
     clip = In("CLIP")
     outputs = (Out("CONDITIONING", "CONDITIONING"),)
 
     def run(self, ctx):
-        tokens = call(Tokenize, ctx, tokenizer=self.clip.tokenizer, text=self.text)
-        return call(EncodeText, ctx, text_encoder=self.clip.text_encoder, tokens=tokens)
+        return encode_prompt(ctx, self.clip, self.text)
+
+
+class CLIPSetLastLayer(Node):
+    """ComfyUI's clip skip: the CLIP with the text encoder stopped at this layer (-1: the last)."""
+    category = "conditioning"  # ComfyUI's
+    clip = In("CLIP")
+    stop_at_clip_layer = Int(-1, min=-24, max=-1)
+    outputs = (Out("CLIP", "CLIP"),)
+
+    def run(self, ctx):
+        return replace(self.clip, layer=self.stop_at_clip_layer)
+
+
+def _sdxl_clip(node: str, clip: Clip) -> Clip:
+    if clip.text_encoder_2 is None:
+        raise ValueError(f"{node}: this CLIP is not SDXL's (it has no second text encoder)")
+    return clip
+
+
+class CLIPTextEncodeSDXL(Node):
+    """ComfyUI's SDXL prompt encoder: text_g for OpenCLIP bigG, text_l for CLIP-L, and the size
+    conditioning (original size, crop, target size) set with SetSizeConditioning."""
+    category = "advanced/conditioning"  # ComfyUI's
+    clip = In("CLIP")
+    width = Int(1024, min=0, max=MAX_RESOLUTION)
+    height = Int(1024, min=0, max=MAX_RESOLUTION)
+    crop_w = Int(0, min=0, max=MAX_RESOLUTION)
+    crop_h = Int(0, min=0, max=MAX_RESOLUTION)
+    target_width = Int(1024, min=0, max=MAX_RESOLUTION)
+    target_height = Int(1024, min=0, max=MAX_RESOLUTION)
+    text_g = String("", multiline=True)
+    text_l = String("", multiline=True)
+    outputs = (Out("CONDITIONING", "CONDITIONING"),)
+
+    def run(self, ctx):
+        cond = encode_prompt(ctx, _sdxl_clip("CLIPTextEncodeSDXL", self.clip), self.text_l, self.text_g)
+        return call(SetSizeConditioning, ctx, conditioning=cond, width=self.width, height=self.height,
+                    crop_w=self.crop_w, crop_h=self.crop_h, target_width=self.target_width,
+                    target_height=self.target_height)
+
+
+class CLIPTextEncodeSDXLRefiner(Node):
+    """ComfyUI's SDXL refiner prompt encoder: the prompt, the aesthetic score and the original size."""
+    category = "advanced/conditioning"  # ComfyUI's
+    ascore = Float(6.0, min=0.0, max=1000.0, step=0.01)
+    width = Int(1024, min=0, max=MAX_RESOLUTION)
+    height = Int(1024, min=0, max=MAX_RESOLUTION)
+    text = String("", multiline=True)
+    clip = In("CLIP")
+    outputs = (Out("CONDITIONING", "CONDITIONING"),)
+
+    def run(self, ctx):
+        cond = encode_prompt(ctx, _sdxl_clip("CLIPTextEncodeSDXLRefiner", self.clip), self.text)
+        cond = call(SetSizeConditioning, ctx, conditioning=cond, width=self.width, height=self.height)
+        return call(SetAestheticScore, ctx, conditioning=cond, score=self.ascore)
 
 
 class EmptyLatentImage(Node):
@@ -95,8 +175,12 @@ def noised(model: Model, latent: dict, seed: int, ctx) -> dict:
         scale = getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE)
         h, w = latent["samples"].shape[-2:]
         width, height = latent.get("width") or w * scale, latent.get("height") or h * scale
-        return call(MakeNoiseLatents, ctx, unet=unet, width=width, height=height, batch_size=count, seed=seed)
-    return call(MakeNoiseLatents, ctx, unet=unet, batch_size=count, seed=seed, image=latent)
+        out = call(MakeNoiseLatents, ctx, unet=unet, width=width, height=height, batch_size=count, seed=seed)
+    else:
+        out = call(MakeNoiseLatents, ctx, unet=unet, batch_size=count, seed=seed, image=latent)
+    if latent.get("noise_mask") is not None:  # inpainting: the mask travels on with the noised latents
+        out["noise_mask"] = latent["noise_mask"]
+    return out
 
 
 def schedule(model: Model, sampler_name: str, scheduler: str, steps: int, strength: float = 1.0) -> SchedulerSpec:
@@ -104,6 +188,14 @@ def schedule(model: Model, sampler_name: str, scheduler: str, steps: int, streng
     class_name, settings = resolve(sampler_name, scheduler)
     config = {**model.scheduler.config, "_class_name": class_name, **settings}
     return replace(model.scheduler, kind=CHECKPOINT, config=config, steps=steps, strength=strength)
+
+
+def denoise_schedule(model: Model, sampler_name: str, scheduler: str, steps: int, denoise: float) -> SchedulerSpec:
+    """KSampler's schedule: denoise < 1 keeps the last `steps` steps of int(steps / denoise), as ComfyUI."""
+    if denoise >= 0.9999:
+        return schedule(model, sampler_name, scheduler, steps)
+    total = max(int(steps / denoise), steps)  # +0.5 below: the kept count rounds to `steps`
+    return schedule(model, sampler_name, scheduler, total, min(1.0, (steps + 0.5) / total))
 
 
 def sampler_problems(sampler_name, scheduler) -> dict[str, str]:
@@ -140,11 +232,7 @@ class KSampler(Node):
         return problems
 
     def run(self, ctx):
-        if self.denoise >= 0.9999:
-            spec = schedule(self.model, self.sampler_name, self.scheduler, self.steps)
-        else:  # the last `steps` of a longer schedule; +0.5 so the kept count rounds to `steps`
-            total = max(int(self.steps / self.denoise), self.steps)
-            spec = schedule(self.model, self.sampler_name, self.scheduler, total, min(1.0, (self.steps + 0.5) / total))
+        spec = denoise_schedule(self.model, self.sampler_name, self.scheduler, self.steps, self.denoise)
         latents = noised(self.model, self.latent_image, self.seed, ctx)
         if spec.strength < 1.0:  # the noise belongs to the first kept step's level
             latents["empty"] = False
@@ -196,3 +284,85 @@ class KSamplerAdvanced(Node):
             latents = {k: v for k, v in self.latent_image.items() if k not in ("noise", "empty", "width", "height")}
         return denoise(self.model.unet, spec, latents, self.positive, self.negative, self.cfg, start,
                        self.end_at_step, progress=ctx.progress)
+
+
+class ControlNetLoader(Node):
+    """ComfyUI's ControlNet loader: LoadControlNet (models/controlnet)."""
+    category = "loaders"  # ComfyUI's
+    control_net_name = Combo(kind_choices("controlnet"), model=True)
+    outputs = (Out("CONTROL_NET", "CONTROL_NET"),)
+
+    @classmethod
+    def fingerprint(cls, env, control_net_name=None, **_):
+        return LoadControlNet.fingerprint(env, name=control_net_name)
+
+    def run(self, ctx):
+        return call(LoadControlNet, ctx, name=self.control_net_name)
+
+
+class ControlNetApply(Node):
+    """ComfyUI's first ControlNet node: ApplyControlNet on one conditioning; the sampler's negative
+    pass gets the same ControlNet (ComfyUI's control_apply_to_uncond)."""
+    category = "conditioning/controlnet"  # ComfyUI's
+    display_name = "Apply ControlNet (OLD)"
+    conditioning = In("CONDITIONING")
+    control_net = In("CONTROL_NET")
+    image = In("IMAGE")
+    strength = Float(1.0, min=0.0, max=10.0, step=0.01)
+    outputs = (Out("CONDITIONING", "CONDITIONING"),)
+
+    def run(self, ctx):
+        if self.strength == 0:
+            return self.conditioning
+        cond = call(ApplyControlNet, ctx, conditioning=self.conditioning, control_net=self.control_net,
+                    image=self.image, strength=self.strength)
+        return update(cond, control_to_uncond=True)
+
+
+class ControlNetApplyAdvanced(Node):
+    """ComfyUI's ControlNet node: ApplyControlNet on the positive and the negative conditioning,
+    acting from start_percent to end_percent of the steps. (`vae` is for ControlNets that take
+    latent hints, which diffusers' ControlNetModel does not; it is accepted and not needed.)"""
+    category = "conditioning/controlnet"  # ComfyUI's
+    display_name = "Apply ControlNet"
+    positive = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    control_net = In("CONTROL_NET")
+    image = In("IMAGE")
+    strength = Float(1.0, min=0.0, max=10.0, step=0.01)
+    start_percent = Float(0.0, min=0.0, max=1.0, step=0.001)
+    end_percent = Float(1.0, min=0.0, max=1.0, step=0.001)
+    vae = In("VAE", optional=True)
+    outputs = (Out("CONDITIONING", "positive"), Out("CONDITIONING", "negative"))
+
+    @classmethod
+    def check(cls, env, **constants):
+        return ApplyControlNet.check(env, **constants)
+
+    def run(self, ctx):
+        settings = dict(control_net=self.control_net, image=self.image, strength=self.strength,
+                        start_percent=self.start_percent, end_percent=self.end_percent)
+        return (call(ApplyControlNet, ctx, conditioning=self.positive, **settings),
+                call(ApplyControlNet, ctx, conditioning=self.negative, **settings))
+
+
+class InpaintModelConditioning(Node):
+    """ComfyUI's inpainting conditioning: InpaintConditioning (the masked image and mask, for
+    inpainting UNets) on both conditionings, the image's latents (VAEEncode) and, with noise_mask,
+    the mask as their noise mask (SetLatentNoiseMask)."""
+    category = "conditioning/inpaint"  # ComfyUI's
+    positive = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    vae = In("VAE")
+    pixels = In("IMAGE")
+    mask = In("MASK")
+    noise_mask = Boolean(True, tooltip="Add a noise mask to the latent so sampling will only happen within the mask")
+    outputs = (Out("CONDITIONING", "positive"), Out("CONDITIONING", "negative"), Out("LATENT", "latent"))
+
+    def run(self, ctx):
+        positive, negative = call(InpaintConditioning, ctx, positive=self.positive, negative=self.negative,
+                                  vae=self.vae, image=self.pixels, mask=self.mask)
+        latent = call(VAEEncode, ctx, vae=self.vae, pixels=self.pixels)
+        if self.noise_mask:
+            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=self.mask)
+        return positive, negative, latent

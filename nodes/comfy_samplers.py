@@ -43,15 +43,18 @@ UNMAPPED_SAMPLERS = (
     "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
     "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
 )
-# ComfyUI scheduler -> settings of the diffusers class
+# ComfyUI scheduler -> settings of the diffusers class. karras, exponential and beta span the model's
+# whole noise range, as ComfyUI's: some classes (Euler, Heun, LMS) take the range from the spaced
+# timesteps, which a checkpoint's "leading" spacing (SDXL's) would cut short.
+FULL_RANGE = {"timestep_spacing": "linspace"}
 SCHEDULERS: dict[str, dict] = {
     "normal": {"timestep_spacing": "linspace"},
-    "karras": {"use_karras_sigmas": True},
-    "exponential": {"use_exponential_sigmas": True},
+    "karras": {**FULL_RANGE, "use_karras_sigmas": True},
+    "exponential": {**FULL_RANGE, "use_exponential_sigmas": True},
     "sgm_uniform": {"timestep_spacing": "trailing"},
     "simple": {"timestep_spacing": "trailing"},
     "ddim_uniform": {"timestep_spacing": "leading"},
-    "beta": {"use_beta_sigmas": True},
+    "beta": {**FULL_RANGE, "use_beta_sigmas": True},
 }
 UNMAPPED_SCHEDULERS = ("linear_quadratic", "kl_optimal")
 

@@ -5,9 +5,35 @@ Tensors stay on the device they were made on; only saving and previews move them
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
+
+from .library_output import quiet_libraries
+
+MAX_RESOLUTION = 16384  # the largest image side a size widget takes (ComfyUI's)
+
+quiet_libraries()  # once, when the nodes load
+
+
+def asset_dir(name: str) -> Path:
+    """A folder of the shipped models: `assets/NAME` in a checkout, `nodes/assets/NAME` in the wheel
+    (setup.py maps one onto the other)."""
+    installed = Path(__file__).resolve().parent / "assets"
+    return (installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "assets") / name
+
+
+def call(node, ctx, **inputs):
+    """Run another node's code with these inputs (declared defaults for the rest), as the executor would."""
+    unknown = set(inputs) - set(node.inputs)
+    if unknown:  # a renamed input would otherwise be silently left at its default
+        raise TypeError(f"{node.__name__} has no input {', '.join(sorted(unknown))}")
+    instance = node()
+    for name, inp in node.inputs.items():
+        setattr(instance, name, inputs.get(name, getattr(inp, "default", None)))
+    return instance.run(ctx)
 
 
 def device_of(env) -> torch.device:

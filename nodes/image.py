@@ -1,4 +1,4 @@
-"""Image files: LoadImage (input folder), SaveImage (output folder), PreviewImage (temp folder).
+"""Image files: LoadImage (input folder, with its mask), SaveImage (output folder), PreviewImage (temp folder).
 
 Images are IMAGE tensors (see nodes.common). Saved PNGs carry the workflow as tEXt chunks, as
 ComfyUI's do: `prompt` (the API-format prompt) and one chunk per key of extra_data["extra_pnginfo"]
@@ -12,10 +12,13 @@ import re
 import secrets
 from pathlib import Path
 
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+import numpy as np
+import torch
+from PIL import Image, ImageOps, ImageSequence, PngImagePlugin, UnidentifiedImageError
 
 from graph import Combo, In, Node, Out, String
 from graph.env import UnsafePath
+from graph.filenames import name_counter
 
 from .common import device_of, image_to_pil, pil_to_image
 
@@ -35,12 +38,28 @@ def list_input_images(env) -> list[str]:
     return found
 
 
+def image_and_mask(pil: Image.Image, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame as IMAGE (1, H, W, 3) and ComfyUI's MASK (1, H, W): 1 - alpha, or a 64x64 zero
+    mask when the frame has no transparency (what ComfyUI's LoadImage gives)."""
+    pil = ImageOps.exif_transpose(pil)
+    if pil.mode == "I":  # 16-bit greyscale
+        pil = pil.point(lambda v: v * (1 / 255))
+    if "A" in pil.getbands() or (pil.mode == "P" and "transparency" in pil.info):
+        alpha = np.asarray(pil.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+        mask = 1.0 - torch.from_numpy(alpha)
+    else:
+        mask = torch.zeros((64, 64), dtype=torch.float32)
+    return pil_to_image(pil, device), mask[None].to(device)
+
+
 class LoadImage(Node):
-    """Loads an image from the input folder (EXIF rotation applied, converted to RGB)."""
+    """Loads an image from the input folder (EXIF rotation applied, converted to RGB) and its mask
+    (1 - alpha). Frames of an animated file that have the first frame's size make a batch.
+    ComfyUI's signature: LoadImage(image) -> (IMAGE, MASK)."""
 
     category = "image"
     image = Combo(list_input_images, image_upload=True)
-    outputs = (Out("IMAGE", "image"),)
+    outputs = (Out("IMAGE", "IMAGE"), Out("MASK", "MASK"))
 
     @classmethod
     def fingerprint(cls, env, image=None, **_):
@@ -52,14 +71,26 @@ class LoadImage(Node):
 
     def run(self, ctx):
         path = ctx.env.safe_path("input", self.image)
+        device = device_of(ctx.env)
         try:
             with Image.open(path) as pil:
-                pil = ImageOps.exif_transpose(pil).convert("RGB")
+                frames = [image_and_mask(frame, device) for frame in self._frames(pil)]
         except FileNotFoundError:
             raise FileNotFoundError(f"LoadImage: image {self.image!r} is not in the input folder") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"LoadImage: {self.image!r} is not an image PIL can read ({exc})") from None
-        return pil_to_image(pil, device_of(ctx.env))
+        images, masks = zip(*frames)
+        return torch.cat(images), torch.cat(masks)
+
+    @staticmethod
+    def _frames(pil: Image.Image):
+        size = None
+        for frame in ImageSequence.Iterator(pil):
+            size = size or frame.size
+            if frame.size == size:
+                yield frame
+            if pil.format == "MPO":  # the other pictures of an MPO are views, not frames
+                break
 
 
 def png_info(ctx) -> PngImagePlugin.PngInfo:
@@ -71,20 +102,6 @@ def png_info(ctx) -> PngImagePlugin.PngInfo:
     return info
 
 
-_COUNTER = re.compile(r"_(\d{5})_\.png$")
-
-
-def next_counter(folder: Path, stem: str) -> int:
-    """One more than the highest counter of `stem_NNNNN_.png` files in `folder`."""
-    highest = 0
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name.startswith(stem + "_") and (m := _COUNTER.search(path.name)) \
-                    and path.name[:m.start()] == stem:
-                highest = max(highest, int(m.group(1)))
-    return highest + 1
-
-
 def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     prefix = prefix.replace("\\", "/").strip() or "loom"
     subfolder, _, stem = prefix.rpartition("/")
@@ -93,14 +110,13 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     folder = ctx.env.safe_path(kind, "", subfolder) if subfolder else ctx.env.folder(kind)
     folder.mkdir(parents=True, exist_ok=True)
     info = png_info(ctx) if kind == "output" else None
-    counter = next_counter(folder, stem)
+    counter = name_counter(ctx.env.data_dir)  # stem_00001_.png, ... from an index: no folder listing
     shown = []
     for pil in image_to_pil(images):
-        name = f"{stem}_{counter:05}_.png"
-        path = ctx.env.safe_path(kind, name, subfolder)
-        pil.save(path, pnginfo=info, compress_level=4)
-        shown.append({"filename": name, "subfolder": subfolder, "type": kind})
-        counter += 1
+        path, f = counter.create(folder, stem + "_", "_.png")
+        with f:
+            pil.save(f, format="PNG", pnginfo=info, compress_level=4)
+        shown.append({"filename": path.name, "subfolder": subfolder, "type": kind})
     return shown
 
 

@@ -23,6 +23,7 @@ import torch
 from graph import Combo, In, Int, Node, Out, String
 
 from .common import device_of, pil_to_image
+from .conditioning import Cond
 from .grid import make_grid, parse_titles
 from .image import save_images
 from .latent import MAX_SEED, VAEDecode, generators, randn, seeds_for
@@ -195,7 +196,18 @@ def tensors_in(value, name: str = "value") -> list[tuple[str, object]]:
                 for item in tensors_in(v, f"{name}.{k}")]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
         return [item for i, v in enumerate(value) for item in tensors_in(v, f"{name}[{i}]")]
+    if isinstance(value, tuple) and value and all(isinstance(v, Cond) for v in value):  # a CONDITIONING
+        return [item for i, entry in enumerate(value)
+                for item in _cond_tensors(entry, name if len(value) == 1 else f"{name}[{i}]")]
     return [(name, value)]
+
+
+def _cond_tensors(entry: Cond, name: str) -> list[tuple[str, torch.Tensor]]:
+    """A conditioning entry's tensors: the embeddings under the entry's name, then pooled output and mask."""
+    found = [(name, entry.embeds)]
+    found += [(f"{name}.{field}", getattr(entry, field)) for field in ("pooled", "mask")
+              if getattr(entry, field) is not None]
+    return found
 
 
 def _line(info: dict) -> str:
@@ -285,7 +297,7 @@ class PreviewLatent(Node):
     def run(self, ctx):
         if self.vae is not None:
             decode = VAEDecode()
-            decode.vae, decode.latents = self.vae, self.latents
+            decode.vae, decode.samples = self.vae, self.latents
             images = decode.run(ctx)
         else:
             samples = self.latents["samples"]

@@ -16,6 +16,23 @@ LATENT is a plain dict; nodes never change one they receive, they return a new d
 - "sampler": optional nodes.sampling.SamplerState: the scheduler after the last step taken (with
   its multistep history), so a following Sample/UNetStep continues exactly.
 
+Inpainting (nodes.inpaint, nodes.sampling.denoise):
+- "noise_mask": Tensor (B or 1, 1, H, W) in 0..1, optional: 1 = repaint. After each step the area
+  outside it is reset to "mask_source" noised to the next step's level (SetLatentNoiseMask,
+  VAEEncodeForInpaint, InpaintModelConditioning).
+- "mask_source": (clean latents, noise), set by the sampler: what the unmasked area is reset to, so a
+  following sampler keeps resetting to the same image.
+- "inpaint_latents": a 9-channel UNet's extra channels (mask, masked image latents), drawn once by
+  the first sampler and kept for the next.
+
+ComfyUI's nodes (nodes.comfy*):
+- "width", "height": ints, optional (EmptyLatentImage): the pixel size asked for; "samples" then has
+  ComfyUI's SD shape (1/8) and the sampler makes the noise at the model's own latent scale.
+- "batch_index": list of ints, optional (LatentFromBatch, RepeatLatentBatch): ComfyUI's image
+  numbers of a sliced or repeated batch.
+- "denoised": Tensor like samples, optional (SamplerCustom*): the last step's prediction of the clean
+  latents, their `denoised_output`.
+
 Noise per image: image i of a batch uses its own CPU generator seeded with seed + i, so it equals the
 same image made alone with that seed (and a batch equals the pipeline given a list of generators).
 """
@@ -25,9 +42,9 @@ import torch
 
 from graph import In, Int, Node, Out
 
+from .common import MAX_RESOLUTION
 from .loaders import LATENT_SCALE_ATTR
 
-MAX_SIZE = 16384
 MAX_SEED = 2**64 - 1
 
 
@@ -62,8 +79,8 @@ class MakeNoiseLatents(Node):
 
     category = "latent"
     unet = In("UNET", tooltip="gives the latent channels and device")
-    width = Int(512, min=8, max=MAX_SIZE, step=8)
-    height = Int(512, min=8, max=MAX_SIZE, step=8)
+    width = Int(512, min=8, max=MAX_RESOLUTION, step=8)
+    height = Int(512, min=8, max=MAX_RESOLUTION, step=8)
     batch_size = Int(1, min=1, max=4096)
     seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
     image = In("LATENT", optional=True, tooltip="img2img: the VAE-encoded image (width and height are ignored)")
@@ -79,7 +96,8 @@ class MakeNoiseLatents(Node):
             if self.width % scale or self.height % scale:
                 raise ValueError(f"MakeNoiseLatents: width and height must be multiples of {scale} for this "
                                  f"model, got {self.width}x{self.height}")
-            shape = (self.batch_size, self.unet.config.in_channels, self.height // scale, self.width // scale)
+            # out_channels: the latent's; an inpainting UNet takes 5 more channels in (mask, image)
+            shape = (self.batch_size, self.unet.config.out_channels, self.height // scale, self.width // scale)
             samples, empty = torch.zeros(shape, device=device, dtype=dtype), True
         else:
             samples, empty = self._image_latents(gens), False
@@ -103,38 +121,40 @@ class MakeNoiseLatents(Node):
 
 
 class VAEEncode(Node):
-    """Encodes images into latents (the VAE's latent distribution; its mean scaled as "samples")."""
+    """Encodes images into latents (the VAE's latent distribution; its mean scaled as "samples").
+    ComfyUI's signature: VAEEncode(pixels, vae) -> LATENT."""
 
     category = "latent"
+    pixels = In("IMAGE")
     vae = In("VAE")
-    image = In("IMAGE")
-    input_aliases = {"pixels": "image"}  # ComfyUI's name, for its workflows
-    outputs = (Out("LATENT", "latents"),)
+    input_aliases = {"image": "pixels"}  # Loom's earlier name, for its older workflow files
+    outputs = (Out("LATENT", "LATENT"),)
 
     @torch.no_grad()
     def run(self, ctx):
         scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        _, h, w, _ = self.image.shape
+        _, h, w, _ = self.pixels.shape
         if h % scale or w % scale:
             raise ValueError(f"VAEEncode: the image is {w}x{h}; this VAE needs sides that are multiples of {scale}")
         # As VaeImageProcessor: (B, H, W, C) -> (B, C, H, W) view, then 2x - 1.
-        x = 2.0 * self.image.permute(0, 3, 1, 2) - 1.0
+        x = 2.0 * self.pixels[..., :3].permute(0, 3, 1, 2) - 1.0
         dist = self.vae.encode(x.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
         factor = self.vae.config.scaling_factor
         return {"samples": factor * dist.mean, "dist": {"mean": dist.mean, "std": dist.std, "scaling_factor": factor}}
 
 
 class VAEDecode(Node):
-    """Decodes latents into images (dividing by the VAE's scaling factor first)."""
+    """Decodes latents into images (dividing by the VAE's scaling factor first).
+    ComfyUI's signature: VAEDecode(samples, vae) -> IMAGE."""
 
     category = "latent"
+    samples = In("LATENT")
     vae = In("VAE")
-    latents = In("LATENT")
-    input_aliases = {"samples": "latents"}  # ComfyUI's name, for its workflows
-    outputs = (Out("IMAGE", "image"),)
+    input_aliases = {"latents": "samples"}  # Loom's earlier name, for its older workflow files
+    outputs = (Out("IMAGE", "IMAGE"),)
 
     @torch.no_grad()
     def run(self, ctx):
-        z = self.latents["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
+        z = self.samples["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
         image = self.vae.decode(z / self.vae.config.scaling_factor, return_dict=False)[0]
         return (image * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()

@@ -1,106 +1,64 @@
-"""Loading Stable Diffusion 1.x checkpoints from the models folder.
+"""Loader nodes: whole checkpoints and their parts, from the models folder (nodes.model_files).
 
-The models folder may hold diffusers folders (with model_index.json) and single files
-(`*.safetensors`, or `*.ckpt` read with `weights_only=True`) in the original LDM key layout; both
-may sit one folder deep (e.g. `checkpoints/model.safetensors`).
-
-Outputs are the live objects: TOKENIZER a transformers CLIPTokenizer, TEXT_ENCODER a CLIPTextModel,
-UNET a UNet2DConditionModel, VAE an AutoencoderKL (all on the device and dtype of nodes.common),
-SCHEDULER a nodes.schedulers.SchedulerSpec of kind "checkpoint" and 50 steps (the pipeline default).
+Outputs are the live objects, on the device and dtype of nodes.common: TOKENIZER a transformers
+CLIPTokenizer, TEXT_ENCODER a CLIPTextModel (CLIPTextModelWithProjection for SDXL's second
+encoder), UNET a UNet2DConditionModel, VAE an AutoencoderKL, SCHEDULER a nodes.schedulers.SchedulerSpec
+of kind "checkpoint" and 50 steps (the pipeline default). The loading itself is nodes.checkpoints.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from graph import Combo, Node, Out
-from graph.env import safe_join
 
+from .bundles import Clip, Model
+from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from .common import device_of, dtype_of
+from .model_files import kind_choices, kind_fingerprint, kind_path, list_models, model_path, stat_fingerprint
 from .schedulers import CHECKPOINT, SchedulerSpec
+from .speed import prepare_unet
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 DEFAULT_STEPS = 50
 LATENT_SCALE_ATTR = "loom_latent_scale"  # set on the UNet: image pixels per latent pixel (from the VAE)
+SD_LATENT_SCALE = 8  # every published SD VAE; a UNet loaded alone assumes it
 
 
-def list_models(models_dir: str | Path, depth: int = 2) -> list[str]:
-    """Diffusers folders and single-file checkpoints under `models_dir`, as relative posix paths."""
-    root = Path(models_dir)
-    found: list[str] = []
-
-    def walk(folder: Path, level: int) -> None:
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError:
-            return
-        for path in entries:
-            if path.name.startswith("."):
-                continue
-            if path.is_dir():
-                if (path / "model_index.json").is_file():
-                    found.append(path.relative_to(root).as_posix())
-                elif level < depth:
-                    walk(path, level + 1)
-            elif path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-                found.append(path.relative_to(root).as_posix())
-
-    walk(root, 1)
-    return found
+def latent_scale(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def model_path(env, name: str) -> Path:
-    return safe_join(env.models_dir, name)
+def scheduler_spec(config: dict) -> SchedulerSpec:
+    return SchedulerSpec(CHECKPOINT, scheduler_config(config), DEFAULT_STEPS, 1.0)
 
 
-def stat_fingerprint(path: Path) -> list:
-    """mtime and size of a file, or of every file in a folder: a replaced model changes it."""
-    if path.is_file():
-        st = path.stat()
-        return [st.st_mtime_ns, st.st_size]
-    parts = []
-    for folder, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            st = (Path(folder) / name).stat()
-            parts.append([os.path.relpath(Path(folder) / name, path), st.st_mtime_ns, st.st_size])
+def load_parts(env, path: Path, what: str) -> Parts:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} is not in the models folder")
+    device = device_of(env)
+    parts = load_checkpoint(path, device, dtype_of(env, device))
+    prepare_unet(parts.unet, env)
+    setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae))
     return parts
 
 
-def load_diffusers_folder(path: Path, device, dtype) -> tuple:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", dtype=dtype).to(device).eval()
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval()
-    config = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
-    return tokenizer, text_encoder, unet, vae, config
-
-
-def scheduler_config(raw: dict) -> dict:
-    """The config as diffusers reads it (defaults filled in), with its `_class_name`."""
-    import diffusers
-    from diffusers import SchedulerMixin
-
-    name = raw.get("_class_name", "")
-    cls = getattr(diffusers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ValueError(f"unknown scheduler class {name!r}")
-    config = {k: v for k, v in cls.from_config(raw).config.items() if k != "_diffusers_version"}
-    return {**config, "_class_name": name}
+def bundles(parts: Parts) -> tuple[Model, Clip]:
+    """ComfyUI's MODEL and CLIP of a checkpoint's parts."""
+    return (Model(parts.unet, scheduler_spec(parts.scheduler_config), parts.family),
+            Clip(parts.tokenizer, parts.text_encoder, parts.tokenizer_2, parts.text_encoder_2, parts.family))
 
 
 class LoadCheckpoint(Node):
-    """Loads a Stable Diffusion 1.x model from the models folder: a diffusers folder, or a single
-    .safetensors/.ckpt file in the original LDM layout (its configs are read from the tensor shapes)."""
+    """Loads a Stable Diffusion model (SD 1.x, 2.x, XL base or refiner) from the models folder: a
+    diffusers folder, or a single .safetensors/.ckpt file in the original layout (its family is read
+    from its keys, its configs from the tensor shapes). SDXL's second tokenizer and text encoder are
+    the last two outputs (the refiner has only those)."""
 
     category = "loaders"
     model = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True,
                   tooltip="a diffusers folder or a single-file checkpoint in the models folder")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"), Out("UNET", "unet"),
-               Out("VAE", "vae"), Out("SCHEDULER", "scheduler"))
+               Out("VAE", "vae"), Out("SCHEDULER", "scheduler"), Out("TOKENIZER", "tokenizer_2"),
+               Out("TEXT_ENCODER", "text_encoder_2"))
 
     @classmethod
     def fingerprint(cls, env, model=None, **_):
@@ -110,16 +68,74 @@ class LoadCheckpoint(Node):
             return None
 
     def run(self, ctx):
-        path = model_path(ctx.env, self.model)
-        if not path.exists():
-            raise FileNotFoundError(f"LoadCheckpoint: model {self.model!r} is not in the models folder")
-        device = device_of(ctx.env)
-        dtype = dtype_of(ctx.env, device)
-        if path.is_dir():
-            tokenizer, text_encoder, unet, vae, config = load_diffusers_folder(path, device, dtype)
-        else:
-            from .single_file import load_single_file
+        parts = load_parts(ctx.env, model_path(ctx.env, self.model), f"LoadCheckpoint: model {self.model!r}")
+        return (parts.tokenizer, parts.text_encoder, parts.unet, parts.vae, scheduler_spec(parts.scheduler_config),
+                parts.tokenizer_2, parts.text_encoder_2)
 
-            tokenizer, text_encoder, unet, vae, config = load_single_file(path, device, dtype)
-        setattr(unet, LATENT_SCALE_ATTR, 2 ** (len(vae.config.block_out_channels) - 1))
-        return tokenizer, text_encoder, unet, vae, SchedulerSpec(CHECKPOINT, scheduler_config(config), DEFAULT_STEPS, 1.0)
+
+class LoadUNet(Node):
+    """Loads a UNet alone from models/diffusion_models (or models/unet): a diffusers UNet folder, an
+    LDM-layout UNet file, or a whole checkpoint's UNet. Its family's scheduler comes with it."""
+
+    category = "loaders"
+    unet_name = Combo(kind_choices("diffusion_models"), model=True)
+    outputs = (Out("UNET", "unet"), Out("SCHEDULER", "scheduler"))
+
+    @classmethod
+    def fingerprint(cls, env, unet_name=None, **_):
+        return kind_fingerprint(env, "diffusion_models", unet_name)
+
+    def run(self, ctx):
+        path = kind_path(ctx.env, "diffusion_models", self.unet_name, type(self).__name__)
+        device = device_of(ctx.env)
+        unet, family, config = load_unet(path, device, dtype_of(ctx.env, device))
+        prepare_unet(unet, ctx.env)
+        vae_config = path.parent / "vae" / "config.json"  # a pipeline folder's UNet: its VAE gives the scale
+        scale = SD_LATENT_SCALE
+        if path.is_dir() and vae_config.is_file():
+            import json
+
+            scale = 2 ** (len(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
+        setattr(unet, LATENT_SCALE_ATTR, scale)
+        unet.loom_family = family
+        return unet, scheduler_spec(config)
+
+
+class LoadTextEncoder(Node):
+    """Loads a text encoder and its tokenizer from models/text_encoders (or models/clip): a
+    transformers folder, a CLIP-L / bigG file (Hugging Face layout) or an OpenCLIP ViT-H / bigG file."""
+
+    category = "loaders"
+    clip_name = Combo(kind_choices("text_encoders"), model=True)
+    open_clip = Combo(["clip_h", "clip_g"], default="clip_h",
+                      tooltip="an OpenCLIP file of a width no published model has: ViT-H (SD 2.x) or bigG (SDXL)")
+    outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"))
+
+    @classmethod
+    def fingerprint(cls, env, clip_name=None, **_):
+        return kind_fingerprint(env, "text_encoders", clip_name)
+
+    def run(self, ctx):
+        path = kind_path(ctx.env, "text_encoders", self.clip_name, type(self).__name__)
+        device = device_of(ctx.env)
+        kind, tokenizer, encoder = load_text_encoder(path, device, dtype_of(ctx.env, device), self.open_clip)
+        encoder.loom_clip_kind = kind
+        return tokenizer, encoder
+
+
+class LoadVAE(Node):
+    """Loads a VAE from models/vae: a diffusers folder or a file (LDM or diffusers layout). A file
+    alone does not say its latent space: a name with "xl" gets SDXL's scale (0.13025), else SD's."""
+
+    category = "loaders"
+    vae_name = Combo(kind_choices("vae"), model=True)
+    outputs = (Out("VAE", "vae"),)
+
+    @classmethod
+    def fingerprint(cls, env, vae_name=None, **_):
+        return kind_fingerprint(env, "vae", vae_name)
+
+    def run(self, ctx):
+        path = kind_path(ctx.env, "vae", self.vae_name, type(self).__name__)
+        device = device_of(ctx.env)
+        return load_vae(path, device, dtype_of(ctx.env, device))

@@ -1,11 +1,12 @@
 """Sampling stages: choosing the scheduler, one CFG step (UNetStep), the loop (Sample).
 
-The loop is StableDiffusionPipeline's, operation for operation (same tensors, same order), so the
-pixels match it exactly: one UNet call on cat([x, x]) with cat([negative, positive]), guidance
-`u + g * (c - u)`, `scheduler.step(..., generator=per-image generators)`. Guidance follows
-`u + g * (c - u)` for every g (g = 0: the unconditional prediction); only g = 1 skips the negative
-pass. The pipeline skips it for every g <= 1 (it then uses c alone), so the pixels match it for g > 1
-and g = 1.
+The loop is the diffusers pipelines', operation for operation (same tensors, same order), so the
+pixels match them exactly: `scheduler.scale_model_input`, the guided prediction (nodes.denoiser:
+one UNet call on cat([x, x]) with cat([negative, positive]) for plain conditioning, guidance
+`u + g * (c - u)` for every g, only g = 1 skipping the negative pass, as ComfyUI does),
+`scheduler.step(..., generator=per-image generators)`, and for a LATENT with a "noise_mask" the
+inpainting pipeline's reset of the unmasked area after each step. (The pipelines skip the negative
+pass for every g <= 1 and use c alone: the pixels match them for g >= 1, not for 0 <= g < 1.)
 
 A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
 holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached
@@ -21,6 +22,8 @@ from PIL import Image
 
 from graph import Combo, Float, In, Int, Node, Out
 
+from .denoiser import Guide
+from .loaders import LATENT_SCALE_ATTR
 from .schedulers import KINDS, SchedulerSpec, start_at, step_kwargs
 
 MAX_STEP = 10000
@@ -84,17 +87,26 @@ def _generators(latents: dict) -> list[torch.Generator]:
     return gens
 
 
-def _text_embeddings(positive, negative, batch: int, guided: bool, device, dtype) -> torch.Tensor:
-    def expand(c):
-        c = c.to(device=device, dtype=dtype)
-        return c if c.shape[0] == batch else c.repeat(batch // c.shape[0], 1, 1)
-
-    return torch.cat([expand(negative), expand(positive)]) if guided else expand(positive)
+def _noise_mask(latents: dict, like: torch.Tensor) -> torch.Tensor | None:
+    """The LATENT's noise_mask (1: denoise) at the latents' size (bilinear, as ComfyUI resizes it)."""
+    mask = latents.get("noise_mask")
+    if mask is None:
+        return None
+    mask = mask.to(device=like.device, dtype=like.dtype)
+    mask = mask.reshape(-1, 1, *mask.shape[-2:])
+    if mask.shape[-2:] != like.shape[-2:]:
+        mask = torch.nn.functional.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return mask
 
 
 def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidance_scale: float, start: int,
-            end: int, progress=None) -> dict:
-    """Steps start..end-1 of the schedule; returns the new LATENT. `progress(k, n, preview)` per step."""
+            end: int, progress=None, keep_denoised: bool = False) -> dict:
+    """Steps start..end-1 of the schedule; returns the new LATENT. `progress(k, n, preview)` per step.
+    keep_denoised: the LATENT also holds "denoised", the last step's prediction of the clean latents
+    (when the scheduler reports one).
+
+    With a "noise_mask" in the LATENT (1: repaint), after each step the area outside it is reset to
+    the source latents noised to the next step's level, as StableDiffusionInpaintPipeline does."""
     device = unet.device
     scheduler = _resume(spec, latents, start, device)
     offset = spec.offset(scheduler)
@@ -109,33 +121,51 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
     gens = _generators(latents)
     if len(gens) != batch:
         raise ValueError(f"the latents carry {len(gens)} generator states for {batch} images")
+    mask, source = _noise_mask(latents, x), latents.get("mask_source")
+    if mask is not None:  # as the inpainting pipeline, whose image latents are copied per image: the
+        x = x.contiguous()  # UNet's convolutions round differently on the VAE's channels-last layout
     if latents.get("noise") is not None:
         noise = latents["noise"].to(device=device, dtype=x.dtype)
+        source = (x, noise) if mask is not None else None
         if latents.get("empty"):
             x = noise * scheduler.init_noise_sigma
         else:
             x = scheduler.add_noise(x, noise, scheduler.timesteps[offset + start:offset + start + 1].repeat(batch))
-    # u + g * (c - u) for every g; only g = 1 (exactly c) skips the negative pass, as in ComfyUI.
-    # diffusers' pipeline also skips it for g < 1 and then returns c: the two differ there.
-    guided = guidance_scale != 1.0
-    embeddings = _text_embeddings(positive, negative, batch, guided, device, unet.dtype)
+    elif mask is not None and source is None:  # latents from elsewhere: keep what is outside the mask as it is
+        source = (x.clone(), torch.zeros_like(x))
+    guide = Guide(unet, positive, negative, guidance_scale, x, getattr(unet, LATENT_SCALE_ATTR, 8), gens,
+                  latents.get("inpaint_latents"), None if mask is None else (mask, source[0]))
     kwargs = step_kwargs(scheduler, gens)
+    denoised = None
     with torch.no_grad():
         for i in range(start, end):
             t = scheduler.timesteps[offset + i]
-            model_input = torch.cat([x] * 2) if guided else x
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise_pred = unet(model_input, t, encoder_hidden_states=embeddings, timestep_cond=None,
-                              cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False)[0]
-            if guided:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            x = scheduler.step(noise_pred, t, x, **kwargs, return_dict=False)[0]
+            noise_pred = guide(scheduler.scale_model_input(x, t), t, i, total)
+            result = scheduler.step(noise_pred, t, x, **kwargs, return_dict=False)
+            x = result[0]
+            denoised = result[1] if len(result) > 1 and isinstance(result[1], torch.Tensor) else None
+            if mask is not None:
+                x = _keep_outside(scheduler, x, mask, source, offset + i + 1)
             if progress is not None:
                 progress(i - start + 1, end - start, lambda x=x: latent_preview(x))
-    out = {k: v for k, v in latents.items() if k not in ("noise", "empty", "dist")}
+    out = {k: v for k, v in latents.items() if k not in ("noise", "empty", "dist", "denoised")}
     out.update(samples=x, generator=[g.get_state() for g in gens], sampler=SamplerState(spec.key(), scheduler, end))
+    if guide.inpaint_latents is not None:
+        out["inpaint_latents"] = guide.inpaint_latents
+    if source is not None:
+        out["mask_source"] = source
+    if keep_denoised and denoised is not None:
+        out["denoised"] = denoised
     return out
+
+
+def _keep_outside(scheduler, x, mask, source, next_index: int) -> torch.Tensor:
+    """(1 - mask) * source noised to the next timestep + mask * x; the clean source after the last step."""
+    clean, noise = source
+    proper = clean
+    if next_index < len(scheduler.timesteps):
+        proper = scheduler.add_noise(clean, noise, scheduler.timesteps[next_index:next_index + 1])
+    return (1 - mask) * proper + mask * x
 
 
 class SetScheduler(Node):

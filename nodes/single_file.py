@@ -1,76 +1,72 @@
-"""Single-file SD 1.x checkpoints (original LDM key layout), loaded fully offline.
+"""Single-file checkpoints (the LDM/SGM key layout of SD 1.x, 2.x and XL), loaded fully offline.
 
-The diffusers configs are inferred from tensor shapes: UNet channels, channel multipliers, blocks
-per level, attention levels, context dim and transformer depth; VAE channels, multipliers, blocks
-and latent channels; CLIP width, depth, MLP width, vocabulary and context length. Keys are
-converted with diffusers' own converters (diffusers.loaders.single_file_utils).
+The family comes from the keys (nodes.families); the diffusers configs are inferred from tensor
+shapes: UNet channels, multipliers, blocks per level, attention levels, transformer depth per level,
+context width, SDXL's added embedding; VAE channels, blocks and latent channels; text-encoder width,
+depth, MLP width, vocabulary, context length and projection. Keys are converted by diffusers' own
+converters (diffusers.loaders.single_file_utils), with these local configs, never a hub's.
 
-What shapes cannot tell, SD 1.x's published settings give: 8 attention heads per UNet transformer
-(SD 2.x style linear projections: 64 channels per head), CLIP heads of 64 channels (8 below width
-64), quick-GELU, VAE scaling factor 0.18215, and the PNDM scheduler of SD 1.x.
+What shapes cannot tell, the families' published settings give: attention heads (8 per UNet
+transformer for SD 1.x, 64-channel heads for the linear-projection UNets of 2.x and XL; CLIP heads
+of 64 channels, 8 below width 64), quick-GELU for CLIP-L and GELU for OpenCLIP, the VAE scaling
+factor and the scheduler. A single file carries no tokenizer: nodes.clip_bpe.tokenizer_for chooses
+one by vocabulary size.
 
-A single file carries no tokenizer. The tokenizer is chosen by vocabulary size: the tiny demo
-model's or the trained shapes model's (both generated locally), or OpenAI CLIP's 49408-entry BPE
-when its merges file is installed (open_clip_torch, see nodes.clip_bpe).
+The same functions load a part alone (UNETLoader, CLIPLoader, VAELoader files): `unet_from_ldm`,
+`vae_from_ldm`, `text_encoder_from_ldm`, each given the key prefix its part has in the file.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from types import SimpleNamespace
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-CLIP_PREFIX = "cond_stage_model.transformer."
+from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
+from .families import (SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
+                       SGM_SD2_PREFIX, UnknownModel, family_of_state_dict, prediction_type_of, scheduler_for)
+from .model_files import has_prefix, key_indices, read_state_dict
+
 SD1_UNET_HEADS = 8
-SD1_SCALING_FACTOR = 0.18215
+CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
 
 
 class CheckpointError(ValueError):
     pass
 
 
-def read_state_dict(path: Path) -> dict:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    import torch
-
-    data = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle arbitrary code
-    return data.get("state_dict", data) if isinstance(data, dict) else data
+def _depth(sd: dict, block: str) -> int:
+    return len(key_indices(sd, re.escape(block + ".transformer_blocks.") + r"(\d+)\."))
 
 
-def _indices(keys, pattern: str) -> list[int]:
-    rx = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
-
-
-def unet_config(sd: dict) -> dict:
-    p = UNET_PREFIX
+def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None) -> dict:
+    """diffusers' UNet2DConditionModel config of an LDM-layout UNet. `pooled_dim`: the width of SDXL's
+    pooled text embedding (its second encoder's projection), when the file has that encoder."""
+    p = prefix
     conv_in = sd[p + "input_blocks.0.0.weight"]
     model_channels, in_channels = conv_in.shape[0], conv_in.shape[1]
-    blocks = _indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.")
-    downs = _indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.0\.op\.weight")
+    blocks = key_indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.")
+    downs = key_indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.0\.op\.weight")
     if not downs:
-        raise CheckpointError("the UNet has a single resolution level; not an SD 1.x layout")
+        raise CheckpointError("the UNet has a single resolution level; not a Stable Diffusion layout")
     per_level = downs[0]  # resnets per level + 1 (the downsampler)
     levels = len(blocks) // per_level
-    mult, attention, depth, context, linear = [], [], 1, None, False
+    mult, depths, linear = [], [], False
     for level in range(levels):
         first = 1 + level * per_level
         mult.append(sd[p + f"input_blocks.{first}.0.out_layers.3.weight"].shape[0] // model_channels)
         proj_in = sd.get(p + f"input_blocks.{first}.1.proj_in.weight")
-        attention.append(proj_in is not None)
-        if proj_in is not None and context is None:
-            linear = proj_in.ndim == 2
-            context = sd[p + f"input_blocks.{first}.1.transformer_blocks.0.attn2.to_k.weight"].shape[1]
-            depth = len(_indices(sd, re.escape(p + f"input_blocks.{first}.1.transformer_blocks.") + r"(\d+)\."))
-    if context is None:
+        depths.append(_depth(sd, p + f"input_blocks.{first}.1") if proj_in is not None else 0)
+        linear = linear or (proj_in is not None and proj_in.ndim == 2)
+    if not any(depths):
         raise CheckpointError("the UNet has no cross-attention; not a text-to-image SD model")
+    context = next(v.shape[1] for k, v in sd.items() if k.startswith(p) and k.endswith("attn2.to_k.weight"))
     channels = [model_channels * m for m in mult]
-    heads = [c // 64 for c in channels] if linear else SD1_UNET_HEADS
-    return {
-        "sample_size": 64 if model_channels >= 320 else 32,
+    attention = [d > 0 for d in depths]
+    mid = _depth(sd, p + "middle_block.1")
+    # Levels without attention ignore their depth, except the last, whose entry the middle block uses.
+    layers = [d or 1 for d in depths[:-1]] + [depths[-1] or mid]
+    config = {
+        "sample_size": {SDXL: 128, SDXL_REFINER: 128}.get(family, 96 if family == SD2 else 64)
+        if model_channels >= 320 else 32,
         "in_channels": in_channels,
         "out_channels": sd[p + "out.2.weight"].shape[0],
         "block_out_channels": channels,
@@ -78,18 +74,30 @@ def unet_config(sd: dict) -> dict:
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
         "cross_attention_dim": context,
-        "attention_head_dim": heads,
+        "attention_head_dim": [max(1, c // 64) for c in channels] if linear else SD1_UNET_HEADS,
         "use_linear_projection": linear,
-        "transformer_layers_per_block": depth,
+        "transformer_layers_per_block": mid if {*filter(None, depths), mid} == {mid} else layers,
     }
+    if family == SD2:
+        config["upcast_attention"] = True  # as 2.1's config; only matters in half precision
+    label = sd.get(p + "label_emb.0.0.weight")
+    if label is not None:  # SDXL: pooled text embedding + size/crop (or aesthetic score) ids
+        extra = label.shape[1]
+        if family == SDXL_REFINER:
+            time_dim = (extra - context) // 5  # bigG alone: pooled width = context width
+        else:
+            pooled = pooled_dim if pooled_dim is not None else context - CLIP_L_WIDTH
+            time_dim = (extra - pooled) // 6
+        config.update(addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+                      projection_class_embeddings_input_dim=extra)
+    return config
 
 
-def vae_config(sd: dict) -> dict:
-    p = VAE_PREFIX
+def vae_config(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX) -> dict:
+    p = prefix
     conv_in = sd[p + "encoder.conv_in.weight"]
-    ch = conv_in.shape[0]
-    levels = _indices(sd, re.escape(p) + r"encoder\.down\.(\d+)\.")
-    blocks = _indices(sd, re.escape(p) + r"encoder\.down\.0\.block\.(\d+)\.")
+    levels = key_indices(sd, re.escape(p) + r"encoder\.down\.(\d+)\.")
+    blocks = key_indices(sd, re.escape(p) + r"encoder\.down\.0\.block\.(\d+)\.")
     channels = [sd[p + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in levels]
     return {
         "in_channels": conv_in.shape[1],
@@ -99,46 +107,49 @@ def vae_config(sd: dict) -> dict:
         "block_out_channels": channels,
         "layers_per_block": len(blocks),
         "latent_channels": sd[p + "decoder.conv_in.weight"].shape[1],
-        "sample_size": 512 if ch >= 128 else 64,
-        "scaling_factor": SD1_SCALING_FACTOR,
+        "sample_size": 512 if conv_in.shape[0] >= 128 else 64,
+        "scaling_factor": scaling_factor,
     }
 
 
-def clip_config(sd: dict) -> dict:
-    p = CLIP_PREFIX + "text_model."
+def _heads(width: int) -> int:
+    return width // 64 if width % 64 == 0 else max(1, width // 8)
+
+
+def clip_config(sd: dict, prefix: str) -> dict:
+    """A CLIP-L text encoder in the Hugging Face layout (`<prefix>text_model.…`)."""
+    p = prefix + "text_model."
     vocab, hidden = sd[p + "embeddings.token_embedding.weight"].shape
     return {
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": sd[p + "encoder.layers.0.mlp.fc1.weight"].shape[0],
-        "num_hidden_layers": len(_indices(sd, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
-        "num_attention_heads": hidden // 64 if hidden % 64 == 0 else max(1, hidden // 8),
+        "num_hidden_layers": len(key_indices(sd, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
+        "num_attention_heads": _heads(hidden),
         "max_position_embeddings": sd[p + "embeddings.position_embedding.weight"].shape[0],
         "hidden_act": "quick_gelu",
         "layer_norm_eps": 1e-5,
     }
 
 
-def tokenizer_for(vocab_size: int, max_length: int):
-    from .clip_bpe import REAL_CLIP_VOCAB_SIZE, make_tokenizer, real_clip_merges
-    from .tiny_model import tiny_merges
-
-    if vocab_size == REAL_CLIP_VOCAB_SIZE:
-        merges = real_clip_merges()
-        if merges is None:
-            raise CheckpointError("this checkpoint needs OpenAI CLIP's BPE merges (bpe_simple_vocab_16e6.txt.gz); "
-                                  "install them with `pip install --no-deps open_clip_torch`, or use a diffusers "
-                                  "folder, which carries its tokenizer")
-        return make_tokenizer(merges, max_length)
-    from .textcond.model import merges as textcond_merges
-
-    for merges in (tiny_merges(), textcond_merges()):  # the locally built vocabularies, by size
-        if vocab_size == 2 * 256 + len(merges) + 2:
-            return make_tokenizer(merges, max_length)
-    raise CheckpointError(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")
+def open_clip_config(sd: dict, prefix: str, layers: int) -> dict:
+    """An OpenCLIP text tower (`<prefix>transformer.resblocks.…`) as a transformers CLIP config."""
+    vocab, hidden = sd[prefix + "token_embedding.weight"].shape
+    projection = sd.get(prefix + "text_projection")
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": sd[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "num_hidden_layers": layers,
+        "num_attention_heads": _heads(hidden),
+        "max_position_embeddings": sd[prefix + "positional_embedding"].shape[0],
+        "projection_dim": projection.shape[1] if projection is not None else hidden,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+    }
 
 
-def _build(cls, config: dict):
+def build_on_meta(cls, config: dict):
     """A diffusers model without random initialisation (on the meta device): every weight comes
     from the checkpoint (loaded with assign=True), and these models have no buffers of their own."""
     import torch
@@ -147,7 +158,8 @@ def _build(cls, config: dict):
         return cls(**config)
 
 
-def _load(model, state: dict, what: str, allowed_missing: tuple = (), assign: bool = False):
+def load_weights(model, state: dict, what: str, allowed_missing: tuple = (), assign: bool = False):
+    """`state` into `model` (assign: its tensors become the model's); refuses missing or unexpected keys."""
     result = model.load_state_dict(state, strict=False, assign=assign)
     missing = [k for k in result.missing_keys if not k.endswith(allowed_missing)]
     unexpected = [k for k in result.unexpected_keys if not k.endswith(allowed_missing)]
@@ -157,49 +169,107 @@ def _load(model, state: dict, what: str, allowed_missing: tuple = (), assign: bo
     return model
 
 
-def _place(model, device, dtype):
+def place(model, device, dtype):
     model = model.to(device)
     if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
     return model.eval()
 
 
-def load_single_file(path: Path, device, dtype) -> tuple:
-    """(tokenizer, text_encoder, unet, vae, scheduler config) from one LDM-layout checkpoint."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
-                                                     convert_ldm_vae_checkpoint)
-    from transformers import CLIPTextConfig, CLIPTextModel
+def unet_from_ldm(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
+    config = unet_config(sd, family, prefix, pooled_dim)
+    if prefix != UNET_PREFIX:  # the converter reads the LDM prefix
+        sd = {UNET_PREFIX + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    state = convert_ldm_unet_checkpoint(sd, config)
+    return load_weights(build_on_meta(UNet2DConditionModel, config), state, "UNet", assign=True)
+
+
+def vae_from_ldm(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX):
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    config = vae_config(sd, scaling_factor, prefix)
+    if prefix != VAE_PREFIX:
+        sd = {VAE_PREFIX + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    state = convert_ldm_vae_checkpoint(sd, config)
+    return load_weights(build_on_meta(AutoencoderKL, config), state, "VAE", assign=True)
+
+
+def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | None = None,
+                          projection: bool = False):
+    """(tokenizer, text encoder) of one encoder of a file. layout "hf": CLIP-L keys
+    (`<prefix>text_model.…`); "open_clip": an OpenCLIP tower, as CLIPTextModelWithProjection when
+    `projection` (SDXL's bigG) else CLIPTextModel (SD 2.x, which drops the tower's last layer)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if layout == "hf":
+        config = clip_config(sd, prefix)
+        own = {k: v for k, v in sd.items() if k.startswith(prefix)}
+        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else own  # the converter strips the prefix
+    else:
+        width = sd[prefix + "token_embedding.weight"].shape[1]
+        state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
+                                             {k: v for k, v in sd.items() if k.startswith(prefix)}, prefix)
+        if prefix == SGM_SD2_PREFIX and not projection:  # diffusers drops SD 2.x's last layer by name only
+            last = len(key_indices(sd, re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.")) - 1
+            if last == 23:
+                state = {k: v for k, v in state.items() if f"layers.{last}." not in k}
+        layers = len(key_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
+        config = open_clip_config(sd, prefix, layers)
+        if not projection:
+            state.pop("text_projection.weight", None)
+    tokenizer = tokenizer_for(config["vocab_size"], config["max_position_embeddings"],
+                              OPEN_CLIP_PAD if layout == "open_clip" else None)
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return tokenizer, clip_from_state(cls, CLIPTextConfig(**config, bos_token_id=tokenizer.bos_token_id,
+                                                          eos_token_id=tokenizer.eos_token_id,
+                                                          pad_token_id=tokenizer.pad_token_id), state)
+
+
+def clip_from_state(cls, config, state: dict):
+    """A transformers CLIP text model built on the meta device and given the converted tensors
+    (no random initialisation); its position ids, a buffer no file needs to hold, are made here."""
+    import torch
+
+    with torch.device("meta"):
+        model = cls(config)
+    if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel (not ...WithProjection)
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    load_weights(model, state, "text encoder", allowed_missing=("position_ids", "logit_scale"), assign=True)
+    embeddings = getattr(model, "text_model", model).embeddings
+    embeddings.position_ids = torch.arange(config.max_position_embeddings)[None]
+    return model
+
+
+def load_single_file(path, device, dtype) -> dict:
+    """The parts of one full checkpoint: family, unet, vae, tokenizer(s), text encoder(s), and the
+    family's scheduler config with the file's prediction type."""
     sd = read_state_dict(path)
-    for prefix, what in ((UNET_PREFIX, "UNet"), (VAE_PREFIX, "VAE"), (CLIP_PREFIX, "CLIP text encoder")):
-        if not any(k.startswith(prefix) for k in sd):
-            raise CheckpointError(f"{path.name} holds no {what} (no '{prefix}*' keys): not an SD 1.x checkpoint")
     try:
-        u_config, v_config, c_config = unet_config(sd), vae_config(sd), clip_config(sd)
+        family = family_of_state_dict(sd)
+        if not has_prefix(sd, VAE_PREFIX):
+            raise UnknownModel("holds no VAE (no 'first_stage_model.*' keys)")
+        parts = {"family": family}
+        for slot, (prefix, layout) in TEXT_ENCODER_PREFIXES[family].items():
+            if family == SD2 and not has_prefix(sd, prefix):
+                prefix = SGM_SD2_PREFIX
+            tokenizer, encoder = text_encoder_from_ldm(sd, prefix, layout, projection=slot == "text_encoder_2")
+            suffix = slot.removeprefix("text_encoder")
+            parts["tokenizer" + suffix], parts[slot] = tokenizer, encoder
+        pooled = parts["text_encoder_2"].config.projection_dim if family in (SDXL, SDXL_REFINER) else None
+        parts["unet"] = unet_from_ldm(sd, family, pooled_dim=pooled)
+        parts["vae"] = vae_from_ldm(sd, VAE_SCALING[family])
+    except (UnknownModel, NoTokenizer, CheckpointError) as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from None
     except KeyError as exc:
-        raise CheckpointError(f"{path.name}: expected tensor {exc} of the SD 1.x layout is missing") from None
-
-    unet = _load(_build(UNet2DConditionModel, u_config), convert_ldm_unet_checkpoint(sd, u_config), "UNet",
-                 assign=True)
-    vae = _load(_build(AutoencoderKL, v_config), convert_ldm_vae_checkpoint(sd, v_config), "VAE", assign=True)
-    tokenizer = tokenizer_for(c_config["vocab_size"], c_config["max_position_embeddings"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(**c_config, bos_token_id=tokenizer.bos_token_id,
-                                                eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id))
-    clip_state = convert_ldm_clip_checkpoint(sd)
-    if not hasattr(text_encoder, "text_model"):  # transformers >= 5 flattened CLIPTextModel
-        clip_state = {k.removeprefix("text_model."): v for k, v in clip_state.items()}
-    _load(text_encoder, clip_state, "CLIP text encoder", allowed_missing=("position_ids",))
-    models = [_place(m, device, dtype) for m in (text_encoder, unet, vae)]
-    return (tokenizer, *models, sd1_scheduler_config())
-
-
-def sd1_scheduler_config() -> dict:
-    """SD 1.x's PNDM settings with every value explicit, as a saved diffusers folder has them."""
-    from diffusers import PNDMScheduler
-
-    from .tiny_model import SCHEDULER
-
-    config = PNDMScheduler.from_config(SCHEDULER).config
-    return {"_class_name": "PNDMScheduler", **{k: v for k, v in config.items() if not k.startswith("_")}}
+        raise CheckpointError(f"{path.name}: expected tensor {exc} of the {family} layout is missing") from None
+    for slot in ("text_encoder", "text_encoder_2", "unet", "vae"):
+        if parts.get(slot) is not None:
+            parts[slot] = place(parts[slot], device, dtype)
+    parts["scheduler_config"] = scheduler_for(family, prediction_type_of(sd, family))
+    return parts

@@ -1,15 +1,24 @@
 """Text stages: prompt -> TOKENS -> CONDITIONING.
 
 TOKENS: a LongTensor (1, max_length) of token ids on the CPU, padded with the tokenizer's pad token
-to its model_max_length (77 for SD 1.x) and truncated, as StableDiffusionPipeline tokenizes.
-CONDITIONING: a tensor (1, max_length, width) of text-encoder hidden states on the model's device and
-dtype (the UNet's cross-attention input).
+to its model_max_length (77 for CLIP) and truncated, as the diffusers pipelines tokenize.
+
+CONDITIONING (nodes.conditioning): a tuple of entries; EncodeText and EncodeTextSDXL make one entry
+whose `embeds` are SD 1.x/2.x's last layer of the encoder (or an earlier one, clip skip) after its final
+layer norm, or SDXL's penultimate layers of both encoders, unnormalised, concatenated (768 + 1280),
+with the second encoder's projection as `pooled`.
+
+Every text-encoder call goes through `run_text_encoder` (one place to change it; LoRA views need none).
 """
 from __future__ import annotations
 
 import torch
 
 from graph import In, Int, Node, Out, String
+
+from .conditioning import Cond
+
+MAX_CLIP_SKIP = 48
 
 
 class Tokenize(Node):
@@ -30,27 +39,69 @@ def final_layer_norm(text_encoder):
     return getattr(text_encoder, "text_model", text_encoder).final_layer_norm
 
 
+def run_text_encoder(text_encoder, ids: torch.Tensor, hidden_states: bool = False):
+    """The one call of a text encoder. No attention mask: CLIP in SD was trained without one, and
+    the pipelines pass none."""
+    return text_encoder(ids.to(text_encoder.device), attention_mask=None, output_hidden_states=hidden_states)
+
+
+def _check_skip(node: str, text_encoder, clip_skip: int, reserved: int = 0) -> None:
+    layers = text_encoder.config.num_hidden_layers
+    if clip_skip + reserved >= layers:
+        raise ValueError(f"{node}: clip_skip {clip_skip} must be smaller than the encoder's {layers - reserved} "
+                         f"usable layers")
+
+
 class EncodeText(Node):
-    """Encodes tokens with the CLIP text encoder. clip_skip n uses the output of the n-th layer from
-    the end (0: the last layer), then the final layer norm, as diffusers' clip_skip does."""
+    """Encodes tokens with an SD 1.x/2.x CLIP text encoder. clip_skip n uses the output of the n-th
+    layer from the end (0: the last layer), then the final layer norm, as diffusers' clip_skip does."""
 
     category = "conditioning"
     text_encoder = In("TEXT_ENCODER")
     tokens = In("TOKENS")
-    clip_skip = Int(0, min=0, max=24, tooltip="how many of the last layers to skip")
+    clip_skip = Int(0, min=0, max=MAX_CLIP_SKIP, tooltip="how many of the last layers to skip")
     outputs = (Out("CONDITIONING", "conditioning"),)
 
     @torch.no_grad()
     def run(self, ctx):
-        layers = self.text_encoder.config.num_hidden_layers
-        if self.clip_skip >= layers:
-            raise ValueError(f"EncodeText: clip_skip {self.clip_skip} must be smaller than the encoder's "
-                             f"{layers} layers")
-        ids = self.tokens.to(self.text_encoder.device)
-        # No attention mask: SD 1.x was trained without one, and the pipeline passes none.
+        _check_skip("EncodeText", self.text_encoder, self.clip_skip)
         if self.clip_skip == 0:
-            hidden = self.text_encoder(ids, attention_mask=None)[0]
+            hidden = run_text_encoder(self.text_encoder, self.tokens)[0]
         else:
-            out = self.text_encoder(ids, attention_mask=None, output_hidden_states=True)
+            out = run_text_encoder(self.text_encoder, self.tokens, hidden_states=True)
             hidden = final_layer_norm(self.text_encoder)(out.hidden_states[-(self.clip_skip + 1)])
-        return hidden.to(dtype=self.text_encoder.dtype, device=self.text_encoder.device)
+        return (Cond(hidden.to(dtype=self.text_encoder.dtype, device=self.text_encoder.device)),)
+
+
+class EncodeTextSDXL(Node):
+    """Encodes tokens as StableDiffusionXLPipeline does: the penultimate hidden states (clip_skip n:
+    n layers earlier) of each encoder given, concatenated, and the second encoder's pooled
+    projection. The refiner has the second encoder only."""
+
+    category = "conditioning"
+    text_encoder = In("TEXT_ENCODER", optional=True, tooltip="CLIP ViT-L (absent in the refiner)")
+    tokens = In("TOKENS", optional=True)
+    text_encoder_2 = In("TEXT_ENCODER", tooltip="OpenCLIP bigG, with projection")
+    tokens_2 = In("TOKENS")
+    clip_skip = Int(0, min=0, max=MAX_CLIP_SKIP, tooltip="layers to skip before the penultimate one")
+    outputs = (Out("CONDITIONING", "conditioning"),)
+
+    @torch.no_grad()
+    def run(self, ctx):
+        if (self.text_encoder is None) != (self.tokens is None):
+            raise ValueError("EncodeTextSDXL: text_encoder and tokens go together (both or neither)")
+        pairs = [(self.text_encoder, self.tokens)] if self.text_encoder is not None else []
+        pairs.append((self.text_encoder_2, self.tokens_2))
+        hidden, pooled = [], None
+        for encoder, tokens in pairs:
+            _check_skip("EncodeTextSDXL", encoder, self.clip_skip, reserved=1)
+            out = run_text_encoder(encoder, tokens, hidden_states=True)
+            if pooled is None and out[0].ndim == 2:  # the projected pooled output (text_embeds)
+                pooled = out[0]
+            hidden.append(out.hidden_states[-(self.clip_skip + 2)])
+        if pooled is None:
+            raise ValueError("EncodeTextSDXL: text_encoder_2 gave no pooled output; it should be a "
+                             "CLIPTextModelWithProjection")
+        target = self.text_encoder_2
+        embeds = torch.cat(hidden, dim=-1).to(dtype=target.dtype, device=target.device)
+        return (Cond(embeds, pooled=pooled.to(dtype=target.dtype, device=target.device)),)

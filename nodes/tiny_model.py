@@ -1,42 +1,34 @@
-"""A tiny Stable Diffusion 1.x model written locally, for demos and tests (no download).
+"""Tiny Stable Diffusion models written locally, one per family, for demos and tests (no download).
 
 Real diffusers/transformers classes (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
-CLIPTokenizer, PNDMScheduler) with small configs and random weights from a fixed seed, saved as a
-diffusers folder that `StableDiffusionPipeline.from_pretrained(folder)` loads. Its images are
-noise-like (nothing is trained), but every stage runs exactly as with a real model.
+CLIPTextModelWithProjection, CLIPTokenizer, the family's scheduler) with small configs of the
+family's shape and random weights from a fixed seed, saved as diffusers folders that the family's
+pipeline loads (`StableDiffusionPipeline` for sd1 and sd2, `StableDiffusionXLPipeline` for sdxl,
+`StableDiffusionXLImg2ImgPipeline` for sdxl_refiner). Their images are noise-like (nothing is
+trained), but every stage runs exactly as with a real model.
 
-    python -m nodes.tiny_model [MODELS_DIR]      writes MODELS_DIR/tiny-sd (default: data/models)
+    python -m nodes.tiny_model [MODELS_DIR] [FAMILY]   writes MODELS_DIR/tiny-sd (or tiny-FAMILY)
 
-The tokenizer's BPE merges are learned from a built-in word list (see nodes.clip_bpe), so the
+Shapes: sd1 is the demo model (two UNet levels, a 2x VAE). The others keep what tells their family
+apart: sd2 a GELU text encoder padding with "!", linear attention projections, v-prediction; sdxl
+two text encoders (the second projected, for the pooled embedding) and the text_time embedding of
+six size ids; sdxl_refiner the second encoder alone and five ids (aesthetic score). Their VAEs have
+four levels (8x), as the real ones, so ComfyUI's /8 latent sizes hold.
+
+The tokenizer's BPE merges are learned from a built-in word list (nodes.clip_bpe.tiny_merges), so the
 vocabulary is small (TINY_VOCAB_SIZE entries) and reproducible.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 
-TINY_NAME = "tiny-sd"
+from .clip_bpe import OPEN_CLIP_PAD, make_tokenizer, tiny_merges, vocab_from_merges
+from .families import SD1, SD2, SDXL, SDXL_REFINER, VAE_SCALING, scheduler_for
+from .model_files import list_models
 
-WORDS = """
-a an the of and with in on at by from for to into over under near behind beside above below
-photo photograph painting drawing sketch render illustration portrait landscape closeup detailed
-highly intricate beautiful stunning sharp focus blurry low quality bad ugly deformed extra watermark
-text signature cropped worst best masterpiece trending artstation concept art digital oil canvas
-watercolor pencil charcoal ink style cinematic lighting light dark shadow sunset sunrise night day
-morning evening golden hour soft hard volumetric fog mist rain snow storm cloud clouds sky blue red
-green yellow orange purple pink white black gray grey brown silver gold colorful vibrant muted pastel
-cat cats dog dogs horse bird birds fish dragon tiger lion wolf fox owl rabbit bear deer elephant
-astronaut robot knight wizard witch princess king queen warrior soldier man woman girl boy child
-old young face eyes hair smiling standing sitting running flying riding walking reading holding
-castle tower house city street road bridge forest tree trees flower flowers garden field mountain
-mountains river lake ocean sea beach island desert valley cave waterfall village temple ruins
-space planet moon stars galaxy nebula spaceship station future futuristic cyberpunk steampunk
-fantasy medieval ancient modern vintage retro minimal abstract surreal realistic photorealistic
-hyperrealistic unreal engine octane studio ghibli anime cartoon comic pixel isometric wide angle
-lens bokeh depth field resolution quality high ultra hd 4k 8k award winning professional
-""".split()
+TINY_NAME = "tiny-sd"
 
 # Small configs in the spirit of diffusers' own test models (SD 1.x layout).
 UNET = dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
@@ -47,68 +39,92 @@ VAE = dict(block_out_channels=[32, 64], in_channels=3, out_channels=3, down_bloc
            scaling_factor=0.18215)
 CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5,
             max_position_embeddings=77, layer_norm_eps=1e-5)
-# Stable Diffusion 1.x's own scheduler settings.
-SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                 skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, clip_sample=False)
-TINY_MERGES = 486  # 512 byte symbols + 486 merges + 2 specials = 1000 entries
+# The other families: the same widths, their own structure (see the module docstring).
+VAE_8X = dict(VAE, block_out_channels=[32, 32, 64, 64], down_block_types=["DownEncoderBlock2D"] * 4,
+              up_block_types=["UpDecoderBlock2D"] * 4)
+LINEAR_UNET = dict(UNET, use_linear_projection=True, attention_head_dim=(1, 1))
+SD2_UNET = dict(LINEAR_UNET, cross_attention_dim=32)
+TIME_IDS_DIM = 8
+SDXL_UNET = dict(LINEAR_UNET, cross_attention_dim=64, transformer_layers_per_block=(1, 2),
+                 addition_embed_type="text_time", addition_time_embed_dim=TIME_IDS_DIM,
+                 projection_class_embeddings_input_dim=32 + 6 * TIME_IDS_DIM)
+REFINER_UNET = dict(SDXL_UNET, cross_attention_dim=32, projection_class_embeddings_input_dim=32 + 5 * TIME_IDS_DIM)
+OPEN_CLIP = dict(CLIP, hidden_act="gelu")
+FAMILY_NAMES = {SD1: TINY_NAME, SD2: "tiny-sd2", SDXL: "tiny-sdxl", SDXL_REFINER: "tiny-sdxl-refiner"}
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_merges() -> tuple[tuple[str, str], ...]:
-    from .clip_bpe import train_merges
-
-    return tuple(train_merges(WORDS, TINY_MERGES))
+def tiny_tokenizer(pad_token: str | None = None):
+    return make_tokenizer(tiny_merges(), CLIP["max_position_embeddings"], pad_token)
 
 
-def tiny_tokenizer():
-    from .clip_bpe import make_tokenizer
-
-    return make_tokenizer(tiny_merges(), CLIP["max_position_embeddings"])
-
-
-def tiny_vocab_size() -> int:
-    return 2 * 256 + len(tiny_merges()) + 2
-
-
-def build_pipeline(seed: int = 0, unet: dict | None = None, vae: dict | None = None, clip: dict | None = None):
-    """A StableDiffusionPipeline of random weights (seeded); `unet`/`vae`/`clip` override the configs."""
+def _text_encoder(config: dict, tokenizer, seed: int, projection: bool = False):
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = tiny_tokenizer()
-    clip_config = CLIPTextConfig(**{**CLIP, **(clip or {})}, vocab_size=len(tokenizer),
-                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id)
+    config = CLIPTextConfig(**config, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                            **({"projection_dim": config["hidden_size"]} if projection else {}))
     torch.manual_seed(seed)
-    unet_model = UNet2DConditionModel(**{**UNET, **(unet or {})})
-    torch.manual_seed(seed + 1)
-    vae_model = AutoencoderKL(**{**VAE, **(vae or {})})
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(clip_config)
-    return StableDiffusionPipeline(vae=vae_model, text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                                   unet=unet_model, scheduler=PNDMScheduler.from_config(SCHEDULER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
-def write_tiny_model(folder: str | Path, seed: int = 0, **overrides) -> Path:
-    """Write a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
-    from .clip_bpe import vocab_from_merges
+def _seeded(cls, config: dict, seed: int):
+    import torch
 
+    torch.manual_seed(seed)
+    return cls(**config)
+
+
+def build_pipeline(seed: int = 0, unet: dict | None = None, vae: dict | None = None, clip: dict | None = None,
+                   family: str = SD1):
+    """The family's diffusers pipeline of random weights (seeded); `unet`/`vae`/`clip` override the configs."""
+    import diffusers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    unet_base, vae_base, clip_base = {SD1: (UNET, VAE, CLIP), SD2: (SD2_UNET, VAE_8X, OPEN_CLIP),
+                                      SDXL: (SDXL_UNET, VAE_8X, CLIP),
+                                      SDXL_REFINER: (REFINER_UNET, VAE_8X, OPEN_CLIP)}[family]
+    unet_model = _seeded(UNet2DConditionModel, {**unet_base, **(unet or {})}, seed)
+    vae_model = _seeded(AutoencoderKL, {**vae_base, **(vae or {}), "scaling_factor": VAE_SCALING[family]}, seed + 1)
+    config = scheduler_for(family)
+    scheduler = getattr(diffusers, config.pop("_class_name")).from_config(config)
+    clip_config = {**clip_base, **(clip or {})}
+    if family in (SD1, SD2):
+        tokenizer = tiny_tokenizer(OPEN_CLIP_PAD if family == SD2 else None)
+        return diffusers.StableDiffusionPipeline(
+            vae=vae_model, text_encoder=_text_encoder(clip_config, tokenizer, seed + 2), tokenizer=tokenizer,
+            unet=unet_model, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+    tokenizer_2 = tiny_tokenizer(OPEN_CLIP_PAD)
+    text_encoder_2 = _text_encoder({**OPEN_CLIP, **(clip or {})}, tokenizer_2, seed + 3, projection=True)
+    if family == SDXL:
+        tokenizer = tiny_tokenizer()
+        return diffusers.StableDiffusionXLPipeline(
+            vae=vae_model, text_encoder=_text_encoder(clip_config, tokenizer, seed + 2), text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet_model, scheduler=scheduler)
+    return diffusers.StableDiffusionXLImg2ImgPipeline(
+        vae=vae_model, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=tokenizer_2,
+        unet=unet_model, scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+
+
+def write_tiny_model(folder: str | Path, seed: int = 0, family: str = SD1, **overrides) -> Path:
+    """Write the family's diffusers folder (model_index.json, unet/, vae/, text_encoder*/, tokenizer*/,
+    scheduler/)."""
     folder = Path(folder)
-    pipe = build_pipeline(seed, **overrides)
+    pipe = build_pipeline(seed, family=family, **overrides)
     pipe.save_pretrained(folder, safe_serialization=True)
     # The BPE source files, as in any CLIP tokenizer folder.
     merges = tiny_merges()
-    tok = folder / "tokenizer"
-    (tok / "vocab.json").write_text(json.dumps(vocab_from_merges(merges), ensure_ascii=False), encoding="utf-8")
-    (tok / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    for tok in (folder / "tokenizer", folder / "tokenizer_2"):
+        if tok.is_dir():
+            (tok / "vocab.json").write_text(json.dumps(vocab_from_merges(merges), ensure_ascii=False),
+                                            encoding="utf-8")
+            (tok / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                            encoding="utf-8")
     return folder
 
 
 def has_models(models_dir: str | Path) -> bool:
-    from .loaders import list_models
-
     return bool(list_models(models_dir))
 
 
@@ -123,7 +139,8 @@ def ensure_tiny_model(models_dir: str | Path) -> Path | None:
 
 def main(argv: list[str]) -> int:
     models_dir = Path(argv[0] if argv else "data/models")
-    path = write_tiny_model(models_dir / TINY_NAME)
+    family = argv[1] if len(argv) > 1 else SD1
+    path = write_tiny_model(models_dir / FAMILY_NAMES[family], family=family)
     print(path)
     return 0
 

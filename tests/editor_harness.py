@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 from tests.server_harness import ROOT, ServerProc
@@ -21,8 +22,10 @@ class Editor:
     def __init__(self, page, url):
         self.page, self.url = page, url
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         self.allowed: list[str] = []  # expected messages, e.g. the 400 of a refused workflow
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: (self.errors if m.type == "error" else self.warnings).append(f"console.{m.type}: {m.text}")
+                if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
     async def open(self):
@@ -79,12 +82,60 @@ class Editor:
         }""", [node_id, name]))
 
     async def set_widget(self, node_id: int, name: str, value):
-        """Types a value into a widget as a user does: click it, type in the prompt, Enter."""
+        """Types a value into a widget as a user does: click it, type over it in place, Enter."""
         await self.page.mouse.click(*await self.widget_xy(node_id, name))
-        field = self.page.locator(".graphdialog input, .graphdialog textarea").last
+        field = self.page.locator("#dom-widgets input.inline-edit")
         await field.fill(str(value))
         await field.press("Enter")
         await self.page.wait_for_timeout(50)
+
+    async def shown_after(self, action, selector: str = "#dom-widgets input.inline-edit", tries: int = 3):
+        """The element (default: the in-place text field) that `action` (a coroutine function: a
+        double click, a menu pick) shows. On a loaded machine one software-rendered frame can outlast
+        the double-click interval, so the page sees two single clicks; the action is then repeated,
+        as a user would."""
+        element = self.page.locator(selector)
+        for attempt in range(tries):
+            await action()
+            try:
+                await element.wait_for(timeout=10000)
+                return element
+            except Exception:
+                if attempt == tries - 1:
+                    raise
+        return element
+
+    async def wait_for_image(self, node_id: int, timeout: float = 100000):
+        """Until the node shows a loaded output image (a run finished)."""
+        await self.page.wait_for_function(f"""() => {{ const img = loom.graph.getNodeById({node_id}).loom.images[0];
+            return img && img.complete && img.naturalWidth > 0 }}""", timeout=timeout)
+
+    def text_area(self, node_id: int, name: str):
+        """The text area a multi-line widget shows on its node."""
+        return self.page.locator(f'#dom-widgets textarea[data-node="{node_id}"][data-widget="{name}"]')
+
+    async def drawn_texts(self) -> list[str]:
+        """Every text the canvas draws in one full frame (its draw state, not its pixels)."""
+        return await self.js("""() => {
+            const ctx = loom.canvas.ctx, texts = [], fillText = ctx.fillText;
+            ctx.fillText = function (text, ...rest) { texts.push(String(text)); return fillText.call(this, text, ...rest); };
+            try { loom.canvas.draw(true, true); } finally { ctx.fillText = fillText; }
+            return texts;
+        }""")
+
+    async def node_menu(self, node_id: int) -> list[str]:
+        """Opens a node's context menu (right-click on its title); returns its entries."""
+        await self.page.keyboard.press("Escape")
+        await self.page.mouse.click(*await self.title_xy(node_id), button="right")
+        await self.page.wait_for_selector(".litecontextmenu")
+        entries = await self.page.locator(".litecontextmenu").last.locator(".litemenu-entry").all_text_contents()
+        return [e for e in entries if e]
+
+    async def pick_menu(self, text: str):
+        """Clicks an entry of the newest context menu."""
+        entry = self.page.locator(".litecontextmenu").last.locator(".litemenu-entry")
+        await entry.filter(has_text=re.compile(f"^{re.escape(text)}$")).click()
+        await self.page.wait_for_timeout(80)
 
     async def drag_link(self, src: int, output: str, dst: int, input_: str):
         (x0, y0), (x1, y1) = await self.slot_xy(src, output, False), await self.slot_xy(dst, input_, True)

@@ -41,7 +41,7 @@ class ServerProc:
             for line in text.splitlines():
                 if line.startswith("Loom listening on "):
                     self.url = line.split()[-1]
-                    self.token_line = next((l for l in text.splitlines() if "token" in l), "")
+                    self.token_line = next((l for l in text.splitlines() if "?token=" in l), "")
                     return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")

@@ -73,8 +73,8 @@ def test_ui_format_gives_the_api_prompt(loom, name):
     ComfyUI's input names (samples, pixels), notes dropped."""
     ui, api = to_api(fixture(f"{name}_ui"), loom.registry), to_api(fixture(f"{name}_api"), loom.registry)
     assert {k: v["inputs"] for k, v in ui.items()} == {k: v["inputs"] for k, v in api.items()}
-    assert api["8"]["inputs"] == {"latents": ["3", 0], "vae": ["4", 2]}
-    from graph.routing import model_keys  # Ray's routing sees ComfyUI's loader as one
+    assert api["8"]["inputs"] == {"samples": ["3", 0], "vae": ["4", 2]}
+    from loomqueue.routing import model_keys  # Ray's routing sees ComfyUI's loader as one
 
     assert model_keys(api, loom.registry) == {"CheckpointLoaderSimple(ckpt_name=tiny-sd)"}
 
@@ -82,8 +82,7 @@ def test_ui_format_gives_the_api_prompt(loom, name):
 def test_shared_workflow_reports_everything_it_needs(loom):
     v = loom.validate(fixture("custom_node_missing_model_ui"))
     report = v.preflight
-    assert report.missing_nodes == {"ImageUpscaleWithModel": ["12"], "LoraLoader|pysssss": ["10"],
-                                    "UpscaleModelLoader": ["11"]}
+    assert report.missing_nodes == {"LoraLoader|pysssss": ["10"]}  # UpscaleModelLoader & co. are Loom's now
     missing = {m.name: (m.nodes, m.sha256, m.directory) for m in report.missing_models}
     assert missing == {
         "v1-5-pruned-emaonly-fp16.safetensors": (["4"], None, "checkpoints"),
@@ -91,7 +90,8 @@ def test_shared_workflow_reports_everything_it_needs(loom):
         "4x-UltraSharp.pth": (["11"], None, None)}
     details = v.error["details"]
     assert "ComfyUI's sampler 'dpmpp_2s_ancestral' has no diffusers equivalent" in details
-    assert details.index("Pre-flight:") == 0 and details.count("is not installed") == 6  # report + node errors
+    assert details.index("Pre-flight:") == 0 and details.count("is not installed") == 2  # report + node errors
+    assert "'4x-UltraSharp.pth' is not among the choices" in details
 
 
 @pytest.mark.parametrize("sampler, scheduler, input, message", [

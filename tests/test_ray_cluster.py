@@ -6,8 +6,9 @@ import time
 import aiohttp
 import pytest
 
+from tests.ray_harness import assert_loopback, ray_env, stats, wait_workers  # noqa: F401 (ray_env is a fixture)
 from tests.server_harness import ServerProc, post_prompt, run, wait_history
-from tests.test_ray import ray_env, stats, txt2img, wait_workers  # noqa: F401 (ray_env is a fixture)
+from tests.test_ray import txt2img
 
 
 @pytest.mark.slow
@@ -20,6 +21,7 @@ def test_removing_a_node_drains_the_queue(ray_env, tmp_path):
                                                             "temp_dir": str(ray_env)})
     node = cluster.add_node(num_cpus=1, resources={"loom_worker": 1})
     cluster.wait_for_nodes()
+    assert_loopback(cluster.address)  # both nodes: ray_env puts every node on 127.0.0.1
     proc = ServerProc(tmp_path / "data", "--ray", cluster.address, "--ray-resource", "loom_worker",
                       "--ray-threads", "1", custom_nodes=False).start()
     try:

@@ -1,10 +1,10 @@
-"""The routing policy of the Ray workers (graph.routing) and the store operations it relies on
-(claim by id, retry after a lost worker, first completion wins). No Ray, no torch."""
+"""The routing policy of the Ray workers (loomqueue.routing) and its routing pass over the store.
+No Ray, no torch."""
 import random
 
 from graph import Combo, In, Node, Out, Registry, String
-from graph.routing import Idle, Pending, Policy, assign, model_keys
-from graph.store import Store
+from loomqueue.routing import Idle, Pending, Policy, Router, assign, model_keys
+from loomqueue.store import Store
 
 
 class LoadThing(Node):
@@ -123,46 +123,46 @@ def test_affinity_loads_fewer_models_than_fifo():
     assert loads(True) * 2 < loads(False)
 
 
-def row(store, prompt_id):
-    store.add(prompt_id, {}, {}, {}, [])
+def queue_of(store, *rows):
+    """Pending prompts with the given models: rows of (id, [model, ...])."""
+    for prompt_id, models in rows:
+        store.add(prompt_id, {}, {"1": {"class_type": "UseThing", "inputs": {}}}, {}, [], models=models)
 
 
-def test_store_claims_a_given_prompt(tmp_path):
+def test_a_routing_pass_reads_the_head_and_claims_what_it_assigns(tmp_path):
     store = Store(tmp_path / "q.sqlite3")
-    for i in "abc":
-        row(store, i)
-    item = store.claim("b")
-    assert item.id == "b" and item.attempts == 1
-    assert store.claim("b") is None  # no longer pending
-    assert store.claim().id == "a"
+    queue_of(store, ("1", ["m1"]), ("2", ["m2"]), ("3", ["m2"]))
+    router = Router(store, Registry([LoadThing, UseThing]))
+    [(worker, item)] = router.route([W("w", "m2")])
+    assert (worker.name, item.id, item.state, item.attempts) == ("w", "2", "running", 1)
+    assert [h.id for h in store.head(10)] == ["1", "3"]
+    assert {h.id: h.skipped for h in store.head(10)} == {"1": 1, "3": 0}  # kept in the store
     store.close()
 
 
-def test_store_retry_requeues_at_the_front_then_fails(tmp_path):
+def test_skip_counts_survive_a_restart_so_nothing_starves(tmp_path):
     store = Store(tmp_path / "q.sqlite3")
-    row(store, "a")
-    row(store, "b")
-    item = store.claim("b")
-    assert store.retry("b", item.attempts + 1, 3, "lost") is None  # not its current attempt
-    assert store.retry("b", item.attempts, 3, "lost") == "requeued"
-    assert [i.id for i in store.queue()[1]] == ["b", "a"]
-    assert store.claim().attempts == 2 and store.retry("b", 2, 3, "lost") == "requeued"
-    assert store.claim().attempts == 3 and store.retry("b", 3, 3, "the worker died") == "failed"
-    entry = store.history(prompt_id="b")["b"]
-    assert entry["status"]["status_str"] == "error"
-    assert entry["status"]["messages"][0][1]["exception_message"] == "the worker died"
+    queue_of(store, ("cold", ["m9"]), *[(f"hot{i}", ["m1"]) for i in range(6)])
+    policy = Policy(max_skips=3)
+    started = []
+    for _ in range(4):
+        store.close()  # a restart between passes: the router keeps nothing in memory
+        store = Store(tmp_path / "q.sqlite3")
+        [(_, item)] = Router(store, Registry([LoadThing]), policy).route([W("w", "m1")])
+        store.finish(item.id, {"status": {}, "outputs": {}, "meta": {}})
+        started.append(item.id)
+    assert started == ["hot0", "hot1", "hot2", "cold"]
     store.close()
 
 
-def test_store_first_completion_wins(tmp_path):
+def test_prompts_queued_before_models_were_recorded_get_them_once(tmp_path):
     store = Store(tmp_path / "q.sqlite3")
-    row(store, "a")
-    store.claim("a")
-    store.retry("a", 1, 3, "lost")
-    store.claim("a")  # attempt 2 runs while attempt 1, thought lost, still finishes
-    first = {"status": {"status_str": "success", "completed": True, "messages": []}, "outputs": {"1": 1}, "meta": {}}
-    second = {**first, "outputs": {"1": 2}}
-    assert store.finish("a", first, first_wins=True)
-    assert not store.finish("a", second, first_wins=True)
-    assert store.history(prompt_id="a")["a"]["outputs"] == {"1": 1}
+    store.add("old", {}, {"1": {"class_type": "LoadThing", "inputs": {"model": "b"}}}, {}, [])  # models unknown
+    queue_of(store, ("new", ["LoadThing(model=a)"]))
+    assert store.head(5)[0].models is None
+    router = Router(store, Registry([LoadThing, UseThing]))
+    [(_, item)] = router.route([W("w", "LoadThing(model=b)")])
+    assert item.id == "old"
+    store.requeue("old")
+    assert store.head(5)[0].models == {"LoadThing(model=b)"}
     store.close()

@@ -149,7 +149,7 @@ def test_clip_skip(loom, pipe, tiny_sd):
     from transformers import CLIPTextModel
 
     wf = workflow("txt2img", **{"4": {"clip_skip": 1}, "5": {"clip_skip": 1}, "6": {"kind": "euler"}})
-    cond = run_node(loom, wf, "4")
+    cond = run_node(loom, wf, "4")[0].embeds
     full = pipe.text_encoder
     short = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder",
                                           num_hidden_layers=full.config.num_hidden_layers - 1).eval()
@@ -160,7 +160,7 @@ def test_clip_skip(loom, pipe, tiny_sd):
         plain = full(ids)[0]
     assert torch.equal(cond, expected)
     assert not torch.allclose(cond, plain)
-    negative = run_node(loom, wf, "5")
+    negative = run_node(loom, wf, "5")[0].embeds
     image = as_array(run_node(loom, wf))
     pipe.scheduler = pipeline_scheduler(pipe.base_config, "euler")
     reference_image = pipe(prompt_embeds=cond, negative_prompt_embeds=negative, num_inference_steps=STEPS,

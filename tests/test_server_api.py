@@ -22,6 +22,9 @@ def server(tmp_path_factory):
         proc.stop()
 
 
+PREVIEWS = {"preview_method": "auto"}  # previews are sent only to a client that asks (ComfyUI's extra_data)
+
+
 def png_bytes(color=(255, 0, 0), size=(8, 8), fmt="PNG") -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, fmt)
@@ -46,7 +49,7 @@ def test_ws_sequence_caching_and_formats(server):
             assert "queue_remaining" in ws.messages[0]["data"]["status"]["exec_info"]
 
             # cold run, API format: every node runs, 4 progress steps of the "sampler"
-            first = await post_prompt(s, server.url, picture_prompt(seed=11), "alice")
+            first = await post_prompt(s, server.url, picture_prompt(seed=11), "alice", extra_data=PREVIEWS)
             msgs = await ws.until_done(first["prompt_id"])
             assert core_sequence(msgs) == [
                 "execution_start", "execution_cached", "executing:1", "executing:2",
@@ -101,7 +104,7 @@ def test_api_format_carries_extra_pnginfo_and_other_clients_see_nothing(server):
         async with aiohttp.ClientSession() as s, WsLog(s, server.url, "bob") as bob, \
                 WsLog(s, server.url, "carol") as carol:
             done = await post_prompt(s, server.url, picture_prompt(seed=99, prefix="extra"), "bob",
-                                     extra_data={"extra_pnginfo": {"workflow": workflow}})
+                                     extra_data={"extra_pnginfo": {"workflow": workflow}, **PREVIEWS})
             msgs = await bob.until_done(done["prompt_id"])
             assert any(isinstance(m, bytes) for m in msgs)
             entry = await history_of(s, server.url, done["prompt_id"])
@@ -256,13 +259,15 @@ BIG = b'{"prompt": "' + b"x" * (17 << 20) + b'"}'
     ("GET", "/object_info/Nope", b"", 404, "not_found"),
     ("GET", "/models/nope", b"", 404, "not_found"),
     ("POST", "/upload/image", b"{}", 400, "bad_request"),
-    ("GET", "/userdata?dir=secrets", b"", 404, "not_found"),
+    ("GET", "/userdata?dir=..%2Fqueue.sqlite3", b"", 400, "bad_name"),
+    ("GET", "/userdata?dir=", b"", 400, "bad_name"),
+    ("GET", "/userdata/workflows%2F..%2F..%2Fqueue.sqlite3", b"", 400, "bad_name"),
     ("POST", "/userdata/workflows/..%2F..%2Fevil.json", b"{}", 400, "bad_name"),
-    ("POST", "/userdata/workflows/.hidden.json", b"{}", 400, "bad_name"),
+    ("POST", "/userdata/workflows/..hidden.json", b"{}", 400, "bad_name"),
     ("POST", "/userdata/workflows/a.json", b"not json", 400, "invalid_json"),
-    ("POST", "/userdata/workflows/a.json", b"[1]", 400, "invalid_json"),
+    ("POST", "/userdata/workflows/a.json", b"1", 400, "invalid_json"),
     ("POST", "/userdata/workflows/a.json", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
-    ("POST", "/userdata/other/a.json", b"{}", 404, "not_found"),
+    ("GET", "/userdata/other/a.json", b"", 404, "not_found"),
 ])
 def test_bad_input_gets_json_4xx(server, method, path, body, status, kind):
     async def main():
@@ -327,3 +332,21 @@ def test_verbose_errors_include_the_traceback(tmp_path):
         assert any("this node always fails" in line for line in error["traceback"])
     finally:
         proc.stop()
+
+
+def test_no_previews_unless_asked(server):
+    """A client that treats any binary frame as its image must get none unless it asks for previews."""
+    async def main():
+        async with aiohttp.ClientSession() as s, WsLog(s, server.url, "plain") as ws:
+            for seed, extra in enumerate(({}, {"preview_method": "none"}, {"preview_method": "default"})):
+                done = await post_prompt(s, server.url, picture_prompt(seed=310 + seed, steps=8), "plain",
+                                         extra_data=extra)
+                msgs = await ws.until_done(done["prompt_id"])
+                assert "progress" in types(msgs) and "<binary>" not in types(msgs), extra
+            asked = await post_prompt(s, server.url, picture_prompt(seed=32, steps=8), "plain",
+                                      extra_data={"preview_method": "latent2rgb"})
+            assert "<binary>" in types(await ws.until_done(asked["prompt_id"]))
+            async with s.post(server.url + "/prompt", json={"prompt": picture_prompt(), "client_id": "plain",
+                                                            "extra_data": {"preview_method": "fancy"}}) as r:
+                assert r.status == 400 and "preview_method" in (await r.json())["error"]["message"]
+    run(main())

@@ -34,3 +34,84 @@ def test_run_reports_bad_workflows(tmp_path):
     assert done.returncode == 2 and "steps" in done.stderr and "#2" in done.stderr
     done = run_cli(tmp_path, "{oops")
     assert done.returncode == 2 and "cannot read" in done.stderr
+
+
+def cli(*args, cwd=ROOT, env=None, timeout=60):
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_options_go_before_or_after_the_command(tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(picture_prompt(steps=2)))
+    done = cli("run", str(path), "--data-dir", str(tmp_path / "data"), "--custom-nodes", str(TEST_NODES),
+               "--no-builtin-nodes", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0].startswith(str(tmp_path / "out"))
+    # a value after the command wins over one before it
+    done = cli("--data-dir", str(tmp_path / "ignored"), "run", str(path), "--data-dir", str(tmp_path / "data"),
+               "--custom-nodes", str(TEST_NODES), "--no-builtin-nodes")
+    assert done.returncode == 0 and done.stdout.startswith(str(tmp_path / "data" / "output")), done.stderr
+    assert not (tmp_path / "ignored").exists()
+
+
+def test_mistakes_are_reported_before_torch_loads(tmp_path):
+    """A `torch` that cannot be imported proves nothing heavy loads before these answers."""
+    poisoned = tmp_path / "poisoned"
+    (poisoned / "torch").mkdir(parents=True)
+    (poisoned / "torch" / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{poisoned}:{ROOT}"}
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "bad-shape.json").write_text(json.dumps({"nodes": 3, "links": []}))
+    cases = [
+        (["run", str(tmp_path / "missing.json")], "missing.json: no such file"),
+        (["workflow", "check", str(tmp_path / "bad.json")], "neither JSON nor a PNG"),
+        (["workflow", "check", str(tmp_path / "bad-shape.json")], "at nodes: 3 is not of type 'array'"),
+        (["run", str(tmp_path / "bad.json"), "--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda"),
+        (["serve", "--dtype", "half"], "--dtype 'half': expected one of auto, float32"),
+        (["run", str(tmp_path / "bad.json"), "--threads", "0"], "--threads 0: give at least 1"),
+    ]
+    for args, message in cases:
+        done = cli("--data-dir", str(tmp_path / "data"), *args, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: ") and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and "torch was imported" not in done.stderr
+
+
+def test_device_cuda_without_cuda_is_refused_at_start(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return  # nothing to refuse on a CUDA machine
+    done = cli("--data-dir", str(tmp_path / "data"), "run", str(ROOT / "workflows" / "txt2img.json"),
+               "--device", "cuda", timeout=180)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--device cuda: this machine has no CUDA device" in done.stderr
+    assert not (tmp_path / "data" / "models").exists()  # refused before the data folder was touched
+
+
+def test_a_busy_port_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--no-builtin-nodes")
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == (f"error: port {port} on 127.0.0.1 is in use (another Loom server or program): "
+                           f"choose another with --port, or --port 0 for any free one\n")
+
+
+def test_default_data_folder(tmp_path, monkeypatch):
+    from loomserver import paths
+
+    checkout = tmp_path / "checkout"
+    for name in ("loomserver", "web"):
+        (checkout / name).mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    assert paths.default_data_dir(tmp_path) == tmp_path / "data"  # this test runs from a checkout
+    monkeypatch.setattr(paths, "SOURCE_ROOT", tmp_path / "site-packages")  # as installed
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert paths.default_data_dir(tmp_path) == tmp_path / "xdg" / "loom"
+    assert paths.default_data_dir(checkout) == checkout / "data"  # started inside a checkout

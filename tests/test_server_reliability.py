@@ -4,8 +4,9 @@ import sqlite3
 import time
 
 import aiohttp
+import pytest
 
-from graph.store import Store
+from loomqueue.store import Store
 from tests.server_harness import ROOT, ServerProc, WsLog, picture_prompt, post_prompt, run, wait_history
 
 
@@ -68,13 +69,15 @@ def test_store_requeues_a_crashed_prompt_once_then_fails_it(tmp_path):
     assert store.recovered == [("a", "failed")]
     entry = store.history()["a"]
     assert entry["status"]["status_str"] == "error"
-    assert "stopped 2 times" in entry["status"]["messages"][0][1]["exception_message"]
+    assert "each of its 2 attempts (attempt 1: the server stopped; attempt 2: the server stopped)" in \
+        entry["status"]["messages"][0][1]["exception_message"]
     assert [i.id for i in store.queue()[1]] == ["b"]
     assert store.add("c", {}, {}, {}, [], front=True) < store.add("d", {}, {}, {}, [])
     assert [i.id for i in store.queue()[1]] == ["c", "b", "d"]
     row = dict(prompt_id="e", workflow={}, prompt={}, extra_data={}, outputs=[])
-    numbers = store.add_many([row, row, {**row, "prompt_id": "f"}])  # one batch, a repeated id refused
-    assert numbers[0] is not None and numbers[1] is None and numbers[2] == numbers[0] + 1
+    added = store.add_many([row, row, {**row, "prompt_id": "f"}])  # one batch, a repeated id refused
+    assert [a.status for a in added] == ["queued", "id_taken", "queued"]
+    assert added[2].number == added[0].number + 1
     store.close()
 
 
@@ -199,9 +202,10 @@ def test_a_second_server_on_the_same_data_folder_refuses_to_start(tmp_path):
         first.wait_ready()
         second = ServerProc(tmp_path / "data")
         second.log_path = tmp_path / "second.log"
-        second.start()
-        assert second.proc.wait(20) == 1
-        assert "in use by another Loom server" in second.output()
+        with pytest.raises(RuntimeError, match="server exited with 2"):  # before it says it is listening
+            second.start()
+        (line,) = second.output().splitlines()  # one line, no traceback
+        assert line.startswith("error: ") and "in use by another Loom server" in line
         assert run(_status(first.url)) == 200  # the first one is unharmed
     finally:
         first.stop()

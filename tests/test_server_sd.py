@@ -60,7 +60,7 @@ def test_txt2img_on_the_tiny_model(server):
                 info = await r.json()
 
             # cold run, API format
-            first = await post_prompt(s, server.url, TXT2IMG, "sd")
+            first = await post_prompt(s, server.url, TXT2IMG, "sd", extra_data={"preview_method": "auto"})
             msgs = await ws.until_done(first["prompt_id"], timeout=240)
             text = [m for m in msgs if isinstance(m, dict)]
             kinds = [m["type"] for m in text]

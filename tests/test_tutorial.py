@@ -166,7 +166,7 @@ def test_embeddings_shape(loom, shipped):
     hidden = json.loads((shipped / "text_encoder" / "config.json").read_text())["hidden_size"]
     result = run(loom, tutorial("embeddings"), extra_outputs=("3",))
     [info] = result.outputs["5"]["tensors"]
-    embeddings = result.values["3"][0]
+    embeddings = result.values["3"][0][0].embeds  # the CONDITIONING's one entry
     assert info["shape"] == [1, 77, hidden] and info["dtype"] == "float32" and info["device"] == "cpu"
     assert info["min"] == embeddings.min().item() and info["max"] == embeddings.max().item()
     assert info["mean"] == pytest.approx(embeddings.mean().item())

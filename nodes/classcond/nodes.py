@@ -6,14 +6,14 @@ from pathlib import Path
 import torch
 
 from graph.node import Boolean, Combo, Float, In, Int, Node, Out, String
-from nodes.common import device_of, dtype_of
+from nodes.common import asset_dir, device_of, dtype_of
 
 from . import model as cm
 from .data import CLASS_NAMES
 from .sample import SAMPLERS, sample
 
 SHIPPED = "shapes32 (built-in)"
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "classcond"
+SHIPPED_DIR = asset_dir("classcond")
 ALL_CLASSES = "all classes"
 
 

@@ -13,12 +13,18 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
+if __name__ == "__main__":  # the command line: passive OpenMP waits and --threads, set before torch loads
+    from graph.threads import configure_threads, threads_argument
+
+    configure_threads(threads_argument(sys.argv[1:]))
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from . import model as cm
@@ -151,7 +157,8 @@ def main(argv=None) -> None:
     p.add_argument("--attention", action="store_true", help="attention blocks at the lower resolutions")
     p.add_argument("--save-every", type=int, default=TrainConfig.save_every)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: one per physical core; OpenMP waits passively)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--resume", action="store_true", help="continue from --out/training_state.pt")
     args = p.parse_args(argv)

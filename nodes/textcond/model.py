@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
-from nodes.tiny_model import SCHEDULER, WORDS
+from nodes.clip_bpe import WORDS
+from nodes.common import asset_dir
+from nodes.families import SD1_SCHEDULER as SCHEDULER
 
 from .data import SIZE, caption_words
 
 NAME = "shapes64"  # the shipped model's folder name in a models folder
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "textcond"
+ASSETS = asset_dir("textcond")
 MERGES = 510  # 512 byte symbols + 510 merges + 2 specials = 1024 entries (the tiny demo model has 1000)
 VAE = dict(in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
            down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,

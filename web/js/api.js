@@ -58,7 +58,9 @@ export class Api extends EventTarget {
   queuePrompt(workflow, { front = false } = {}) {
     return this.request("/prompt", {
       method: "POST",
-      json: { prompt: workflow, client_id: this.clientId, front, extra_data: { extra_pnginfo: { workflow } } },
+      // previews are sent only to a client that asks for them (ComfyUI's preview_method)
+      json: { prompt: workflow, client_id: this.clientId, front,
+              extra_data: { extra_pnginfo: { workflow }, preview_method: "auto" } },
     });
   }
 
@@ -69,6 +71,10 @@ export class Api extends EventTarget {
     return this.request("/interrupt", { method: "POST", json: promptId ? { prompt_id: promptId } : {} });
   }
   getHistory(max = 64) { return this.request(`/history?max_items=${max}`); }
+  /** The queue and the history as light job summaries (ComfyUI's jobs API), newest first. */
+  getJobs({ limit = 64, offset = 0 } = {}) { return this.request(`/api/jobs?limit=${limit}&offset=${offset}`); }
+  /** One job with its outputs and the workflow it ran. */
+  getJob(id) { return this.request(`/api/jobs/${encodeURIComponent(id)}`); }
   clearHistory() { return this.request("/history", { method: "POST", json: { clear: true } }); }
   deleteHistory(ids) { return this.request("/history", { method: "POST", json: { delete: ids } }); }
 

@@ -2,7 +2,7 @@
 import { LiteGraph, LGraph, LGraphCanvas, LGraphGroup, createBounds } from "./lib.js";
 import { Api } from "./api.js";
 import { registerNodeTypes, colourSockets, applySeedControls } from "./nodes.js";
-import { loadWorkflow, buildDefaultWorkflow, missingTypes, isEditorFormat, isApiFormat } from "./graphio.js";
+import { loadWorkflow, buildDefaultWorkflow, missingTypes, isEditorFormat, isApiFormat, freeSpot } from "./graphio.js";
 import { workflowFromPng } from "./png.js";
 import { Palette, SearchPopup, NODE_DRAG_TYPE } from "./palette.js";
 import { UndoHistory } from "./undo.js";
@@ -10,8 +10,14 @@ import { Execution } from "./execution.js";
 import { Panels } from "./panels.js";
 import { ErrorMarks } from "./errors.js";
 import { bindShortcuts, renderHelp } from "./shortcuts.js";
+import { Layout } from "./layout.js";
+import { DomWidgets, InlineEditor } from "./widgets.js";
+import { Tooltips } from "./tooltips.js";
+import { Subgraphs } from "./subgraphs.js";
+import { installMenus } from "./menus.js";
 
 const STORAGE_KEY = "loom.workflow";
+const IDS_KEY = "loom.showIds";
 const $ = (sel) => document.querySelector(sel);
 
 class App {
@@ -23,7 +29,17 @@ class App {
     this.canvas = new LGraphCanvas(this.canvasEl, this.graph);
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
-    this.canvas.low_quality_zoom_threshold = 0.45; // keep titles and widget text readable when a graph is fitted
+    this.layout = new Layout({ canvas: this.canvas, canvasEl: this.canvasEl, wrap: $("#canvas-wrap") });
+    this.dom = new DomWidgets(this.canvas, $("#dom-widgets"));
+    this.inline = new InlineEditor(this.canvas, $("#dom-widgets"));
+    this.tooltips = new Tooltips({ canvas: this.canvas, tip: $("#tooltip") });
+    this.subgraphs = new Subgraphs({
+      graph: this.graph, canvas: this.canvas, crumbs: $("#breadcrumbs"), fitView: () => this.fitView(),
+      onChange: () => this.changed(), toast: (m) => this.toast(m),
+    });
+    installMenus(this);
+    this.showIds = localStorage.getItem(IDS_KEY) === "true";
+    this.silencePointerCancel();
     this.canvas.showSearchBox = (e, ctx) => this.openSearch(e, ctx);
     this.canvas.showConnectionMenu = (opts) => this.openSearch(opts.e, opts.nodeFrom
       ? { node_from: opts.nodeFrom, slot_from: opts.slotFrom, type_filter_in: opts.slotFrom.type }
@@ -34,8 +50,6 @@ class App {
     this.panels = new Panels({ api: this.api, root: $("#sidebar"), app: this });
     this.errors = new ErrorMarks({ graph: this.graph, canvas: this.canvas, panel: $("#errors-panel") });
     this.name = "workflow";
-    this.fitCanvas();
-    new ResizeObserver(() => this.fitCanvas()).observe($("#canvas-wrap"));
   }
 
   async start() {
@@ -46,6 +60,10 @@ class App {
       upload: (file) => this.upload(file),
       openImage: (ref) => this.lightbox(ref),
       viewUrl: (ref) => this.api.viewUrl(ref),
+      showIds: () => this.showIds,
+      rename: (node) => this.renameNode(node),
+      dom: this.dom,
+      canvas: this.canvas,
     });
     colourSockets(this.canvas);
     this.palette.render();
@@ -55,14 +73,20 @@ class App {
     this.api.addEventListener("connection", (e) => this.setConnected(e.detail.connected));
     this.execution.addEventListener("images", (e) => e.detail.images.forEach((ref) => this.panels.addToGallery(ref)));
     this.execution.addEventListener("preview", (e) => {
-      if (!this.execution.promptId) return; // a frame decoded after the run ended
+      // a node with no room of its own shows its preview in the canvas corner
+      if (e.detail.onNode) return;
       $("#live-preview").src = e.detail.url;
       $("#live-preview").hidden = false;
     });
     this.execution.addEventListener("start", () => this.panels.refresh());
     this.execution.addEventListener("end", (e) => this.onRunEnd(e.detail));
-    this.execution.addEventListener("queue", () => this.panels.refresh());
-    this.panels.refresh();
+    // the lists are read when the socket connects and when the queue length changes; the first
+    // status after connecting only tells the length the read on connecting already has
+    this.execution.addEventListener("queue", ({ detail: { remaining } }) => {
+      if (this.remaining !== undefined && remaining !== this.remaining) this.panels.refresh();
+      this.remaining = remaining;
+    });
+    setTimeout(() => { if (!this.api.connected && !this.panels.loaded) this.panels.refresh(); }, 3000); // no socket yet
     this.canvas.draw(true, true);
     document.body.dataset.ready = "true";
   }
@@ -82,31 +106,67 @@ class App {
 
   // ---- graph editing ---------------------------------------------------------------------------
 
-  fitCanvas() {
-    const wrap = $("#canvas-wrap");
-    const scale = Math.max(window.devicePixelRatio, 1);
-    const { clientWidth: w, clientHeight: h } = wrap;
-    if (!w || !h) return;
-    this.canvasEl.width = Math.round(w * scale);
-    this.canvasEl.height = Math.round(h * scale);
-    this.canvasEl.style.width = `${w}px`;
-    this.canvasEl.style.height = `${h}px`;
-    this.canvasEl.getContext("2d").scale(scale, scale);
-    this.canvas.setDirty(true, true);
-  }
-
-  /** Adds a node centred on a graph position (default: the middle of the view); `side` "left" or
-   * "right" puts that edge of the node at the position instead. */
+  /** Adds a node to the graph shown. At a graph position (where the user pointed) it is centred
+   * there, or `side` "left"/"right" puts that edge there; without one it goes to the first free
+   * spot next to the selection, or else in the middle of the view. */
   addNode(type, pos, side = "centre") {
+    const graph = this.canvas.graph;
     const node = LiteGraph.createNode(type);
     if (!node) return null;
-    const [x, y] = pos ?? this.viewCentre();
-    const dx = { left: 0, right: -node.size[0], centre: -node.size[0] / 2 }[side];
-    node.pos = [x + dx, y - 20];
-    this.graph.add(node);
+    if (pos) {
+      const dx = { left: 0, right: -node.size[0], centre: -node.size[0] / 2 }[side];
+      node.pos = [pos[0] + dx, pos[1] - 20];
+    } else {
+      node.pos = freeSpot(graph, node.size, this.newNodeAnchor(node));
+    }
+    graph.add(node);
     this.canvas.selectItems([node]);
     this.changed();
     return node;
+  }
+
+  /** Where a node added without a position goes: right of the selection, or the view's middle. */
+  newNodeAnchor(node) {
+    const selected = this.selectedNodes();
+    if (selected.length) {
+      const [x, y, w] = createBounds(selected, 0);
+      return [x + w + 40, y + LiteGraph.NODE_TITLE_HEIGHT];
+    }
+    const [cx, cy] = this.viewCentre();
+    return [cx - node.size[0] / 2, cy - node.size[1] / 2];
+  }
+
+  /** Edits a node's title in place, over its title bar. */
+  renameNode(node) {
+    const h = LiteGraph.NODE_TITLE_HEIGHT;
+    this.inline.edit([node.pos[0], node.pos[1] - h, node.size[0], h], node.title, (title) => {
+      if (title.trim()) node.title = title.trim();
+      this.changed();
+    });
+  }
+
+  /** Sets a mode (2 mute, 4 bypass) on a node, or on the selection it belongs to; again restores. */
+  setMode(node, mode) {
+    const nodes = node.selected ? this.selectedNodes() : [node];
+    const next = node.mode === mode ? 0 : mode;
+    for (const n of nodes) n.mode = next;
+    this.changed();
+  }
+
+  setShowIds(on) {
+    this.showIds = on;
+    localStorage.setItem(IDS_KEY, String(on));
+    $("#ids-btn").setAttribute("aria-pressed", String(on));
+    this.canvas.setDirty(true, true);
+  }
+
+  /** litegraph warns "Pointer cancel!" each time the browser cancels a pointer (a drag from the
+   * palette, a touch turned into a scroll); that is expected, so it only resets its pointer. */
+  silencePointerCancel() {
+    const canvas = this.canvas;
+    this.canvasEl.removeEventListener("pointercancel", canvas._mousecancel_callback, true);
+    canvas._mousecancel_callback = () => canvas.pointer.reset();
+    this.canvasEl.addEventListener("pointercancel", canvas._mousecancel_callback, true);
   }
 
   viewCentre() {
@@ -146,7 +206,7 @@ class App {
     const nodes = this.selectedNodes();
     if (!nodes.length) return this.toast("Select the nodes to group first.");
     const group = new LGraphGroup("Group");
-    this.graph.add(group);
+    this.canvas.graph.add(group);
     group.resizeTo(nodes, 12);
     this.changed();
   }
@@ -202,7 +262,8 @@ class App {
       return false;
     }
     const missing = missingTypes(data);
-    if (missing.length) this.toast(`Unknown node types (shown in red): ${missing.join(", ")}`, "error");
+    const where = isEditorFormat(data) ? "shown in red, kept when saved" : "left out";
+    if (missing.length) this.toast(`Unknown node types (${where}): ${missing.join(", ")}`, "error");
     this.name = name.replace(/\.(json|png)$/i, "");
     this.afterLoad(true);
     if (!quiet) this.toast(`Loaded ${this.name}`);
@@ -210,8 +271,12 @@ class App {
   }
 
   afterLoad(resetUndo) {
+    this.inline.close(false);
+    this.subgraphs.back();
     this.errors.clear();
     this.execution.setRunning(null);
+    $("#live-preview").hidden = true;
+    markUnknownNodes(this.graph);
     if (resetUndo) {
       this.undo.reset();
       this.fitView();
@@ -221,22 +286,7 @@ class App {
     this.canvas.setDirty(true, true);
   }
 
-  /** Fits the whole graph in view, never zooming in past 100 %. */
-  fitView() {
-    const title = LiteGraph.NODE_TITLE_HEIGHT;
-    const rects = [
-      ...this.graph._nodes.map((n) => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]),
-      ...this.graph._groups.map((g) => [g.pos[0], g.pos[1], g.size[0], g.size[1]]),
-    ];
-    if (!rects.length) return;
-    const bounds = createBounds(rects.map((boundingRect) => ({ boundingRect })), 30);
-    const ds = this.canvas.ds;
-    const { clientWidth: w, clientHeight: h } = this.canvasEl;
-    ds.scale = Math.min(1, 0.95 * w / bounds[2], 0.95 * h / bounds[3]);
-    ds.offset[0] = -bounds[0] - bounds[2] / 2 + w / 2 / ds.scale;
-    ds.offset[1] = -bounds[1] - bounds[3] / 2 + h / 2 / ds.scale;
-    this.canvas.setDirty(true, true);
-  }
+  fitView() { this.layout.fitView(this.canvas.graph); }
 
   /** Loads a dropped or opened file: a workflow JSON or a PNG that carries one. */
   async openFile(file) {
@@ -344,6 +394,7 @@ class App {
   setConnected(connected) {
     $("#connection").dataset.state = connected ? "up" : "down";
     $("#connection").title = connected ? "Connected to the server" : "Reconnecting…";
+    this.remaining = undefined;
     if (connected) this.panels.refresh();
   }
 
@@ -378,12 +429,17 @@ class App {
     $("#save-btn").onclick = () => this.saveFile();
     $("#save-server-btn").onclick = () => this.saveToServer();
     $("#help-btn").onclick = () => $("#help").showModal();
+    $("#fit-btn").onclick = () => this.fitView();
+    $("#ids-btn").onclick = () => this.setShowIds(!this.showIds);
+    $("#ids-btn").setAttribute("aria-pressed", String(this.showIds));
     $("#lightbox").addEventListener("click", (e) => { if (e.target.id === "lightbox") e.target.close(); });
     $("#live-preview").onclick = () => { $("#live-preview").hidden = true; };
     renderHelp($("#help .shortcuts"));
     bindShortcuts(this);
-    // every pointer or key action may have edited the graph
-    for (const type of ["pointerup", "keyup"]) window.addEventListener(type, () => setTimeout(() => this.changed(), 0), true);
+    // every pointer or key action may have edited the graph (text fields report their own edits)
+    for (const type of ["pointerup", "keyup"]) {
+      window.addEventListener(type, (e) => { if (!isTextField(e.target)) setTimeout(() => this.changed(), 0); }, true);
+    }
     const wrap = $("#canvas-wrap");
     wrap.addEventListener("dragover", (e) => {
       e.preventDefault();
@@ -403,6 +459,17 @@ class App {
     }
     const file = e.dataTransfer.files?.[0];
     if (file) this.openFile(file);
+  }
+}
+
+const isTextField = (t) => t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+
+/** Nodes of types this server lacks: red, titled with their type (litegraph keeps their saved data). */
+function markUnknownNodes(graph) {
+  for (const node of graph._nodes) {
+    if (!node.last_serialization) continue;
+    node.title ||= node.type;
+    Object.assign(node, { color: "#8f2d2d", bgcolor: "#4d2323", boxcolor: "#ff5a5a" });
   }
 }
 

@@ -1,6 +1,8 @@
-// Validation errors of a refused workflow (400 from /prompt, ComfyUI's {error, node_errors} shape):
-// each message is put on its node (drawn by nodes.js), the input it names is marked, and a panel
-// lists them all; clicking an entry shows its node.
+// Validation errors of a refused workflow (400 from /prompt, ComfyUI's {error, node_errors} shape)
+// and the error a run failed with: each node with errors is marked (a count in its title bar, red
+// outlines on the inputs named, drawn by nodes.js inside the node so no label covers a neighbour),
+// its messages are in its tooltip, and a panel lists them all; clicking an entry shows its node.
+import { runState } from "./nodes.js";
 
 function messageOf(e) {
   const input = e.extra_info?.input_name;
@@ -26,7 +28,7 @@ export class ErrorMarks {
       for (const e of errors) if (e.extra_info?.input_name) inputs[e.extra_info.input_name] = e.message;
       const messages = errors.map(messageOf);
       if (node) {
-        node.loom.errors = { inputs, messages };
+        runState(node).errors = { inputs, messages };
         node.has_errors = true;
         for (const slot of node.inputs ?? []) slot.hasErrors = slot.name in inputs;
       }
@@ -36,12 +38,16 @@ export class ErrorMarks {
     this.graph.setDirtyCanvas(true, true);
   }
 
-  /** Marks the node a run failed in (execution_error). */
+  /** Marks the node a run failed in (execution_error) and lists the error. */
   showRunError(data) {
     const node = this.graph.getNodeById(Number(data.node_id)) ?? this.graph.getNodeById(data.node_id);
-    if (!node) return;
-    node.loom.errors = { inputs: {}, messages: [`${data.exception_type ?? "Error"}: ${data.exception_message ?? ""}`.slice(0, 400)] };
-    node.has_errors = true;
+    const messages = [`${data.exception_type ?? "Error"}: ${data.exception_message ?? ""}`.slice(0, 400)];
+    if (node) {
+      runState(node).errors = { inputs: {}, messages };
+      node.has_errors = true;
+    }
+    const title = node?.title ?? data.node_type ?? "";
+    this.render(`The run failed in #${data.node_id} ${title}`, "", [{ node, id: data.node_id, title, messages }]);
     this.graph.setDirtyCanvas(true, true);
   }
 

@@ -1,7 +1,7 @@
 // Follows a run from the socket: which node runs, its step progress, the overall progress, latent
 // previews and output images; draws them on the graph's nodes and in the top progress bar.
 
-import { UI_ONLY_TYPES } from "./nodes.js";
+import { UI_ONLY_TYPES, runState } from "./nodes.js";
 
 const OUTCOMES = new Set(["done", "failed", "interrupted"]);
 
@@ -30,18 +30,23 @@ export class Execution extends EventTarget {
     if (promptId === this.promptId) this.update();
   }
 
-  node(id) { return id == null ? null : this.graph.getNodeById(Number(id)) ?? this.graph.getNodeById(id); }
+  /** The node of an id from the server; a node inside a subgraph ("5:3") shows on its subgraph node (5). */
+  node(id) {
+    if (id == null) return null;
+    const outer = String(id).split(":")[0];
+    return this.graph.getNodeById(Number(outer)) ?? this.graph.getNodeById(outer);
+  }
 
   setRunning(id) {
     const prev = this.node(this.runningNode);
     if (prev) {
-      prev.loom.running = false;
+      runState(prev).running = false;
       prev.progress = undefined;
     }
     this.runningNode = id;
     this.step = 0;
     const node = this.node(id);
-    if (node) node.loom.running = true;
+    if (node) runState(node).running = true;
     this.graph.setDirtyCanvas(true, false);
   }
 
@@ -54,9 +59,7 @@ export class Execution extends EventTarget {
     this.promptId = data.prompt_id;
     this.outcome = "done";
     this.done = new Set();
-    for (const node of this.graph._nodes) {
-      if (node.loom?.preview) node.loom.preview = null; // the last run's previews
-    }
+    this.clearPreviews();
     this.update();
     this.emit("start", data);
   }
@@ -81,22 +84,29 @@ export class Execution extends EventTarget {
     this.graph.setDirtyCanvas(true, false);
   }
 
+  /** A latent preview frame: drawn in the running node's own content area when it has one, and
+   * announced (`preview`, with onNode) so the page can show it elsewhere when it has not. */
   on_preview({ blob }) {
     const node = this.node(this.runningNode); // frames come before the next "executing" on the socket
+    const promptId = this.promptId;
     const img = new Image();
     const url = URL.createObjectURL(blob);
     img.onload = () => {
-      if (!node) return URL.revokeObjectURL(url);
-      if (node.loom.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(node.loom.preview.src);
-      node.loom.preview = img;
-      if (!node.loom.previewSized) {
-        node.fitImages();
-        node.loom.previewSized = true;
-      }
-      this.emit("preview", { img, url });
+      if (!node || !promptId || promptId !== this.promptId) return URL.revokeObjectURL(url); // the run ended
+      const state = runState(node);
+      if (state.preview?.src?.startsWith("blob:")) URL.revokeObjectURL(state.preview.src);
+      state.preview = img;
+      this.emit("preview", { img, url, onNode: Boolean(node.hasContentArea?.()) });
       this.graph.setDirtyCanvas(true, false);
     };
     img.src = url;
+  }
+
+  clearPreviews() {
+    for (const node of this.graph._nodes) {
+      if (node.loom?.preview) node.loom.preview = null;
+    }
+    this.graph.setDirtyCanvas(true, false);
   }
 
   on_executed(data) {
@@ -110,38 +120,39 @@ export class Execution extends EventTarget {
   }
 
   showImages(node, images) {
-    node.loom.images = images.map((ref) => {
+    runState(node).images = images.map((ref) => {
       const img = new Image();
       img.onload = () => this.graph.setDirtyCanvas(true, false);
       img.src = this.api.viewUrl(ref);
       img.dataset.ref = JSON.stringify(ref);
       return img;
     });
-    node.loom.imageIndex = 0;
-    node.fitImages();
+    runState(node).imageIndex = 0;
   }
 
-  /** Text outputs (ComfyUI's `text` key: token tables, tensor info) drawn on the node. */
+  /** Text outputs (ComfyUI's `text` key: token tables, tensor info) drawn in the node's content area. */
   showText(node, text) {
-    node.loom.text = text.map(String).join("\n").split("\n");
-    node.fitText();
+    runState(node).text = text.map(String).join("\n").split("\n");
     this.graph.setDirtyCanvas(true, false);
   }
 
-  on_execution_success(data) { this.emit("end", { ...data, status: "success" }); }
-
-  on_execution_error(data) {
-    this.setRunning(null);
-    this.outcome = "failed";
-    this.update(this.outcome);
-    this.emit("end", { ...data, status: "error" });
+  on_execution_success(data) {
+    this.clearPreviews();
+    this.emit("end", { ...data, status: "success" });
   }
 
-  on_execution_interrupted(data) {
+  on_execution_error(data) { this.stop("failed", { ...data, status: "error" }); }
+
+  on_execution_interrupted(data) { this.stop("interrupted", { ...data, status: "interrupted" }); }
+
+  /** A run that ended early: no node runs, and frames still in flight are not shown. */
+  stop(outcome, detail) {
     this.setRunning(null);
-    this.outcome = "interrupted";
-    this.update(this.outcome);
-    this.emit("end", { ...data, status: "interrupted" });
+    this.clearPreviews();
+    this.outcome = outcome;
+    this.update(outcome);
+    this.promptId = null;
+    this.emit("end", detail);
   }
 
   finish() {

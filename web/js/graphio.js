@@ -85,6 +85,19 @@ export function layoutColumns(placed, x0 = 40, y0 = 60) {
   }
 }
 
+/** The free spot nearest to `at` (a node's top-left) for a node of `size`: no overlap with another
+ * node, its title bar included, searched outward on a grid. */
+export function freeSpot(graph, size, at, gap = 24, step = 30) {
+  const title = LiteGraph.NODE_TITLE_HEIGHT;
+  const rects = graph._nodes.map((n) => n.boundingRect);
+  const free = ([x, y]) => !rects.some(([rx, ry, rw, rh]) =>
+    x < rx + rw + gap && rx < x + size[0] + gap && y - title < ry + rh + gap && ry < y + size[1] + gap);
+  const spots = [];
+  for (let i = -20; i <= 20; i++) for (let j = -20; j <= 20; j++) spots.push([at[0] + i * step, at[1] + j * step]);
+  const dist = ([x, y]) => Math.hypot(x - at[0], (y - at[1]) * 1.5); // prefer beside over above or below
+  return spots.filter(free).sort((a, b) => dist(a) - dist(b))[0] ?? [...at];
+}
+
 // The default txt2img graph, by node type: each socket input is wired from the first listed source
 // with an output of its type (two inputs of one type take two different sources, in order).
 const DEFAULT_GRAPH = [
@@ -97,8 +110,8 @@ const DEFAULT_GRAPH = [
   { key: "encpos", type: "EncodeText", col: 2, from: ["pos", "ckpt"] },
   { key: "encneg", type: "EncodeText", col: 2, from: ["neg", "ckpt"] },
   { key: "sample", type: "Sample", col: 3, from: ["sched", "encpos", "encneg", "noise", "ckpt"] },
-  { key: "decode", type: "VAEDecode", col: 4, from: ["sample", "ckpt"] },
-  { key: "save", type: "SaveImage", col: 4, from: ["decode"] },
+  { key: "decode", type: "VAEDecode", col: 3, from: ["sample", "ckpt"] },
+  { key: "save", type: "SaveImage", col: 3, from: ["decode"] },
 ];
 const DEFAULT_MODEL = "tiny-sd";
 
@@ -113,7 +126,7 @@ export function buildDefaultWorkflow(graph, objectInfo) {
     graph.add(node);
     made[spec.key] = node;
     const widgets = node.widgets ?? [];
-    const text = widgets.find((w) => w.type === "text" || w.type === "string");
+    const text = widgets.find((w) => ["customtext", "text", "string"].includes(w.type));
     if (text && spec.text !== undefined) text.value = spec.text;
     const model = widgets.find((w) => w.type === "combo" && w.options.values.includes(DEFAULT_MODEL));
     if (model) model.value = DEFAULT_MODEL;

@@ -1,2 +1,2 @@
-// The one place that imports the node-graph library (installed by npm, served from node_modules).
-export * from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
+// The one place that imports the node-graph library (installed by npm, served at /lib/ from web/node_modules).
+export * from "../lib/@comfyorg/litegraph/dist/litegraph.es.js";

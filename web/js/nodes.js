@@ -1,7 +1,9 @@
-// Node types built from /object_info: typed sockets with a colour per type, widgets for the
-// constant inputs, the seed's control_after_generate companion, and the drawing of run state
-// (running outline, step progress, previews, output images, validation errors) on each node.
-import { LiteGraph, LGraphNode, LGraphCanvas, TextWidget } from "./lib.js";
+// Node types built from /object_info: typed sockets with a colour per type (optional ones hollow),
+// widgets for the constant inputs, the seed's control_after_generate companion, and the drawing of
+// run state on each node: running outline, step progress, images and text inside the node's own
+// content area (nodes never grow to show them), errors as marks inside the node, the node id.
+import { LiteGraph, LGraphNode, LGraphCanvas, SlotShape } from "./lib.js";
+import { TextAreaWidget } from "./widgets.js";
 
 export const SEED_CONTROLS = ["fixed", "increment", "decrement", "randomize"];
 export const CONTROL_WIDGET = "control_after_generate";
@@ -45,50 +47,6 @@ function decimals(step) {
   return s.includes("e-") ? Number(s.split("e-")[1]) : (s.split(".")[1] ?? "").length;
 }
 
-/** A STRING widget with several lines: shows the wrapped text, edits in a textarea. */
-class MultilineWidget extends TextWidget {
-  get height() { return 72; }
-  computeSize(width) { return [width ?? 200, this.height]; }
-  drawWidget(ctx, { width, showText = true }) {
-    const { fillStyle, strokeStyle, textAlign, font } = ctx;
-    const margin = 15;
-    ctx.fillStyle = LiteGraph.WIDGET_BGCOLOR;
-    ctx.strokeStyle = LiteGraph.WIDGET_OUTLINE_COLOR;
-    ctx.beginPath();
-    ctx.roundRect(margin, this.y, width - margin * 2, this.height, 6);
-    ctx.fill();
-    ctx.stroke();
-    if (showText) {
-      ctx.textAlign = "left";
-      ctx.fillStyle = LiteGraph.WIDGET_SECONDARY_TEXT_COLOR;
-      ctx.font = "11px sans-serif";
-      ctx.fillText(this.label || this.name, margin + 6, this.y + 13);
-      ctx.fillStyle = LiteGraph.WIDGET_TEXT_COLOR;
-      ctx.font = "12px sans-serif";
-      wrapLines(ctx, String(this.value ?? ""), width - margin * 2 - 12, 3)
-        .forEach((line, i) => ctx.fillText(line, margin + 6, this.y + 30 + i * 15));
-    }
-    Object.assign(ctx, { fillStyle, strokeStyle, textAlign, font });
-  }
-}
-
-function wrapLines(ctx, text, maxWidth, maxLines) {
-  const lines = [];
-  for (const para of text.split("\n")) {
-    let line = "";
-    for (const word of para.split(" ")) {
-      const next = line ? `${line} ${word}` : word;
-      if (ctx.measureText(next).width > maxWidth && line) {
-        lines.push(line);
-        line = word;
-      } else line = next;
-    }
-    lines.push(line);
-  }
-  if (lines.length > maxLines) return [...lines.slice(0, maxLines - 1), lines[maxLines - 1] + " …"];
-  return lines;
-}
-
 function addWidgetFor(node, input, hooks) {
   const { name, type, opts } = input;
   const changed = () => hooks.onChange?.();
@@ -122,9 +80,7 @@ function addWidgetFor(node, input, hooks) {
     return w;
   }
   if (opts.multiline) {
-    return node.addCustomWidget(new MultilineWidget({
-      type: "text", name, value: opts.default ?? "", options: { multiline: true }, callback: changed,
-    }, node));
+    return node.addCustomWidget(new TextAreaWidget({ name, value: opts.default ?? "", callback: changed }, node, hooks));
   }
   return node.addWidget("text", name, opts.default ?? "", changed, {});
 }
@@ -143,7 +99,6 @@ function showInputImage(node, combo, hooks) {
   img.src = hooks.viewUrl(ref);
   img.dataset.ref = JSON.stringify(ref);
   runState(node).images = [img];
-  node.fitImages();
 }
 
 function addUploadButton(node, combo, hooks) {
@@ -163,7 +118,7 @@ function addUploadButton(node, combo, hooks) {
   button.serialize = false;
 }
 
-/** The y (node space) where the area for images starts: below the last widget or slot. */
+/** The y (node space) where the content area (images, text) starts: below the last widget or slot. */
 function contentBottom(node) {
   const last = node.widgets?.at(-1);
   if (last) return last.y + (last.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4);
@@ -171,28 +126,41 @@ function contentBottom(node) {
   return slots * LiteGraph.NODE_SLOT_HEIGHT + 6;
 }
 
-const TEXT_LINE = 14, TEXT_CHAR = 7, TEXT_MAX_LINES = 40;
+const CONTENT_HEIGHT = 220, MIN_CONTENT = 40;
+const TEXT_LINE = 14;
 
-function drawText(ctx, lines, top, size) {
+/** The node's content area [x, y, w, h] in node space, or null when the node leaves no room. */
+function contentArea(node) {
+  const top = contentBottom(node) + 4;
+  const area = [6, top, node.size[0] - 12, node.size[1] - top - 6];
+  return area[3] >= MIN_CONTENT && area[2] >= MIN_CONTENT ? area : null;
+}
+
+function drawText(ctx, lines, [x, y, w, h]) {
   const { font, fillStyle, textAlign } = ctx;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, w, h);
+  ctx.clip();
   ctx.font = "12px monospace";
   ctx.fillStyle = "#ddd";
   ctx.textAlign = "left";
-  const room = Math.max(1, Math.floor((size[1] - top - 4) / TEXT_LINE));
+  const room = Math.max(1, Math.floor((h - 4) / TEXT_LINE));
   const shown = lines.length > room ? [...lines.slice(0, room - 1), `… ${lines.length - room + 1} more lines`] : lines;
-  shown.forEach((line, i) => ctx.fillText(line, 8, top + 12 + i * TEXT_LINE));
+  shown.forEach((line, i) => ctx.fillText(line, x + 2, y + 12 + i * TEXT_LINE));
+  ctx.restore();
   Object.assign(ctx, { font, fillStyle, textAlign });
 }
 
-function drawImageFit(ctx, img, x, y, w, h) {
-  if (!img?.naturalWidth || w <= 4 || h <= 4) return;
+function drawImageFit(ctx, img, [x, y, w, h]) {
+  if (!img?.naturalWidth) return;
   const scale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
   const dw = img.naturalWidth * scale, dh = img.naturalHeight * scale;
   ctx.drawImage(img, x + (w - dw) / 2, y + (h - dh) / 2, dw, dh);
 }
 
 /** Per-node UI state kept outside the serialized graph. */
-function runState(node) {
+export function runState(node) {
   node.loom ??= { running: false, images: [], preview: null, errors: null };
   return node.loom;
 }
@@ -201,13 +169,14 @@ const nodeMethods = {
   onDrawBackground(ctx) {
     if (this.flags?.collapsed) return;
     const state = runState(this);
+    const area = contentArea(this);
+    if (!area) return;
     const img = state.preview ?? state.images[state.imageIndex ?? 0];
     if (!img) {
-      if (state.text) drawText(ctx, state.text, contentBottom(this) + 4, this.size);
+      if (state.text) drawText(ctx, state.text, area);
       return;
     }
-    const top = contentBottom(this) + 4;
-    drawImageFit(ctx, img, 6, top, this.size[0] - 12, this.size[1] - top - 6);
+    drawImageFit(ctx, img, area);
     if (state.images.length > 1 && !state.preview) {
       ctx.fillStyle = "#ddd";
       ctx.font = "11px sans-serif";
@@ -216,54 +185,63 @@ const nodeMethods = {
     }
   },
   onDrawForeground(ctx) {
+    drawTitleMarks(this, ctx, this.loomHooks?.showIds?.());
     const state = runState(this);
-    if (state.errors && !this.flags?.collapsed) drawErrors(this, ctx, state.errors);
+    if (state.errors && !this.flags?.collapsed) markErrorWidgets(this, ctx, state.errors);
   },
   onConfigure() {
     for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, this.loomHooks);
   },
+  /** Double-clicking the title renames the node in place (hooks.rename). */
+  onNodeTitleDblClick() { this.loomHooks?.rename?.(this); },
   /** Double-clicking an output image opens it large (hooks.openImage). */
   onDblClick(e, pos) {
     const img = runState(this).images[runState(this).imageIndex ?? 0];
     if (img && pos[1] > contentBottom(this)) this.loomHooks?.openImage?.(JSON.parse(img.dataset.ref));
   },
-  /** Grows the node so its text output has room. */
-  fitText() {
-    const lines = runState(this).text ?? [];
-    const longest = Math.max(0, ...lines.map((l) => l.length));
-    const top = contentBottom(this) + 4;
-    this.setSize([Math.max(this.size[0], Math.min(640, longest * TEXT_CHAR + 16)),
-      Math.max(this.size[1], top + Math.min(lines.length, TEXT_MAX_LINES) * TEXT_LINE + 12)]);
+  /** Gives a new node its content area for images or text; runs never resize a node. */
+  makeContentArea() {
+    this.setSize([Math.max(this.size[0], 240), contentBottom(this) + 4 + CONTENT_HEIGHT]);
   },
-  /** Grows the node so its images have room. */
-  fitImages() {
-    const top = contentBottom(this) + 4;
-    if (this.size[1] < top + 200) this.setSize([Math.max(this.size[0], 240), top + 220]);
-  },
+  /** Whether the node has room to show a latent preview of its own. */
+  hasContentArea() { return contentArea(this) != null; },
 };
 
-function drawErrors(node, ctx, errors) {
-  const { font, fillStyle, textAlign, strokeStyle, lineWidth } = ctx;
+/** The node id (when shown) and an error mark, right-aligned in the title bar. */
+export function drawTitleMarks(node, ctx, showId) {
+  const errors = node.loom?.errors;
+  if (!showId && !errors) return;
+  const { font, fillStyle, textAlign } = ctx;
+  const h = LiteGraph.NODE_TITLE_HEIGHT;
+  const width = node.flags?.collapsed ? node._collapsed_width ?? node.size[0] : node.size[0];
+  let x = width - 8;
+  ctx.textAlign = "right";
+  ctx.font = "bold 12px sans-serif";
+  if (errors) {
+    ctx.fillStyle = "#ff6b6b";
+    const text = `⚠ ${errors.messages.length}`;
+    ctx.fillText(text, x, -h / 2 + 4);
+    x -= ctx.measureText(text).width + 8;
+  }
+  if (showId) {
+    ctx.fillStyle = "#9aa3ad";
+    ctx.fillText(`#${node.id}`, x, -h / 2 + 4);
+  }
+  Object.assign(ctx, { font, fillStyle, textAlign });
+}
+
+/** Red outlines on the widgets an error names; the messages are in the errors panel and tooltip. */
+function markErrorWidgets(node, ctx, errors) {
+  const { strokeStyle, lineWidth } = ctx;
+  ctx.strokeStyle = "#ff4d4d";
+  ctx.lineWidth = 2;
   for (const w of node.widgets ?? []) {
     if (!errors.inputs[w.name]) continue;
-    ctx.strokeStyle = "#ff4d4d";
-    ctx.lineWidth = 2;
     ctx.beginPath();
     ctx.roundRect(12, w.y - 2, node.size[0] - 24, (w.computedHeight ?? 24) - 1, 8);
     ctx.stroke();
   }
-  ctx.font = "12px sans-serif";
-  ctx.textAlign = "left";
-  const width = Math.max(node.size[0], 280);
-  const lines = errors.messages.flatMap((m) => wrapLines(ctx, m, width - 16, 4));
-  const y0 = node.size[1] + 12;
-  ctx.fillStyle = "rgba(120,20,20,0.92)";
-  ctx.beginPath();
-  ctx.roundRect(0, y0 - 6, width, lines.length * 16 + 10, 6);
-  ctx.fill();
-  ctx.fillStyle = "#fff";
-  lines.forEach((line, i) => ctx.fillText(line, 8, y0 + 10 + i * 16));
-  Object.assign(ctx, { font, fillStyle, textAlign, strokeStyle, lineWidth });
+  Object.assign(ctx, { strokeStyle, lineWidth });
 }
 
 function runningStroke() {
@@ -286,14 +264,15 @@ export function registerNodeTypes(objectInfo, hooks) {
         this.strokeStyles.running = runningStroke;
         for (const input of inputs) {
           if (isWidgetInput(input)) addWidgetFor(this, input, hooks);
-          else this.addInput(input.name, input.type, input.optional ? { shape: LiteGraph.CIRCLE_SHAPE, optional: true } : {});
+          else this.addInput(input.name, input.type, input.optional ? { shape: SlotShape.HollowCircle, optional: true } : {});
         }
         // upload buttons go last: they hold no value, so the positional widgets_values stay aligned
         for (const w of [...(this.widgets ?? [])]) if (w.imageUpload) addUploadButton(this, w, hooks);
         (def.output ?? []).forEach((type, i) => this.addOutput(def.output_name?.[i] ?? type, type));
         const size = this.computeSize();
         this.setSize([Math.max(size[0], this.widgets?.length ? 250 : 180), size[1]]);
-        if (def.output_node && !def.output?.length) this.fitImages();
+        const shows = (def.output_node && !def.output?.length) || this.widgets?.some((w) => w.imageUpload);
+        if (shows) this.makeContentArea();
         for (const w of this.widgets ?? []) if (w.imageUpload) showInputImage(this, w, hooks);
       }
     };
@@ -322,9 +301,7 @@ function registerNoteTypes(hooks) {
         this.color = "#4a4430";
         this.bgcolor = "#5b5438";
         this.loom = { running: false, images: [], preview: null, errors: null };
-        this.addCustomWidget(new MultilineWidget({
-          type: "text", name: "text", value: "", options: { multiline: true }, callback: () => hooks.onChange?.(),
-        }, this));
+        this.addCustomWidget(new TextAreaWidget({ name: "text", callback: () => hooks.onChange?.() }, this, hooks));
         this.setSize([300, 110]);
       }
     };

@@ -6,8 +6,9 @@ import { inputsOf, isWidgetInput } from "./nodes.js";
 export const NODE_DRAG_TYPE = "application/x-loom-node";
 
 function nodeEntries() {
-  return Object.entries(LiteGraph.registered_node_types).map(([type, cls]) => ({
-    type, title: cls.title || type, category: cls.category || "other", description: cls.description || "", cls,
+  return Object.entries(LiteGraph.registered_node_types).filter(([, cls]) => !cls.isSubgraph).map(([type, cls]) => ({
+    type, title: cls.title || type, category: cls.category || "other", cls,
+    description: String(cls.description || "").replace(/\s+/g, " ").trim(),
   }));
 }
 
@@ -128,7 +129,8 @@ export class SearchPopup {
     this.results = searchNodes(this.input.value, this.types).slice(0, 40);
     this.selected = 0;
     this.list.replaceChildren(...this.results.map((e, i) => {
-      const li = el("li", {}, [el("span", { textContent: e.title }), el("small", { textContent: e.category })]);
+      const li = el("li", { title: e.description }, [el("span", { textContent: e.title }), el("small", { textContent: e.category }),
+        ...(e.description ? [el("span", { className: "desc", textContent: e.description })] : [])]);
       li.addEventListener("mousedown", (ev) => { ev.preventDefault(); this.pick(i); });
       return li;
     }));

@@ -1,5 +1,7 @@
-// The sidebar panels: the queue (running and pending, cancel), the history (status, images,
-// load its workflow), the gallery of output images and the workflows saved on the server.
+// The sidebar panels: the queue (running and pending, cancel), the history (status, the reason a
+// run failed, its first image, load its workflow), the gallery of output images and the workflows
+// saved on the server. Queue and history come from one request for light job summaries (ComfyUI's
+// jobs API); a run's workflow is fetched only when it is opened.
 
 function el(tag, props = {}, children = []) {
   const e = Object.assign(document.createElement(tag), props);
@@ -11,7 +13,16 @@ function button(text, onclick, title = "") {
   return el("button", { textContent: text, title, onclick, className: "small" });
 }
 
-const imagesOf = (outputs) => Object.values(outputs ?? {}).flatMap((o) => o.images ?? []);
+const JOBS_SHOWN = 64;
+const REFRESH_MS = 60; // the calls of one moment (a run ending, the queue changing) make one request
+const STATUS = {
+  completed: ["success", "done"], failed: ["error", "failed"], cancelled: ["cancelled", "cancelled"],
+};
+
+function seconds(job) {
+  const { execution_start_time: start, execution_end_time: end } = job;
+  return start && end ? ` · ${((end - start) / 1000).toFixed(1)} s` : "";
+}
 
 export class Panels {
   constructor({ api, root, app }) {
@@ -22,6 +33,13 @@ export class Panels {
     this.gallery = root.querySelector("#gallery-grid");
     this.workflowList = root.querySelector("#workflow-list");
     this.galleryKeys = new Set();
+    this.onScreen = new IntersectionObserver((entries) => {
+      for (const { target, isIntersecting } of entries) {
+        if (!isIntersecting) continue;
+        target.src = target.dataset.src;
+        this.onScreen.unobserve(target);
+      }
+    });
     for (const tab of root.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => this.show(tab.dataset.pane));
     root.querySelector("#clear-queue").onclick = () => this.act(() => api.clearQueue());
     root.querySelector("#clear-history").onclick = () => this.act(() => api.clearHistory());
@@ -42,54 +60,87 @@ export class Panels {
     this.refresh();
   }
 
-  async refresh() {
+  /** Reads the queue and the history again, once for a burst of calls. */
+  refresh() {
+    if (this.inFlight) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.load(), REFRESH_MS);
+  }
+
+  async load() {
+    this.inFlight = true;
     try {
-      const [queue, history] = await Promise.all([this.api.getQueue(), this.api.getHistory()]);
-      this.renderQueue(queue);
-      this.renderHistory(history);
+      const { jobs, pagination } = await this.api.getJobs({ limit: JOBS_SHOWN });
+      this.renderQueue(jobs.filter((j) => j.status === "in_progress"), jobs.filter((j) => j.status === "pending"));
+      this.renderHistory(jobs.filter((j) => STATUS[j.status]), pagination.total);
+      this.loaded = true;
     } catch (err) {
       this.app.toast(`cannot read the queue: ${err.message}`, "error");
+    } finally {
+      this.inFlight = false;
+      if (this.again) {
+        this.again = false;
+        this.refresh();
+      }
     }
   }
 
-  renderQueue({ queue_running: running = [], queue_pending: pending = [] }) {
-    const row = (item, isRunning) => {
-      const [number, id, prompt] = item;
-      const count = Object.keys(prompt ?? {}).length || prompt?.nodes?.length || 0;
-      return el("li", { className: isRunning ? "running" : "" }, [
-        el("span", { textContent: `#${number} ${isRunning ? "running" : "pending"} · ${count} nodes` }),
-        isRunning
-          ? button("Cancel", () => this.act(() => this.api.interrupt(id)), "Interrupt this run")
-          : button("Remove", () => this.act(() => this.api.deleteQueued([id])), "Remove from the queue"),
-      ]);
-    };
-    const rows = [...running.map((i) => row(i, true)), ...pending.sort((a, b) => a[0] - b[0]).map((i) => row(i, false))];
+  renderQueue(running, pending) {
+    const row = (job, isRunning) => el("li", { className: isRunning ? "running" : "" }, [
+      el("span", { textContent: `#${job.priority} ${isRunning ? "running" : "pending"}` }),
+      isRunning
+        ? button("Cancel", () => this.act(() => this.api.interrupt(job.id)), "Interrupt this run")
+        : button("Remove", () => this.act(() => this.api.deleteQueued([job.id])), "Remove from the queue"),
+    ]);
+    const rows = [...running.map((j) => row(j, true)), ...pending.sort((a, b) => a.priority - b.priority).map((j) => row(j, false))];
     this.queueList.replaceChildren(...(rows.length ? rows : [el("li", { className: "muted", textContent: "The queue is empty." })]));
-    document.querySelector("#queue-count").textContent = rows.length ? `(${rows.length})` : "";
+    for (const id of ["#queue-count", "#runs-count"]) document.querySelector(id).textContent = rows.length ? ` (${rows.length})` : "";
   }
 
-  renderHistory(history) {
-    const entries = Object.entries(history ?? {}).sort((a, b) => (b[1].prompt?.[0] ?? 0) - (a[1].prompt?.[0] ?? 0));
-    const rows = entries.map(([id, entry]) => {
-      const status = entry.status?.status_str ?? "?";
-      const images = imagesOf(entry.outputs);
-      for (const ref of images) this.addToGallery(ref);
-      const workflow = entry.prompt?.[3]?.extra_pnginfo?.workflow;
-      return el("li", { className: `status-${status}` }, [
+  renderHistory(jobs, total) {
+    const rows = jobs.map((job) => {
+      const [kind, label] = STATUS[job.status];
+      const error = job.execution_error;
+      const reason = error ? `${error.exception_type ?? "Error"} in #${error.node_id} ${error.node_type ?? ""}: ${error.exception_message ?? ""}` : "";
+      const preview = job.preview_output;
+      if (preview) this.addToGallery(preview);
+      const more = job.outputs_count > 1 ? el("small", { className: "muted", textContent: `+${job.outputs_count - 1}` }) : "";
+      return el("li", { className: `status-${kind}` }, [
         el("div", { className: "row" }, [
-          el("span", { textContent: `#${entry.prompt?.[0] ?? "?"} ${status}` }),
-          workflow ? button("Load", () => this.app.openWorkflow(workflow, `run #${entry.prompt?.[0]}`), "Load the workflow of this run") : "",
-          button("✕", () => this.act(() => this.api.deleteHistory([id])), "Delete from history"),
+          el("span", { textContent: `#${job.priority} ${label}${seconds(job)}` }),
+          button("Load", () => this.openRun(job), "Load the workflow of this run"),
+          button("✕", () => this.act(() => this.api.deleteHistory([job.id])), "Delete from history"),
         ]),
-        el("div", { className: "thumbs" }, images.slice(0, 4).map((ref) => this.thumb(ref))),
+        reason ? el("div", { className: "reason", textContent: reason, title: reason }) : "",
+        preview ? el("div", { className: "thumbs" }, [this.thumb(preview), more]) : "",
       ]);
     });
-    this.historyList.replaceChildren(...(rows.length ? rows : [el("li", { className: "muted", textContent: "No runs yet." })]));
+    for (const img of this.historyList.querySelectorAll("img:not([src])")) this.onScreen.unobserve(img);
+    const older = total > JOBS_SHOWN ? [el("li", { className: "muted", textContent: `${total - JOBS_SHOWN} older jobs not shown` })] : [];
+    this.historyList.replaceChildren(...(rows.length ? [...rows, ...older] : [el("li", { className: "muted", textContent: "No runs yet." })]));
   }
 
+  /** Opens the workflow a run was queued with (the editor's, or else its API prompt). */
+  async openRun(job) {
+    try {
+      const { workflow } = await this.api.getJob(job.id);
+      const graph = workflow?.extra_data?.extra_pnginfo?.workflow ?? workflow?.prompt;
+      if (!graph) throw new Error("the server kept no workflow for it");
+      this.app.openWorkflow(graph, `run #${job.priority}`);
+    } catch (err) {
+      this.app.toast(`Cannot load run #${job.priority}: ${err.message}`, "error");
+    }
+  }
+
+  /** A thumbnail that loads its image only once it is on the screen (not in a hidden tab or panel). */
   thumb(ref) {
-    const img = el("img", { src: this.api.viewUrl(ref), alt: ref.filename, title: ref.filename, loading: "lazy" });
+    const img = el("img", { alt: ref.filename, title: ref.filename });
+    img.dataset.src = this.api.viewUrl(ref);
     img.addEventListener("click", () => this.app.lightbox(ref));
+    this.onScreen.observe(img);
     return img;
   }
 

@@ -23,6 +23,9 @@ const SHORTCUTS = [
   [(e) => mod(e) && e.key.toLowerCase() === "m", "Ctrl+M", "mute / unmute the selected nodes", (a) => a.toggleMode(2)],
   [(e) => mod(e) && e.key.toLowerCase() === "b", "Ctrl+B", "bypass / restore the selected nodes", (a) => a.toggleMode(4)],
   [(e) => !mod(e) && e.key === ".", ".", "fit the view to the graph", (a) => a.fitView()],
+  [(e) => !mod(e) && e.key === "[", "[", "show / hide the node list", (a) => a.layout.toggle("palette")],
+  [(e) => !mod(e) && e.key === "]", "]", "show / hide the queue, history and gallery", (a) => a.layout.toggle("sidebar")],
+  [(e) => !mod(e) && e.key.toLowerCase() === "i", "I", "show / hide node ids", (a) => a.setShowIds(!a.showIds)],
   [(e) => !mod(e) && e.key === "/", "/", "search the node palette", () => document.querySelector("#palette-search").focus()],
   [(e) => e.key === "?" || e.key === "F1", "? or F1", "this help", () => document.querySelector("#help").showModal()],
   [(e) => e.key === "Escape", "Escape", "close popups and panels", (a) => { a.search.close(); document.querySelector("#errors-panel").hidden = true; }],
@@ -38,7 +41,8 @@ function typing(e) {
 
 export function bindShortcuts(app) {
   window.addEventListener("keydown", (e) => {
-    if (typing(e) || document.querySelector("dialog[open]")) return;
+    if (document.querySelector("dialog[open]")) return;
+    if (typing(e) && !(mod(e) && e.key === "Enter")) return; // Ctrl+Enter queues from a text field too
     const hit = SHORTCUTS.find(([test]) => test(e));
     if (!hit) {
       // the canvas handles copy, paste, delete and select-all itself, but only while it has the focus

@@ -7,13 +7,18 @@ least recently used idle worker, so workers that just used a model stay free for
 A prompt overtaken `max_skips` times is taken next by whichever worker is idle: nothing starves.
 
 Models are named by the constant inputs of the loader nodes (category "loaders") of a prompt,
-e.g. "LoadCheckpoint(model=tiny-sd)". Nothing here imports torch or Ray.
+e.g. "LoadCheckpoint(model=tiny-sd)"; the server records them with each prompt when it is queued.
+A routing pass (`Router.route`) reads only the head of the queue (window + idle workers rows, from
+the queue's index, no workflow decoded), so its cost does not grow with the queue.
+Nothing here imports torch or Ray.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .formats import is_link
+from graph.formats import is_link
+
+from .store import Item, Store
 
 LOADER_CATEGORY = "loaders"
 
@@ -117,3 +122,33 @@ def _count_skips(pending: list[Pending], started: set[str]) -> None:
     for prompt in pending[:last]:
         if prompt.id not in started:
             prompt.skipped += 1
+
+
+class Router:
+    """Starts pending prompts on idle workers: one `route` call is one routing pass."""
+
+    def __init__(self, store: Store, registry, policy: Policy | None = None):
+        self.store, self.registry, self.policy = store, registry, policy or Policy()
+
+    def route(self, idle: list[Idle]) -> list[tuple[Idle, Item]]:
+        """Claim the prompts `assign` gives to `idle` workers; returns (worker, claimed item) pairs."""
+        if not idle:
+            return []
+        head = self.store.head(self.policy.window + len(idle))
+        pending = [Pending(h.id, h.models if h.models is not None else self._models(h.id), h.skipped)
+                   for h in head]
+        before = {p.id: p.skipped for p in pending}
+        started = []
+        for worker, prompt in assign(pending, idle, self.policy):
+            item = self.store.claim(prompt.id)
+            if item is not None:  # None: deleted meanwhile
+                started.append((worker, item))
+        self.store.set_skipped({p.id: p.skipped for p in pending if p.skipped != before[p.id]})
+        return started
+
+    def _models(self, prompt_id: str) -> frozenset:
+        """Models of a prompt queued before they were recorded (an older queue file)."""
+        item = self.store.get(prompt_id)
+        models = model_keys(item.prompt, self.registry) if item is not None else frozenset()
+        self.store.set_models(prompt_id, models)
+        return models

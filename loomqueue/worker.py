@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Relay = Callable[[str | None, str, dict], None]
 PREVIEW_SIZE = 512  # longest side of a preview frame
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd")  # ComfyUI's names; each gives Loom's one latent preview
 
 
 def preview_jpeg(image: Any, max_size: int = PREVIEW_SIZE) -> bytes | None:
@@ -38,12 +39,18 @@ def preview_jpeg(image: Any, max_size: int = PREVIEW_SIZE) -> bytes | None:
     return buf.getvalue()
 
 
+def wants_previews(item: Item) -> bool:
+    """Previews go to the client that queued the prompt, and only when it asked for them with
+    extra_data.preview_method (as ComfyUI's frontend sends it; the server fills in its default)."""
+    return item.client_id is not None and (item.extra_data or {}).get("preview_method") in PREVIEW_METHODS
+
+
 def run_item(loom, item: Item, emit: Callable[[str, dict], None], interrupt: threading.Event,
              previews: bool) -> dict:
     """Run one queued prompt on `loom`; returns its history result {status, outputs, meta}.
     Never raises: a workflow that no longer validates (nodes changed since it was queued) or an
     engine failure becomes an execution_error."""
-    from .runtime import ValidationFailed
+    from graph.runtime import ValidationFailed
 
     try:
         result = loom.run(item.workflow, emit=emit, interrupt=interrupt, extra_data=item.extra_data,
@@ -168,7 +175,7 @@ class Worker:
 
         log.info("prompt %s started (attempt %d)", item.id, item.attempts)
         started = time.monotonic()
-        result = run_item(self.loom, item, emit, self._interrupt, previews=item.client_id is not None)
+        result = run_item(self.loom, item, emit, self._interrupt, previews=wants_previews(item))
         self.current, self.current_node = None, None
         if self._stop.is_set() and not result["status"]["completed"]:
             self.store.requeue(item.id)  # stopped by a shutdown, not by the user: run it after the restart
