@@ -13,6 +13,7 @@ PSNR on fresh images and writes one grid per guidance under bench/out/.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -139,7 +140,7 @@ def main() -> None:
     from nodes.textcond.train import psnr
 
     folder = Path(args.model) if args.model else shipped_folder()
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32).eval()
     print(f"model: {folder}")
     print(f"VAE round trip on 256 fresh images: PSNR {psnr(vae, 256):.2f} dB (goal >= 28 dB)")
 
@@ -149,7 +150,9 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        loom = Loom(Env.from_data_dir(Path(tmp), models_dir=folder.parent, device="cpu", dtype="float32"))
+        models = Path(tmp) / "models"  # a models folder holding only this model
+        shutil.copytree(folder, models / folder.name)
+        loom = Loom(Env.from_data_dir(Path(tmp) / "data", models_dir=models, device="cpu", dtype="float32"))
         for guidance in args.guidance:
             t0 = time.perf_counter()
             images, colours, shapes = generate(loom, folder.name, guidance, args.seeds, args.steps, args.sampler)

@@ -37,10 +37,10 @@ def test_batches_are_deterministic_and_captions_name_colour_and_shape():
 
 
 def test_every_caption_word_is_one_token_of_a_vocabulary_unlike_tiny_sd():
-    from nodes.tiny_model import tiny_vocab_size
+    from nodes.clip_bpe import TINY_VOCAB_SIZE
 
     tok = tm.tokenizer()
-    assert len(tok) == 1024 != tiny_vocab_size()  # single-file loading tells them apart by size
+    assert len(tok) == 1024 != TINY_VOCAB_SIZE  # single-file loading tells them apart by size
     for word in caption_words():
         assert tok.tokenize(word) == [word + "</w>"]
 
@@ -82,6 +82,20 @@ def test_two_stages_train_resume_and_save_a_pipeline_folder(tmp_path):
     train_unet(UNetConfig(steps=3, batch=2, lr=1e-3, preview_every=0, pool=4), tmp_path, resume=True,
                on_step=lambda s, n, loss: resumed.append(s))
     assert resumed == [3]
+    # a fine-tuning run starts from another run's EMA weights and folded VAE, with a fresh schedule
+    tuned = tmp_path / "tuned"
+    (tuned / "vae").mkdir(parents=True)
+    for f in (tmp_path / "vae").iterdir():
+        (tuned / "vae" / f.name).write_bytes(f.read_bytes())
+    start = torch.load(tmp_path / "unet_state.pt", weights_only=False)
+    steps = []
+    vae, text_encoder, unet = train_unet(UNetConfig(steps=1, batch=2, lr=0.0, preview_every=0, pool=4, warmup=1),
+                                         tuned, init=tmp_path / "unet_state.pt", on_step=lambda s, n, l: steps.append(s))
+    assert steps == [1]
+    for name, value in unet.state_dict().items():  # lr 0: the EMA of the start's EMA is the start's EMA
+        torch.testing.assert_close(value, start["ema_unet"][name], msg=name)
+    for name, value in vae.state_dict().items():
+        assert torch.equal(value, start["vae"][name]), name
 
 
 def test_train_node_reports_progress_and_saves_a_loadable_model(tmp_path):
@@ -158,7 +172,7 @@ def test_shipped_model_gives_the_pipelines_pixels(shipped_loom, kind):
 
     from tests._sd import pipeline_scheduler
 
-    pipe = StableDiffusionPipeline.from_pretrained(tm.shipped_folder(), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(tm.shipped_folder(), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = pipeline_scheduler(pipe.scheduler.config, kind)
     expected = pipe(PROMPT, negative_prompt="", num_inference_steps=12, guidance_scale=7.5, height=64, width=64,

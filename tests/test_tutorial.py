@@ -195,7 +195,7 @@ def test_cfg_sweep_shares_encoding_and_noise(loom):
     assert not first.cached  # so text encodings "4", "5" and noise "7" ran exactly once, for all four samples
     images = [first.values[n][0] for n in ("21", "22", "23")]  # guidance 1, 2, 10
     assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
-    assert saved(loom, first, "31").shape[:2] == grid_shape(4, 64, 4, (), ["guidance 0"])
+    assert saved(loom, first, "31").shape[:2] == grid_shape(4, 64, 4, (), parse_titles(wf["30"]["inputs"]["column_titles"]))
     # Another guidance for one sample re-runs that sample only; encoding and noise come from the cache.
     again = run(loom, tutorial("cfg_sweep", **{"6": {"steps": 3}, "13": {"guidance_scale": 12.0}}))
     assert sorted(again.executed) == ["13", "23", "30", "31"]

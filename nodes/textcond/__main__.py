@@ -2,7 +2,7 @@
 
     python -m nodes.textcond vae    --out RUN [--minutes M] [--resume]
     python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (optional: the encoder frozen)
-    python -m nodes.textcond unet   --out RUN [--minutes M] [--resume]
+    python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
     python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/vae] [--single-file FILE.safetensors]
 
 CPU threads are set before torch is imported (--threads, default one per physical core).
@@ -35,6 +35,8 @@ def parse(argv):
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
+            s.add_argument("--offset-noise", type=float, default=0.1, help="std of the per-channel noise offset")
+            s.add_argument("--init", default=None, help="start from this UNet-stage state file (fine-tuning)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -65,7 +67,7 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
-        seed=args.seed, **({"crop": args.crop} if args.command != "unet" else {"snr_gamma": args.snr_gamma or None}))
+        seed=args.seed, **({"crop": args.crop} if args.command != "unet" else {"snr_gamma": args.snr_gamma or None, "offset_noise": args.offset_noise}))
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=args.command, mininterval=5)
     smooth = None
 
@@ -82,7 +84,7 @@ def main(argv=None) -> None:
         bar.close()
         print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {args.out}/vae")
     else:
-        train.train_unet(config, args.out, device, on_step, resume=args.resume)
+        train.train_unet(config, args.out, device, on_step, resume=args.resume, init=args.init)
         bar.close()
         print(f"saved the EMA pipeline to {args.out}/pipeline")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from graph.node import Combo, Float, Int, Node, Out, String
 from nodes.classcond.nodes import _model_path
-from nodes.common import device_of, dtype_of
-from nodes.loaders import DEFAULT_STEPS, LATENT_SCALE_ATTR, load_diffusers_folder, scheduler_config, stat_fingerprint
-from nodes.schedulers import CHECKPOINT, SchedulerSpec
+from nodes.common import device_of
+from nodes.loaders import load_parts, scheduler_spec
+from nodes.model_files import stat_fingerprint
 
 from . import model as tm
 from .data import COLOUR_NAMES, SHAPES
@@ -36,11 +36,9 @@ def model_folders(env) -> dict[str, Path]:
 
 
 def load_sd_outputs(path: Path, env):
-    """LoadCheckpoint's five outputs from a diffusers folder."""
-    device = device_of(env)
-    tokenizer, text_encoder, unet, vae, config = load_diffusers_folder(path, device, dtype_of(env, device))
-    setattr(unet, LATENT_SCALE_ATTR, 2 ** (len(vae.config.block_out_channels) - 1))
-    return tokenizer, text_encoder, unet, vae, SchedulerSpec(CHECKPOINT, scheduler_config(config), DEFAULT_STEPS, 1.0)
+    """LoadCheckpoint's first five outputs from a diffusers folder."""
+    parts = load_parts(env, path, f"text-to-image model {path.name!r}")
+    return parts.tokenizer, parts.text_encoder, parts.unet, parts.vae, scheduler_spec(parts.scheduler_config)
 
 
 class LoadTextConditionalModel(Node):

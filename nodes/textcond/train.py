@@ -61,6 +61,11 @@ class StageConfig:
 class UNetConfig(StageConfig):
     uncond_prob: float = 0.1  # share of captions replaced by "" (classifier-free guidance)
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (Hang et al. 2023); None: plain MSE
+    # Offset noise: a per-image, per-channel constant added to the noise, with this std. At SD's last
+    # timestep some signal survives (SNR 0.005), and over 16x16 latents the mean colour is easy to
+    # read from it: trained without this, the UNet took each image's colour from the noisy latent
+    # rather than from the prompt, and from pure noise (mean 0) it drew every shape yellow or white.
+    offset_noise: float = 0.1
     pool: int = 4096  # encoded images kept for training
     refresh: int = 2  # pool entries replaced by fresh ones every step
     preview_every: int = 500
@@ -235,20 +240,25 @@ class _LatentPool:
 
 
 def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook | None = None,
-               resume: bool = False, vae=None):
+               resume: bool = False, vae=None, init: str | Path | None = None):
     """Train the UNet and the text encoder on the frozen VAE of out/vae (or `vae`); the EMA pipeline
-    is saved to out/pipeline. Returns (vae, text_encoder, unet), the last two the EMA copies."""
+    is saved to out/pipeline. Returns (vae, text_encoder, unet), the last two the EMA copies.
+    `init`: another run's UNet-stage state file to start from (its EMA weights and its folded VAE);
+    the optimiser, the schedule and the latent pool start afresh (a fine-tuning run)."""
     from diffusers import AutoencoderKL, DDPMScheduler
 
     device, out = torch.device(device), Path(out)
     torch.manual_seed(cfg.seed)
     state_file = out / "unet_state.pt"
     state = _load_state(state_file, device) if resume else None
+    start = _load_state(Path(init), device) if init and not state else None
+    if init and not state and start is None:
+        raise FileNotFoundError(f"{init}: no UNet-stage state to start from")
     if vae is None:
         vae = AutoencoderKL.from_pretrained(out / "vae")
     vae = vae.to(device).eval().requires_grad_(False)
-    if state:
-        vae.load_state_dict(state["vae"])  # the folded VAE the run started with
+    if state or start:
+        vae.load_state_dict((state or start)["vae"])  # the folded VAE the run started with
     else:
         factor = 1 / latent_std(vae, count=min(1024, max(64, cfg.steps * cfg.batch)))
         fold_scaling(vae, factor)
@@ -278,6 +288,10 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         ema_text.updates = ema_unet.updates
     else:
         pool.fill(min(cfg.pool, cfg.steps * cfg.batch))  # no more images than the run can see
+        if start:
+            for model, ema, key in ((unet, ema_unet, "ema_unet"), (text_encoder, ema_text, "ema_text")):
+                model.load_state_dict(start[key])
+                ema.model.load_state_dict(start[key])
     clock = _Clock(cfg, spent)
 
     def save() -> None:
@@ -294,7 +308,10 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         ids = pool.ids[index]
         drop = torch.rand(cfg.batch, generator=gen) < cfg.uncond_prob
         ids = torch.where(drop[:, None], empty, ids).to(device)
-        noise = torch.randn(latents.shape, generator=gen).to(device)
+        noise = torch.randn(latents.shape, generator=gen)
+        if cfg.offset_noise:
+            noise = noise + cfg.offset_noise * torch.randn(*latents.shape[:2], 1, 1, generator=gen)
+        noise = noise.to(device)
         t = torch.randint(0, len(alphas), (cfg.batch,), generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise  # scheduler.add_noise
