@@ -35,7 +35,9 @@ def parse(argv):
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
-            s.add_argument("--offset-noise", type=float, default=0.1, help="std of the per-channel noise offset")
+            s.add_argument("--offset-noise", type=float, default=0.3, help="std of the per-channel noise offset")
+            s.add_argument("--x0-weight-cap", type=float, default=50.0,
+                           help="cap of the (1 + SNR) / SNR loss weight at high noise; 0: none")
             s.add_argument("--init", default=None, help="start from this UNet-stage state file (fine-tuning)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
@@ -65,9 +67,14 @@ def main(argv=None) -> None:
     from . import train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "unet":
+        stage = dict(snr_gamma=args.snr_gamma or None, offset_noise=args.offset_noise,
+                     x0_weight_cap=args.x0_weight_cap or None)
+    else:
+        stage = dict(crop=args.crop)
     config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
-        seed=args.seed, **({"crop": args.crop} if args.command != "unet" else {"snr_gamma": args.snr_gamma or None, "offset_noise": args.offset_noise}))
+        seed=args.seed, **stage)
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=args.command, mininterval=5)
     smooth = None
 

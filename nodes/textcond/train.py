@@ -65,7 +65,12 @@ class UNetConfig(StageConfig):
     # timestep some signal survives (SNR 0.005), and over 16x16 latents the mean colour is easy to
     # read from it: trained without this, the UNet took each image's colour from the noisy latent
     # rather than from the prompt, and from pure noise (mean 0) it drew every shape yellow or white.
-    offset_noise: float = 0.1
+    offset_noise: float = 0.3
+    # The noise-prediction loss weighs an error in the predicted image by SNR: at the first sampling
+    # steps (SNR 0.005) it hardly counts, yet that is where the picture's colour is decided, so the
+    # prompt's colour went unlearned. Weighting it by (1 + SNR) / SNR, as v-prediction's loss does,
+    # capped here, makes those errors count.
+    x0_weight_cap: float | None = 50.0
     pool: int = 4096  # encoded images kept for training
     refresh: int = 2  # pool entries replaced by fresh ones every step
     preview_every: int = 500
@@ -317,9 +322,11 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise  # scheduler.add_noise
         hidden = text_encoder(ids)[0]
         error = (unet(noisy, t, encoder_hidden_states=hidden).sample - noise).pow(2).mean((1, 2, 3))
+        snr = alphas[t] / (1 - alphas[t])
         if cfg.snr_gamma:  # less weight on the nearly clean steps, where the noise is easy to see
-            snr = alphas[t] / (1 - alphas[t])
             error = error * snr.clamp(max=cfg.snr_gamma) / snr
+        if cfg.x0_weight_cap:  # more on the noisiest ones (see UNetConfig)
+            error = error * ((1 + snr) / snr).clamp(max=cfg.x0_weight_cap)
         loss = error.mean()
         _optimise(opt, params, loss, cfg, clock, step)
         ema_unet.update(unet)
