@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from graph.node import Combo, Float, Int, Node, Out, String
-from nodes.classcond.nodes import _model_path
+from nodes.classcond.nodes import trained_model_folder
 from nodes.common import device_of
 from nodes.loaders import load_parts, scheduler_spec
 from nodes.model_files import stat_fingerprint
@@ -100,7 +100,7 @@ class TrainTextConditional(Node):
     @classmethod
     def check(cls, env, name=None, **_):
         try:
-            _model_path(env, name, EXAMPLE) if name is not None else None
+            trained_model_folder(env, name, EXAMPLE) if name is not None else None
         except ValueError as exc:
             return {"name": str(exc)}
         return {}
@@ -108,7 +108,7 @@ class TrainTextConditional(Node):
     def run(self, ctx):
         from .train import StageConfig, UNetConfig, train_unet, train_vae
 
-        out = _model_path(ctx.env, self.name, EXAMPLE)
+        out = trained_model_folder(ctx.env, self.name, EXAMPLE)
         run_dir = out.parent / f".{out.name}.training"  # hidden: not listed as a model meanwhile
         device = device_of(ctx.env)
         total = self.vae_steps + self.unet_steps
