@@ -35,7 +35,7 @@ def ensure_checkpoint(cache: Path = CACHE) -> tuple[Path, Path]:
     from safetensors.torch import save_file
 
     from nodes.tiny_model import write_tiny_model
-    from tests._ldm_layout import pipeline_to_ldm
+    from nodes.ldm_layout import pipeline_to_ldm
 
     write_tiny_model(folder, seed=15, **SHAPE)
     single.parent.mkdir(parents=True, exist_ok=True)

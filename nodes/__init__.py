@@ -2,11 +2,17 @@
 
 
 def prepare_models(models_dir) -> None:
-    """Write the built-in demo model into a models folder that holds no model (called by the server
-    and by `graph.Loom(DATA_DIR)`), so a fresh data folder can run the example workflows."""
+    """The built-in models in a models folder that holds no model (called by the server and by
+    `graph.Loom(DATA_DIR)`): the trained text-to-image model `shapes64` (first in the model lists,
+    the default) and the random `tiny-sd` (small and fast: the example workflows and tests use it)."""
     import logging
+    from pathlib import Path
 
-    from .tiny_model import ensure_tiny_model
+    from .textcond.model import install_shipped
+    from .tiny_model import TINY_NAME, has_models, write_tiny_model
 
-    if ensure_tiny_model(models_dir):
-        logging.getLogger("loom").info("the models folder held no model: wrote the tiny demo model")
+    if has_models(models_dir):
+        return
+    install_shipped(models_dir)
+    write_tiny_model(Path(models_dir) / TINY_NAME)
+    logging.getLogger("loom").info("the models folder held no model: wrote the demo models")

@@ -148,7 +148,8 @@ class NoTokenizer(ValueError):
 
 def tokenizer_for(vocab_size: int, max_length: int = 77, pad_token: str | None = None):
     """The tokenizer of a text encoder that came without one (a single file), by its vocabulary size:
-    OpenAI CLIP's 49408-entry BPE when its merges file is installed, or the tiny models' own."""
+    OpenAI CLIP's 49408-entry BPE when its merges file is installed, or one of the vocabularies built
+    here (the tiny models', the trained shapes model's)."""
     if vocab_size == REAL_CLIP_VOCAB_SIZE:
         merges = real_clip_merges()
         if merges is None:
@@ -158,4 +159,8 @@ def tokenizer_for(vocab_size: int, max_length: int = 77, pad_token: str | None =
         return make_tokenizer(merges, max_length, pad_token)
     if vocab_size == TINY_VOCAB_SIZE:
         return make_tokenizer(tiny_merges(), max_length, pad_token)
+    from .textcond.model import MERGES, merges
+
+    if vocab_size == 2 * 256 + MERGES + len(SPECIALS):  # the trained shapes model's (nodes.textcond)
+        return make_tokenizer(merges(), max_length, pad_token)
     raise NoTokenizer(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")

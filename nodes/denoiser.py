@@ -84,7 +84,7 @@ class Guide:
         self.unet, self.scale, self.latent_scale = unet, guidance_scale, latent_scale
         self.batch, self.channels, self.height, self.width = x.shape
         self.device, self.dtype = x.device, x.dtype
-        # textcond's rule, shared: the negative pass is skipped only at exactly g == 1
+        # u + g * (c - u) for every g: the negative pass is skipped only at exactly g == 1 (as ComfyUI)
         self.guided = negative is not None and guidance_scale != 1.0
         positive = as_conditioning(positive)
         negative = as_conditioning(negative) if self.guided else ()

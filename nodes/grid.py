@@ -69,16 +69,18 @@ class Layout:
     left: int  # width of the row-title strip
     top: int  # height of the column-title strip
     size: int  # font size
+    pitch: int = 0  # width of a column: the cell's, or its title's when wider (the cell centred in it)
 
     def box(self, index: int) -> tuple[int, int]:
         """Top-left (x, y) of cell `index` in the grid picture."""
         r, c = divmod(index, self.columns)
-        return self.left + c * (self.cell[1] + GAP), self.top + r * (self.cell[0] + GAP)
+        pitch = max(self.pitch, self.cell[1])
+        return self.left + c * (pitch + GAP) + (pitch - self.cell[1]) // 2, self.top + r * (self.cell[0] + GAP)
 
     @property
     def shape(self) -> tuple[int, int]:
         h, w = self.cell
-        return self.top + self.rows * (h + GAP) - GAP, self.left + self.columns * (w + GAP) - GAP
+        return self.top + self.rows * (h + GAP) - GAP, self.left + self.columns * (max(self.pitch, w) + GAP) - GAP
 
 
 def layout(count: int, cell: tuple[int, int], columns: int, row_titles: list[str],
@@ -88,7 +90,8 @@ def layout(count: int, cell: tuple[int, int], columns: int, row_titles: list[str
     left = max([text_width(t, size) for t in row_titles] + [0])
     left = left + 2 * GAP + 4 if left else 0
     top = size + 2 * GAP + 4 if any(column_titles) else 0
-    return Layout(columns, rows, cell, left, top, size)
+    pitch = max([text_width(t, size) + 4 * GAP for t in column_titles] + [cell[1]])
+    return Layout(columns, rows, cell, left, top, size, pitch)
 
 
 def make_grid(images: torch.Tensor, columns: int, row_titles: list[str] = (),

@@ -64,9 +64,12 @@ def randn(shape: tuple, gens: list[torch.Generator], device, dtype) -> torch.Ten
 
 
 def _repeat(x: torch.Tensor, times: int) -> torch.Tensor:
-    # No copy when not needed: a copy changes the memory layout (the VAE's output is channels-last
-    # strided), and the UNet's convolutions round differently on another layout.
-    return x if times == 1 else x.repeat_interleave(times, 0)
+    """Each image `times` times in a row. The VAE's output is channels-last strided and the UNet's
+    convolutions round differently on another layout: no copy when not needed, and else torch.cat of
+    one-image slices, as the img2img pipeline builds its batch, which keeps the layout."""
+    if times == 1:
+        return x
+    return torch.cat([x[i:i + 1] for i in range(x.shape[0]) for _ in range(times)])
 
 
 class MakeNoiseLatents(Node):

@@ -3,8 +3,10 @@
 The loop is the diffusers pipelines', operation for operation (same tensors, same order), so the
 pixels match them exactly: `scheduler.scale_model_input`, the guided prediction (nodes.denoiser:
 one UNet call on cat([x, x]) with cat([negative, positive]) for plain conditioning, guidance
-`u + g * (c - u)`), `scheduler.step(..., generator=per-image generators)`, and for a LATENT with a
-"noise_mask" the inpainting pipeline's reset of the unmasked area after each step.
+`u + g * (c - u)` for every g, only g = 1 skipping the negative pass, as ComfyUI does),
+`scheduler.step(..., generator=per-image generators)`, and for a LATENT with a "noise_mask" the
+inpainting pipeline's reset of the unmasked area after each step. (The pipelines skip the negative
+pass for every g <= 1 and use c alone: the pixels match them for g >= 1, not for 0 <= g < 1.)
 
 A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
 holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached

@@ -2,10 +2,11 @@
 
     python scripts/tutorial_figures.py [--out docs/tutorial] [--models-dir DIR]
 
-Uses the tiny SD model (written into a temporary models folder unless --models-dir holds tiny-sd)
-and the shipped class-conditional model, on the CPU in float32, so the pictures are the same on
-every machine. Tables (tokens, embeddings) are drawn as pictures. Each PNG is kept under 50 KB:
-noisy pictures are reduced to fewer colours, then smaller, until they fit.
+Uses the shipped text-to-image model `shapes64` (copied into a temporary models folder unless
+--models-dir holds it) and the shipped class-conditional model, on the CPU in float32 with one
+thread, so the pictures are the same on every machine. Tables (tokens, embeddings) are drawn as
+pictures. Each PNG is kept under 50 KB: noisy pictures are reduced to fewer colours, then smaller,
+until they fit.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LIMIT = 50_000
-ORDER = ["forward_noising", "class_grid", "tokens", "embeddings", "cfg_sweep", "vae_roundtrip", "annotated_loop"]
+ORDER = ["forward_noising", "class_grid", "tokens", "embeddings", "cfg_sweep", "one_word", "vae_roundtrip",
+         "annotated_loop"]
 # Cheaper settings for the pictures only: 4 samples per class instead of 8.
 CHANGES = {"class_grid": {"2": {"count": 4}}}
 
@@ -69,22 +71,21 @@ def picture(loom, name: str):
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "tutorial"))
-    p.add_argument("--models-dir", default=None, help="a models folder holding tiny-sd (default: write one)")
+    p.add_argument("--models-dir", default=None, help="a models folder holding shapes64 (default: copy it)")
     p.add_argument("names", nargs="*", default=ORDER)
     args = p.parse_args(argv)
 
     import torch
 
     from graph import Env, Loom
-    from nodes.tiny_model import TINY_NAME, write_tiny_model
+    from nodes.textcond.model import install_shipped
 
     torch.set_num_threads(1)  # the same pixels on every machine
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(args.models_dir) if args.models_dir else Path(tmp) / "models"
-        if not (models / TINY_NAME).is_dir():
-            write_tiny_model(models / TINY_NAME)
+        install_shipped(models)  # unless it is there
         loom = Loom(Env.from_data_dir(Path(tmp) / "data", models_dir=models, device="cpu", dtype="float32"))
         for name in args.names:
             data = fit(picture(loom, name))

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nodes.common import call
-from tests._ldm_layout import controlnet_to_ldm
+from nodes.ldm_layout import controlnet_to_ldm
 from tests._sd_families import as_image, context, picture, sd
 from tests._tiny_assets import controlnet
 from tests.test_sd_families import CFG, NEGATIVE, PROMPT, SEED, STEPS, encode, ksampler, report

@@ -38,12 +38,18 @@ def loop():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, artifacts, request):
+    from nodes.textcond.model import install_shipped
+
     data = tmp_path_factory.mktemp("editor") / "data"
     args = []
-    try:  # the suite's shared tiny model, when the suite has one
-        args = ["--models-dir", str(Path(request.getfixturevalue("tiny_sd")).parent)]
+    try:  # the suite's shared tiny model, when the suite has one, beside the shipped shapes64
+        tiny = Path(request.getfixturevalue("tiny_sd"))  # (the tutorial workflows use it)
+        models = data.parent / "models"
+        shutil.copytree(tiny, models / tiny.name)
+        install_shipped(models)
+        args = ["--models-dir", str(models)]
     except pytest.FixtureLookupError:
-        pass  # the server writes the tiny demo model into its empty models folder
+        pass  # the server writes the demo models into its empty models folder
     srv = editor_server(data, args).start(timeout=60)
     try:
         srv.wait_ready()

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from graph import Env, Loom
-from tests._ldm_layout import controlnet_to_ldm, write_single_file
+from nodes.ldm_layout import controlnet_to_ldm, write_single_file
 from tests._sd import run_node
 from tests._sd_families import picture
 from tests._tiny_assets import controlnet, write_kohya_lora
@@ -42,7 +42,7 @@ def setup(tiny_sd, tmp_path_factory):
     shutil.copytree(tiny_sd, ckpts / "tiny-sd")
     for name, family, unet in (("tiny-sdxl", "sdxl", None), ("tiny-sd-inpaint", "sd1", {"in_channels": 9})):
         folder = write_tiny_model(ckpts / name, seed=5, family=family, unet=unet)
-        write_single_file(folder, family, ckpts / f"{name}.safetensors")
+        write_single_file(folder, ckpts / f"{name}.safetensors", family)
     net = controlnet(UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet"), seed=31)
     net.save_pretrained(models / "controlnet" / "tiny-cn")
     save_file(controlnet_to_ldm(net.state_dict(), net.config), str(models / "controlnet" / "tiny-cn-ldm.safetensors"))

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from graph import Env, Loom
-from tests._ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
+from nodes.ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 
 ROOT = Path(__file__).resolve().parent
 
@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     sd8 = write_tiny_model(ck / "tiny-sd8", vae=VAE_8X)
     xl = write_tiny_model(ck / "tiny-sdxl", family="sdxl")
     sd2 = write_tiny_model(ck / "tiny-sd2", family="sd2")
-    write_single_file(sd2, "sd2", ck / "tiny-sd2.safetensors")
+    write_single_file(sd2, ck / "tiny-sd2.safetensors", "sd2")
     # parts as folders (ComfyUI's legacy folder names) and as files (current names)
     shutil.copytree(sd8 / "unet", models / "unet" / "sd8-unet")
     shutil.copytree(sd8 / "text_encoder", models / "clip" / "sd8-clip-l")

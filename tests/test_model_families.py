@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
+from nodes.ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
@@ -138,7 +138,8 @@ def test_tiny_single_file_loads_as_its_folder(family, tiny_families, tmp_path):
 
     folder = tiny_families[family]
     assert family_of_folder(folder) == family
-    path = write_single_file(folder, family, tmp_path / f"{family}.safetensors")
+    path = tmp_path / f"{family}.safetensors"
+    write_single_file(folder, path, family)
     cpu = torch.device("cpu")
     a, b = load_checkpoint(folder, cpu, torch.float32), load_checkpoint(path, cpu, torch.float32)
     assert a.family == b.family == family

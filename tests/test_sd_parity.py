@@ -49,19 +49,51 @@ def input_image(loom):
     return Image.open(loom.env.input_dir / "example.png").convert("RGB")
 
 
-@pytest.mark.parametrize("kind", ["ddim", "euler_ancestral", "dpmpp_2m"])
-def test_img2img_matches_pipeline(loom, pipe, input_image, kind):
+@pytest.mark.parametrize("kind, batch", [("ddim", 1), ("euler_ancestral", 1), ("dpmpp_2m", 1), ("ddim", 2),
+                                         ("dpmpp_2m_karras", 2), ("euler_ancestral", 2), ("lms", 2)])
+def test_img2img_matches_pipeline(loom, pipe, input_image, kind, batch):
+    """Batch 2 from one input image too: the repeated latents keep the VAE output's memory layout
+    (channels-last), as the pipeline's, so the UNet rounds the same way and the pixels are equal."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    wf = workflow("img2img", **{"6": {"kind": kind, "strength": 0.6}})
+    steps = STEPS if batch == 1 else 8
+    wf = workflow("img2img", **{"6": {"kind": kind, "strength": 0.6, "steps": steps}, "7": {"batch_size": batch}})
     image = as_array(run_node(loom, wf))
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
     img2img.set_progress_bar_config(disable=True)
     img2img.scheduler = pipeline_scheduler(pipe.base_config, kind)
     prompt, negative = prompts(wf)
-    expected = img2img(prompt, image=input_image, strength=0.6, negative_prompt=negative, num_inference_steps=STEPS,
-                       guidance_scale=CFG, generator=torch.manual_seed(SEED), output_type="np").images
+    generator = torch.manual_seed(SEED) if batch == 1 else [torch.Generator().manual_seed(SEED + i) for i in range(batch)]
+    expected = img2img(prompt, image=input_image, strength=0.6, negative_prompt=negative, num_inference_steps=steps,
+                       guidance_scale=CFG, num_images_per_prompt=batch, generator=generator, output_type="np").images
+    assert image.shape == expected.shape == (batch, 64, 64, 3)
     assert np.abs(image - expected).max() == 0.0
+
+
+def test_guidance_follows_u_plus_g_times_c_minus_u_for_every_g(loom, pipe):
+    """g = 1 is the prompt alone (one UNet pass, the pipeline's pixels); g = 0 is the negative
+    prompt's own image (u + 0 * (c - u)), where the pipeline, which skips guidance for every g <= 1,
+    would give the prompt's image instead."""
+    steps = 6
+
+    def image(guidance, positive="4"):
+        return as_array(run_node(loom, workflow("txt2img", **{"6": {"kind": "euler", "steps": steps},
+                                                              "8": {"guidance_scale": guidance,
+                                                                    "positive": [positive, 0]}})))
+
+    one = image(1.0)
+    pipe.scheduler = pipeline_scheduler(pipe.base_config, "euler")
+    prompt, negative = prompts(workflow("txt2img"))
+    expected = pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=1.0,
+                    generator=torch.manual_seed(SEED), output_type="np").images
+    assert np.abs(one - expected).max() == 0.0
+    zero = image(0.0)
+    negative_alone = image(1.0, positive="5")
+    # The same prediction, from a batch-2 UNet call instead of a batch-1 call: the last bits only.
+    assert np.abs(zero - negative_alone).max() < 1e-4
+    assert np.abs(zero - one).max() > 0.01
+    half = image(0.5)
+    assert np.abs(half - zero).max() > 1e-3 and np.abs(half - one).max() > 1e-3  # in between
 
 
 @pytest.mark.parametrize("kind", ["dpmpp_2m", "euler_ancestral"])

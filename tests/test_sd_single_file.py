@@ -1,6 +1,6 @@
 """Single-file SD 1.x checkpoints (LDM key layout) load offline and give the diffusers folder's pixels.
 
-The checkpoints are written here from diffusers weights (tests/_ldm_layout.py), in two shapes: the
+The checkpoints are written here from diffusers weights (nodes/ldm_layout.py), in two shapes: the
 tiny demo model and one with three levels, one block per level, attention on the first two levels,
 a wider text encoder and a three-level VAE."""
 import pickle
@@ -23,16 +23,9 @@ SHAPE_B = dict(
 
 
 def write_ldm(folder, path, extra=None):
-    from diffusers import StableDiffusionPipeline
-    from safetensors.torch import save_file
+    from nodes.ldm_layout import write_single_file
 
-    from tests._ldm_layout import pipeline_to_ldm
-
-    state = pipeline_to_ldm(StableDiffusionPipeline.from_pretrained(folder, safety_checker=None))
-    state.update(extra or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return state
+    return write_single_file(folder, path, extra=extra)
 
 
 @pytest.fixture(scope="module")

@@ -38,14 +38,26 @@ def constructed_latent() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def loom(tiny_sd, tmp_path_factory):
+def loom(tmp_path_factory):
+    """A Loom on a models folder holding the shipped text-to-image model, as a fresh data folder."""
+    from nodes.textcond.model import install_shipped
+
     pin_threads()
     registry = Registry()
     registry.add_package("nodes")
     registry.add(ConstLatent)
-    env = Env.from_data_dir(tmp_path_factory.mktemp("tutorial_data"), models_dir=tiny_sd.parent, device="cpu",
+    models = tmp_path_factory.mktemp("tutorial_models")
+    install_shipped(models)
+    env = Env.from_data_dir(tmp_path_factory.mktemp("tutorial_data"), models_dir=models, device="cpu",
                             dtype="float32")
     return Loom(env, registry=registry)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from nodes.textcond.model import shipped_folder
+
+    return shipped_folder()
 
 
 def run(loom: Loom, wf: dict, extra_outputs: tuple = ()):
@@ -136,12 +148,12 @@ def test_class_grid_on_the_shipped_model(loom):
 
 # --- tokens and embeddings --------------------------------------------------------------------------
 
-def test_tokens_table(loom, tiny_sd):
+def test_tokens_table(loom, shipped):
     from transformers import CLIPTokenizer
 
     wf = tutorial("tokens")
     ui = run(loom, wf).outputs["3"]
-    tokenizer = CLIPTokenizer.from_pretrained(tiny_sd / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(shipped / "tokenizer")
     ids = tokenizer(wf["2"]["inputs"]["text"]).input_ids  # bos, the prompt's pieces, eos
     assert [row["id"] for row in ui["tokens"]] == ids
     assert [row["piece"] for row in ui["tokens"]] == tokenizer.convert_ids_to_tokens(ids)
@@ -150,15 +162,15 @@ def test_tokens_table(loom, tiny_sd):
     assert any(line.split()[1:] == [str(ids[2]), ui["tokens"][2]["piece"]] for line in ui["text"])
 
 
-def test_embeddings_shape(loom, tiny_sd):
-    hidden = json.loads((tiny_sd / "text_encoder" / "config.json").read_text())["hidden_size"]
+def test_embeddings_shape(loom, shipped):
+    hidden = json.loads((shipped / "text_encoder" / "config.json").read_text())["hidden_size"]
     result = run(loom, tutorial("embeddings"), extra_outputs=("3",))
     [info] = result.outputs["5"]["tensors"]
     embeddings = result.values["3"][0][0].embeds  # the CONDITIONING's one entry
     assert info["shape"] == [1, 77, hidden] and info["dtype"] == "float32" and info["device"] == "cpu"
     assert info["min"] == embeddings.min().item() and info["max"] == embeddings.max().item()
     assert info["mean"] == pytest.approx(embeddings.mean().item())
-    assert result.outputs["5"]["text"][0].startswith("Text embeddings: shape (1, 77, 32) float32")
+    assert result.outputs["5"]["text"][0].startswith(f"Text embeddings: shape (1, 77, {hidden}) float32")
     assert result.outputs["4"]["tensors"][0]["shape"] == [1, 77]
 
 
@@ -183,11 +195,24 @@ def test_cfg_sweep_shares_encoding_and_noise(loom):
     assert not first.cached  # so text encodings "4", "5" and noise "7" ran exactly once, for all four samples
     images = [first.values[n][0] for n in ("21", "22", "23")]  # guidance 1, 2, 10
     assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
-    assert saved(loom, first, "31").shape[:2] == grid_shape(4, 64, 4, (), ["guidance 0"])
+    assert saved(loom, first, "31").shape[:2] == grid_shape(4, 64, 4, (), parse_titles(wf["30"]["inputs"]["column_titles"]))
     # Another guidance for one sample re-runs that sample only; encoding and noise come from the cache.
     again = run(loom, tutorial("cfg_sweep", **{"6": {"steps": 3}, "13": {"guidance_scale": 12.0}}))
     assert sorted(again.executed) == ["13", "23", "30", "31"]
     assert {"4", "5", "7"} <= set(again.cached)
+
+
+def test_one_word_changed_shares_the_noise_and_the_negative_prompt(loom):
+    loom = Loom(loom.env, registry=loom.registry)  # an empty cache: everything runs, once
+    wf = tutorial("one_word", **{"6": {"steps": 3}})
+    result = run(loom, wf, extra_outputs=("13", "23", "33"))
+    assert not result.cached and len(result.executed) == len(set(result.executed)) == len(wf)
+    prompts = [wf[n]["inputs"]["text"] for n in ("10", "20", "30")]
+    assert prompts == ["a red circle", "a blue circle", "a red square"]
+    assert parse_titles(wf["40"]["inputs"]["column_titles"]) == prompts
+    images = [result.values[n][0] for n in ("13", "23", "33")]
+    assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
+    assert saved(loom, result, "41").shape[:2] == grid_shape(3, 64, 3, (), prompts)
 
 
 # --- VAE round trip and the channel maps --------------------------------------------------------------
@@ -197,7 +222,7 @@ def test_vae_roundtrip(loom):
     maps, decoded = result.values["4"][0], result.values["5"][0]
     assert maps.shape == (4, 64, 64, 3) and decoded.shape == (1, 64, 64, 3)
     assert [s["channel"] for s in result.outputs["4"]["channels"]] == [0, 1, 2, 3]
-    assert result.outputs["6"]["tensors"][0]["shape"] == [1, 4, 32, 32]
+    assert result.outputs["6"]["tensors"][0]["shape"] == [1, 4, 16, 16]  # 4x downsampling
     assert saved(loom, result, "8").shape[:2] == grid_shape(6, 64, 6, (), ["image"])
 
 
@@ -252,7 +277,7 @@ def test_annotated_loop_taps_show_the_decoded_steps(loom):
     # Without a VAE: the quick colour projection, same number of pictures.
     del wf[taps[0]]["inputs"]["vae"]
     quick = loom.run(loom.validate(wf, outputs=[taps[0]]))
-    assert quick.ok and quick.values[taps[0]][0].shape == (1, 256, 256, 3)  # 32 x 32 latents, 8 px each
+    assert quick.ok and quick.values[taps[0]][0].shape == (1, 256, 256, 3)  # 16 x 16 latents, 16 px each
     assert len(quick.outputs[taps[0]]["images"]) == 1
 
 

@@ -22,22 +22,24 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, 1, 1, generator=g)
 
 
-def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """One 0/1 mask (N, SIZE, SIZE) per label; every shape is computed for all and the label picks."""
+def masks(labels: torch.Tensor, g: torch.Generator, size: int = SIZE) -> torch.Tensor:
+    """One 0/1 mask (N, size, size) per label; every shape is computed for all and the label picks.
+    Lengths are drawn for SIZE and scaled by size / SIZE, so a larger size draws the same shapes finer."""
     n = labels.numel()
-    coords = torch.arange(SIZE, dtype=torch.float32) + 0.5
-    y, x = coords.view(1, SIZE, 1), coords.view(1, 1, SIZE)
+    k = size / SIZE
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    y, x = coords.view(1, size, 1), coords.view(1, 1, size)
 
     # Shapes: a random radius, and a centre that keeps the shape inside the image.
-    r = _uniform(n, 6.0, 12.0, g)
-    cx = r + 1 + (SIZE - 2 * r - 2) * torch.rand(n, 1, 1, generator=g)
-    cy = r + 1 + (SIZE - 2 * r - 2) * torch.rand(n, 1, 1, generator=g)
+    r = _uniform(n, 6.0, 12.0, g) * k
+    cx = r + k + (size - 2 * r - 2 * k) * torch.rand(n, 1, 1, generator=g)
+    cy = r + k + (size - 2 * r - 2 * k) * torch.rand(n, 1, 1, generator=g)
     dx, dy = x - cx, y - cy
     dist = torch.sqrt(dx * dx + dy * dy)
-    width = torch.clamp(r / 3.5, min=1.6)  # stroke width of cross, ring and bar
+    width = torch.clamp(r / 3.5, min=1.6 * k)  # stroke width of cross, ring and bar
 
     # Textures: a period and phase for stripes, checks and dots.
-    period = _uniform(n, 5.0, 9.0, g)
+    period = _uniform(n, 5.0, 9.0, g) * k
     px = torch.rand(n, 1, 1, generator=g) * period
     py = torch.rand(n, 1, 1, generator=g) * period
     u, v = (x + px) / period, (y + py) / period
@@ -56,9 +58,9 @@ def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         fu.abs() <= duty / 2,                                            # vertical stripes
         ((dx.abs() <= width / 2) & (dy.abs() <= r)) | ((dy.abs() <= width / 2) & (dx.abs() <= r)),  # cross
         (dist <= r) & (dist >= r - width),                               # ring
-        (across.abs() <= width / 2 + 0.5) & (along.abs() <= r * 1.2),    # diagonal bar
+        (across.abs() <= width / 2 + 0.5 * k) & (along.abs() <= r * 1.2),    # diagonal bar
         (torch.floor(u) + torch.floor(v)) % 2 == 0,                      # checkerboard
-        torch.sqrt(fu * fu + fv * fv) * period <= period * 0.22 + 0.3,   # dots
+        torch.sqrt(fu * fu + fv * fv) * period <= period * 0.22 + 0.3 * k,   # dots
     ]), dim=1)  # (N, 10, SIZE, SIZE)
     return shapes[torch.arange(n), labels].float()
 
@@ -77,7 +79,7 @@ def make_batch(n: int, generator: torch.Generator | None = None, labels: torch.T
         raise ValueError(f"make_batch: {labels.numel()} labels for {n} images")
     if n and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         raise ValueError(f"make_batch: labels must lie in 0..{len(CLASS_NAMES) - 1}")
-    mask = _masks(labels, g)
+    mask = masks(labels, g)
     background = _uniform(n, 0.0, 0.2, g)
     foreground = _uniform(n, 0.6, 1.0, g)
     images = background + (foreground - background) * mask

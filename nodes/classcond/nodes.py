@@ -140,7 +140,7 @@ class TrainClassConditional(Node):
     @classmethod
     def check(cls, env, channels=None, name=None, **_):
         problems = {}
-        for key, value, parse in (("channels", channels, _widths), ("name", name, lambda n: _model_path(env, n))):
+        for key, value, parse in (("channels", channels, _widths), ("name", name, lambda n: trained_model_folder(env, n))):
             if value is not None:
                 try:
                     parse(value)
@@ -151,7 +151,7 @@ class TrainClassConditional(Node):
     def run(self, ctx):
         from .train import TrainConfig, train
 
-        out = _model_path(ctx.env, self.name)
+        out = trained_model_folder(ctx.env, self.name)
         cfg = TrainConfig(steps=self.steps, batch=self.batch_size, lr=self.learning_rate, seed=self.seed,
                           channels=_widths(self.channels), uncond_prob=0.1 if self.guidance_training else 0.0,
                           save_every=0)
@@ -173,11 +173,12 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _model_path(env, name: str) -> Path:
+def trained_model_folder(env, name: str, example: str = "classcond/my-shapes") -> Path:
+    """Where a training node writes the model `name`: a folder inside the models folder."""
     from graph.env import UnsafePath, safe_join
 
     if not name.strip():
-        raise ValueError("expected a folder name such as classcond/my-shapes")
+        raise ValueError(f"expected a folder name such as {example}")
     try:
         return safe_join(env.models_dir, name.strip())
     except UnsafePath as exc:

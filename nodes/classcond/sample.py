@@ -8,19 +8,22 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from .model import ClassModel
 
-# All are reproducible per seed (DDPM's per-step noise comes from the seeded generator too). On the
-# shipped model, ddpm with strong guidance gives the most class-correct images (bench/classcond_quality.py).
+# name -> (scheduler class, config overrides, step options). All are reproducible per seed (DDPM's
+# per-step noise comes from the seeded generator too) and class-correct at the sampler node's defaults
+# (bench/classcond_quality.py). The training schedule clips x0 to -1..1 (DDPM's default, which the
+# DDPM and DDIM steps inherit); DDIM then has to derive its noise estimate again from the clipped x0,
+# since mixing a clipped x0 with the guidance-amplified, unclipped one gives garbage at guidance 8.
 SAMPLERS = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpm++ 2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "euler": (EulerDiscreteScheduler, {}),
+    "ddpm": (DDPMScheduler, {}, {}),
+    "ddim": (DDIMScheduler, {}, {"use_clipped_model_output": True}),
+    "dpm++ 2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+    "euler": (EulerDiscreteScheduler, {}, {}),
 }
 
 
 def make_scheduler(model: ClassModel, kind: str):
     """The sampler `kind` built on the model's training noise schedule."""
-    cls, overrides = SAMPLERS[kind]
+    cls, overrides, _ = SAMPLERS[kind]
     return cls.from_config({**model.scheduler_config, **overrides})
 
 
@@ -35,6 +38,7 @@ def sample(model: ClassModel, labels: torch.Tensor, seed: int, kind: str = "ddim
     cfg = unet.config
     generator = torch.Generator("cpu").manual_seed(int(seed))
     scheduler = make_scheduler(model, kind)
+    options = SAMPLERS[kind][2]
     scheduler.set_timesteps(steps, device=device)
     shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
     x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device) * scheduler.init_noise_sigma
@@ -50,7 +54,7 @@ def sample(model: ClassModel, labels: torch.Tensor, seed: int, kind: str = "ddim
         if guided:
             cond, uncond = eps.chunk(2)
             eps = uncond + guidance * (cond - uncond)
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        x = scheduler.step(eps, t, x, generator=generator, **options).prev_sample
         if on_step:
             on_step(k + 1, len(scheduler.timesteps), x)
     return (x / 2 + 0.5).clamp(0, 1)

@@ -11,6 +11,7 @@ the two is further along, so a time-limited run still ends with a decayed rate.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -47,11 +48,11 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-class _Ema:
+class Ema:
     """EMA of a model's weights; the decay ramps up so early averages are not dominated by the init."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        self.model = cm.new_like(model).to(next(model.parameters()).device).requires_grad_(False)
+        self.model = copy.deepcopy(model).requires_grad_(False)
         self.decay, self.updates = decay, 0
 
     @torch.no_grad()
@@ -61,7 +62,8 @@ class _Ema:
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - decay)
 
 
-def _lr_factor(progress: float, step: int, warmup: int) -> float:
+def lr_factor(progress: float, step: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 5% as `progress` goes 0 -> 1."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -79,7 +81,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, device: torch.device 
     scheduler = cm.new_scheduler()
     alphas = scheduler.alphas_cumprod.to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    ema = _Ema(unet, cfg.ema_decay)
+    ema = Ema(unet, cfg.ema_decay)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     step, spent = 0, 0.0
     state_file = Path(out) / "training_state.pt" if out else None
@@ -105,7 +107,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, device: torch.device 
 
     while progress() < 1.0:
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(progress(), step, cfg.warmup)
+            group["lr"] = cfg.lr * lr_factor(progress(), step, cfg.warmup)
         images, labels = make_batch(cfg.batch, data_gen)
         x0 = (images * 2 - 1).to(device)  # the model works in -1..1
         if cfg.uncond_prob > 0:  # train the unconditional prediction that classifier-free guidance needs
@@ -124,18 +126,18 @@ def train(cfg: TrainConfig, out: str | Path | None = None, device: torch.device 
         ema.update(unet)
         step += 1
         if on_step:
-            on_step(step, _estimated_total(cfg, step, progress()), loss.item())
+            on_step(step, estimated_total(cfg.steps, step, progress()), loss.item())
         if cfg.save_every and step % cfg.save_every == 0:
             save()
     save()
     return ema.model.eval()
 
 
-def _estimated_total(cfg: TrainConfig, step: int, progress: float) -> int:
-    """Total steps: `steps`, or fewer when the time limit will end the run first."""
+def estimated_total(steps: int, step: int, progress: float) -> int:
+    """Total steps: `steps`, or fewer when a time limit will end the run first."""
     if progress <= 0:
-        return cfg.steps
-    return max(step, min(cfg.steps, round(step / progress)))
+        return steps
+    return max(step, min(steps, round(step / progress)))
 
 
 def main(argv=None) -> None:

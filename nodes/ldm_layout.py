@@ -1,8 +1,10 @@
-"""Test helper: a diffusers SD model's weights (1.x, 2.x, XL base and refiner) and a ControlNet's in
-the original LDM/SGM single-file key layout.
+"""A diffusers SD model's weights (1.x, 2.x, XL base and refiner) and a ControlNet's in the original
+LDM/SGM single-file key layout, and the writer of such a checkpoint.
 
-diffusers only converts LDM -> diffusers; tests need the other direction to write single-file
-checkpoints honestly (from real diffusers weights), so it is written out here, block by block.
+diffusers only converts LDM -> diffusers (what nodes.single_file loads with); exporting a model as one
+file, and the tests' single-file checkpoints, need the other direction, written out here block by block.
+
+    python -m nodes.ldm_layout DIFFUSERS_FOLDER OUT.safetensors [--family sd1] [--dtype float16]
 """
 from __future__ import annotations
 
@@ -155,18 +157,40 @@ def text_encoders_to_ldm(family: str, text_encoder, text_encoder_2=None, sd2_ext
     return open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.0.model.")
 
 
-def write_single_file(folder, family, path):
-    """A diffusers folder written as an LDM/SGM single file (the v_pred key marks SD 2.x v-prediction)."""
+def write_single_file(folder, path, family: str = "sd1", dtype=None, extra: dict | None = None) -> dict:
+    """A diffusers folder written as one LDM/SGM .safetensors file (in `dtype` if given, e.g.
+    torch.float16; the v_pred key marks SD 2.x v-prediction); returns the state dict written."""
+    from pathlib import Path
+
     import diffusers
     import torch
     from safetensors.torch import save_file
 
     cls = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
            "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}[family]
-    extra = {"safety_checker": None} if family in ("sd1", "sd2") else {}
-    pipe = getattr(diffusers, cls).from_pretrained(folder, **extra)
-    state = pipeline_to_ldm(pipe, family)
+    options = {"safety_checker": None, "requires_safety_checker": False} if family in ("sd1", "sd2") else {}
+    state = pipeline_to_ldm(getattr(diffusers, cls).from_pretrained(folder, **options), family)
     if family == "sd2":
         state["v_pred"] = torch.zeros(())
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state.update(extra or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
-    return path
+    return state
+
+
+if __name__ == "__main__":
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m nodes.ldm_layout",
+                                description="Write a diffusers SD folder as one LDM-layout .safetensors file.")
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--family", choices=("sd1", "sd2", "sdxl", "sdxl_refiner"), default="sd1")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
+    args = p.parse_args()
+    write_single_file(args.folder, args.out, args.family, getattr(torch, args.dtype) if args.dtype else None)

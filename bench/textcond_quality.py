@@ -1,0 +1,176 @@
+"""Quality of the text-to-image model: does each image show the colour and the shape its prompt names?
+
+An independent small CNN with a colour head and a shape head is trained on fresh images of the
+procedural data set (it never sees the generator's output) and checked on held-out ones. Then Loom's
+own graph (LoadCheckpoint -> Tokenize/EncodeText -> MakeNoiseLatents -> Sample -> VAEDecode) makes
+`--seeds` images for each of the 6 x 10 prompts "a {colour} {shape}", at each guidance scale, and
+the classifier scores them. At guidance 0 the sample is the unconditional prediction, so the prompt
+should not matter (near chance: 1/6 for colour, 1/10 for shape). Also prints the VAE's round-trip
+PSNR on fresh images and writes one grid per guidance under bench/out/.
+
+    python bench/textcond_quality.py [--model FOLDER] [--guidance 7.5 0] [--seeds 4] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from graph.threads import configure_threads  # noqa: E402
+
+
+def classifier():
+    from torch import nn
+
+    def block(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+
+    class Net(nn.Module):
+        def __init__(self, colours: int, shapes: int):
+            super().__init__()
+            self.body = nn.Sequential(block(3, 16), block(16, 32), block(32, 64), block(64, 64), nn.Flatten(),
+                                      nn.Linear(64 * 4 * 4, 128), nn.ReLU())
+            self.colour, self.shape = nn.Linear(128, colours), nn.Linear(128, shapes)
+
+        def forward(self, x):
+            h = self.body(x * 2 - 1)
+            return self.colour(h), self.shape(h)
+
+    from nodes.textcond.data import COLOUR_NAMES, SHAPES
+
+    return Net(len(COLOUR_NAMES), len(SHAPES))
+
+
+def train_classifier(steps: int, seed: int):
+    """The classifier and its (colour, shape) accuracy on 1000 held-out fresh images."""
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    from nodes.textcond.data import make_batch
+
+    torch.manual_seed(seed)
+    net = classifier()
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        images, _, colours, shapes = make_batch(64, gen)
+        colour, shape = net(images)
+        loss = cross_entropy(colour, colours) + cross_entropy(shape, shapes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    images, _, colours, shapes = make_batch(1000, torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        colour, shape = net(images)
+    return net, ((colour.argmax(1) == colours).float().mean().item(), (shape.argmax(1) == shapes).float().mean().item())
+
+
+def txt2img(prompt: str, seed: int, batch: int, guidance: float, steps: int, kind: str, model: str) -> dict:
+    """workflows/shapes.json (Loom's txt2img graph at 64x64, API format) with these settings."""
+    import json
+
+    wf = json.loads((ROOT / "workflows" / "shapes.json").read_text())
+    wf.pop("10")  # the images are scored, not saved
+    wf["1"]["inputs"]["model"] = model
+    wf["2"]["inputs"]["text"] = prompt
+    wf["6"]["inputs"].update(kind=kind, steps=steps)
+    wf["7"]["inputs"].update(batch_size=batch, seed=seed)
+    wf["8"]["inputs"]["guidance_scale"] = guidance
+    return wf
+
+
+def generate(loom, model: str, guidance: float, seeds: int, steps: int, kind: str):
+    """Images (60 * seeds, H, W, 3) in prompt order (colour-major), with their colour and shape indices."""
+    import torch
+
+    from nodes.textcond.data import COLOUR_NAMES, SHAPES, TEMPLATES, caption
+
+    images, colours, shapes = [], [], []
+    for c in range(len(COLOUR_NAMES)):
+        for s in range(len(SHAPES)):
+            wf = txt2img(caption(c, s, TEMPLATES[0]), 1000 * c + 10 * s, seeds, guidance, steps, kind, model)
+            result = loom.run(loom.validate(wf, outputs=["9"]))
+            assert result.ok, result.error
+            images.append(result.values["9"][0])
+            colours += [c] * seeds
+            shapes += [s] * seeds
+    return torch.cat(images), torch.tensor(colours), torch.tensor(shapes)
+
+
+def table(title: str, names, asked, predicted) -> float:
+    print(f"  {title}")
+    for k, name in enumerate(names):
+        mine = asked == k
+        right = (predicted[mine] == k).float().mean().item()
+        wrong = predicted[mine & (predicted != k)].tolist()
+        confused = ", ".join(f"{names[c]} x{wrong.count(c)}" for c in sorted(set(wrong)))
+        print(f"    {name:<20} {right:6.1%}" + (f"   (taken for {confused})" if wrong else ""))
+    overall = (asked == predicted).float().mean().item()
+    print(f"    {'overall':<20} {overall:6.1%}   (chance {1 / len(names):.1%})")
+    return overall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="a diffusers folder (default: the shipped model)")
+    p.add_argument("--guidance", type=float, nargs="+", default=[7.5, 0.0])
+    p.add_argument("--seeds", type=int, default=4, help="images per prompt")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sampler", default="dpmpp_2m", help="a SetScheduler kind")
+    p.add_argument("--classifier-steps", type=int, default=300)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    args = p.parse_args()
+    configure_threads(args.threads)
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from graph import Env, Loom
+    from nodes.common import image_to_pil
+    from nodes.textcond.data import COLOUR_NAMES, SHAPES
+    from nodes.textcond.model import shipped_folder
+    from nodes.textcond.train import psnr
+
+    folder = Path(args.model) if args.model else shipped_folder()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32).eval()
+    print(f"model: {folder}")
+    print(f"VAE round trip on 256 fresh images: PSNR {psnr(vae, 256):.2f} dB (goal >= 28 dB)")
+
+    t0 = time.perf_counter()
+    net, (colour_acc, shape_acc) = train_classifier(args.classifier_steps, seed=1234)
+    print(f"classifier: colour {colour_acc:.1%}, shape {shape_acc:.1%} on held-out real images "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"  # a models folder holding only this model
+        shutil.copytree(folder, models / folder.name)
+        loom = Loom(Env.from_data_dir(Path(tmp) / "data", models_dir=models, device="cpu", dtype="float32"))
+        for guidance in args.guidance:
+            t0 = time.perf_counter()
+            images, colours, shapes = generate(loom, folder.name, guidance, args.seeds, args.steps, args.sampler)
+            seconds = time.perf_counter() - t0
+            with torch.no_grad():
+                colour, shape = net(images.permute(0, 3, 1, 2))
+            print(f"\nguidance {guidance}: {len(images)} images ({args.sampler}, {args.steps} steps) in {seconds:.0f} s")
+            c = table("colour accuracy", COLOUR_NAMES, colours, colour.argmax(1))
+            s = table("shape accuracy", SHAPES, shapes, shape.argmax(1))
+            goal = "goal: colour >= 90%, shape >= 75%" if guidance > 1 else "goal: near chance"
+            print(f"  guidance {guidance}: colour {c:.1%}, shape {s:.1%} ({goal})")
+            rows, cols = len(COLOUR_NAMES) * len(SHAPES) // 10, 10 * args.seeds
+            grid = images.view(rows, cols, 64, 64, 3).permute(0, 2, 1, 3, 4).reshape(rows * 64, cols * 64, 3)
+            out = Path(args.out) / f"textcond_grid_g{guidance:g}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            image_to_pil(grid[None])[0].save(out)
+            print(f"  grid (one row per colour, {args.seeds} seeds per shape): {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Command line of the text-to-image model: train its two stages, export a shippable folder.
+
+    python -m nodes.textcond vae    --out RUN [--minutes M] [--resume]
+    python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (optional: the encoder frozen)
+    python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
+    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/vae] [--single-file FILE.safetensors]
+
+CPU threads are set before torch is imported (--threads, default one per physical core).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from graph.threads import configure_threads
+
+DEFAULTS = {"vae": dict(steps=3000, batch=8, lr=5e-4), "decoder": dict(steps=3000, batch=8, lr=5e-4),
+            "unet": dict(steps=6000, batch=32, lr=5e-4)}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m nodes.textcond", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    helps = {"vae": "train the VAE (stage 1)", "decoder": "continue the VAE's decoder, its encoder frozen",
+             "unet": "train the UNet and the text encoder on the frozen VAE (stage 2)"}
+    for stage in ("vae", "decoder", "unet"):
+        s = sub.add_parser(stage, help=helps[stage])
+        s.add_argument("--out", required=True, help="run folder (vae/, pipeline/, training state)")
+        s.add_argument("--steps", type=int, default=DEFAULTS[stage]["steps"])
+        s.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+        s.add_argument("--batch", type=int, default=DEFAULTS[stage]["batch"])
+        s.add_argument("--lr", type=float, default=DEFAULTS[stage]["lr"])
+        s.add_argument("--save-every", type=int, default=250)
+        if stage != "unet":
+            s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
+        else:
+            s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
+            s.add_argument("--offset-noise", type=float, default=0.3, help="std of the per-channel noise offset")
+            s.add_argument("--x0-weight-cap", type=float, default=50.0,
+                           help="cap of the (1 + SNR) / SNR loss weight at high noise; 0: none")
+            s.add_argument("--init", default=None, help="start from this UNet-stage state file (fine-tuning)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
+        s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    e = sub.add_parser("export", help="write a float16 diffusers folder (and optionally a single file)")
+    e.add_argument("src", help="a trained pipeline folder, e.g. RUN/pipeline")
+    e.add_argument("dst")
+    e.add_argument("--single-file", default=None, help="also write this LDM-layout .safetensors file")
+    e.add_argument("--decoder", default=None, help="a VAE folder whose decoder replaces the run's (from `decoder`)")
+    e.add_argument("--threads", type=int, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    configure_threads(args.threads)
+    if args.command == "export":
+        from .export import export
+
+        export(args.src, args.dst, args.single_file, args.decoder)
+        print(f"wrote {args.dst}" + (f" and {args.single_file}" if args.single_file else ""))
+        return
+    import torch
+    from tqdm import tqdm
+
+    from . import train
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "unet":
+        stage = dict(snr_gamma=args.snr_gamma or None, offset_noise=args.offset_noise,
+                     x0_weight_cap=args.x0_weight_cap or None)
+    else:
+        stage = dict(crop=args.crop)
+    config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
+        steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
+        seed=args.seed, **stage)
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=args.command, mininterval=5)
+    smooth = None
+
+    def on_step(step, total, loss):
+        nonlocal smooth
+        smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+        bar.total, bar.n = total, step
+        bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+        bar.refresh()
+
+    if args.command in ("vae", "decoder"):
+        vae = train.train_vae(config, args.out, device, on_step, resume=args.resume,
+                              decoder_only=args.command == "decoder")
+        bar.close()
+        print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {args.out}/vae")
+    else:
+        train.train_unet(config, args.out, device, on_step, resume=args.resume, init=args.init)
+        bar.close()
+        print(f"saved the EMA pipeline to {args.out}/pipeline")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
