@@ -102,10 +102,11 @@ export function freeSpot(graph, size, at, gap = 24, step = 30) {
 // with an output of its type (two inputs of one type take two different sources, in order).
 const DEFAULT_GRAPH = [
   { key: "ckpt", type: "LoadCheckpoint", col: 0, from: [] },
-  { key: "pos", type: "Tokenize", col: 1, from: ["ckpt"], text: "a photo of a cat riding a horse, highly detailed" },
-  { key: "neg", type: "Tokenize", col: 1, from: ["ckpt"], text: "blurry, low quality, watermark" },
+  // what the built-in shapes64 draws; its unconditional prompt (for guidance) is the empty one
+  { key: "pos", type: "Tokenize", col: 1, from: ["ckpt"], text: "a blue ring on a black background" },
+  { key: "neg", type: "Tokenize", col: 1, from: ["ckpt"], text: "" },
   { key: "sched", type: "SetScheduler", col: 1, from: ["ckpt"] },
-  // the tiny model is made for 64x64 images (as workflows/txt2img.json); 512 would take minutes on a CPU
+  // the built-in models are made for 64x64 images (as workflows/shapes.json); 512 would take minutes on a CPU
   { key: "noise", type: "MakeNoiseLatents", col: 1, from: ["ckpt"], values: { width: 64, height: 64 } },
   { key: "encpos", type: "EncodeText", col: 2, from: ["pos", "ckpt"] },
   { key: "encneg", type: "EncodeText", col: 2, from: ["neg", "ckpt"] },
@@ -113,9 +114,9 @@ const DEFAULT_GRAPH = [
   { key: "decode", type: "VAEDecode", col: 3, from: ["sample", "ckpt"] },
   { key: "save", type: "SaveImage", col: 3, from: ["decode"] },
 ];
-const DEFAULT_MODEL = "tiny-sd";
+const DEFAULT_MODELS = ["shapes64", "tiny-sd"]; // the trained built-in model first, else the random one
 
-/** Builds the tiny-model txt2img graph; returns the node types the server lacks. */
+/** Builds the default txt2img graph; returns the node types the server lacks. */
 export function buildDefaultWorkflow(graph, objectInfo) {
   graph.clear();
   const missing = DEFAULT_GRAPH.filter((s) => !objectInfo[s.type]).map((s) => s.type);
@@ -128,8 +129,8 @@ export function buildDefaultWorkflow(graph, objectInfo) {
     const widgets = node.widgets ?? [];
     const text = widgets.find((w) => ["customtext", "text", "string"].includes(w.type));
     if (text && spec.text !== undefined) text.value = spec.text;
-    const model = widgets.find((w) => w.type === "combo" && w.options.values.includes(DEFAULT_MODEL));
-    if (model) model.value = DEFAULT_MODEL;
+    const model = widgets.find((w) => w.type === "combo" && DEFAULT_MODELS.some((m) => w.options.values.includes(m)));
+    if (model) model.value = DEFAULT_MODELS.find((m) => model.options.values.includes(m));
     for (const w of widgets) if (spec.values && w.name in spec.values) w.value = spec.values[w.name];
     const seedControl = widgets.find((w) => w.name === CONTROL_WIDGET);
     if (seedControl) seedControl.value = "randomize";
