@@ -887,14 +887,10 @@ def test_a_workflow_with_a_subgraph_runs(loop, editor):
         await editor.node_menu(held[0])
         await editor.pick_menu("Convert to Subgraph")
         assert len(await editor.js("() => loom.graph.serialize().definitions.subgraphs[0].nodes")) == 2
-        editor.allowed.append("status of 400 (Bad Request)")
         await page.click("#queue-btn")
         await page.wait_for_function("""() => document.querySelector('#errors-panel:not([hidden])')
             || loom.graph._nodes.some((n) => n.loom?.images?.length)""", timeout=100000)
-        if await page.locator("#errors-panel").is_visible():
-            panel = await page.locator("#errors-panel").text_content()
-            assert "not installed" in panel, panel
-            pytest.skip("this server does not expand subgraphs yet (the comfyfront branch adds it)")
+        assert await page.locator("#errors-panel").is_hidden(), await page.locator("#errors-panel").text_content()
         await editor.wait_for_image(save)
         await editor.shot("27b-subgraph-ran")
 
