@@ -49,7 +49,7 @@ export class Tooltips {
     const node = this.canvas.graph?.getNodeOnPos(x, y, this.canvas.visible_nodes);
     if (!node) return null;
     const def = node.constructor.loomDef ?? {};
-    const errors = node.loom?.errors?.messages ?? [];
+    const errors = [...(node.loom?.errors?.messages ?? []), ...(node.loom?.warnings ?? []).map((m) => `warning: ${m}`)];
     const inputs = Object.fromEntries(inputsOf(def).map((i) => [i.name, i]));
     const slot = node.getSlotInPosition(x, y);
     if (slot?.input) {
