@@ -13,7 +13,7 @@ from nodes.textcond.nodes import SHIPPED
 from nodes.textcond.train import StageConfig, UNetConfig, fold_scaling, train_unet, train_vae
 
 # sha256 of the shipped weight files (names and bytes, see model.weights_digest): a retrain or an
-# accidental rewrite of assets/textcond changes it. Update it together with the numbers in README.
+# accidental rewrite of assets/textcond changes it. Update it together with the numbers in docs/builtin-models.md.
 SHIPPED_DIGEST = "33e7b9ce685447d68633797c80f6180d76e0f5ac336bd898baa295f5dae57e13"
 PROMPT = "a red circle"
 
