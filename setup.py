@@ -37,12 +37,14 @@ DATA_FOLDERS = {"loomserver.web": "web", "loomserver.workflows": "workflows", "n
 
 class BuildPy(build_py):
     def run(self):
-        ensure_editor_library()
         if not self.editable_mode:  # build/lib is reused between builds: a file removed here must not linger
             shutil.rmtree(self.build_lib, ignore_errors=True)
         super().run()
 
 
+# Before the package list is made: the library's folders are data packages of loomserver.web, and a
+# list made while they were missing leaves them out (setuptools then warns that they are absent).
+ensure_editor_library()
 setup(
     packages=find_packages(include=["graph", "graph.*", "loomqueue", "loomqueue.*", "nodes", "nodes.*", "loomserver",
                             "loomserver.*"])

@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# The editor's library first: Loom's build packages it (setup.py would otherwise run npm ci itself).
+if [ -f web/package-lock.json ] && [ ! -d web/node_modules ]; then
+  (cd web && npm ci --silent --no-audit --no-fund)
+fi
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
 else
@@ -21,9 +25,6 @@ if [ "${1:-}" = "--test" ]; then
   # tests/test_templates.py, in a folder of their own: the venv may hold the current release.
   .venv/bin/python -m pip install -q --no-deps --upgrade --target .test-deps/comfyui-workflow-templates-0.1.48 \
     comfyui-workflow-templates==0.1.48
-fi
-if [ -f web/package-lock.json ] && [ ! -d web/node_modules ]; then
-  (cd web && npm ci --silent --no-audit --no-fund)
 fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   SUDO=$(command -v sudo >/dev/null && [ "$(id -u)" != 0 ] && echo sudo || true)

@@ -1,7 +1,8 @@
 """Loom's command line (the `loom` command, also `python server.py` in a checkout).
 
     loom [serve]                         serve the API and the editor (see loom serve --help)
-    loom run WORKFLOW.json               run one workflow headless, with a progress bar (JSON or PNG)
+    loom run WORKFLOW.json               run one workflow headless, with a progress bar (JSON or PNG;
+                                         a shipped example by name: loom run shapes)
     loom workflow extract IMAGE.png [--out FILE]   the workflow a PNG carries
     loom workflow check WORKFLOW                    what a shared workflow needs
 
@@ -12,12 +13,13 @@ checked before torch and the nodes load: a mistake is reported at once, with exi
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import re
 import sys
 from pathlib import Path
 
-from .paths import default_data_dir, editor_dir
+from .paths import default_data_dir, editor_dir, example_names, shipped_workflow
 
 DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -25,6 +27,17 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 class UsageError(Exception):
     """A problem with the command line or its files: one line on stderr, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with whole option names only (a misspelt one is never taken for another) and one-line
+    errors that point to --help instead of printing the whole usage."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -95,7 +108,7 @@ def _add_server(parser, after: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     _add(p, ENGINE_OPTIONS, after=False)
     _add_server(p, after=False)
     sub = p.add_subparsers(dest="command")
@@ -118,8 +131,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _scope(parser: argparse.ArgumentParser) -> tuple[dict[str, bool], dict]:
+    """(option -> whether it takes a value, command -> its parser) of one parser."""
+    options = {flag: action.nargs != 0 for action in parser._actions for flag in action.option_strings}
+    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    return options, commands
+
+
+def check_option_names(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuses the first option that the command line's parser (the main one, then the command's) does
+    not know, with the closest known name. Done before argparse parses: it would take the next word
+    as the option's value and then name the workflow path as the argument it does not recognise."""
+    options, commands = _scope(parser)
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return
+        if word.startswith("-") and len(word) > 1 and not word.lstrip("-").replace(".", "", 1).isdigit():
+            name = word.split("=", 1)[0]
+            if name not in options:
+                close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+                parser.error(f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else ""))
+            if options[name] and "=" not in word:
+                next(words, None)  # its value
+        elif word in commands:
+            parser = commands[word]
+            options, commands = _scope(parser)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    check_option_names(parser, argv)
+    args = parser.parse_args(argv)
     args.command = args.command or "serve"
     args.data_dir = str(Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir())
     if getattr(args, "web_dir", None) is None:
@@ -148,6 +191,18 @@ def check_device(args: argparse.Namespace) -> None:
         raise UsageError(f"--device {args.device}: there are only {backend.device_count()} {kind.upper()} device(s)")
 
 
+def locate_workflow(path: str) -> str:
+    """`path` when it exists, else the shipped example it names (`loom run shapes` on an installed Loom)."""
+    if Path(path).exists():
+        return path
+    shipped = shipped_workflow(path)
+    if shipped is None:
+        raise UsageError(f"cannot read {path}: no such file, nor a shipped example of that name "
+                         f"(the examples: {', '.join(example_names())})")
+    print(f"the shipped example {shipped}", file=sys.stderr)
+    return str(shipped)
+
+
 def read_workflow(path: str):
     """The workflow in a file, checked against the format's schema (the nodes are not needed for that)."""
     if not Path(path).is_file():  # before importing anything
@@ -173,6 +228,7 @@ def workflow_command(args: argparse.Namespace) -> int:
     try:
         if args.action == "extract":
             return extract_workflow(args.image, args.out, args.api)
+        args.workflow = locate_workflow(args.workflow)
         read_workflow(args.workflow)
         return check_workflow(make_loom(args), args.workflow)
     except WorkflowError as exc:
@@ -185,12 +241,16 @@ def run_command(args: argparse.Namespace) -> int:
 
     from .engine import make_loom
 
+    args.workflow = locate_workflow(args.workflow)
     workflow = read_workflow(args.workflow)
     loom = make_loom(args, output_dir=args.out)
     validation = loom.validate(workflow)
     if not validation.ok:
         raise UsageError(str(ValidationFailed(validation)))
     result = loom.run(validation, emit=TqdmProgress(validation.prompt))
+    for node_id, ui in result.outputs.items():  # what a node found wrong with its inputs (a prompt's unknown words)
+        for line in ui.get("warnings", []):
+            print(f"warning: #{node_id} {validation.prompt[node_id]['class_type']}: {line}", file=sys.stderr)
     if not result.ok:
         err = result.error or {}
         print(f"error in node #{err.get('node_id')} {err.get('node_type')}: {err.get('exception_message')}",

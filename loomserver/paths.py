@@ -35,6 +35,24 @@ def workflows_dir() -> Path:
     return _shipped("workflows")
 
 
+def example_names() -> list[str]:
+    """The shipped example workflows by name: `shapes`, `txt2img`, `tutorial/cfg_sweep`, ..."""
+    folder = workflows_dir()
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.json"))
+
+
+def shipped_workflow(name: str) -> Path | None:
+    """The shipped example `name` names (`shapes`, `shapes.json`, `workflows/shapes.json`), or None:
+    an installed Loom has no `workflows/` in the current directory, so `loom run shapes` finds it here."""
+    name = name.replace("\\", "/").removeprefix("./").removeprefix("workflows/")
+    folder = workflows_dir().resolve()
+    for candidate in (folder / name, folder / f"{name}.json"):
+        candidate = candidate.resolve()
+        if candidate.is_file() and candidate.suffix == ".json" and candidate.is_relative_to(folder):
+            return candidate
+    return None
+
+
 def default_data_dir(cwd: Path | None = None) -> Path:
     cwd = Path.cwd() if cwd is None else cwd
     if is_checkout() or is_checkout(cwd):

@@ -19,6 +19,44 @@ from graph import In, Int, Node, Out, String
 from .conditioning import Cond
 
 MAX_CLIP_SKIP = 48
+LISTED_WORDS = 8  # unknown words named in one warning
+
+
+def prompt_warnings(tokenizer, text: str) -> list[str]:
+    """What the model will not read as written. Words for which a CLIP tokenizer has no whole-word
+    token (`word</w>`) split into pieces the model may never have seen in training ("a cat" on
+    shapes64, whose vocabulary holds its caption words); text past the tokenizer's length (77 tokens
+    for CLIP, start and end included) is cut off, as the diffusers pipelines cut it."""
+    pieces = tokenizer.tokenize(text)  # (its backend is not asked directly: it keeps the last call's padding)
+    warnings = []
+    if any(piece.endswith("</w>") for piece in pieces):  # CLIP's BPE: a word ends with its `</w>` piece
+        split, word = {}, []
+        for piece in pieces:
+            word.append(piece.removesuffix("</w>"))
+            if piece.endswith("</w>"):
+                if len(word) > 1:
+                    split.setdefault("".join(word), "+".join(word))
+                word = []
+        if split:
+            named = [f"{word} ({parts})" for word, parts in list(split.items())[:LISTED_WORDS]]
+            more = f" and {len(split) - LISTED_WORDS} more" if len(split) > LISTED_WORDS else ""
+            warnings.append(f"{len(split)} word(s) not in the model's vocabulary, read as pieces it may never have "
+                            f"seen: {', '.join(named)}{more}")
+    room = tokenizer.model_max_length - 2  # the start and end tokens take two places
+    if len(pieces) > room:
+        cut = "".join(pieces[room:]).replace("</w>", " ").strip()
+        warnings.append(f"the prompt is {len(pieces) + 2} tokens, the model reads {tokenizer.model_max_length}: "
+                        f"\"{cut if len(cut) <= 60 else cut[:57] + '...'}\" is cut off")
+    return warnings
+
+
+def check_prompt(ctx, tokenizer, text: str) -> None:
+    """Shows prompt_warnings on the running node (the editor, the history, `loom run`'s output); every
+    node that tokenizes a prompt calls it. A message already shown (SDXL's second tokenizer) is not repeated."""
+    shown = getattr(ctx, "ui", {}).get("warnings", [])
+    new = [w for w in prompt_warnings(tokenizer, text) if w not in shown]
+    if new:
+        ctx.show(warnings=new)
 
 
 class Tokenize(Node):
@@ -30,6 +68,7 @@ class Tokenize(Node):
     outputs = (Out("TOKENS", "tokens"),)
 
     def run(self, ctx):
+        check_prompt(ctx, self.tokenizer, self.text)
         return self.tokenizer(self.text, padding="max_length", max_length=self.tokenizer.model_max_length,
                               truncation=True, return_tensors="pt").input_ids
 

@@ -1,4 +1,4 @@
-"""Render the README's tutorial pictures by running workflows/tutorial/*.json.
+"""Render the tutorial pictures (docs/tutorial.md) by running workflows/tutorial/*.json.
 
     python scripts/tutorial_figures.py [--out docs/tutorial] [--models-dir DIR]
 

@@ -930,6 +930,37 @@ def test_tooltips_optional_inputs_and_node_ids(loop, editor):
     run(loop, body())
 
 
+def test_a_prompt_the_model_cannot_read_is_marked_on_its_node(loop, editor):
+    """"a cat" on shapes64: the run's warning (a word its vocabulary lacks) is an amber ⚠ in the text
+    node's title bar with the message in its tooltip; a run of a prompt the model knows clears it."""
+    async def body():
+        page = editor.page
+        [positive, _], [scheduler], [save] = [await editor.node_ids(t) for t in ("Tokenize", "SetScheduler", "SaveImage")]
+        await editor.set_widget(scheduler, "steps", 2)
+
+        warned = f"loom.graph.getNodeById({positive}).loom.warnings?.length"
+        done = "document.querySelector('#overall .label').textContent.endsWith('done')"
+
+        async def run_prompt(text: str, until: str):
+            await editor.text_area(positive, "text").fill(text)
+            await page.click("#queue-btn")
+            await page.wait_for_function(f"() => {until} && {done}", timeout=100000)
+
+        await run_prompt("a cat", f"{warned} === 1")
+        assert "⚠ 1" in await editor.drawn_texts()
+        xy = await editor.title_xy(positive)
+        await page.mouse.move(xy[0] + 40, xy[1] + 40)
+        await page.mouse.move(*xy)
+        await page.wait_for_selector("#tooltip:not([hidden])")
+        assert "cat (ca+t)" in await page.locator("#tooltip").text_content()
+        await editor.shot("31-prompt-warning")
+        await run_prompt("a red circle", f"!{warned}")  # cleared when the node runs again
+        assert "⚠ 1" not in await editor.drawn_texts()
+        await editor.wait_for_image(save)
+
+    run(loop, body(), timeout=200)
+
+
 def test_new_nodes_are_placed_apart_and_the_search_shows_descriptions(loop, editor):
     async def body():
         page = editor.page

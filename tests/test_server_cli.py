@@ -115,3 +115,35 @@ def test_default_data_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert paths.default_data_dir(tmp_path) == tmp_path / "xdg" / "loom"
     assert paths.default_data_dir(checkout) == checkout / "data"  # started inside a checkout
+
+
+def test_a_misspelt_option_is_named_with_the_closest_one(tmp_path):
+    """One line naming the option as typed (not the workflow path after its would-be value), the
+    closest known name, and no option is taken for another by abbreviation."""
+    for args, message in [
+        (["run", "--outt", "x", "wf.json"], "error: unknown option --outt; did you mean --out?"),
+        (["--prot", "5"], "error: unknown option --prot; did you mean --port?"),
+        (["run", "wf.json", "--dtyp=float32"], "error: unknown option --dtyp; did you mean --dtype?"),
+        (["serve", "--por", "0"], "error: unknown option --por; did you mean --port?"),  # no abbreviations
+        (["run", "wf.json", "--zzzzzz"], "error: unknown option --zzzzzz (see"),
+    ]:
+        done = cli("--data-dir", str(tmp_path / "data"), *args)
+        assert done.returncode == 2 and done.stderr.startswith(message), (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "usage:" not in done.stderr, done.stderr
+
+
+def test_a_shipped_example_runs_by_name(tmp_path):
+    """An installed Loom has no workflows/ in the current folder: `loom run NAME` finds the shipped
+    example; an unknown name lists them. (Checked with --no-builtin-nodes: the file is found and read,
+    then refused for its node types, before any model loads.)"""
+    from loomserver.paths import example_names, shipped_workflow
+
+    assert {"shapes", "txt2img", "tutorial/cfg_sweep"} <= set(example_names())
+    for name in ("shapes", "shapes.json", "workflows/shapes.json"):
+        assert shipped_workflow(name) == (ROOT / "workflows" / "shapes.json").resolve()
+    assert shipped_workflow("../pyproject.toml") is None and shipped_workflow("nothere") is None
+    done = cli("--data-dir", str(tmp_path / "data"), "--no-builtin-nodes", "run", "shapes", cwd=tmp_path)
+    assert "the shipped example" in done.stderr and "LoadCheckpoint" in done.stderr, done.stderr
+    done = cli("--data-dir", str(tmp_path / "data"), "run", "nothere", cwd=tmp_path)
+    assert done.returncode == 2 and "cannot read nothere: no such file, nor a shipped example" in done.stderr
+    assert "shapes, step_by_step" in done.stderr and "txt2img" in done.stderr

@@ -13,7 +13,7 @@ from nodes.textcond.nodes import SHIPPED
 from nodes.textcond.train import StageConfig, UNetConfig, fold_scaling, train_unet, train_vae
 
 # sha256 of the shipped weight files (names and bytes, see model.weights_digest): a retrain or an
-# accidental rewrite of assets/textcond changes it. Update it together with the numbers in README.
+# accidental rewrite of assets/textcond changes it. Update it together with the numbers in docs/builtin-models.md.
 SHIPPED_DIGEST = "33e7b9ce685447d68633797c80f6180d76e0f5ac336bd898baa295f5dae57e13"
 PROMPT = "a red circle"
 
@@ -203,6 +203,7 @@ def test_single_file_export_loads_back_with_the_same_pixels(shipped_loom, tmp_pa
     assert (models / "shapes64.safetensors").stat().st_size < 12_000_000
     folder = image_of(shipped_loom, txt2img(steps=6))
     single = image_of(shipped_loom, txt2img(model="shapes64.safetensors", steps=6))
+    # exact: both float16 files are cast to float32 into fresh (aligned) memory, so even the addresses agree
     assert np.abs(single - folder).max() == 0.0
 
 

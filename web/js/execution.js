@@ -71,6 +71,8 @@ export class Execution extends EventTarget {
 
   on_executing(data) {
     if (this.runningNode != null) this.done.add(String(this.runningNode));
+    const node = this.node(data.node);
+    if (node) runState(node).warnings = null; // it runs again: its warnings come anew with "executed"
     this.setRunning(data.node);
     if (data.node == null) this.finish();
     else this.update();
@@ -115,6 +117,7 @@ export class Execution extends EventTarget {
     const node = this.node(data.node);
     if (node && images.length) this.showImages(node, images);
     if (node && data.output?.text) this.showText(node, data.output.text);
+    if (node && data.output?.warnings?.length) runState(node).warnings = data.output.warnings.map(String);
     this.emit("images", { node: data.node, images, promptId: data.prompt_id });
     this.update();
   }

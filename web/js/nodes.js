@@ -207,10 +207,11 @@ const nodeMethods = {
   hasContentArea() { return contentArea(this) != null; },
 };
 
-/** The node id (when shown) and an error mark, right-aligned in the title bar. */
+/** The node id (when shown), an error mark and a warning mark (a run's notes on its inputs, e.g. a
+ * prompt's unknown words), right-aligned in the title bar; the messages are in the node's tooltip. */
 export function drawTitleMarks(node, ctx, showId) {
-  const errors = node.loom?.errors;
-  if (!showId && !errors) return;
+  const errors = node.loom?.errors, warnings = node.loom?.warnings;
+  if (!showId && !errors && !warnings?.length) return;
   const { font, fillStyle, textAlign } = ctx;
   const h = LiteGraph.NODE_TITLE_HEIGHT;
   const width = node.flags?.collapsed ? node._collapsed_width ?? node.size[0] : node.size[0];
@@ -220,6 +221,12 @@ export function drawTitleMarks(node, ctx, showId) {
   if (errors) {
     ctx.fillStyle = "#ff6b6b";
     const text = `⚠ ${errors.messages.length}`;
+    ctx.fillText(text, x, -h / 2 + 4);
+    x -= ctx.measureText(text).width + 8;
+  }
+  if (warnings?.length) {
+    ctx.fillStyle = "#ffc861";
+    const text = `⚠ ${warnings.length}`;
     ctx.fillText(text, x, -h / 2 + 4);
     x -= ctx.measureText(text).width + 8;
   }

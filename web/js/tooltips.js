@@ -1,6 +1,6 @@
 // Tooltips on the canvas, from /object_info: a node's description on its title bar, an input's
 // tooltip (with its type, and whether it is optional) on its socket or widget, an output's on its
-// socket; a node with errors shows its messages wherever the pointer rests on it.
+// socket; a node with errors (or a run's warnings, in amber) shows its messages wherever the pointer rests on it.
 import { inputsOf } from "./nodes.js";
 
 const DELAY_MS = 450;
@@ -36,7 +36,7 @@ export class Tooltips {
     if (!parts) return;
     const [head, kind, body, errors] = parts;
     this.tip.replaceChildren(el("b", "", head), kind ? el("span", "muted", kind) : "", body ? el("span", "", body) : "",
-      ...errors.map((m) => el("span", "err", m)));
+      ...errors.map((m) => el("span", m.startsWith("warning: ") ? "warn" : "err", m)));
     this.tip.hidden = false;
     const box = this.tip.parentElement.getBoundingClientRect();
     const { offsetWidth: w, offsetHeight: h } = this.tip;
@@ -49,7 +49,7 @@ export class Tooltips {
     const node = this.canvas.graph?.getNodeOnPos(x, y, this.canvas.visible_nodes);
     if (!node) return null;
     const def = node.constructor.loomDef ?? {};
-    const errors = node.loom?.errors?.messages ?? [];
+    const errors = [...(node.loom?.errors?.messages ?? []), ...(node.loom?.warnings ?? []).map((m) => `warning: ${m}`)];
     const inputs = Object.fromEntries(inputsOf(def).map((i) => [i.name, i]));
     const slot = node.getSlotInPosition(x, y);
     if (slot?.input) {
