@@ -177,13 +177,14 @@ def saving(base: Path, files: int, saves: int = 50) -> dict:
     return {"save": ms(times), "cpu": statistics.median(cpu), "first": first_s, "old_scan": statistics.median(old)}
 
 
-LISTINGS = {  # name: (path, repetitions)
-    "queue page": ("/queue?max_items=64", 40),
-    "history 64": ("/history?max_items=64", 40),
-    "jobs 64": ("/api/jobs?limit=64", 40),
-    "panel queue": ("/api/jobs?status=in_progress,pending&limit=200&offset=0", 40),
-    "panel history": ("/api/jobs?status=completed,failed,cancelled&limit=64&offset=0", 40),
-    "queue (all)": ("/queue", 3),
+LISTINGS = {  # name: (path, repetitions, Accept-Encoding)
+    "queue page": ("/queue?max_items=64", 40, "gzip"),
+    "history 64": ("/history?max_items=64", 40, "gzip"),
+    "jobs 64": ("/api/jobs?limit=64", 40, "gzip"),
+    "panel queue": ("/api/jobs?status=in_progress,pending&limit=200&offset=0", 40, "gzip"),
+    "panel history": ("/api/jobs?status=completed,failed,cancelled&limit=64&offset=0", 40, "gzip"),
+    "queue (all)": ("/queue", 3, "gzip"),
+    "queue (all), plain": ("/queue", 3, "identity"),
 }
 
 
@@ -208,8 +209,11 @@ def fill_finished(store: Store, count: int, batch: int = 5000) -> None:
     store._tx(done)
 
 
-async def get_times(url: str, path: str, reps: int, budget: float = 30.0) -> tuple[list[float], int, str]:
-    """`reps` GETs of `path`, fewer (at least 3) once they took `budget` seconds."""
+async def get_times(url: str, path: str, reps: int, accept: str = "gzip",
+                    budget: float = 30.0) -> tuple[list[float], int, str]:
+    """`reps` GETs of `path`, fewer (at least 3) once they took `budget` seconds; (times, the bytes
+    on the wire, Content-Encoding). The body is read, not parsed: the times are the server's and
+    the transfer's (with gzip also the client's decompression)."""
     import aiohttp
 
     times, size, encoding = [], 0, ""
@@ -218,11 +222,12 @@ async def get_times(url: str, path: str, reps: int, budget: float = 30.0) -> tup
             if i >= 3 and sum(times) > budget:
                 break
             t0 = time.perf_counter()
-            async with s.get(url + path) as r:
+            async with s.get(url + path, headers={"Accept-Encoding": accept}) as r:
                 assert r.status == 200, await r.text()
                 body = await r.read()
             times.append(time.perf_counter() - t0)
-            size, encoding = len(body), r.headers.get("Content-Encoding", "identity")
+            size = int(r.headers.get("Content-Length", len(body)))
+            encoding = r.headers.get("Content-Encoding", "identity")
     return times, size, encoding
 
 
@@ -241,10 +246,10 @@ def listing(base: Path, count: int) -> dict:
 
         proc = psutil.Process(server.proc.pid)
         out = {}
-        for name, (path, reps) in LISTINGS.items():
-            asyncio.run(get_times(server.url, path, 1))  # warm-up
+        for name, (path, reps, accept) in LISTINGS.items():
+            asyncio.run(get_times(server.url, path, 1, accept))  # warm-up
             c0 = sum(proc.cpu_times()[:2])
-            times, size, encoding = asyncio.run(get_times(server.url, path, reps))
+            times, size, encoding = asyncio.run(get_times(server.url, path, reps, accept))
             out[name] = {"wall": ms(times), "cpu": (sum(proc.cpu_times()[:2]) - c0) / len(times), "bytes": size,
                          "encoding": encoding}
         return out
@@ -254,8 +259,10 @@ def listing(base: Path, count: int) -> dict:
 
 def print_listing(count: int, rows: dict) -> None:
     for name, row in rows.items():
-        print(f"{count:>7} pending+finished: GET {LISTINGS[name][0]:<58} {row['wall'][0]:8.1f} / {row['wall'][1]:8.1f}"
-              f" (server cpu {row['cpu'] * 1000:8.1f})  {row['bytes'] / 1e6:7.2f} MB {row['encoding']}", flush=True)
+        path, _, accept = LISTINGS[name]
+        print(f"{count:>7} pending+finished: GET {path:<58} {row['wall'][0]:8.1f} / {row['wall'][1]:8.1f}"
+              f" (server cpu {row['cpu'] * 1000:7.1f})  {row['bytes'] / 1e3:8.1f} kB sent ({row['encoding']}; "
+              f"accepts {accept})", flush=True)
 
 
 def main() -> int:
