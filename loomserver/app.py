@@ -255,7 +255,8 @@ class LoomServer:
         """ComfyUI's whole queue; with max_items (and offset) a page of the pending prompts."""
         limit, offset = listing.count(request, "max_items", None), listing.count(request, "offset", 0)
         await self.core()
-        return listing.json_text(await asyncio.to_thread(listing.queue_reply, self.store, limit, offset))
+        return listing.json_text(await asyncio.to_thread(
+            lambda: listing.queue_reply(self.store, limit, offset).encode()))
 
     async def post_queue(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
@@ -282,12 +283,12 @@ class LoomServer:
         offset = listing.count(request, "offset", None, low=-1)
         await self.core()
         return listing.json_text(await asyncio.to_thread(
-            lambda: listing.history_reply(self.store.history_page(max_items, offset))))
+            lambda: listing.history_reply(self.store.history_page(max_items, offset)).encode()))
 
     async def get_history_one(self, request):
         await self.core()
         entries = await asyncio.to_thread(self.store.history_one, request.match_info["prompt_id"])
-        return listing.json_text(listing.history_reply(entries))
+        return listing.json_text(listing.history_reply(entries).encode())
 
     async def post_history(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")

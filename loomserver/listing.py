@@ -61,8 +61,9 @@ def history_reply(entries: list[RawEntry]) -> str:
     return "{" + ",".join(f"{json.dumps(e.id)}:{history_item(e)}" for e in entries) + "}"
 
 
-def json_text(body: str) -> web.Response:
-    return web.Response(text=body, content_type="application/json")
+def json_text(body: bytes) -> web.Response:
+    """A reply of JSON encoded already (in a thread: a whole queue is tens of MB)."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def count(request, name: str, default: int | None, low: int = 0) -> int | None:
