@@ -13,9 +13,9 @@ are rows too, so /system_stats reports them across restarts.
 Cost: every query the queue runs per prompt uses an index (the head of the queue, the next number,
 one id); the number of unfinished and finished rows is kept in memory, so POST /prompt and a
 routing pass cost the same at 100 or 100k pending prompts. The listings (GET /queue, /history,
-/api/jobs) read a page along an index on a second, read-only connection (WAL lets it read while
-the queue writes) and hand back the stored JSON text undecoded (`RawEntry`): a page costs the same
-at 1k or 100k rows and never waits for a write.
+/api/jobs) read a page along an index on read-only connections of their own (WAL lets them read
+while the queue writes) and hand back the stored JSON text undecoded (`RawEntry`): a page costs the
+same at 1k or 100k rows and never waits for a write.
 
 Rows keep what ComfyUI's queue and history report: the API prompt, extra_data, the output nodes,
 and once done the status, outputs and messages; plus the models the prompt loads (for routing)
@@ -164,10 +164,10 @@ class Store:
         self._sync = ""
         self._db.executescript(SCHEMA)
         self._migrate()
-        # listings read here: WAL lets this connection read while the other one writes
-        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._reader.execute("PRAGMA query_only=ON")
-        self._read_lock = threading.Lock()
+        # listings read on connections of their own, one per thread: WAL lets them read while the
+        # queue writes, and a long listing (the whole queue) holds up neither writes nor other reads
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         # unfinished and finished rows, kept here so that no request counts the table
         self._remaining = self._count("state != 'done'")
         self._done = self._count("state = 'done'")
@@ -185,8 +185,9 @@ class Store:
         return self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}").fetchone()[0]
 
     def close(self) -> None:
-        with self._lock, self._read_lock:
-            self._reader.close()
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
             self._db.close()
             self._lockfile.close()  # releases the lock
 
@@ -409,9 +410,18 @@ class Store:
         items = [_item(r) for r in rows]
         return [i for i in items if i.state == "running"], [i for i in items if i.state == "pending"]
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._readers.append(db)
+        return db
+
     def _read(self, sql: str, args=()) -> list[tuple]:
-        with self._read_lock:
-            return self._reader.execute(sql, args).fetchall()
+        return self._reader().execute(sql, args).fetchall()
 
     def queue_page(self, limit: int | None = None, offset: int = 0) -> tuple[list[RawEntry], list[RawEntry], int]:
         """(running, pending[offset:offset + limit], number pending) in run order, undecoded. The
@@ -499,19 +509,18 @@ class Store:
             total = self._read(f"SELECT COUNT(*) FROM prompts WHERE state IN ({marks}){where}",
                                (*states, workflow_id))[0][0]
         else:
-            total = sum(self._state_count(state) for state in set(states))
+            counts = self._state_counts()
+            total = sum(counts[state] for state in set(states))
         keys = ("id", "number", "state", "created", "started", "finished", "result", "workflow_id")
         out = [dict(zip(keys, row)) for row in rows]
         for row in out:
             row["result"] = json.loads(row["result"]) if row["result"] else None
         return out, total
 
-    def _state_count(self, state: str) -> int:
-        """Rows in `state`: from the counts in memory; the running ones (a few) are counted."""
-        if state == "done":
-            return self._done
+    def _state_counts(self) -> dict[str, int]:
+        """Rows per state: from the counts in memory; the running ones (a few) are counted."""
         running = self._read("SELECT COUNT(*) FROM prompts WHERE state='running'")[0][0]
-        return running if state == "running" else max(0, self._remaining - running)
+        return {"pending": max(0, self._remaining - running), "running": running, "done": self._done}
 
     def delete_history(self, ids: list[str] | None = None) -> int:
         return self._delete("done", ids)

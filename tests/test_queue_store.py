@@ -260,9 +260,9 @@ def test_listing_queries_read_along_an_index(tmp_path):
     seen = []
 
     def explain(sql, args=()):
-        plan = " / ".join(r[-1] for r in store._reader.execute("EXPLAIN QUERY PLAN " + sql, args))
+        plan = " / ".join(r[-1] for r in store._reader().execute("EXPLAIN QUERY PLAN " + sql, args))
         seen.append((sql, plan))
-        return store._reader.execute(sql, args).fetchall()
+        return store._reader().execute(sql, args).fetchall()
 
     store._read = explain
     store.queue_page(64)
@@ -270,7 +270,7 @@ def test_listing_queries_read_along_an_index(tmp_path):
     store.history_page(64, 10)
     store.summaries(("pending", "running", "done"), limit=64)
     store.summaries(("done",), newest_first=False, limit=64)
-    assert len(seen) >= 8
+    assert len(seen) >= 7
     for sql, plan in seen:  # SEARCH: a range of an index; SCAN would read every row, a TEMP B-TREE sort them
         assert plan.startswith("SEARCH prompts USING") and "INDEX" in plan and "TEMP B-TREE" not in plan, (sql, plan)
 
