@@ -233,6 +233,7 @@ async def get_times(url: str, path: str, reps: int, accept: str = "gzip",
 
 def listing(base: Path, count: int) -> dict:
     data = base / f"list{count}"
+    # the server keeps the newest 10k finished prompts, but trims only when one finishes: none does here
     store = Store(data / "queue.sqlite3", max_history=10 * count)
     fill_finished(store, count)
     blocker = picture_prompt(seed=0, steps=1000, delay=5.0)  # runs for the whole measurement
