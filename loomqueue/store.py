@@ -12,7 +12,10 @@ are rows too, so /system_stats reports them across restarts.
 
 Cost: every query the queue runs per prompt uses an index (the head of the queue, the next number,
 one id); the number of unfinished and finished rows is kept in memory, so POST /prompt and a
-routing pass cost the same at 100 or 100k pending prompts.
+routing pass cost the same at 100 or 100k pending prompts. The listings (GET /queue, /history,
+/api/jobs) read a page along an index on read-only connections of their own (WAL lets them read
+while the queue writes) and hand back the stored JSON text undecoded (`RawEntry`): a page costs the
+same at 1k or 100k rows and never waits for a write.
 
 Rows keep what ComfyUI's queue and history report: the API prompt, extra_data, the output nodes,
 and once done the status, outputs and messages; plus the models the prompt loads (for routing)
@@ -21,6 +24,7 @@ and the idempotency keys of POST /prompt (kept 24 hours).
 from __future__ import annotations
 
 import fcntl
+import heapq
 import json
 import sqlite3
 import threading
@@ -59,7 +63,10 @@ CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created);
 """
 # Columns added after the first release; an older queue file gains them when opened.
 ADDED_COLUMNS = {"models": "TEXT", "skipped": "INTEGER NOT NULL DEFAULT 0", "lost": "TEXT"}
-INDEXES = "CREATE INDEX IF NOT EXISTS prompts_number ON prompts (number);"
+INDEXES = """
+CREATE INDEX IF NOT EXISTS prompts_number ON prompts (number);
+CREATE INDEX IF NOT EXISTS prompts_created ON prompts (state, created, number);
+"""
 IDEMPOTENCY_TTL = 24 * 3600.0  # seconds a key is remembered, as ComfyUI's API v2
 
 
@@ -87,6 +94,20 @@ class Item:
         result = self.result or {}
         return {"prompt": self.queue_entry(), "outputs": result.get("outputs", {}),
                 "status": result.get("status", {}), "meta": result.get("meta", {})}
+
+
+@dataclass
+class RawEntry:
+    """A prompt as ComfyUI's queue and history list it, its JSON columns left as the stored text:
+    a listing splices them into its reply instead of decoding and encoding them again. `result` is
+    the stored {status, outputs, meta} text of a finished prompt, else None."""
+
+    number: int
+    id: str
+    prompt: str
+    extra_data: str
+    outputs: str
+    result: str | None = None
 
 
 @dataclass
@@ -143,6 +164,10 @@ class Store:
         self._sync = ""
         self._db.executescript(SCHEMA)
         self._migrate()
+        # listings read on connections of their own, one per thread: WAL lets them read while the
+        # queue writes, and a long listing (the whole queue) holds up neither writes nor other reads
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         # unfinished and finished rows, kept here so that no request counts the table
         self._remaining = self._count("state != 'done'")
         self._done = self._count("state = 'done'")
@@ -161,6 +186,8 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._readers:
+                reader.close()
             self._db.close()
             self._lockfile.close()  # releases the lock
 
@@ -342,6 +369,9 @@ class Store:
         row = self._db.execute("SELECT state FROM prompts WHERE id=?", (prompt_id,)).fetchone()
         if row is None:
             return
+        # all three keys, always: the history splices this text into its entries (RawEntry)
+        result = {"status": result.get("status", {}), "outputs": result.get("outputs", {}),
+                  "meta": result.get("meta", {}), **result}
         self._db.execute("UPDATE prompts SET state='done', finished=?, result=? WHERE id=?",
                          (time.time(), _dumps(result), prompt_id))
         if row[0] != "done":
@@ -380,6 +410,50 @@ class Store:
         items = [_item(r) for r in rows]
         return [i for i in items if i.state == "running"], [i for i in items if i.state == "pending"]
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._readers.append(db)
+        return db
+
+    def _read(self, sql: str, args=()) -> list[tuple]:
+        return self._reader().execute(sql, args).fetchall()
+
+    def queue_page(self, limit: int | None = None, offset: int = 0) -> tuple[list[RawEntry], list[RawEntry], int]:
+        """(running, pending[offset:offset + limit], number pending) in run order, undecoded. The
+        page is read along the queue's index: its cost does not grow with the queue (only, mildly,
+        with `offset`, whose rows the index skips)."""
+        columns = "number, id, prompt, extra_data, outputs"
+        running = self._read(f"SELECT {columns} FROM prompts WHERE state='running' ORDER BY number")
+        pending = self._read(f"SELECT {columns} FROM prompts WHERE state='pending' ORDER BY number LIMIT ? OFFSET ?",
+                             (-1 if limit is None else limit, offset))
+        return ([RawEntry(*r) for r in running], [RawEntry(*r) for r in pending],
+                max(0, self._remaining - len(running)))
+
+    def history_page(self, max_items: int | None = None, offset: int | None = None) -> list[RawEntry]:
+        """Finished prompts, oldest first, undecoded, as ComfyUI pages its history: without an offset
+        the newest `max_items` (all when None); with one, `max_items` after skipping `offset` of the
+        oldest. The newest page is read along the history's index at a cost that does not grow
+        with the history."""
+        columns = "number, id, prompt, extra_data, outputs, result"
+        limit = -1 if max_items is None else max_items
+        if offset is None or offset < 0:
+            rows = self._read(f"SELECT {columns} FROM prompts WHERE state='done' ORDER BY finished DESC LIMIT ?",
+                              (limit,))[::-1]
+        else:
+            rows = self._read(f"SELECT {columns} FROM prompts WHERE state='done' ORDER BY finished LIMIT ? OFFSET ?",
+                              (limit, offset))
+        return [RawEntry(*r) for r in rows]
+
+    def history_one(self, prompt_id: str) -> list[RawEntry]:
+        rows = self._read("SELECT number, id, prompt, extra_data, outputs, result FROM prompts "
+                          "WHERE state='done' AND id=?", (prompt_id,))
+        return [RawEntry(*r) for r in rows]
+
     def remaining(self) -> int:
         """Prompts pending or running (kept in memory: no query)."""
         return self._remaining
@@ -416,24 +490,37 @@ class Store:
                   offset: int = 0, workflow_id: str | None = None) -> tuple[list[dict], int]:
         """Light rows of the prompts in `states` (no prompt or workflow is read), ordered by creation,
         and how many match in all: {id, number, state, created, started, finished, result, workflow_id},
-        where workflow_id is the editor workflow's `id` in extra_data (ComfyUI's jobs API)."""
-        marks = ",".join("?" * len(states))
-        where, args = f"state IN ({marks})", list(states)
+        where workflow_id is the editor workflow's `id` in extra_data (ComfyUI's jobs API).
+
+        Each state is read along the index (state, created, number), `offset + limit` rows at most,
+        and the states merged here: a page near the top costs the same at 1k or 100k rows. The total
+        comes from the counts kept in memory, except with `workflow_id` (then it is counted)."""
         wf_id = "json_extract(extra_data, '$.extra_pnginfo.workflow.id')"
-        if workflow_id is not None:
-            where, args = where + f" AND {wf_id} = ?", args + [workflow_id]
+        where, extra = ("", ()) if workflow_id is None else (f" AND {wf_id} = ?", (workflow_id,))
         order = "DESC" if newest_first else "ASC"
-        with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}", args).fetchone()[0]
-            rows = self._db.execute(
-                f"SELECT id, number, state, created, started, finished, result, {wf_id} FROM prompts WHERE {where} "
-                f"ORDER BY created {order}, number {order} LIMIT ? OFFSET ?",
-                args + [-1 if limit is None else limit, offset]).fetchall()
+        wanted = -1 if limit is None else offset + limit
+        per_state = [self._read(f"SELECT id, number, state, created, started, finished, result, {wf_id} FROM prompts "
+                                f"WHERE state=?{where} ORDER BY created {order}, number {order} LIMIT ?",
+                                (state, *extra, wanted)) for state in states]
+        rows = list(heapq.merge(*per_state, key=lambda r: (r[3], r[1]), reverse=newest_first))
+        rows = rows[offset:None if limit is None else offset + limit]
+        if workflow_id is not None:
+            marks = ",".join("?" * len(states))
+            total = self._read(f"SELECT COUNT(*) FROM prompts WHERE state IN ({marks}){where}",
+                               (*states, workflow_id))[0][0]
+        else:
+            counts = self._state_counts()
+            total = sum(counts[state] for state in set(states))
         keys = ("id", "number", "state", "created", "started", "finished", "result", "workflow_id")
         out = [dict(zip(keys, row)) for row in rows]
         for row in out:
             row["result"] = json.loads(row["result"]) if row["result"] else None
         return out, total
+
+    def _state_counts(self) -> dict[str, int]:
+        """Rows per state: from the counts in memory; the running ones (a few) are counted."""
+        running = self._read("SELECT COUNT(*) FROM prompts WHERE state='running'")[0][0]
+        return {"pending": max(0, self._remaining - running), "running": running, "done": self._done}
 
     def delete_history(self, ids: list[str] | None = None) -> int:
         return self._delete("done", ids)

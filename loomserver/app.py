@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files, frontend, idempotency, jobs, templates, userdata
+from . import files, frontend, idempotency, jobs, listing, templates, userdata
 from .batch import GroupCommit
+from .compress import gzip_replies
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
 from .system import list_checkpoints, system_stats
@@ -189,7 +190,8 @@ class LoomServer:
         ]
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors, self.guard.middleware], client_max_size=UPLOAD_LIMIT + (1 << 20))
+        app = web.Application(middlewares=[gzip_replies, json_errors, self.guard.middleware],
+                              client_max_size=UPLOAD_LIMIT + (1 << 20))
         for method, path, handler, _ in self.routes():
             app.router.add_route(method.upper(), path, handler)
             if path != "/ws":
@@ -250,10 +252,11 @@ class LoomServer:
         return reply({"prompt_id": prompt_id, "number": added.number, "node_errors": {}})
 
     async def get_queue(self, request):
+        """ComfyUI's whole queue; with max_items (and offset) a page of the pending prompts."""
+        limit, offset = listing.count(request, "max_items", None), listing.count(request, "offset", 0)
         await self.core()
-        running, pending = await asyncio.to_thread(self.store.queue)
-        return reply({"queue_running": [i.queue_entry() for i in running],
-                                  "queue_pending": [i.queue_entry() for i in pending]})
+        return listing.json_text(await asyncio.to_thread(
+            lambda: listing.queue_reply(self.store, limit, offset).encode()))
 
     async def post_queue(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
@@ -275,17 +278,17 @@ class LoomServer:
         return reply({"interrupted": self.worker.interrupt(prompt_id)})
 
     async def get_history(self, request):
+        """ComfyUI's history paging: the newest max_items, or max_items after the offset oldest."""
+        max_items = listing.count(request, "max_items", None) or None  # 0: all, as before
+        offset = listing.count(request, "offset", None, low=-1)
         await self.core()
-        max_items = request.query.get("max_items")
-        if max_items is not None:
-            if not max_items.isdigit():
-                raise Refused(400, f"max_items must be a non-negative integer, not {max_items!r}", "bad_parameter")
-            max_items = int(max_items)
-        return reply(await asyncio.to_thread(self.store.history, max_items))
+        return listing.json_text(await asyncio.to_thread(
+            lambda: listing.history_reply(self.store.history_page(max_items, offset)).encode()))
 
     async def get_history_one(self, request):
         await self.core()
-        return reply(await asyncio.to_thread(self.store.history, None, request.match_info["prompt_id"]))
+        entries = await asyncio.to_thread(self.store.history_one, request.match_info["prompt_id"])
+        return listing.json_text(listing.history_reply(entries).encode())
 
     async def post_history(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")

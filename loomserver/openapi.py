@@ -26,7 +26,8 @@ HEADERS = {("post", "/prompt"): [("Idempotency-Key", "a retry with the same key 
                                                      "request's prompt; another body is 422 idempotency_key_reuse")]}
 QUERY = {
     "/view": [("filename", True), ("subfolder", False), ("type", False)],
-    "/history": [("max_items", False)],
+    "/history": [("max_items", False), ("offset", False)],
+    "/queue": [("max_items", False), ("offset", False)],
     "/ws": [("clientId", False), ("token", False)],
     "/userdata": [("dir", True)],
     "/jobs": [("status", False), ("workflow_id", False), ("sort_by", False), ("sort_order", False),
