@@ -114,7 +114,8 @@ def read_extra_model_paths(path: str | os.PathLike) -> list[ExtraFolder]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = "no such file" if isinstance(exc, FileNotFoundError) else \
-            "it is a folder" if isinstance(exc, IsADirectoryError) else exc.strerror or str(exc)
+            "it is a folder" if isinstance(exc, IsADirectoryError) else \
+            "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
         raise ModelPathsError(f"cannot read the extra model paths file {path}: {reason}") from None
     try:
         data = yaml.safe_load(text)

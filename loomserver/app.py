@@ -90,7 +90,8 @@ class LoomServer:
 
         self.unsafe_error = UnsafePath
         args = self.args
-        self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
+        self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype,
+                                     extra_model_paths=getattr(args, "extra_model_paths_config", None) or ())
         attempts = max(1, getattr(args, "ray_attempts", 3)) if args.ray else LOCAL_ATTEMPTS
         self.store = Store(self.env.data_dir / "queue.sqlite3", max_attempts=attempts)
         for prompt_id, what in self.store.recovered:
