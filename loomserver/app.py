@@ -327,7 +327,7 @@ class LoomServer:
         if request.match_info["folder"] != "checkpoints":
             raise Refused(404, f"no models folder {request.match_info['folder']!r}; there is 'checkpoints'",
                           "not_found")
-        return reply(await asyncio.to_thread(list_checkpoints, Path(self.env.models_dir)))
+        return reply(await asyncio.to_thread(list_checkpoints, self.env))
 
     async def post_free(self, request):
         body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")

@@ -195,6 +195,12 @@ def test_linked_models_are_listed_and_run(server):
             async with s.get(server.url + "/object_info/LoadCheckpoint") as r:
                 loom_choices = (await r.json())["LoadCheckpoint"]["input"]["required"]["model"][0]
             assert {"checkpoints/out-file.safetensors", "comfy-tiny.safetensors"} <= set(loom_choices)
+            async with s.get(server.url + "/models/checkpoints") as r:  # ComfyUI's model list
+                assert "comfy-tiny.safetensors" in await r.json()
+            async with s.get(server.url + "/api/experiment/models/checkpoints") as r:  # its frontend's library
+                entries = {e["name"]: e for e in await r.json()}
+            assert entries["comfy-tiny.safetensors"]["pathIndex"] == 1
+            assert entries["checkpoints/out-folder"]["size"] > 1000  # a linked folder's files, followed
             ids = []
             for name in LINKED:
                 async with s.post(server.url + "/prompt", json={"prompt": prompt_for(name)}) as r:
