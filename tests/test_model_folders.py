@@ -60,6 +60,22 @@ def test_comfyui_yaml_format(tmp_path, monkeypatch):
                                          comfy / "clip"]
     assert env.model_folders("loras") == [tmp_path / "home" / "my-loras", models / "loras"]  # is_default: first
 
+    # every kind's loader reads them through the same place: a LoRA and a UNet of the yaml's folders
+    from nodes.model_files import kind_path, list_kind
+
+    for folder, name in ((tmp_path / "home" / "my-loras", "style.safetensors"), (comfy / "unet", "u.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b"w")
+    (models / "loras").mkdir()
+    (models / "loras" / "style.safetensors").write_bytes(b"mine")
+    assert list_kind(env, "loras") == ["style.safetensors"]
+    assert kind_path(env, "loras", "style.safetensors") == tmp_path / "home" / "my-loras" / "style.safetensors"
+    assert list_kind(env, "diffusion_models") == ["u.safetensors"]
+    assert kind_path(env, "diffusion_models", "u.safetensors", "UNETLoader") == comfy / "unet" / "u.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"'v.safetensors' is not in models/diffusion_models or "
+                                                f"models/unet or {comfy / 'unet'}"):
+        kind_path(env, "diffusion_models", "v.safetensors", "UNETLoader")
+
 
 @pytest.mark.parametrize("text, message", [
     (None, "no such file"),
