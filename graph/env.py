@@ -42,7 +42,7 @@ class Env:
 
         data = Path(data_dir).expanduser().resolve()
         if extra_model_paths:
-            kwargs["extra_model_folders"] = kwargs.get("extra_model_folders", ()) + read_all(extra_model_paths)
+            kwargs["extra_model_folders"] = tuple(kwargs.get("extra_model_folders", ())) + read_all(extra_model_paths)
         env = cls(data_dir=data, models_dir=Path(models_dir).expanduser().resolve() if models_dir else data / "models",
                   input_dir=data / "input", output_dir=data / "output", temp_dir=data / "temp", **kwargs)
         for folder in (env.models_dir, env.input_dir, env.output_dir, env.temp_dir):

@@ -144,10 +144,13 @@ def test_links_are_followed_and_named_where_found(tmp_path):
     assert {"a.safetensors", "ext/a.safetensors", "ext/sub/b.safetensors"} <= set(names)
     assert "broken.safetensors" not in names
     assert not any(n.startswith("loop/checkpoints/") for n in names)  # a folder above is not entered again
-    assert kind_path(env, "checkpoints", "ext/sub/b.safetensors") == models / "checkpoints" / "ext" / "sub" / "b.safetensors"
+    found = kind_path(env, "checkpoints", "ext/sub/b.safetensors")
+    assert found == models / "checkpoints" / "ext" / "sub" / "b.safetensors"
     with pytest.raises(FileNotFoundError, match="not in models/checkpoints or models"):
         kind_path(env, "checkpoints", "broken.safetensors")
-    assert [rel for rel, *_ in stat_fingerprint(models / "checkpoints" / "ext")] == ["a.safetensors", "sub/b.safetensors"]
+    fingerprint = stat_fingerprint(models / "checkpoints" / "ext")  # the linked folder's files
+    assert [rel for rel, *_ in fingerprint] == ["a.safetensors", "sub/b.safetensors"]
+    assert fingerprint[0][2] == 1
 
 
 # --- through the server, on the tiny model --------------------------------------------------------
@@ -240,8 +243,11 @@ def test_broken_link_is_a_clear_400(server):
     assert "broken.safetensors" in json.dumps(body["node_errors"]["4"])
 
 
-@pytest.mark.parametrize("params", [{"filename": "leak.txt"}, {"filename": "tiny.safetensors", "subfolder": "linked"},
-                                    {"filename": "comfy-tiny.safetensors", "subfolder": "../../comfy/models/checkpoints"}])
+@pytest.mark.parametrize("params", [
+    {"filename": "leak.txt"},  # a link to a file outside output
+    {"filename": "tiny.safetensors", "subfolder": "linked"},  # a link to a folder outside output
+    {"filename": "comfy-tiny.safetensors", "subfolder": "../../comfy/models/checkpoints"},
+])
 def test_view_still_refuses_links_out_of_output(server, params):
     async def main():
         async with aiohttp.ClientSession() as s:
