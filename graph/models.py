@@ -55,7 +55,10 @@ class ModelStore:
         (ComfyUI's model folders, e.g. checkpoints/, and the extra folders of that kind), else the only
         entry of that name below the models folder or an extra folder."""
         name = name.replace("\\", "/")  # names saved on Windows
-        folders = [self.root] + ([self.root / directory.replace("\\", "/")] if directory else [])
+        try:
+            folders = [self.root] + ([join_inside(self.root, directory)] if directory else [])
+        except UnsafePath:
+            return None
         if directory:
             folders += [f.path for f in self.extra if f.kind == kind_of(directory)]
         for folder in folders:

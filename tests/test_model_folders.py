@@ -126,6 +126,7 @@ def test_links_are_followed_and_named_where_found(tmp_path):
     os.symlink(outside, models / "checkpoints" / "ext")
     os.symlink(tmp_path / "nowhere.safetensors", models / "checkpoints" / "broken.safetensors")
     os.symlink(models, models / "checkpoints" / "loop")
+    os.symlink("self.safetensors", models / "checkpoints" / "self.safetensors")  # a link to itself
     store = ModelStore(models)
     path = store.path_of("a.safetensors", "checkpoints")
     assert path == models / "checkpoints" / "a.safetensors"
@@ -133,6 +134,7 @@ def test_links_are_followed_and_named_where_found(tmp_path):
     assert store.relative_name(store.path_of("b.safetensors")) == "checkpoints/ext/sub/b.safetensors"
     assert store.path_of("broken.safetensors", "checkpoints") is None
     assert store.path_of("../outside/a.safetensors") is None  # names still cannot leave the folder
+    assert store.path_of("a.safetensors", "../outside") is None  # nor directories (a workflow's models list)
     import hashlib
 
     assert store.relative_name(store.find_by_sha256(hashlib.sha256(b"b").hexdigest())).endswith("b.safetensors")
@@ -142,7 +144,7 @@ def test_links_are_followed_and_named_where_found(tmp_path):
     env = Env.from_data_dir(tmp_path / "data", models_dir=models)
     names = list_kind(env, "checkpoints")
     assert {"a.safetensors", "ext/a.safetensors", "ext/sub/b.safetensors"} <= set(names)
-    assert "broken.safetensors" not in names
+    assert "broken.safetensors" not in names and "self.safetensors" not in names
     assert not any(n.startswith("loop/checkpoints/") for n in names)  # a folder above is not entered again
     found = kind_path(env, "checkpoints", "ext/sub/b.safetensors")
     assert found == models / "checkpoints" / "ext" / "sub" / "b.safetensors"
