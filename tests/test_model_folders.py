@@ -77,6 +77,22 @@ def test_comfyui_yaml_format(tmp_path, monkeypatch):
         kind_path(env, "diffusion_models", "v.safetensors", "UNETLoader")
 
 
+def test_python_api_takes_the_yaml(tmp_path):
+    from graph import Loom
+
+    (tmp_path / "comfy" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "comfy" / "checkpoints" / "c.safetensors").write_bytes(b"c")
+    (tmp_path / "extra.yaml").write_text("comfy:\n  base_path: comfy\n  checkpoints: checkpoints\n")
+    for loom in (Loom(tmp_path / "data", packages=(), extra_model_paths=[tmp_path / "extra.yaml"]),
+                 Loom(Env.from_data_dir(tmp_path / "data2"), packages=(), extra_model_paths=[tmp_path / "extra.yaml"])):
+        assert loom.env.model_folders("checkpoints")[-1] == tmp_path / "comfy" / "checkpoints"
+        found = loom.models.path_of("c.safetensors", "checkpoints")  # the pre-flight check's store
+        assert found == tmp_path / "comfy" / "checkpoints" / "c.safetensors"
+        assert loom.models.relative_name(found) == "c.safetensors"
+    with pytest.raises(ModelPathsError, match="no such file"):
+        Loom(tmp_path / "data", packages=(), extra_model_paths=[tmp_path / "missing.yaml"])
+
+
 @pytest.mark.parametrize("text, message", [
     (None, "no such file"),
     ("comfyui: [a, b\n", r"not valid YAML \(line 2\)"),
