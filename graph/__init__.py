@@ -7,6 +7,7 @@ from .env import Env, UnsafePath, safe_join
 from .executor import Context, Executor, Interrupted, RunResult
 from .formats import Loaded, WorkflowError, editor_to_api, is_editor_format, load, to_api
 from .node import Boolean, Combo, Float, In, Input, InputError, Int, Node, Out, String
+from .model_paths import ModelPathsError
 from .models import ModelStore
 from .plan import plan
 from .preflight import Preflight, preflight
@@ -16,7 +17,7 @@ from .validate import Validation, validate
 
 __all__ = [
     "Boolean", "Cache", "Combo", "Context", "Env", "Executor", "Float", "In", "Input", "InputError", "Int",
-    "Interrupted", "Loaded", "Loom", "ModelStore", "Node", "Out", "Preflight", "Registry", "RunResult", "String",
+    "Interrupted", "Loaded", "Loom", "ModelPathsError", "ModelStore", "Node", "Out", "Preflight", "Registry", "RunResult", "String",
     "UnsafePath", "Validation", "ValidationFailed", "WorkflowError", "editor_to_api", "is_editor_format", "load",
     "plan", "preflight", "read_workflow_file", "safe_join", "to_api", "validate",
 ]

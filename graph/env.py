@@ -31,15 +31,30 @@ class Env:
     dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
     speed: Speed = field(default_factory=Speed)
     extras: dict = field(default_factory=dict)
+    # more folders per kind of model, from ComfyUI's extra_model_paths.yaml (graph.model_paths)
+    extra_model_folders: tuple = ()
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | Path, models_dir: str | Path | None = None, **kwargs) -> "Env":
+    def from_data_dir(cls, data_dir: str | Path, models_dir: str | Path | None = None,
+                      extra_model_paths=(), **kwargs) -> "Env":
+        """`extra_model_paths`: ComfyUI extra_model_paths.yaml files (raises ModelPathsError for a bad one)."""
+        from .model_paths import read_all
+
         data = Path(data_dir).expanduser().resolve()
+        if extra_model_paths:
+            kwargs["extra_model_folders"] = tuple(kwargs.get("extra_model_folders", ())) + read_all(extra_model_paths)
         env = cls(data_dir=data, models_dir=Path(models_dir).expanduser().resolve() if models_dir else data / "models",
                   input_dir=data / "input", output_dir=data / "output", temp_dir=data / "temp", **kwargs)
         for folder in (env.models_dir, env.input_dir, env.output_dir, env.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return env
+
+    def model_folders(self, kind: str) -> list[Path]:
+        """The folders holding models of `kind` (ComfyUI's name: checkpoints, loras, vae, ...), in
+        search order: the models folder's own and the extra ones (graph.model_paths.kind_folders)."""
+        from .model_paths import kind_folders
+
+        return kind_folders(self.models_dir, kind, self.extra_model_folders)
 
     def folder(self, kind: str) -> Path:
         if kind not in FOLDER_KINDS:

@@ -15,7 +15,8 @@ import os
 import threading
 from pathlib import Path
 
-from .env import UnsafePath, safe_join
+from .env import UnsafePath
+from .model_paths import join_inside, kind_of, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +30,62 @@ def looks_like_model(value: object) -> bool:
 
 
 class ModelStore:
-    def __init__(self, models_dir: str | Path, cache_file: str | Path | None = None):
+    """Models by name or sha256 in the models folder and the extra model folders (`extra`:
+    graph.model_paths.ExtraFolder, from extra_model_paths.yaml). Links are followed wherever they point
+    (graph.model_paths); names stay relative to the folder they were found in."""
+
+    def __init__(self, models_dir: str | Path, cache_file: str | Path | None = None, extra=()):
         self.root = Path(models_dir).resolve()
+        self.extra = tuple(extra)
         self.cache_file = Path(cache_file) if cache_file else None
         self._hashes: dict[str, list] | None = None  # path -> [mtime_ns, size, sha256]
         self._lock = threading.Lock()
         self.bytes_hashed = 0  # bytes actually read to hash, for tests and logs
 
+    def _roots(self) -> list[Path]:
+        roots = [self.root]
+        for folder in self.extra:
+            if folder.path not in roots:
+                roots.append(folder.path)
+        return roots
+
     # --- finding ------------------------------------------------------------------------------
     def path_of(self, name: str, directory: str | None = None) -> Path | None:
         """The file or folder `name` refers to: the exact relative path, else `directory/name`
-        (ComfyUI's model folders, e.g. checkpoints/), else the only entry of that name below."""
+        (ComfyUI's model folders, e.g. checkpoints/, and the extra folders of that kind), else the only
+        entry of that name below the models folder or an extra folder."""
         name = name.replace("\\", "/")  # names saved on Windows
-        tries = [(name,)] + ([(directory.replace("\\", "/"), name)] if directory else [])
-        for parts in tries:
+        try:
+            folders = [self.root] + ([join_inside(self.root, directory)] if directory else [])
+        except UnsafePath:
+            return None
+        if directory:
+            folders += [f.path for f in self.extra if f.kind == kind_of(directory)]
+        for folder in folders:
             try:
-                path = safe_join(self.root, *parts)
+                path = join_inside(folder, name)
             except UnsafePath:
                 return None
-            if path.exists() and path != self.root:
+            if path != folder and path.exists():
                 return path
         base = name.rsplit("/", 1)[-1]
-        found = sorted(p for p in self._entries() if p.name == base)
+        found = sorted(p for p in self._entries() if p.name == base and p.exists())
         return found[0] if found else None
 
     def relative_name(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        """The name of a found model: relative to the models folder, else to the extra folder holding
+        it (the path itself if neither: a caller's own path)."""
+        for root in self._roots():
+            if root == path or root in path.parents:
+                return path.relative_to(root).as_posix()
+        return Path(path).as_posix()
 
     def find_by_sha256(self, sha256: str) -> Path | None:
         """The model whose content has this sha256: the top-level entries, then model files below."""
-        tops = sorted(p for p in self.root.iterdir() if not p.name.startswith(".")) if self.root.is_dir() else []
+        tops = []
+        for root in self._roots():
+            if root.is_dir():
+                tops += sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.exists())
         files = sorted(p for p in self._entries() if p.is_file() and looks_like_model(p.name) and p not in tops)
         for path in tops + files:
             try:
@@ -69,30 +96,27 @@ class ModelStore:
         return None
 
     def _entries(self, depth: int = 4):
-        """Files and folders below the root (following links, at most `depth` levels down)."""
+        """Files and folders below the roots (following links, at most `depth` levels down, never twice
+        into the same folder: a link loop ends there)."""
         seen = set()
-        for folder, dirs, files in os.walk(self.root, followlinks=True):
-            rel = Path(folder).relative_to(self.root)
-            real = os.path.realpath(folder)
-            if real in seen or len(rel.parts) >= depth:
-                dirs[:] = []
-                continue
-            seen.add(real)
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in dirs + sorted(f for f in files if not f.startswith(".")):
-                yield Path(folder) / name
+        for root in self._roots():
+            for folder, dirs, files in os.walk(root, followlinks=True):
+                rel = Path(folder).relative_to(root)
+                real = os.path.realpath(folder)
+                if real in seen or len(rel.parts) >= depth:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in dirs + sorted(f for f in files if not f.startswith(".")):
+                    yield Path(folder) / name
 
     # --- hashing ------------------------------------------------------------------------------
     def sha256(self, path: str | Path) -> str:
         """The sha256 of a model file or folder (see the module docstring)."""
         path = Path(path)
         if path.is_dir():
-            lines = []
-            for folder, dirs, files in os.walk(path, followlinks=True):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(f for f in files if not f.startswith(".")):
-                    file = Path(folder) / name
-                    lines.append(f"{self._file_sha256(file)}  {file.relative_to(path).as_posix()}\n")
+            lines = [f"{self._file_sha256(file)}  {rel}\n" for rel, file in walk_files(path)]
             return hashlib.sha256("".join(sorted(lines, key=lambda s: s[66:])).encode()).hexdigest()
         return self._file_sha256(path)
 

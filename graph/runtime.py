@@ -22,6 +22,7 @@ from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
 from .memory import DeviceMemory, Placement
+from .model_paths import read_all
 from .models import ModelStore
 from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
@@ -89,7 +90,8 @@ def add_preflight(validation: Validation, report: Preflight) -> None:
 class Loom:
     """The engine with its nodes. `env` is an `Env`, or a data folder's path: then Loom opens it as the
     server does (creates its subfolders; a node package's `prepare_models(models_dir)`, if it has one,
-    writes its built-in model into a models folder that holds none).
+    writes its built-in model into a models folder that holds none). `extra_model_paths`: ComfyUI
+    extra_model_paths.yaml files naming more model folders (graph.model_paths; docs/model-folders.md).
 
     `placement` (nodes.placement.placement_for(env) on a GPU) turns on device memory management:
     what the cache holds on the device stays within `vram_bytes` (default: the placement's, free
@@ -98,12 +100,14 @@ class Loom:
     def __init__(self, env: Env | str | os.PathLike, packages: tuple[str, ...] = ("nodes",),
                  custom_nodes: str | Path | None = None, cache_bytes: int | None = None,
                  verbose_errors: bool = False, registry: Registry | None = None,
-                 placement: Placement | None = None, vram_bytes: int | None = None):
+                 placement: Placement | None = None, vram_bytes: int | None = None, extra_model_paths=()):
         opened = isinstance(env, (str, os.PathLike))
         if opened:
-            env = Env.from_data_dir(env)
+            env = Env.from_data_dir(env, extra_model_paths=extra_model_paths)
         elif not isinstance(env, Env):
             raise TypeError(f"Loom takes a data folder (a path) or a graph.Env, not {type(env).__name__}")
+        elif extra_model_paths:
+            env.extra_model_folders = tuple(env.extra_model_folders) + read_all(extra_model_paths)
         self.env = env
         if registry is None:
             registry = Registry()
@@ -115,7 +119,8 @@ class Loom:
             if custom_nodes:
                 registry.add_folder(custom_nodes)
         self.registry = registry
-        self.models = ModelStore(env.models_dir, env.data_dir / "cache" / "model-hashes.json")
+        self.models = ModelStore(env.models_dir, env.data_dir / "cache" / "model-hashes.json",
+                                 extra=env.extra_model_folders)
         cache = Cache(cache_bytes)
         memory = None
         if placement is not None:

@@ -91,7 +91,8 @@ class LoomServer:
 
         self.unsafe_error = UnsafePath
         args = self.args
-        self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype)
+        self.env = Env.from_data_dir(args.data_dir, args.models_dir, device=args.device, dtype=args.dtype,
+                                     extra_model_paths=getattr(args, "extra_model_paths_config", None) or ())
         attempts = max(1, getattr(args, "ray_attempts", 3)) if args.ray else LOCAL_ATTEMPTS
         self.store = Store(self.env.data_dir / "queue.sqlite3", max_attempts=attempts)
         for prompt_id, what in self.store.recovered:
@@ -329,7 +330,7 @@ class LoomServer:
         if request.match_info["folder"] != "checkpoints":
             raise Refused(404, f"no models folder {request.match_info['folder']!r}; there is 'checkpoints'",
                           "not_found")
-        return reply(await asyncio.to_thread(list_checkpoints, Path(self.env.models_dir)))
+        return reply(await asyncio.to_thread(list_checkpoints, self.env))
 
     async def post_free(self, request):
         body = _object(await read_json(request, JSON_LIMIT, empty={}), "the request body")

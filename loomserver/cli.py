@@ -7,8 +7,9 @@
     loom workflow check WORKFLOW                    what a shared workflow needs
 
 Options go before or after the command (`loom --data-dir D run wf.json` = `loom run wf.json --data-dir D`).
-Everything that can be checked without torch (the workflow file, --device, --dtype, the port) is
-checked before torch and the nodes load: a mistake is reported at once, with exit status 2.
+Everything that can be checked without torch (the workflow file, --device, --dtype, the port, the
+--extra-model-paths-config files) is checked before torch and the nodes load: a mistake is reported at
+once, with exit status 2.
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ ENGINE_OPTIONS = [
     (("--data-dir",), dict(default=None, help="queue, models, input, output (default: ./data in a checkout, "
                                                "else the per-user data folder, e.g. ~/.local/share/loom)")),
     (("--models-dir",), dict(default=None, help="default: DATA_DIR/models")),
+    (("--extra-model-paths-config",), dict(action="append", default=None, metavar="PATH",
+                                           help="ComfyUI's extra_model_paths.yaml: more model folders per kind, "
+                                                "e.g. an existing ComfyUI or A1111 install's (repeatable; "
+                                                "see docs/model-folders.md)")),
     (("--custom-nodes",), dict(default=None, help="a folder of extra node modules")),
     (("--no-builtin-nodes",), dict(dest="builtin_nodes", action="store_false", default=True,
                                    help="load only the --custom-nodes (no torch import; for tests and light tools)")),
@@ -171,6 +176,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 # --- checks before anything heavy loads ----------------------------------------------------------
+def check_model_paths(args: argparse.Namespace) -> None:
+    """--extra-model-paths-config: each file readable and in ComfyUI's format, before anything loads."""
+    from graph.model_paths import ModelPathsError, read_all
+
+    try:
+        read_all(getattr(args, "extra_model_paths_config", None) or ())
+    except ModelPathsError as exc:
+        raise UsageError(f"--extra-model-paths-config: {exc}") from None
+
+
 def check_device(args: argparse.Namespace) -> None:
     """--device and --dtype: their spelling at once; a CUDA device is looked for here (torch loads
     now rather than later) unless the queue runs on Ray workers, whose devices are theirs."""
@@ -288,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_threads(args.threads)  # before torch is imported
         if args.command == "workflow" and args.action == "extract":
             return workflow_command(args)
+        check_model_paths(args)
         check_device(args)
         command = {"run": run_command, "workflow": workflow_command, "serve": serve_command}[args.command]
         return command(args)

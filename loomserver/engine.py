@@ -13,15 +13,16 @@ log = logging.getLogger("loom")
 def make_loom(options: Any, env=None, output_dir: str | None = None):
     """The engine with every node loaded; with an empty models folder, the demo model is written first.
 
-    `options` has the attributes of the command line's engine options: data_dir and models_dir (when
-    no `env` is given), device, dtype, custom_nodes, builtin_nodes, cache_bytes, verbose_errors, and
-    optionally vram_bytes and compile."""
+    `options` has the attributes of the command line's engine options: data_dir, models_dir and
+    extra_model_paths_config (when no `env` is given), device, dtype, custom_nodes, builtin_nodes,
+    cache_bytes, verbose_errors, and optionally vram_bytes and compile."""
     from dataclasses import replace
 
     from graph import Env, Loom
 
     if env is None:
-        env = Env.from_data_dir(options.data_dir, options.models_dir, device=options.device, dtype=options.dtype)
+        env = Env.from_data_dir(options.data_dir, options.models_dir, device=options.device, dtype=options.dtype,
+                                extra_model_paths=getattr(options, "extra_model_paths_config", None) or ())
     if getattr(options, "compile", False):
         env.speed = replace(env.speed, compile=True)
     if output_dir:

@@ -34,29 +34,38 @@ def web_root(args) -> Path:
     return (Path(comfyui_frontend_package.__file__).parent / "static").resolve()
 
 
-def model_folders(models_dir: Path) -> dict[str, list[Path]]:
-    """Each kind of model ComfyUI's clients ask for, and the folders it is found in."""
-    return {"checkpoints": [models_dir], "embeddings": [models_dir / "embeddings"]}
+def model_folders(env) -> dict[str, list[Path]]:
+    """Each kind of model ComfyUI's clients ask for, and the folders it is found in: for checkpoints the
+    models folder (LoadCheckpoint's names are relative to it), then the extra checkpoint folders
+    (extra_model_paths.yaml)."""
+    models = Path(env.models_dir)
+    extra = [f for f in env.model_folders("checkpoints") if f != models / "checkpoints"]
+    return {"checkpoints": [models, *extra], "embeddings": env.model_folders("embeddings")}
 
 
-def model_entries(kind: str, models_dir: Path) -> list[dict]:
-    """The models of one kind with ComfyUI's file facts (a diffusers folder's size is its files' sum)."""
+def model_entries(kind: str, env) -> list[dict]:
+    """The models of one kind with ComfyUI's file facts (a diffusers folder's size is its files' sum);
+    `pathIndex` is the folder's index in model_folders."""
+    from graph.model_paths import walk_files
+
+    folders = model_folders(env)[kind]
     if kind == "checkpoints":
-        names = list_checkpoints(models_dir)
-        folder = models_dir
+        found = []
+        for name in list_checkpoints(env):
+            index = next((i for i, f in enumerate(folders) if (f / name).exists()), None)
+            if index is not None:
+                found.append((name, index))
     else:
-        folder = model_folders(models_dir)[kind][0]
-        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+        found = [(rel, i) for i, folder in enumerate(folders) for rel, _ in walk_files(folder)]
     out = []
-    for name in names:
-        path = folder / name
+    for name, index in found:
+        path = folders[index] / name
         try:
             st = path.stat()
-            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else st.st_size
+            size = sum(f.stat().st_size for _, f in walk_files(path)) if path.is_dir() else st.st_size
         except OSError:
             continue
-        out.append({"name": name, "pathIndex": 0, "modified": st.st_mtime, "created": st.st_ctime, "size": size})
+        out.append({"name": name, "pathIndex": index, "modified": st.st_mtime, "created": st.st_ctime, "size": size})
     return out
 
 
@@ -68,8 +77,8 @@ def extensions(web_dir: Path) -> list[str]:
 
 
 def routes(server, upload_limit: int) -> list[tuple]:
-    def models_dir() -> Path:
-        return Path(server.env.models_dir)
+    def env():
+        return server.env
 
     async def get_extensions(request):
         return reply(await asyncio.to_thread(extensions, server.web_dir))
@@ -82,25 +91,25 @@ def routes(server, upload_limit: int) -> list[tuple]:
 
     async def get_embeddings(request):
         await server.core()
-        found = await asyncio.to_thread(model_entries, "embeddings", models_dir())
+        found = await asyncio.to_thread(model_entries, "embeddings", env())
         return reply([e["name"].rsplit(".", 1)[0] for e in found])
 
     async def get_model_folders(request):
         await server.core()
         return reply([{"name": kind, "folders": [str(f) for f in folders]}
-                      for kind, folders in model_folders(models_dir()).items()])
+                      for kind, folders in model_folders(env()).items()])
 
     async def get_models_of(request):
         await server.core()
         kind = request.match_info["folder"]
-        if kind not in model_folders(models_dir()):
-            raise Refused(404, f"no model folder {kind!r}; there are {', '.join(model_folders(models_dir()))}",
+        if kind not in model_folders(env()):
+            raise Refused(404, f"no model folder {kind!r}; there are {', '.join(model_folders(env()))}",
                           "not_found")
-        return reply(await asyncio.to_thread(model_entries, kind, models_dir()))
+        return reply(await asyncio.to_thread(model_entries, kind, env()))
 
     async def get_folder_paths(request):
         await server.core()
-        return reply({kind: [str(f) for f in folders] for kind, folders in model_folders(models_dir()).items()})
+        return reply({kind: [str(f) for f in folders] for kind, folders in model_folders(env()).items()})
 
     async def get_global_subgraphs(request):
         return reply({})

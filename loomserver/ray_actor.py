@@ -26,6 +26,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from graph.env import Env, UnsafePath
+from graph.model_paths import ExtraFolder
 from loomqueue.routing import loader_key
 from loomqueue.store import Item
 from loomqueue.worker import preview_jpeg, run_item, wants_previews
@@ -56,8 +57,9 @@ def sweep_scratch(parent: Path) -> int:
 
 class LoomActor:
     def __init__(self, options: dict):
-        """`options`: models_dir, device, dtype, cache_bytes, custom_nodes, builtin_nodes, verbose_errors,
-        threads (torch CPU threads; None: torch's default for the machine, as in the local mode), vram_bytes
+        """`options`: models_dir, extra_model_folders ((kind, path, first) of graph.model_paths.ExtraFolder),
+        device, dtype, cache_bytes, custom_nodes, builtin_nodes, verbose_errors, threads (torch CPU threads;
+        None: torch's default for the machine, as in the local mode), vram_bytes
         and compile (as the server's --vram-bytes and --compile)."""
         # Ray forces OMP_NUM_THREADS=1 on actors without CPUs; with other thread counts CPU results
         # differ from the local mode's in the last bits. Set before torch is imported.
@@ -72,8 +74,10 @@ class LoomActor:
         sweep_scratch(Path(tempfile.gettempdir()))
         self.root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
         atexit.register(self.close_sync)
+        extra = tuple(ExtraFolder(kind, Path(path), first)
+                      for kind, path, first in options.get("extra_model_folders", ()))
         env = Env(data_dir=self.root, models_dir=Path(options["models_dir"]), input_dir=self.root / "input",
-                  output_dir=self.root / "output", temp_dir=self.root / "temp",
+                  output_dir=self.root / "output", temp_dir=self.root / "temp", extra_model_folders=extra,
                   device=options.get("device", "auto"), dtype=options.get("dtype", "auto"))
         for folder in (env.input_dir, env.output_dir, env.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)

@@ -220,7 +220,11 @@ class RayPool:
         resources = {"num_gpus": 1} if resource == "GPU" else {"num_cpus": 0, "resources": {resource: 1}}
         remote = ray.remote(LoomActor).options(max_restarts=-1, max_task_retries=0, max_concurrency=16,
                                                **resources)
-        options = {"models_dir": str(Path(args.ray_models_dir or self.env.models_dir)), "device": args.device,
+        # the extra model folders (extra_model_paths.yaml) travel as paths: the same on the workers, as
+        # the models folder is without --ray-models-dir
+        extra = [(f.kind, str(f.path), f.first) for f in self.env.extra_model_folders]
+        options = {"models_dir": str(Path(args.ray_models_dir or self.env.models_dir)), "extra_model_folders": extra,
+                   "device": args.device,
                    "dtype": args.dtype, "cache_bytes": args.cache_bytes, "verbose_errors": args.verbose_errors,
                    "custom_nodes": str(Path(args.custom_nodes).resolve()) if args.custom_nodes else None,
                    "builtin_nodes": getattr(args, "builtin_nodes", True), "threads": args.ray_threads,

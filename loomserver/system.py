@@ -38,9 +38,11 @@ def cuda_device(torch, i: int) -> dict:
             "vram_free": free, "torch_vram_total": reserved, "torch_vram_free": reserved - allocated}
 
 
-def list_checkpoints(models_dir: Path) -> list[str]:
-    """What the SD loader lists when its nodes are loaded, else the entries of the models folder."""
+def list_checkpoints(env) -> list[str]:
+    """What the SD loader lists when its nodes are loaded (extra checkpoint folders included), else the
+    entries of the models folder."""
     loaders = sys.modules.get("nodes.loaders")
-    if loaders is not None and hasattr(loaders, "list_models"):
-        return list(loaders.list_models(models_dir))
+    if loaders is not None and hasattr(loaders, "checkpoint_choices"):
+        return list(loaders.checkpoint_choices(env))
+    models_dir = Path(env.models_dir)
     return sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))

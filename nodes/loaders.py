@@ -14,7 +14,8 @@ from graph import Combo, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from .common import device_of, dtype_of
-from .model_files import kind_choices, kind_fingerprint, kind_path, list_models, model_path, stat_fingerprint
+from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, list_models, model_path,
+                          stat_fingerprint)
 from .schedulers import CHECKPOINT, SchedulerSpec
 from .speed import prepare_unet
 
@@ -54,7 +55,7 @@ class LoadCheckpoint(Node):
     the last two outputs (the refiner has only those)."""
 
     category = "loaders"
-    model = Combo(lambda env: list_models(env.models_dir) if env is not None else [], model=True,
+    model = Combo(checkpoint_choices, model=True,
                   tooltip="a diffusers folder or a single-file checkpoint in the models folder")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"), Out("UNET", "unet"),
                Out("VAE", "vae"), Out("SCHEDULER", "scheduler"), Out("TOKENIZER", "tokenizer_2"),
