@@ -22,7 +22,7 @@ from aiohttp import web
 from . import files, frontend, idempotency, jobs, templates, userdata
 from .batch import GroupCommit
 from .openapi import describe
-from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
+from .security import Guard, Refused, Runner, is_loopback, json_errors, read_json, reply
 from .system import list_checkpoints, system_stats
 from .ws import Hub
 
@@ -414,7 +414,7 @@ async def serve(args, make_loom: Callable[[Any], Any]) -> int:
     import signal
 
     server = LoomServer(args, make_loom)
-    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+    runner = Runner(server.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, reuse_address=True)
     try:
