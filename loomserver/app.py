@@ -229,7 +229,7 @@ class LoomServer:
         if not isinstance(prompt_id, str) or not PROMPT_ID.match(prompt_id):
             raise Refused(400, "'prompt_id' must be 1-64 letters, digits, '-' or '_'", "bad_parameter")
         loom = await self.loom()
-        validation = await asyncio.to_thread(loom.validate, workflow)
+        validation = await asyncio.to_thread(loom.validate, workflow, extra_data=extra)
         if not validation.ok:
             return reply(validation.response(), status=400)  # no key is stored: a corrected retry may use it
         if client_id:
