@@ -180,3 +180,49 @@ def test_http_parser_errors_are_json(server, head, needle):
     assert status == 400
     error = json_error(headers, body)
     assert error["type"] == "bad_http_request" and needle in error["message"], error
+
+
+def server_rss(server) -> int:
+    for line in open(f"/proc/{server.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmRSS")
+
+
+def test_a_subgraph_bomb_is_refused_fast_with_flat_memory(server):
+    """Before: no answer after 120 s and the server's memory past 1.6 GB."""
+    from tests.test_workflow_limits import nested
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            async with s.get(server.url + "/object_info") as r:  # the nodes are loaded
+                assert r.status == 200
+            before = server_rss(server)
+            start = time.perf_counter()
+            async with s.post(server.url + "/prompt", json={"prompt": nested(11, 10)}) as r:
+                seconds = time.perf_counter() - start
+                assert r.status == 400
+                body = await r.json()
+            grown = server_rss(server) - before
+        assert "subgraph 'Level 10' (node 2) alone expands to 10,000,000,000 nodes" in body["error"]["message"]
+        assert seconds < 2 and grown < 16 * MB, (seconds, grown)
+    run(main())
+
+
+def test_the_official_frontends_default_workflow_gets_missing_node_types(server):
+    """The body ComfyUI's frontend 1.58.1 posts for its default workflow (two node types Loom lacks).
+    Before: 400 "at node 68: 'class_type' is a required property" with node_errors {}."""
+    from tests.test_workflow_limits import FRONTEND_REQUEST
+
+    body = {**json.loads(FRONTEND_REQUEST.read_text()), "client_id": "abc"}
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.url + "/prompt", json=body) as r:
+                assert r.status == 400
+                reply = await r.json()
+        assert reply["error"]["type"] == "missing_node_type"
+        assert reply["error"]["message"] == "node types not installed: EmptySD3LatentImage, ModelSamplingAuraFlow"
+        assert {k: e["class_type"] for k, e in reply["node_errors"].items()} == \
+            {"68": "EmptySD3LatentImage", "69": "ModelSamplingAuraFlow"}
+    run(main())
