@@ -76,8 +76,8 @@ def editor_type(editor: Any, node_id: str) -> str | None:
     nodes = editor.get("nodes")
     *path, last = node_id.split(":")
     for part in path:
-        instance = _find(nodes, part)
-        definition = defs.get(instance.get("type")) if instance else None
+        kind = (_find(nodes, part) or {}).get("type")
+        definition = defs.get(kind) if isinstance(kind, str) else None
         if definition is None:
             return None
         nodes = definition.get("nodes")

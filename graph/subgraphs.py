@@ -52,7 +52,6 @@ class Limits:
 
 
 LIMITS = Limits()
-MAX_DEPTH = LIMITS.depth
 
 
 class ExpansionLimit(WorkflowError):
@@ -61,7 +60,8 @@ class ExpansionLimit(WorkflowError):
 
 def definitions(workflow: dict) -> dict[str, dict]:
     defs = (workflow.get("definitions") or {}).get("subgraphs") if isinstance(workflow.get("definitions"), dict) else None
-    return {d["id"]: d for d in defs or [] if isinstance(d, dict) and isinstance(d.get("id"), str)}
+    return {d["id"]: d for d in defs if isinstance(d, dict) and isinstance(d.get("id"), str)} \
+        if isinstance(defs, list) else {}
 
 
 def expand(workflow: dict, limits: Limits | None = None) -> dict:

@@ -190,4 +190,6 @@ def test_missing_types_inside_subgraph_instances_are_named():
                                             {"id": "inner", "nodes": [{"id": 9, "type": "Deeper"}]}]}}
     assert [editor_type(editor, i) for i in ("6", "5:8", "5:7:9", "5", "5:7", "5:99", "6:1", "x")] == \
         ["Plain", "Fancy", "Deeper", None, None, None, None, None]
-    assert editor_type({"nodes": "junk"}, "1") is None and editor_type(None, "1") is None
+    for junk in ({"nodes": "junk"}, None, {"nodes": [], "definitions": {"subgraphs": 5}}, {"definitions": []},
+                 {"nodes": [{"id": 1, "type": ["x"]}]}):
+        assert editor_type(junk, "1") is None and editor_type(junk, "1:2") is None
