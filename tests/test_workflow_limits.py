@@ -70,12 +70,12 @@ def nested(levels: int, fan: int) -> dict:
 
 
 def measured(loom, workflow):
-    """(validation, seconds, peak bytes Python allocated while validating)."""
+    """(validation, CPU seconds (the machine may be busy), peak bytes Python allocated meanwhile)."""
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         validation = loom.validate(workflow)
-        return validation, time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+        return validation, time.process_time() - start, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
@@ -98,7 +98,7 @@ def test_a_subgraph_bomb_is_refused_at_once(loom):
     assert not v.ok and v.error["type"] == "invalid_prompt"
     assert "subgraph 'Level 10' (node 2) alone expands to 10,000,000,000 nodes" in v.error["message"]
     assert "LOOM_MAX_EXPANDED_NODES" in v.error["message"]
-    assert seconds < 1.0 and peak < 2 << 20, (seconds, peak)
+    assert seconds < 0.5 and peak < 2 << 20, (seconds, peak)
 
 
 def test_a_hundred_thousand_node_workflow_is_refused_at_once(loom):
@@ -106,7 +106,7 @@ def test_a_hundred_thousand_node_workflow_is_refused_at_once(loom):
     v, seconds, peak = measured(loom, nested(6, 10))
     assert not v.ok and "the subgraphs expand to 100,003 nodes; at most 20,000 nodes" in v.error["message"]
     assert "'Level 5' (node 2)" in v.error["message"]
-    assert seconds < 1.0 and peak < 2 << 20, (seconds, peak)
+    assert seconds < 0.5 and peak < 2 << 20, (seconds, peak)
 
 
 def test_a_thousand_nested_nodes_are_expanded(loom):
