@@ -12,6 +12,7 @@ import mimetypes
 import os
 import re
 import tempfile
+import zlib
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -144,8 +145,8 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dic
                         raise Refused(400, f"form field '{part.name}' is too long", "bad_parameter")
                 value = part.decode(bytes(value))
                 fields[part.name] = value.decode("utf-8", "replace")
-    except (ValueError, AssertionError, UnicodeError, RuntimeError, HttpProcessingError) as exc:
-        # aiohttp's multipart reader: a bad boundary or part header, an unknown transfer encoding
+    except (ValueError, AssertionError, UnicodeError, RuntimeError, HttpProcessingError, zlib.error) as exc:
+        # aiohttp's multipart reader: a bad boundary or part header, an unknown or broken encoding
         reason = str(getattr(exc, "message", "") or exc).strip()
         raise Refused(400, f"malformed multipart body: {reason}", "bad_request") from None
     if data is None:

@@ -69,7 +69,7 @@ class Users:
             users = self.all()
             if name in users.values():
                 raise Refused(400, f"the user name {name!r} is taken", "exists")
-            user_id = f"{re.sub(r'[^a-zA-Z0-9_-]+', '-', name)[:MAX_NAME]}_{uuid.uuid4()}"
+            user_id = f"{re.sub(r'[^a-zA-Z0-9_-]+', '-', name)}_{uuid.uuid4()}"
             users[user_id] = name
             users.pop(DEFAULT_USER)
             write_atomic(self.file, json.dumps(users, indent=1).encode())

@@ -149,6 +149,9 @@ MULTIPART = {
     "unknown transfer encoding": ("multipart/form-data; boundary=abc",
                                   b'--abc\r\nContent-Disposition: form-data; name="type"\r\n'
                                   b"Content-Transfer-Encoding: bogus\r\n\r\nx\r\n--abc--\r\n"),
+    "broken deflate field": ("multipart/form-data; boundary=abc",
+                             b'--abc\r\nContent-Disposition: form-data; name="type"\r\nContent-Encoding: deflate\r\n\r\n'
+                             b"not deflate\r\n--abc--\r\n"),
     "huge field": ("multipart/form-data; boundary=abc",
                    b'--abc\r\nContent-Disposition: form-data; name="type"\r\n\r\n' + b"x" * 100_000 + b"\r\n--abc--\r\n"),
 }
