@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache
+from .entries import entry_errors
 from .env import Env
 from .executor import Emit, Executor, RunResult
 from .formats import Loaded, WorkflowError, load
@@ -28,7 +29,7 @@ from .pngmeta import is_png, workflow_from_png
 from .preflight import Preflight, model_references, preflight
 from .registry import Registry
 from .validate import Validation, validate
-from .workflow import is_editor
+from .workflow import is_editor, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,19 @@ def read_workflow_file(path: str | Path) -> Any:
         return json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise WorkflowError(f"cannot read {path.name}: it is neither JSON nor a PNG ({exc})") from None
+
+
+def _entry_errors(workflow: Any, extra_data: dict | None) -> Validation | None:
+    """Malformed entries of an API prompt (or of a request body's prompt), filed on their nodes."""
+    try:
+        kind = kind_of(workflow)
+    except WorkflowError:
+        return None  # load() says what is wrong
+    if kind not in ("api", "request"):
+        return None
+    prompt, extra = (workflow, extra_data) if kind == "api" else (workflow["prompt"], workflow.get("extra_data"))
+    pnginfo = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+    return entry_errors(prompt, pnginfo.get("workflow") if isinstance(pnginfo, dict) else None)
 
 
 def add_preflight(validation: Validation, report: Preflight) -> None:
@@ -138,9 +152,13 @@ class Loom:
         """What a workflow needs that is not here: node types and models (raises WorkflowError)."""
         return preflight(workflow if isinstance(workflow, Loaded) else self.load(workflow), self.registry, self.models)
 
-    def validate(self, workflow: Any, outputs: list[str] | None = None) -> Validation:
+    def validate(self, workflow: Any, outputs: list[str] | None = None, extra_data: dict | None = None) -> Validation:
         """Validate a workflow of any format; a malformed one gives an `invalid_prompt` error. The
-        pre-flight report (missing node types and models) is part of the result."""
+        pre-flight report (missing node types and models) is part of the result. `extra_data` is
+        the /prompt request's: its editor workflow names the types of entries that lack one."""
+        malformed = _entry_errors(workflow, extra_data)
+        if malformed is not None:
+            return malformed
         try:
             loaded = self.load(workflow)
         except WorkflowError as exc:

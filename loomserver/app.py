@@ -23,7 +23,7 @@ from . import files, frontend, idempotency, jobs, listing, templates, userdata
 from .batch import GroupCommit
 from .compress import gzip_replies
 from .openapi import describe
-from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
+from .security import Guard, Refused, Runner, is_loopback, json_errors, read_json, reply
 from .system import list_checkpoints, system_stats
 from .ws import Hub
 
@@ -232,7 +232,7 @@ class LoomServer:
         if not isinstance(prompt_id, str) or not PROMPT_ID.match(prompt_id):
             raise Refused(400, "'prompt_id' must be 1-64 letters, digits, '-' or '_'", "bad_parameter")
         loom = await self.loom()
-        validation = await asyncio.to_thread(loom.validate, workflow)
+        validation = await asyncio.to_thread(loom.validate, workflow, extra_data=extra)
         if not validation.ok:
             return reply(validation.response(), status=400)  # no key is stored: a corrected retry may use it
         if client_id:
@@ -418,7 +418,7 @@ async def serve(args, make_loom: Callable[[Any], Any]) -> int:
     import signal
 
     server = LoomServer(args, make_loom)
-    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+    runner = Runner(server.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, reuse_address=True)
     try:

@@ -12,10 +12,12 @@ import mimetypes
 import os
 import re
 import tempfile
+import zlib
 from pathlib import Path
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .security import Refused
 
@@ -125,6 +127,9 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dic
         reader = await request.multipart()
         data, filename, fields = None, "", {}
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise Refused(400, "a form field holds a nested multipart body; send the image as a file field",
+                              "bad_request")
             if part.name == "image":
                 filename = part.filename or "upload"
                 data = bytearray()
@@ -133,12 +138,17 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str, dic
                     if len(data) > limit:
                         raise Refused(413, f"the image is larger than the limit of {limit} bytes", "too_large")
             elif part.name:
-                value = await part.read(decode=True)
-                if len(value) > 4096:
-                    raise Refused(400, f"form field '{part.name}' is too long", "bad_parameter")
+                value = bytearray()
+                while chunk := await part.read_chunk(4096):  # a field is short: never read a huge one whole
+                    value += chunk
+                    if len(value) > 4096:
+                        raise Refused(400, f"form field '{part.name}' is too long", "bad_parameter")
+                value = part.decode(bytes(value))
                 fields[part.name] = value.decode("utf-8", "replace")
-    except (ValueError, AssertionError, UnicodeError) as exc:
-        raise Refused(400, f"malformed multipart body: {exc}", "bad_request") from None
+    except (ValueError, AssertionError, UnicodeError, RuntimeError, HttpProcessingError, zlib.error) as exc:
+        # aiohttp's multipart reader: a bad boundary or part header, an unknown or broken encoding
+        reason = str(getattr(exc, "message", "") or exc).strip()
+        raise Refused(400, f"malformed multipart body: {reason}", "bad_request") from None
     if data is None:
         raise Refused(400, "the form has no 'image' file field", "missing_parameter")
     return bytes(data), filename, fields

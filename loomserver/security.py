@@ -16,7 +16,8 @@ import logging
 import math
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import LineTooLong
 
 log = logging.getLogger(__name__)
 COOKIE = "loom_token"
@@ -90,6 +91,41 @@ async def json_errors(request: web.Request, handler):
         return error(500, "internal server error (see the server log)", "internal_error")
 
 
+class _JsonErrorsProtocol(web_protocol.RequestHandler):
+    """aiohttp answers what its HTTP parser cannot read (an oversized request line or header, a
+    control character in a header value, TLS on the plain port) before any middleware runs, as
+    text/plain: this answers those in the same JSON shape as every other error."""
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # logs; raises if a reply was started
+        if status >= 500:
+            text, kind = "internal server error (see the server log)", "internal_error"
+        else:
+            reason = str(getattr(exc, "message", "") or message or "").strip() or plain.reason
+            if isinstance(exc, LineTooLong):
+                reason = "the request line or a header is too long"
+            text, kind = f"the HTTP request could not be read: {reason[:300]}", "bad_http_request"
+        body = {"error": {"type": kind, "message": text, "details": "", "extra_info": {}}}
+        response = web.Response(status=status, text=dumps(body), content_type="application/json")
+        response.force_close()
+        return response
+
+
+class _JsonErrorsServer(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorsProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """web.AppRunner whose connections answer aiohttp's own parser errors in JSON (see above)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()  # starts the application
+        server.__class__ = _JsonErrorsServer  # the same server (a subclass adding no state) making our protocol
+        return server
+
+
 def _extra_headers(exc: web.HTTPException) -> dict:
     return {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
 
@@ -159,13 +195,23 @@ class Guard:
         return headers
 
 
+async def read_body(request: web.Request, limit: int, what: str = "the request body") -> bytes:
+    """The whole request body, at most `limit` bytes (413 beyond). `content.read(n)` would return
+    only what has arrived so far, so a large or slowly sent body is read to its end here."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(413, f"{what} is {request.content_length} bytes; the limit is {limit}", "too_large")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"{what} is larger than the limit of {limit} bytes", "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: web.Request, limit: int, empty=None):
     """The request body as JSON, at most `limit` bytes; `empty` when there is no body."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Refused(413, f"the request body is {request.content_length} bytes; the limit is {limit}", "too_large")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise Refused(413, f"the request body is larger than the limit of {limit} bytes", "too_large")
+    raw = await read_body(request, limit)
     if not raw.strip():
         if empty is not None:
             return empty

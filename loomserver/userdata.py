@@ -33,12 +33,14 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .files import SANDBOX, unsafe
-from .security import Refused, read_json, reply
+from .security import Refused, read_body, read_json, reply
 
 DEFAULT_USER = "default"
 SETTINGS = "comfy.settings.json"
 SEGMENT = re.compile(r"^(?!\.\.)[\w.][\w .,()+\-]{0,126}$")
 BODY_LIMIT = 16 << 20
+MAX_NAME = 100  # characters of a user name; its id is <name>_<uuid>, a folder name (at most 255 bytes)
+MAX_FOLDER = 200
 DEFAULTS = {"comfy.templates.json": []}  # what a fresh user has: the frontend's node templates, none
 _lock = threading.Lock()  # settings and the users file are read-modify-written
 
@@ -61,6 +63,8 @@ class Users:
         name = name.strip() if isinstance(name, str) else ""
         if not name:
             raise Refused(400, "give a user name: {\"username\": NAME}", "bad_parameter")
+        if len(name) > MAX_NAME:
+            raise Refused(400, f"a user name has at most {MAX_NAME} characters, not {len(name)}", "bad_parameter")
         with _lock:
             users = self.all()
             if name in users.values():
@@ -77,7 +81,10 @@ class Users:
         if user == DEFAULT_USER:
             return self.data_dir / "user"
         if user not in self.all():
-            raise Refused(403, f"unknown user {user!r}", "unknown_user")
+            raise Refused(403, f"unknown user {user[:200]!r}", "unknown_user")
+        if len(user.encode()) > MAX_FOLDER:  # listed by an older Loom, which took names of any length
+            raise Refused(400, f"the user id is longer than {MAX_FOLDER} bytes, too long for a folder name; "
+                               "add the user again with a shorter name", "bad_name")
         return self.data_dir / "users" / user
 
 
@@ -220,11 +227,7 @@ def routes(server) -> list[tuple]:
     async def post_file(request):
         base = await root(request)
         path = user_path(base, request.match_info["path"])
-        if request.content_length is not None and request.content_length > BODY_LIMIT:
-            raise Refused(413, f"the file is larger than the limit of {BODY_LIMIT} bytes", "too_large")
-        body = await request.content.read(BODY_LIMIT + 1)
-        if len(body) > BODY_LIMIT:
-            raise Refused(413, f"the file is larger than the limit of {BODY_LIMIT} bytes", "too_large")
+        body = await read_body(request, BODY_LIMIT, "the file")
         if path.exists() and not _flag(request, "overwrite", "true"):
             raise Refused(409, f"{request.match_info['path']!r} exists; pass overwrite=true to replace it", "exists")
         await asyncio.to_thread(write_atomic, path, checked_json(body))

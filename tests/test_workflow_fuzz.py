@@ -12,6 +12,7 @@ from graph.pngmeta import PNG_SIGNATURE
 from graph.workflow import check
 from tests.test_engine import HERE, chain_prompt
 from tests.test_workflow_files import LoadModel, as_version_1, model_workflow, png_with
+from tests.test_workflow_limits import nested
 
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "120"))  # more for a long local hunt
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -22,7 +23,7 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
                            | st.dictionaries(st.text(max_size=8) | st.sampled_from(["id", "type", "link", "inputs"]),
                                              inner, max_size=5), max_leaves=20)
 VALID = [model_workflow(), as_version_1(model_workflow()), chain_prompt(),
-         {"prompt": chain_prompt(), "extra_data": {"extra_pnginfo": {"workflow": model_workflow()}}}]
+         {"prompt": chain_prompt(), "extra_data": {"extra_pnginfo": {"workflow": model_workflow()}}}, nested(3, 2)]
 
 
 @pytest.fixture(scope="module")
