@@ -278,6 +278,9 @@ class Node:
     # True: `run` is a cheap function of the inputs alone (no files, no device, no ctx). Validation
     # may run such a node to decide a lazy input early (a switch fed by a PrimitiveBoolean).
     pure: ClassVar[bool] = False
+    # Inputs read when given but left out of /object_info: widgets another editor adds on its own
+    # (ComfyUI's editor adds CustomCombo's `index`).
+    unpublished: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[dict[str, Input]] = {}
     # Other names an input is known by in workflows from elsewhere (ComfyUI's VAEDecode calls its
     # latent input `samples`): alias -> input name. Loading renames them (graph.formats).
@@ -328,13 +331,14 @@ class Node:
     def object_info(cls, env: Any = None) -> dict:
         """This node in the shape of ComfyUI's `/object_info` entries."""
         required, optional = {}, {}
-        for name, inp in cls.inputs.items():
+        published = {n: i for n, i in cls.inputs.items() if n not in cls.unpublished}
+        for name, inp in published.items():
             (optional if inp.optional else required)[name] = inp.spec(env)
         return {
             "input": {"required": required, "optional": optional, "hidden": {}},
             "input_order": {
-                "required": [n for n, i in cls.inputs.items() if not i.optional],
-                "optional": [n for n, i in cls.inputs.items() if i.optional],
+                "required": [n for n, i in published.items() if not i.optional],
+                "optional": [n for n, i in published.items() if i.optional],
             },
             "output": [o.type for o in cls.outputs],
             "output_is_list": [o.is_list for o in cls.outputs],
