@@ -32,14 +32,18 @@ def as_text(value) -> str:
 
 
 class PreviewAny(Node):
-    """Shows any value as text in the editor (the history's `text` output, as ComfyUI's)."""
+    """Shows any value as text in the editor (the history's `text` output, as ComfyUI's) and passes
+    that text on. (The output is today's: the templates saved by ComfyUI 0.22 link it.)"""
     display_name = "Preview Any"
     category = "utils"
     output_node = True
     source = In("*")
+    outputs = (Out("STRING", "STRING"),)
 
     def run(self, ctx):
-        ctx.show(text=[as_text(self.source)])
+        text = as_text(self.source)
+        ctx.show(text=[text])
+        return text
 
 
 class GetImageSize(Node):
