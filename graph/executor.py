@@ -217,6 +217,7 @@ class Executor:
         # those whose outputs a running node reads are fetched.
         known = [n for n in self._order(run, outputs) if n not in validation.deferred and self._sign(run, n)]
         cached = [n for n in known if n not in run.volatile and run.sigs[n] in self.cache]
+        result.cached = cached  # completed on success with what was decided at run time
         send("execution_start", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         send("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         try:
