@@ -104,7 +104,7 @@ def _instance(cls, inputs: dict):
     return instance
 
 
-class Deferred(Exception):
+class InvalidLazyBranch(Exception):
     """A node whose validation problems were deferred (it sat on a lazy branch) is needed after all."""
 
 
@@ -260,7 +260,7 @@ class Executor:
             for node_id in order:
                 if node_id in deferred:
                     run.current = node_id
-                    raise Deferred(_deferred_message(run.prompt, node_id, deferred[node_id]))
+                    raise InvalidLazyBranch(_deferred_message(run.prompt, node_id, deferred[node_id]))
                 self._sign(run, node_id)
             undecided = [n for n in order if n in run.presigs and n not in run.sigs]
             if not undecided:

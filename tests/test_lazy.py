@@ -188,6 +188,7 @@ def test_a_switch_decided_at_run_time(loom):
     assert validation.ok, validation.response()  # the model is missing only if the branch is taken
     result = loom.run(validation)
     assert result.status == "error" and result.error["node_id"] == "4"
+    assert result.error["exception_type"] == "InvalidLazyBranch"
     assert "gone.safetensors" in result.error["exception_message"]
     assert CALLS == ["1"]  # it stops before running anything of the branch
 
