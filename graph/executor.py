@@ -275,9 +275,10 @@ class Executor:
                 run.current = node_id
                 decision = decide(cls, with_defaults(cls, self._inputs(run, node_id, frozenset())),
                                   linked_lazy(node, cls))
-                self.decided[presig] = decision
-                while len(self.decided) > DECISIONS_KEPT:
-                    self.decided.popitem(last=False)
+                if node_id not in run.volatile:  # a volatile signature never comes again
+                    self.decided[presig] = decision
+                    while len(self.decided) > DECISIONS_KEPT:
+                        self.decided.popitem(last=False)
             run.decisions[node_id] = decision
 
     def _inputs(self, run: _Run, node_id: str, decision: frozenset | None) -> dict:

@@ -53,9 +53,7 @@ def decide(cls, inputs: dict, lazy: list[str]) -> frozenset:
     """Ask the node which of its linked lazy inputs `lazy` it needs; `inputs` holds the others."""
     instance = cls()
     for name, value in inputs.items():
-        setattr(instance, name, value)
-    for name in cls.lazy_inputs():
-        setattr(instance, name, None)
+        setattr(instance, name, None if name in lazy else value)  # a linked lazy input is not there yet
     return frozenset(name for name in instance.needs(list(lazy)) or () if name in lazy)
 
 
@@ -107,11 +105,12 @@ class _Folder:
         cls = self.registry.get(node["class_type"])
         if cls is None or node_id in self.broken:
             return None
-        inputs = self.inputs(node_id, cls, [n for n in node.get("inputs", {}) if not is_lazy(cls, n)])
+        lazy = linked_lazy(node, cls)
+        inputs = self.inputs(node_id, cls, [n for n in node.get("inputs", {}) if n not in lazy])
         if inputs is None:
             return None
         try:
-            return decide(cls, with_defaults(cls, inputs), linked_lazy(node, cls))
+            return decide(cls, with_defaults(cls, inputs), lazy)
         except Exception:  # the run will meet it again and report it
             return None
 
@@ -126,7 +125,8 @@ class _Folder:
         decision = self.decision(node_id) if cls.lazy_inputs() else frozenset()
         if decision is None:
             return None
-        inputs = self.inputs(node_id, cls, [n for n in node.get("inputs", {}) if not is_lazy(cls, n) or n in decision])
+        skipped = set(linked_lazy(node, cls)) - decision
+        inputs = self.inputs(node_id, cls, [n for n in node.get("inputs", {}) if n not in skipped])
         if inputs is None:
             return None
         instance = cls()
