@@ -83,6 +83,20 @@ class Both(Node):
         return self.a + self.b
 
 
+class Gate(Node):
+    """A lazy widget holding a constant is there when `needs` is asked; a linked one is not yet."""
+    pure = True
+    limit = Float(0.0, lazy=True)
+    x = In("FLOAT", optional=True, lazy=True)
+    outputs = (Out("FLOAT", "value"),)
+
+    def needs(self, lazy):
+        return ["x"] if self.limit is None or self.limit > 0 else []
+
+    def run(self, ctx):
+        return -1.0 if self.x is None else self.x
+
+
 class Show(Node):
     output_node = True
     value = In("*")
@@ -106,7 +120,7 @@ def loom(tmp_path):
     CALLS.clear()
     env = Env.from_data_dir(tmp_path)
     (env.models_dir / "here.safetensors").write_text("weights")
-    return Loom(env, registry=Registry([Flag, Sensor, Count, LoadWeights, Boom, Switch, Both, Show, Unused]))
+    return Loom(env, registry=Registry([Flag, Sensor, Count, LoadWeights, Boom, Switch, Both, Gate, Show, Unused]))
 
 
 def switch_prompt(switch: bool, decider: str = "Flag", broken_false: bool = True, false_value: float = 2.0):
@@ -243,3 +257,14 @@ def test_lazy_inputs_default_to_all_and_show_in_object_info(loom):
     info = Switch.object_info()
     assert info["input"]["optional"]["on_true"] == ["*", {"lazy": True}]
     assert info["input"]["required"]["switch"] == ["BOOLEAN", {"default": False}]
+
+
+@pytest.mark.parametrize("limit, shown", [(1.0, "2.5"), (0.0, "-1.0"), (["9", 0], "2.5")])
+def test_a_lazy_widget_with_a_constant_is_there_to_decide(loom, limit, shown):
+    prompt = {"1": {"class_type": "Count", "inputs": {"value": 2.5}},
+              "2": {"class_type": "Gate", "inputs": {"limit": limit, "x": ["1", 0]}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+              "9": {"class_type": "Count", "inputs": {"value": 0.0}}}
+    validation, result = run_ok(loom, prompt)
+    assert result.outputs["3"] == {"text": [shown]}
+    assert ("1" in result.executed) == (shown == "2.5")
