@@ -94,9 +94,6 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
-_normalize_outputs = normalize_outputs
-
-
 def _instance(cls, inputs: dict):
     instance = cls()
     for name, value in inputs.items():
@@ -328,7 +325,7 @@ class Executor:
             ctx = Context(self.env, prompt_id, node_id, cls.type_name(), run.prompt, run.extra_data,
                           emit, run.interrupt, run.previews)
             inputs = with_defaults(cls, self._inputs(run, node_id, run.decisions.get(node_id)))
-            run.values[node_id] = _normalize_outputs(cls, self._call(cls, inputs, ctx, pinned))
+            run.values[node_id] = normalize_outputs(cls, self._call(cls, inputs, ctx, pinned))
             result.executed.append(node_id)
             if node_id not in run.volatile:
                 self.cache.put(run.sigs[node_id], run.values[node_id], ctx.ui or None, pinned)
