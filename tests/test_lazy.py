@@ -195,6 +195,10 @@ def test_a_switch_decided_at_run_time(loom):
     assert result.outputs["7"] == {"text": ["1.0"]}
     assert sorted(CALLS) == ["1", "2", "6", "7"]
     _, again = run_ok(loom, switch_prompt(True, decider="Sensor"))
+    assert again.executed == []
+    sigs, _ = loom.executor.signatures(validation.prompt, ["1"])
+    loom.executor.cache.discard(sigs["1"])  # the sensor's value is gone from the cache, the switch's is not
+    _, again = run_ok(loom, switch_prompt(True, decider="Sensor"))
     assert again.executed == []  # the decision is remembered with the switch's other inputs
 
     CALLS.clear()
