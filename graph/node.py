@@ -278,6 +278,9 @@ class Node:
     # True: `run` is a cheap function of the inputs alone (no files, no device, no ctx). Validation
     # may run such a node to decide a lazy input early (a switch fed by a PrimitiveBoolean).
     pure: ClassVar[bool] = False
+    # Inputs whose links must bring one type, which the node's `*` outputs then carry (ComfyUI's
+    # MatchType: both branches of a switch are of the type the switch passes on).
+    match_type: ClassVar[tuple[str, ...]] = ()
     # Inputs read when given but left out of /object_info: widgets another editor adds on its own
     # (ComfyUI's editor adds CustomCombo's `index`).
     unpublished: ClassVar[tuple[str, ...]] = ()

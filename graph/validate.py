@@ -76,6 +76,37 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+def link_type(prompt: dict, registry: Registry, node_id: str, slot: int, seen: frozenset = frozenset()) -> str:
+    """The type of a node's output: its declared one, or for a `*` output of a node that declares
+    `match_type` (the switch), the type of what its first typed input of those is linked to."""
+    node = prompt.get(node_id)
+    cls = registry.get(node["class_type"]) if node else None
+    if cls is None or not 0 <= slot < len(cls.outputs):
+        return "*"
+    declared = cls.outputs[slot].type
+    if declared != "*" or not cls.match_type or node_id in seen:
+        return declared
+    for name in cls.match_type:
+        value = node.get("inputs", {}).get(name)
+        if is_link(value) and (found := link_type(prompt, registry, str(value[0]), value[1], seen | {node_id})) != "*":
+            return found
+    return "*"
+
+
+def _check_match(errs: _Collector, prompt: dict, registry: Registry, node_id: str, cls) -> None:
+    """The inputs of a `match_type` node (both branches of a switch) are linked to outputs of one type."""
+    given = prompt[node_id].get("inputs", {})
+    typed = [(name, link_type(prompt, registry, str(given[name][0]), given[name][1]))
+             for name in cls.match_type if is_link(given.get(name))]
+    typed = [(name, t) for name, t in typed if t != "*"]
+    for name, found in typed[1:]:
+        first, wanted = typed[0]
+        if not accepts(wanted, found):
+            errs.add(node_id, "return_type_mismatch",
+                     f"input '{name}' is linked to a {found} output but '{first}' to a {wanted} output: "
+                     f"the node passes on one type", f"{name}: {found} -> {wanted}", input_name=name)
+
+
 def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_id: str,
                  inp, value: Any, coerced: dict) -> None:
     name, where = inp.name, f"input '{inp.name}'"
@@ -98,7 +129,7 @@ def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_i
                      f"{where} is linked to output {slot} of {_title(prompt, src_id)}, "
                      f"which has {len(src_cls.outputs)} output(s)", f"{name} <- [{src_id}, {slot}]", **info())
             return
-        out_type = src_cls.outputs[slot].type
+        out_type = link_type(prompt, registry, src_id, slot)
         if not accepts(inp.type, out_type):
             errs.add(node_id, "return_type_mismatch",
                      f"{where} expects {inp.type} but is linked to the {out_type} output "
@@ -158,6 +189,8 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
                          inp.name, input_name=inp.name, input_config=inp.spec(env))
                 continue
             _check_input(errs, prompt, registry, env, node_id, inp, given[inp.name], coerced)
+        if cls.match_type:
+            _check_match(errs, prompt, registry, node_id, cls)
         constants = {k: v for k, v in coerced.items() if not is_link(v)}
         if not any(e["extra_info"].get("input_name") for e in errs.node_errors.get(node_id, {}).get("errors", [])):
             try:

@@ -10,7 +10,8 @@ from graph import Boolean, Combo, In, InputError, Int, Node, Out
 
 class ComfySwitchNode(Node):
     """Passes on `on_true` when the switch is on, else `on_false`; only that branch runs. ComfyUI
-    types both branches and the output alike (its MatchType); Loom publishes them as any type `*`."""
+    types both branches and the output alike (its MatchType); Loom publishes them as any type `*`
+    and validation checks the same: both branches of one type, and that type where the output goes."""
     display_name = "If/Else Switch"
     category = "utilities/logic"
     pure = True
@@ -18,6 +19,7 @@ class ComfySwitchNode(Node):
     on_false = In("*", optional=True, lazy=True)
     on_true = In("*", optional=True, lazy=True)
     outputs = (Out("*", "output"),)
+    match_type = ("on_false", "on_true")  # validation checks both branches and the output's use
 
     def needs(self, lazy):
         return ["on_true" if self.switch else "on_false"]

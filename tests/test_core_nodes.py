@@ -44,10 +44,10 @@ def run(loom, prompt):
 # --- the switch -------------------------------------------------------------------------------
 
 def switch_prompt(value):
-    """A switch read from a PrimitiveBoolean: on_true concatenates text, on_false divides by zero."""
+    """A switch read from a PrimitiveBoolean: on_true doubles 7, on_false divides it by zero."""
     return {
         "1": {"class_type": "PrimitiveBoolean", "inputs": {"value": value}},
-        "2": {"class_type": "StringConcatenate", "inputs": {"string_a": "left", "string_b": "right", "delimiter": "+"}},
+        "2": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a * 2", "values.a": ["3", 0]}},
         "3": {"class_type": "PrimitiveInt", "inputs": {"value": 7}},
         "4": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a / 0", "values.a": ["3", 0]}},
         "5": {"class_type": "ComfySwitchNode", "inputs": {"switch": ["1", 0], "on_true": ["2", 0], "on_false": ["4", 0]}},
@@ -58,7 +58,7 @@ def switch_prompt(value):
 def test_the_switch_runs_only_its_branch(loom):
     validation, result = run(loom, switch_prompt(True))
     assert validation.decisions == {"5": {"on_true"}}  # PrimitiveBoolean is pure: decided before the run
-    assert result.outputs["6"] == {"text": ["left+right"]}
+    assert result.outputs["6"] == {"text": ["14.0"]}
     assert "4" not in result.executed  # the division by zero never ran
     failed = loom.run(loom.validate(switch_prompt(False)))
     assert failed.status == "error" and failed.error["node_id"] == "4"
@@ -70,6 +70,21 @@ def test_a_switch_branch_left_unlinked_gives_none(loom):
     del prompt["5"]["inputs"]["on_false"]
     _, result = run(loom, prompt)
     assert result.outputs["6"] == {"text": ["None"]}
+
+
+def test_the_switch_passes_on_one_type(loom):
+    """ComfyUI's editor types both branches and the output alike (MatchType); Loom's validation
+    checks the same for prompts from anywhere."""
+    prompt = switch_prompt(True)
+    prompt["7"] = {"class_type": "StringConcatenate", "inputs": {"string_a": "x", "string_b": "y"}}
+    prompt["5"]["inputs"]["on_false"] = ["7", 0]  # STRING on one branch, FLOAT on the other
+    errors = loom.validate(prompt).node_errors
+    assert [e["type"] for e in errors["5"]["errors"]] == ["return_type_mismatch"]
+    prompt = switch_prompt(True)
+    prompt["8"] = {"class_type": "StringLength", "inputs": {"string": ["5", 0]}}  # the switch gives a FLOAT
+    prompt["9"] = {"class_type": "PreviewAny", "inputs": {"source": ["8", 0]}}
+    errors = loom.validate(prompt).node_errors
+    assert list(errors) == ["8"] and "FLOAT" in errors["8"]["errors"][0]["message"]
 
 
 def test_switch_object_info_is_comfyuis():
