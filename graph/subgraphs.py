@@ -92,11 +92,13 @@ def _splice(instance: dict, definition: dict, links: dict, defs: dict, path: tup
     by_id = {node["id"]: node for node in inner_nodes}
     outer_inputs = instance.get("inputs") or []
     values = _instance_widget_values(instance)
+    slot_of = _instance_slots(instance, definition)
     extra = []
     for lid in [prefix + str(l) for l in inner_links]:
         origin, oslot, target, tslot, kind = links[lid]
-        if origin == INPUT_NODE:  # fed by the instance's input `oslot`
-            outer = outer_inputs[oslot].get("link") if oslot < len(outer_inputs) else None
+        if origin == INPUT_NODE:  # fed by the instance's input for the subgraph's input `oslot`
+            oslot = slot_of.get(oslot, oslot) if slot_of is not None else oslot
+            outer = outer_inputs[oslot].get("link") if oslot is not None and oslot < len(outer_inputs) else None
             if outer in links:
                 links[lid][0:2] = links[outer][0:2]
             elif oslot in values:  # the instance's own widget value, as a constant source
@@ -121,6 +123,18 @@ def _splice(instance: dict, definition: dict, links: dict, defs: dict, path: tup
             else:
                 del links[lid]
     return inner_nodes + extra
+
+
+def _instance_slots(instance: dict, definition: dict) -> dict[int, int | None] | None:
+    """Subgraph input slot -> the instance's input slot of the same name (None: the instance has no
+    such socket). They differ when the instance shows only some of the subgraph's inputs as sockets,
+    the others being promoted widgets. None when names are missing: then slots match by position."""
+    outer = instance.get("inputs") or []
+    inner = definition.get("inputs") or []
+    if not all(isinstance(inp, dict) and inp.get("name") for inp in outer + inner):
+        return None
+    names = {inp["name"]: i for i, inp in enumerate(outer)}
+    return {i: names.get(inp["name"]) for i, inp in enumerate(inner)}
 
 
 def _unlink(node: dict | None, link_id) -> None:

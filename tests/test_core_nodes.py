@@ -310,3 +310,17 @@ def test_no_template_lacks_these_nodes(full_registry):
                 used |= {n.get("type") for n in graph.get("nodes", []) if isinstance(n, dict)}
     assert MINE <= used  # the templates do use them all
     assert {t for t in MINE if t not in full_registry} == set()
+
+
+def test_a_subgraph_instance_with_fewer_sockets_is_wired_by_name(full_registry):
+    """image_boogu_image_0_1_turbo_t2i: the instance shows only width and height as sockets (its text,
+    seed and model names are promoted widgets), so its socket 0 is the subgraph's input 1. The
+    Resolution Selector outside feeds the inner latent's size, not the prompt's text."""
+    from graph.formats import load
+
+    prompt = load(template("image_boogu_image_0_1_turbo_t2i"), full_registry).prompt
+    latent = next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")
+    [selector] = [k for k, n in prompt.items() if n["class_type"] == "ResolutionSelector"]
+    assert latent["inputs"]["width"] == [selector, 0] and latent["inputs"]["height"] == [selector, 1]
+    [encode] = [n for n in prompt.values() if n["class_type"] == "CLIPTextEncode"]
+    assert isinstance(encode["inputs"]["text"], str) and encode["inputs"]["text"].startswith("Abstract")
