@@ -16,18 +16,24 @@ import logging
 import os
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import networkx as nx
+
 from .cache import Cache
 from .formats import is_link
+from .lazy import decide, followed_links, linked_lazy, reach, with_defaults
 from .memory import DeviceMemory
+from .node import normalize_outputs
 from .registry import Registry
 from .validate import Validation
 
 Emit = Callable[[str, dict], None]
 log = logging.getLogger(__name__)
 LOADERS = "loaders"  # the category of nodes that load models (ComfyUI's)
+DECISIONS_KEPT = 10_000  # lazy-input decisions remembered (by signature), oldest dropped first
 
 
 class Interrupted(Exception):
@@ -88,22 +94,37 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
-def _normalize_outputs(cls, value: Any) -> tuple:
-    n = len(cls.outputs)
-    if n == 0:
-        return ()
-    if n == 1:
-        return (value,)
-    if not isinstance(value, tuple) or len(value) != n:
-        raise TypeError(f"{cls.type_name()}.run returned {type(value).__name__}, expected a tuple of {n} outputs")
-    return value
-
-
 def _instance(cls, inputs: dict):
     instance = cls()
     for name, value in inputs.items():
         setattr(instance, name, value)
     return instance
+
+
+class InvalidLazyBranch(Exception):
+    """A node whose validation problems were deferred (it sat on a lazy branch) is needed after all."""
+
+
+class _Run:
+    """The state of one run: signatures, decisions of lazy inputs and values, filled as it goes."""
+
+    def __init__(self, prompt: dict, decisions: dict):
+        self.prompt = prompt
+        self.decisions = dict(decisions)
+        self.sigs: dict[str, str] = {}
+        self.presigs: dict[str, str] = {}  # lazy nodes: the signature without their lazy inputs
+        self.volatile: set[str] = set()
+        self.values: dict[str, tuple] = {}
+        self.nonce = os.urandom(8).hex()
+        self.current: str | None = None  # the node being run or decided, for error reports
+        self.result = self.emit = self.interrupt = None
+        self.prompt_id, self.extra_data, self.previews = "", {}, False
+
+
+def _deferred_message(prompt: dict, node_id: str, entry: dict) -> str:
+    problems = "; ".join(e["message"] for e in entry["errors"])
+    return (f"node #{node_id} {prompt[node_id]['class_type']} sits on a lazy branch that this run takes, "
+            f"and it failed validation: {problems}")
 
 
 class Executor:
@@ -115,31 +136,64 @@ class Executor:
         self.cache = cache if cache is not None else Cache()
         self.verbose_errors = verbose_errors
         self.memory = memory
+        self.decided: OrderedDict[str, frozenset] = OrderedDict()  # pre-signature -> lazy inputs needed
 
-    def signatures(self, prompt: dict, order: list[str]) -> tuple[dict[str, str], set[str]]:
+    def signatures(self, prompt: dict, order: list[str], decisions: dict | None = None) -> tuple[dict[str, str], set[str]]:
         """Signature of every node in `order` (topological), and the volatile ones: not idempotent
-        nodes and all that depend on them, which are never served from or stored in the cache."""
-        sigs, volatile = {}, set()
-        nonce = os.urandom(8).hex()
+        nodes and all that depend on them, which are never served from or stored in the cache.
+        A node whose lazy inputs are not in `decisions` (nor anything downstream of it) gets none."""
+        run = _Run(prompt, decisions or {})
         for node_id in order:
-            node = prompt[node_id]
-            cls = self.registry[node["class_type"]]
-            consts, links = {}, {}
-            for name, value in node["inputs"].items():
-                if is_link(value):
-                    src = str(value[0])
-                    links[name] = [sigs[src], value[1]]
-                    if src in volatile:
-                        volatile.add(node_id)
-                else:
-                    consts[name] = value
-            parts = [cls.type_name(), _canonical([consts, links, cls.fingerprint(self.env, **consts)])]
-            if not cls.idempotent:
-                volatile.add(node_id)
-            if node_id in volatile:
-                parts.append(nonce)
-            sigs[node_id] = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
-        return sigs, volatile
+            self._sign(run, node_id)
+        return run.sigs, run.volatile
+
+    def _sign(self, run: _Run, node_id: str) -> str | None:
+        """A node's signature from its constants and the signatures of the links it follows: a lazy
+        input counts only when the node needs it, so the branch not taken changes nothing. None
+        while that is undecided (then `run.presigs` has the signature of the rest) or a source has none."""
+        if node_id in run.sigs:
+            return run.sigs[node_id]
+        node = run.prompt[node_id]
+        cls = self.registry[node["class_type"]]
+        lazy = linked_lazy(node, cls)
+        decision = run.decisions.get(node_id) if lazy else frozenset()
+        consts, links = {}, {}
+        for name, value in node["inputs"].items():
+            if not is_link(value):
+                consts[name] = value
+            elif name not in lazy or (decision is not None and name in decision):
+                src = str(value[0])
+                if src not in run.sigs:
+                    return None
+                links[name] = [run.sigs[src], value[1]]
+                if src in run.volatile:
+                    run.volatile.add(node_id)
+        parts = [cls.type_name(), _canonical([consts, links, cls.fingerprint(self.env, **consts)])]
+        if lazy:
+            parts.append(_canonical(sorted(decision)) if decision is not None else "?")
+        if not cls.idempotent:
+            run.volatile.add(node_id)
+        if node_id in run.volatile:
+            parts.append(run.nonce)
+        sig = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+        if decision is None:
+            run.presigs[node_id] = sig
+            return None
+        run.sigs[node_id] = sig
+        return sig
+
+    def _order(self, run: _Run, targets) -> list[str]:
+        """What evaluating `targets` follows (given the decisions so far), topologically, ties in
+        the prompt's order."""
+        need = reach(run.prompt, self.registry, list(targets), run.decisions, undecided=False)
+        g = nx.DiGraph()
+        g.add_nodes_from(n for n in run.prompt if n in need)
+        for node_id in g.nodes:
+            node = run.prompt[node_id]
+            cls = self.registry.get(node["class_type"])
+            g.add_edges_from((src, node_id) for _, src, _ in followed_links(node, cls, run.decisions.get(node_id))
+                             if src in need)
+        return list(nx.topological_sort(g))
 
     def run(self, validation: Validation, prompt_id: str = "", emit: Emit | None = None, interrupt=None,
             extra_data: dict | None = None, previews: bool = False) -> RunResult:
@@ -152,65 +206,40 @@ class Executor:
                 result.messages.append([event, {**data, "timestamp": int(time.time() * 1000)}])
             emit(event, data)
 
-        prompt, outputs, order = validation.prompt, validation.outputs, validation.order
-        sigs, volatile = self.signatures(prompt, order)
-        pinned = set(sigs.values())
-        to_run, reached = self._nodes_to_run(prompt, sigs, volatile, outputs)
+        prompt, outputs = validation.prompt, validation.outputs
+        run = _Run(prompt, validation.decisions)
+        run.result, run.emit, run.interrupt = result, emit, interrupt
+        run.prompt_id, run.extra_data, run.previews = prompt_id, extra_data or {}, previews
         # Every planned node with a cache entry is reported cached, as ComfyUI does, though only
         # those whose outputs a running node reads are fetched.
-        result.cached = [n for n in order if n not in to_run and sigs[n] in self.cache]
-        order = [n for n in order if n in reached]
-        values: dict[str, tuple] = {}
+        known = [n for n in self._order(run, outputs) if n not in validation.deferred and self._sign(run, n)]
+        cached = [n for n in known if n not in run.volatile and run.sigs[n] in self.cache]
+        result.cached = cached  # completed on success with what was decided at run time
         send("execution_start", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
-        send("execution_cached", {"nodes": result.cached, "prompt_id": prompt_id,
-                                  "timestamp": int(time.time() * 1000)})
-        node_id = None
+        send("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         try:
-            for node_id in order:
-                cls = self.registry[prompt[node_id]["class_type"]]
-                if node_id not in to_run:
-                    entry = self.cache.get(sigs[node_id])
-                    values[node_id] = entry.outputs
-                    if cls.output_node and entry.ui:
-                        result.outputs[node_id] = entry.ui
-                        emit("executed", {"node": node_id, "display_node": node_id,
-                                          "output": entry.ui, "prompt_id": prompt_id})
-                    continue
-                if interrupt is not None and interrupt.is_set():
-                    raise Interrupted()
-                emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id})
-                ctx = Context(self.env, prompt_id, node_id, cls.type_name(), prompt, extra_data or {},
-                              emit, interrupt, previews)
-                inputs = {name: values[str(value[0])][value[1]] if is_link(value) else value
-                          for name, value in prompt[node_id]["inputs"].items()}
-                for name, inp in cls.inputs.items():  # optional inputs left out read as their default
-                    inputs.setdefault(name, getattr(inp, "default", None))
-                values[node_id] = _normalize_outputs(cls, self._call(cls, inputs, ctx, pinned))
-                result.executed.append(node_id)
-                if node_id not in volatile:
-                    self.cache.put(sigs[node_id], values[node_id], ctx.ui or None, pinned)
-                if self.memory is not None:
-                    self.memory.after(values[node_id], inputs.values(), pinned)
-                if ctx.ui:
-                    result.outputs[node_id] = ctx.ui
-                    emit("executed", {"node": node_id, "display_node": node_id, "output": ctx.ui,
-                                      "prompt_id": prompt_id})
+            order = self._decide_all(run, outputs, validation.deferred)
+            self._evaluate(run, outputs)
         except Interrupted:
             result.status = "interrupted"
+            node_id = run.current
             send("execution_interrupted", {"prompt_id": prompt_id, "node_id": node_id,
                                            "node_type": prompt[node_id]["class_type"] if node_id else None,
                                            "executed": list(result.executed)})
         except Exception as exc:  # a node failed: report it, keep the cache as it was
             result.status = "error"
+            node_id = run.current
             result.error = {
-                "prompt_id": prompt_id, "node_id": node_id, "node_type": prompt[node_id]["class_type"],
+                "prompt_id": prompt_id, "node_id": node_id, "node_type": prompt[node_id]["class_type"] if node_id else None,
                 "executed": list(result.executed), "exception_message": str(exc) or type(exc).__name__,
                 "exception_type": type(exc).__name__,
                 "traceback": traceback.format_exception(exc) if self.verbose_errors else [],
                 "current_inputs": {}, "current_outputs": {}}
             send("execution_error", result.error)
         else:
-            result.values = {n: values[n] for n in outputs}
+            result.cached = [n for n in order if n not in result.executed and n not in run.volatile
+                             and run.sigs[n] in self.cache]
+            result.values = {n: run.values[n] for n in outputs}
             send("execution_success", {"prompt_id": prompt_id})
         finally:
             self.cache.trim()
@@ -218,6 +247,94 @@ class Executor:
                 self.memory.fit()
         emit("executing", {"node": None, "display_node": None, "prompt_id": prompt_id})
         return result
+
+    def _decide_all(self, run: _Run, outputs: list[str], deferred: dict) -> list[str]:
+        """Decide every lazy input the outputs reach, in topological order, running what a decision
+        needs (a decision is remembered by the node's other inputs, so a re-run runs nothing to
+        decide). Returns the final plan."""
+        while True:
+            order = self._order(run, outputs)
+            for node_id in order:
+                if node_id in deferred:
+                    run.current = node_id
+                    raise InvalidLazyBranch(_deferred_message(run.prompt, node_id, deferred[node_id]))
+                self._sign(run, node_id)
+            undecided = [n for n in order if n in run.presigs and n not in run.sigs]
+            if not undecided:
+                return order
+            node_id = undecided[0]  # the first: everything it decides from is signed
+            node = run.prompt[node_id]
+            cls = self.registry[node["class_type"]]
+            presig = run.presigs[node_id]
+            decision = None if node_id in run.volatile else self.decided.get(presig)
+            if decision is None:
+                self._evaluate(run, [src for _, src, _ in followed_links(node, cls, frozenset())])
+                run.current = node_id
+                decision = decide(cls, with_defaults(cls, self._inputs(run, node_id, frozenset())),
+                                  linked_lazy(node, cls))
+                if node_id not in run.volatile:  # a volatile signature never comes again
+                    self.decided[presig] = decision
+                    while len(self.decided) > DECISIONS_KEPT:
+                        self.decided.popitem(last=False)
+            run.decisions[node_id] = decision
+
+    def _inputs(self, run: _Run, node_id: str, decision: frozenset | None) -> dict:
+        """A node's inputs from the values so far: its constants and the links it follows."""
+        node = run.prompt[node_id]
+        cls = self.registry[node["class_type"]]
+        lazy = set(linked_lazy(node, cls))
+        inputs = {name: value for name, value in node["inputs"].items() if not is_link(value)}
+        for name, src, slot in followed_links(node, cls, decision):
+            inputs[name] = run.values[src][slot]
+        for name in lazy - set(inputs):
+            inputs[name] = None  # a lazy input the node did not ask for
+        return inputs
+
+    def _evaluate(self, run: _Run, targets: list[str]) -> None:
+        """Make the outputs of `targets` available: fetch what is cached, run the rest. Everything
+        they follow is signed. A node runs if its outputs are not cached; only then are its inputs
+        needed, so a cached node's ancestors are not even reached."""
+        to_run, stack, seen = set(), list(targets), set()
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id in run.values:
+                continue
+            seen.add(node_id)
+            if node_id not in run.volatile and run.sigs[node_id] in self.cache:
+                continue
+            to_run.add(node_id)
+            node = run.prompt[node_id]
+            stack.extend(src for _, src, _ in followed_links(node, self.registry[node["class_type"]],
+                                                             run.decisions.get(node_id)))
+        result, emit, prompt_id = run.result, run.emit, run.prompt_id
+        pinned = set(run.sigs.values())
+        for node_id in [n for n in self._order(run, targets) if n in seen]:
+            run.current = node_id
+            cls = self.registry[run.prompt[node_id]["class_type"]]
+            if node_id not in to_run:
+                entry = self.cache.get(run.sigs[node_id])
+                run.values[node_id] = entry.outputs
+                if cls.output_node and entry.ui:
+                    result.outputs[node_id] = entry.ui
+                    emit("executed", {"node": node_id, "display_node": node_id,
+                                      "output": entry.ui, "prompt_id": prompt_id})
+                continue
+            if run.interrupt is not None and run.interrupt.is_set():
+                raise Interrupted()
+            emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id})
+            ctx = Context(self.env, prompt_id, node_id, cls.type_name(), run.prompt, run.extra_data,
+                          emit, run.interrupt, run.previews)
+            inputs = with_defaults(cls, self._inputs(run, node_id, run.decisions.get(node_id)))
+            run.values[node_id] = normalize_outputs(cls, self._call(cls, inputs, ctx, pinned))
+            result.executed.append(node_id)
+            if node_id not in run.volatile:
+                self.cache.put(run.sigs[node_id], run.values[node_id], ctx.ui or None, pinned)
+            if self.memory is not None:
+                self.memory.after(run.values[node_id], inputs.values(), pinned)
+            if ctx.ui:
+                result.outputs[node_id] = ctx.ui
+                emit("executed", {"node": node_id, "display_node": node_id, "output": ctx.ui,
+                                  "prompt_id": prompt_id})
 
     def _call(self, cls, inputs: dict, ctx: Context, pinned: set[str]) -> Any:
         """Run a node. With device memory managed, the models it takes are on the device first, and a
@@ -236,18 +353,3 @@ class Executor:
         ctx.ui = {}
         self.memory.before(inputs.values(), pinned, loads)
         return _instance(cls, inputs).run(ctx)
-
-    def _nodes_to_run(self, prompt: dict, sigs: dict, volatile: set, outputs: list) -> tuple[set, set]:
-        """Walk back from the outputs: a node runs if its outputs are not cached; only then are its
-        inputs needed, so a cached node's ancestors are not even reached. Returns (to run, reached)."""
-        to_run, stack, seen = set(), list(outputs), set()
-        while stack:
-            node_id = stack.pop()
-            if node_id in seen:
-                continue
-            seen.add(node_id)
-            if node_id not in volatile and sigs[node_id] in self.cache:
-                continue
-            to_run.add(node_id)
-            stack.extend(str(v[0]) for v in prompt[node_id]["inputs"].values() if is_link(v))
-        return to_run, seen

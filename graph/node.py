@@ -14,6 +14,10 @@ whose `outputs` tuple declares its typed, named outputs:
             return self.a + self.b
 
 The executor makes a fresh instance per call, sets each input as an attribute and calls `run`.
+
+An input declared `lazy=True` is evaluated only when the node asks for it: the executor first
+sets the other inputs, calls `needs(linked_lazy_inputs)` and runs the ancestors of the lazy inputs
+it returns; lazy inputs not needed read as None (docs/core-nodes.md).
 """
 from __future__ import annotations
 
@@ -36,9 +40,10 @@ class InputError(ValueError):
 class Input:
     """Base of every input declaration. `type` is the socket or widget type name."""
 
-    type: str = "*"
+    type: str = "*"  # one type, "*" (any) or several joined by commas ("INT,FLOAT")
     optional: bool = False
     tooltip: str | None = None
+    lazy: bool = False  # evaluated only when the node's `needs` asks for it
     name: str = field(default="", init=False)  # filled by Node.__init_subclass__
 
     @property
@@ -55,6 +60,8 @@ class Input:
         opts = {}
         if self.tooltip:
             opts["tooltip"] = self.tooltip
+        if self.lazy:
+            opts["lazy"] = True
         return opts
 
     def spec(self, env: Any = None) -> list:
@@ -65,9 +72,30 @@ class Input:
         return value
 
 
-def In(type: str, optional: bool = False, tooltip: str | None = None) -> Input:
+def In(type: str, optional: bool = False, tooltip: str | None = None, lazy: bool = False) -> Input:
     """A socket input: its value comes only from a link to another node's output of `type`."""
-    return Input(type=type, optional=optional, tooltip=tooltip)
+    return Input(type=type, optional=optional, tooltip=tooltip, lazy=lazy)
+
+
+def accepts(input_type: str, output_type: str) -> bool:
+    """Whether an input of `input_type` takes a link from an output of `output_type`: equal types,
+    "*" on either side, or one of the comma-separated types of a union ("INT,FLOAT")."""
+    if "*" in (input_type, output_type) or input_type == output_type:
+        return True
+    wanted, given = set(input_type.split(",")), set(output_type.split(","))
+    return bool(given & wanted) or (input_type == "COMBO" and "STRING" in given)
+
+
+def normalize_outputs(cls, value: Any) -> tuple:
+    """What a node's `run` returned, as the tuple of its outputs."""
+    n = len(cls.outputs)
+    if n == 0:
+        return ()
+    if n == 1:
+        return (value,)
+    if not isinstance(value, tuple) or len(value) != n:
+        raise TypeError(f"{cls.type_name()}.run returned {type(value).__name__}, expected a tuple of {n} outputs")
+    return value
 
 
 def _check_range(value, lo, hi):
@@ -247,6 +275,15 @@ class Node:
     outputs: ClassVar[tuple[Out, ...]] = ()
     output_node: ClassVar[bool] = False  # a result the user asked for (saved or shown)
     idempotent: ClassVar[bool] = True  # False: run every time, never served from the cache
+    # True: `run` is a cheap function of the inputs alone (no files, no device, no ctx). Validation
+    # may run such a node to decide a lazy input early (a switch fed by a PrimitiveBoolean).
+    pure: ClassVar[bool] = False
+    # Inputs whose links must bring one type, which the node's `*` outputs then carry (ComfyUI's
+    # MatchType: both branches of a switch are of the type the switch passes on).
+    match_type: ClassVar[tuple[str, ...]] = ()
+    # Inputs read when given but left out of /object_info: widgets another editor adds on its own
+    # (ComfyUI's editor adds CustomCombo's `index`).
+    unpublished: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[dict[str, Input]] = {}
     # Other names an input is known by in workflows from elsewhere (ComfyUI's VAEDecode calls its
     # latent input `samples`): alias -> input name. Loading renames them (graph.formats).
@@ -275,6 +312,12 @@ class Node:
         """Custom validation of constant inputs; returns {input_name: message} for each problem."""
         return {}
 
+    def needs(self, lazy: list[str]) -> Any:
+        """Of the linked lazy inputs `lazy`, those this node needs (an iterable of names), decided
+        from its other inputs, which are set on `self`. Called once before `run`; the answer must
+        depend on those inputs only (it is cached with them). Default: all of them."""
+        return lazy
+
     def run(self, ctx) -> Any:
         raise NotImplementedError
 
@@ -291,13 +334,14 @@ class Node:
     def object_info(cls, env: Any = None) -> dict:
         """This node in the shape of ComfyUI's `/object_info` entries."""
         required, optional = {}, {}
-        for name, inp in cls.inputs.items():
+        published = {n: i for n, i in cls.inputs.items() if n not in cls.unpublished}
+        for name, inp in published.items():
             (optional if inp.optional else required)[name] = inp.spec(env)
         return {
             "input": {"required": required, "optional": optional, "hidden": {}},
             "input_order": {
-                "required": [n for n, i in cls.inputs.items() if not i.optional],
-                "optional": [n for n, i in cls.inputs.items() if i.optional],
+                "required": [n for n, i in published.items() if not i.optional],
+                "optional": [n for n, i in published.items() if i.optional],
             },
             "output": [o.type for o in cls.outputs],
             "output_is_list": [o.is_list for o in cls.outputs],
@@ -310,6 +354,10 @@ class Node:
             "category": cls.category,
             "output_node": cls.output_node,
         }
+
+    @classmethod
+    def lazy_inputs(cls) -> list[str]:
+        return [name for name, inp in cls.inputs.items() if inp.lazy]
 
     @classmethod
     def widget_names(cls) -> list[str]:

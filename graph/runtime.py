@@ -78,9 +78,14 @@ def _entry_errors(workflow: Any, extra_data: dict | None) -> Validation | None:
 def add_preflight(validation: Validation, report: Preflight) -> None:
     """File the report's missing models on the nodes naming them and put its lines first in the
     error details, so one response lists everything a shared workflow needs."""
+    lazy_only = validation.maybe | validation.untaken
+    blocking = []  # models a node needs for sure; those named only on lazy branches wait for the run
     for check in report.missing_models:
+        later = set(check.nodes) <= lazy_only
+        if not later:
+            blocking.append(check)
         for node_id in check.nodes:
-            entry = validation.node_errors.setdefault(node_id, {
+            entry = (validation.deferred if later else validation.node_errors).setdefault(node_id, {
                 "errors": [], "dependent_outputs": [],
                 "class_type": validation.prompt.get(node_id, {}).get("class_type")})
             entry["errors"].append({"type": "model_not_found", "message": check.line(), "details": check.name,
@@ -89,11 +94,11 @@ def add_preflight(validation: Validation, report: Preflight) -> None:
     lines = report.lines()
     if not lines:
         return
-    if validation.error is None and any(c.nodes for c in report.missing_models):
+    if validation.error is None and blocking:
         validation.error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
                             "details": "", "extra_info": {}}
     if validation.error is not None:
-        missing = [c.name for c in report.missing_models]
+        missing = [c.name for c in blocking]
         if missing:
             validation.error["message"] += "; models not found: " + ", ".join(missing)
         validation.error["details"] = "\n".join(["Pre-flight:"] + [f"- {line}" for line in lines]

@@ -238,11 +238,13 @@ class _Expansion:
         to its output node: what feeds each output slot."""
         outer_inputs = instance.get("inputs") or []
         values = _instance_widget_values(instance)
+        slot_of = _instance_slots(instance, self.defs[instance["type"]])
         feeds = {}
         for lid, link in inner.items():
             origin, oslot, target, tslot = link[:4]
             outer = None
-            if origin == INPUT_NODE:
+            if origin == INPUT_NODE:  # fed by the instance's input for the subgraph's input `oslot`
+                oslot = slot_of.get(oslot) if slot_of is not None else oslot
                 raw = outer_inputs[oslot].get("link") if isinstance(oslot, int) and 0 <= oslot < len(outer_inputs) else None
                 outer = name(raw) if raw is not None else None
                 if outer not in table:
@@ -311,6 +313,18 @@ class _Expansion:
                 link = [*found, *link[2:]]
             keep(lid, link)
         return boundary
+
+
+def _instance_slots(instance: dict, definition: dict) -> dict[int, int | None] | None:
+    """Subgraph input slot -> the instance's input slot of the same name (None: the instance has no
+    such socket). They differ when the instance shows only some of the subgraph's inputs as sockets,
+    the others being promoted widgets. None when names are missing: then slots match by position."""
+    outer = instance.get("inputs") or []
+    inner = definition.get("inputs") or []
+    if not all(isinstance(inp, dict) and inp.get("name") for inp in outer + inner):
+        return None
+    names = {inp["name"]: i for i, inp in enumerate(outer)}
+    return {i: names.get(inp["name"]) for i, inp in enumerate(inner)}
 
 
 def _unlink(node: dict | None, link_id) -> None:

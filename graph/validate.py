@@ -11,7 +11,8 @@ from typing import Any
 import networkx as nx
 
 from .formats import is_link
-from .node import InputError
+from .lazy import plan_lazy
+from .node import InputError, accepts
 from .plan import dependency_graph, find_cycles, needed_subgraph, sort_key
 from .registry import Registry
 
@@ -23,12 +24,24 @@ class Validation:
     order: list[str] = field(default_factory=list)  # the plan: what the outputs need, topologically
     error: dict | None = None
     node_errors: dict = field(default_factory=dict)
+    # Lazy inputs (graph.lazy): those decided before the run (node -> the lazy inputs it needs), the
+    # nodes that run only if an undecided lazy input asks for them, those no run reaches, and the
+    # problems found on either, in node_errors' shape: they fail the run only if it needs that node.
+    decisions: dict = field(default_factory=dict)
+    maybe: set = field(default_factory=set)
+    untaken: set = field(default_factory=set)
+    deferred: dict = field(default_factory=dict)
     loaded: Any = None  # graph.formats.Loaded: what the prompt was read from (set by Loom.validate)
     preflight: Any = None  # graph.preflight.Preflight: missing node types and models
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def runnable(self) -> set[str]:
+        """The nodes a run may execute: the plan and the undecided lazy branches."""
+        return set(self.order) | self.maybe
 
     def response(self) -> dict:
         """The body ComfyUI clients expect for a rejected prompt."""
@@ -63,6 +76,37 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+def link_type(prompt: dict, registry: Registry, node_id: str, slot: int, seen: frozenset = frozenset()) -> str:
+    """The type of a node's output: its declared one, or for a `*` output of a node that declares
+    `match_type` (the switch), the type of what its first typed input of those is linked to."""
+    node = prompt.get(node_id)
+    cls = registry.get(node["class_type"]) if node else None
+    if cls is None or not 0 <= slot < len(cls.outputs):
+        return "*"
+    declared = cls.outputs[slot].type
+    if declared != "*" or not cls.match_type or node_id in seen:
+        return declared
+    for name in cls.match_type:
+        value = node.get("inputs", {}).get(name)
+        if is_link(value) and (found := link_type(prompt, registry, str(value[0]), value[1], seen | {node_id})) != "*":
+            return found
+    return "*"
+
+
+def _check_match(errs: _Collector, prompt: dict, registry: Registry, node_id: str, cls) -> None:
+    """The inputs of a `match_type` node (both branches of a switch) are linked to outputs of one type."""
+    given = prompt[node_id].get("inputs", {})
+    typed = [(name, link_type(prompt, registry, str(given[name][0]), given[name][1]))
+             for name in cls.match_type if is_link(given.get(name))]
+    typed = [(name, t) for name, t in typed if t != "*"]
+    for name, found in typed[1:]:
+        first, wanted = typed[0]
+        if not accepts(wanted, found):
+            errs.add(node_id, "return_type_mismatch",
+                     f"input '{name}' is linked to a {found} output but '{first}' to a {wanted} output: "
+                     f"the node passes on one type", f"{name}: {found} -> {wanted}", input_name=name)
+
+
 def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_id: str,
                  inp, value: Any, coerced: dict) -> None:
     name, where = inp.name, f"input '{inp.name}'"
@@ -78,15 +122,15 @@ def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_i
             return
         src_cls = registry.get(src["class_type"])
         if src_cls is None:
-            return  # reported as an unknown type on the source node
+            coerced[name] = [src_id, slot]  # kept: the missing type is reported on the source node
+            return
         if not 0 <= slot < len(src_cls.outputs):
             errs.add(node_id, "bad_linked_input",
                      f"{where} is linked to output {slot} of {_title(prompt, src_id)}, "
                      f"which has {len(src_cls.outputs)} output(s)", f"{name} <- [{src_id}, {slot}]", **info())
             return
-        out_type = src_cls.outputs[slot].type
-        accepted = {inp.type, "*"} | ({"STRING"} if inp.type == "COMBO" else set())
-        if out_type not in accepted and inp.type != "*":
+        out_type = link_type(prompt, registry, src_id, slot)
+        if not accepts(inp.type, out_type):
             errs.add(node_id, "return_type_mismatch",
                      f"{where} expects {inp.type} but is linked to the {out_type} output "
                      f"'{src_cls.outputs[slot].label}' of {_title(prompt, src_id)}",
@@ -145,6 +189,8 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
                          inp.name, input_name=inp.name, input_config=inp.spec(env))
                 continue
             _check_input(errs, prompt, registry, env, node_id, inp, given[inp.name], coerced)
+        if cls.match_type:
+            _check_match(errs, prompt, registry, node_id, cls)
         constants = {k: v for k, v in coerced.items() if not is_link(v)}
         if not any(e["extra_info"].get("input_name") for e in errs.node_errors.get(node_id, {}).get("errors", [])):
             try:
@@ -161,6 +207,10 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
         names = " -> ".join(_title(prompt, n) for n in cycle + cycle[:1])
         for node_id in cycle:
             errs.add(node_id, "dependency_cycle", f"node is part of a cycle: {names}", names, cycle=cycle)
+    lazy = plan_lazy(normalized, registry, outputs, set(errs.node_errors)) if not cycles else None
+    deferred = defer(errs, lazy.maybe | lazy.untaken) if lazy else {}
+    unknown = sorted({e["class_type"] for e in errs.node_errors.values()
+                      if any(x["type"] == "unknown_node_type" for x in e["errors"])})
 
     error = None
     if not outputs:
@@ -179,5 +229,28 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
                           "details": "\n".join(lines), "extra_info": {}}
         if error["type"] == "prompt_no_outputs":
             error["details"] += "\n" + "\n".join(lines)
-    order = [] if cycles else list(nx.topological_sort(sub))
-    return Validation(prompt=normalized, outputs=outputs, order=order, error=error, node_errors=errs.node_errors)
+    order = [] if cycles else [n for n in nx.topological_sort(sub) if n in lazy.sure]
+    validation = Validation(prompt=normalized, outputs=outputs, order=order, error=error, node_errors=errs.node_errors,
+                            deferred=deferred)
+    if lazy:
+        validation.decisions, validation.maybe, validation.untaken = lazy.decisions, lazy.maybe, lazy.untaken
+    return validation
+
+
+# Problems of a workflow's wiring fail it wherever they are; the others (a missing model or node
+# type, a value out of range or not among the choices) are deferred on lazy-only branches.
+WIRING = {"bad_linked_input", "return_type_mismatch", "dependency_cycle", "required_input_missing", "bad_output"}
+
+
+def defer(errs: _Collector, lazy_only: set[str]) -> dict:
+    """Move the deferrable problems of nodes in `lazy_only` out of errs into the returned dict."""
+    deferred = {}
+    for node_id in [n for n in errs.node_errors if n in lazy_only]:
+        entry = errs.node_errors[node_id]
+        later = [e for e in entry["errors"] if e["type"] not in WIRING]
+        if later:
+            deferred[node_id] = {**entry, "errors": later}
+            entry["errors"] = [e for e in entry["errors"] if e["type"] in WIRING]
+            if not entry["errors"]:
+                del errs.node_errors[node_id]
+    return deferred

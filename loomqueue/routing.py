@@ -7,7 +7,8 @@ least recently used idle worker, so workers that just used a model stay free for
 A prompt overtaken `max_skips` times is taken next by whichever worker is idle: nothing starves.
 
 Models are named by the constant inputs of the loader nodes (category "loaders") of a prompt,
-e.g. "LoadCheckpoint(model=tiny-sd)"; the server records them with each prompt when it is queued.
+e.g. "LoadCheckpoint(model=tiny-sd)"; the server records them with each prompt when it is queued,
+leaving out loaders that only an untaken lazy branch reaches (a switch decided before the run).
 A routing pass (`Router.route`) reads only the head of the queue (window + idle workers rows, from
 the queue's index, no workflow decoded), so its cost does not grow with the queue.
 Nothing here imports torch or Ray.
@@ -33,9 +34,11 @@ def loader_key(node: dict, registry) -> str | None:
     return f"{cls.type_name()}(" + ", ".join(f"{k}={v}" for k, v in consts) + ")"
 
 
-def model_keys(prompt: dict, registry) -> frozenset[str]:
-    """The models an API prompt loads: one key per distinct loader node configuration."""
-    keys = (loader_key(node, registry) for node in prompt.values())
+def model_keys(prompt: dict, registry, nodes=None) -> frozenset[str]:
+    """The models an API prompt loads: one key per distinct loader node configuration. `nodes`
+    limits them to the nodes a run may execute (graph.Validation.runnable: a loader on a branch a
+    switch does not take loads nothing)."""
+    keys = (loader_key(node, registry) for node_id, node in prompt.items() if nodes is None or node_id in nodes)
     return frozenset(k for k in keys if k is not None)
 
 

@@ -242,7 +242,8 @@ class LoomServer:
 
         added = await self.adds.add(dict(prompt_id=prompt_id, workflow=workflow, prompt=validation.prompt,
                                          extra_data=extra, outputs=validation.outputs, client_id=client_id,
-                                         front=front, models=model_keys(validation.prompt, loom.registry),
+                                         front=front, models=model_keys(validation.prompt, loom.registry,
+                                                                 validation.runnable),
                                          idempotency_key=key, fingerprint=fingerprint))
         if added.status == "id_taken":
             raise Refused(400, f"prompt_id {prompt_id!r} is already used", "bad_parameter")

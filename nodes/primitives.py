@@ -10,6 +10,7 @@ from graph import Boolean, Float, Int, Node, Out, String
 
 class _Primitive(Node):
     category = "utils/primitive"  # ComfyUI's
+    pure = True  # validation may read it to decide a switch before the run (graph.lazy)
 
     def run(self, ctx):
         return self.value

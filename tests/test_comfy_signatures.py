@@ -106,6 +106,50 @@ COMFY_CHOICES = {
     ("CLIPLoader", "device"): ["default", "cpu"],
     ("DualCLIPLoader", "device"): ["default", "cpu"],
 }
+# The core nodes of today's templates (comfy_extras/nodes_logic.py, nodes_preview_any.py, nodes_images.py,
+# nodes_resolution.py, nodes_math.py, nodes_number_convert.py, nodes_string.py). ComfyUI's Autogrow groups
+# (`values`) are Loom's 26 inputs values.a .. values.z; its MatchType (the switch) is Loom's `*`.
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+COMFY.update({
+    "ComfySwitchNode": ("switch:BOOLEAN", "on_false:* on_true:*", "*:output"),
+    "CustomCombo": ("choice:COMBO", "", "STRING INT:INDEX"),
+    "PreviewAny": ("source:*", "", "STRING"),
+    "GetImageSize": ("image:IMAGE", "", "INT:width INT:height INT:batch_size"),
+    "ResolutionSelector": ("aspect_ratio:COMBO megapixels:FLOAT multiple:INT minimum:INT", "", "INT:width INT:height"),
+    "ComfyMathExpression": ("expression:STRING values.a:FLOAT,INT,BOOLEAN",
+                            " ".join(f"values.{c}:FLOAT,INT,BOOLEAN" for c in LETTERS[1:]), "FLOAT INT BOOLEAN:BOOL"),
+    "ComfyNumberConvert": ("value:INT,FLOAT,STRING,BOOLEAN", "", "FLOAT INT"),
+    "StringFormat": ("f_string:STRING", " ".join(f"values.{c}:*" for c in LETTERS), "STRING"),
+    "StringConcatenate": ("string_a:STRING string_b:STRING delimiter:STRING", "", "STRING"),
+    "StringSubstring": ("string:STRING start:INT end:INT", "", "STRING"),
+    "StringLength": ("string:STRING", "", "INT:length"),
+    "CaseConverter": ("string:STRING mode:COMBO", "", "STRING"),
+    "StringTrim": ("string:STRING mode:COMBO", "", "STRING"),
+    "StringReplace": ("string:STRING find:STRING replace:STRING", "", "STRING"),
+    "StringContains": ("string:STRING substring:STRING case_sensitive:BOOLEAN", "", "BOOLEAN:contains"),
+    "StringCompare": ("string_a:STRING string_b:STRING mode:COMBO case_sensitive:BOOLEAN", "", "BOOLEAN"),
+    "RegexMatch": ("string:STRING regex_pattern:STRING case_insensitive:BOOLEAN multiline:BOOLEAN dotall:BOOLEAN", "",
+                   "BOOLEAN:matches"),
+    "RegexExtract": ("string:STRING regex_pattern:STRING mode:COMBO case_insensitive:BOOLEAN multiline:BOOLEAN "
+                     "dotall:BOOLEAN group_index:INT", "", "STRING"),
+    "RegexReplace": ("string:STRING regex_pattern:STRING replace:STRING",
+                     "case_insensitive:BOOLEAN multiline:BOOLEAN dotall:BOOLEAN count:INT", "STRING"),
+    "JsonExtractString": ("json_string:STRING key:STRING", "", "STRING"),
+    "ConvertDictionaryToString": ("dictionary:DICT indent:INT", "", "STRING"),
+    "ConvertArrayToString": ("array:ARRAY indent:INT", "", "STRING"),
+})
+COMFY_CHOICES.update({
+    ("ResolutionSelector", "aspect_ratio"): ["1:1 (Square)", "3:2 (Photo)", "4:3 (Standard)", "16:9 (Widescreen)",
+                                             "21:9 (Ultrawide)", "2:3 (Portrait Photo)", "3:4 (Portrait Standard)",
+                                             "9:16 (Portrait Widescreen)"],
+    ("CaseConverter", "mode"): ["UPPERCASE", "lowercase", "Capitalize", "Title Case"],
+    ("StringTrim", "mode"): ["Both", "Left", "Right"],
+    ("StringCompare", "mode"): ["Starts With", "Ends With", "Equal"],
+    ("RegexExtract", "mode"): ["First Match", "All Matches", "First Group", "All Groups"],
+})
+# ComfyUI's output nodes among them, and its lazy inputs.
+COMFY_OUTPUT_NODES = {"PreviewAny"}
+COMFY_LAZY = {("ComfySwitchNode", "on_false"), ("ComfySwitchNode", "on_true")}
 # Loom's own stage nodes (their own names and signatures; not ComfyUI's). AddNoise is Loom's
 # forward-process node of the tutorial, whose name ComfyUI's custom-sampling AddNoise (model, noise,
 # sigmas, latent_image) also has: a known clash, listed apart so it stays visible.
@@ -155,6 +199,10 @@ def test_comfyui_named_nodes_have_comfyuis_signature(object_info, name):
         if node == name:
             spec = {**info["input"]["required"], **info["input"]["optional"]}[input_name]
             assert spec[0] == choices, input_name
+    if name in {n for n, _ in COMFY_LAZY} | COMFY_OUTPUT_NODES:
+        assert info["output_node"] == (name in COMFY_OUTPUT_NODES)
+        specs = {**info["input"]["required"], **info["input"]["optional"]}
+        assert {(name, i) for i, spec in specs.items() if spec[1].get("lazy")} == {x for x in COMFY_LAZY if x[0] == name}
 
 
 def test_every_node_is_comfyuis_or_loom_own(object_info):
