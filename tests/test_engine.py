@@ -162,9 +162,14 @@ def test_errors_have_no_tracebacks_and_are_all_reported_at_once(loom):
 
 
 def test_malformed_workflows_are_invalid_prompt(loom):
-    for bad in ([1, 2], "x", {}, {"1": {"inputs": {}}}, {"nodes": [{"id": 1}], "links": []}):
+    for bad in ([1, 2], "x", {}, {"nodes": [{"id": 1}], "links": []}):
         v = loom.validate(bad)
         assert v.error["type"] == "invalid_prompt", bad
+    # an entry without class_type is a node type this server lacks (what ComfyUI's frontend sends),
+    # filed under its node so clients can mark it
+    v = loom.validate({"1": {"inputs": {}}})
+    assert v.error["type"] == "missing_node_type"
+    assert [e["type"] for e in v.node_errors["1"]["errors"]] == ["missing_node_type"]
 
 
 # --- formats ----------------------------------------------------------------------------------
