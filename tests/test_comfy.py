@@ -226,3 +226,21 @@ def test_comfyui_made_png_runs(loom, tmp_path):
     assert loom.validate(carried).loaded.workflow["format"] == "loom-workflow"  # migrated to travel on
     (from_png,), (from_api,) = run_images(loom, carried), run_images(loom, fixture("txt2img_api"))
     np.testing.assert_array_equal(from_png, from_api)
+
+
+def test_a_prompt_longer_than_77_tokens_runs_beside_a_short_negative(loom):
+    """The positive encodes as two chunks (154 tokens), the negative as one: the batched UNet call
+    repeats the shorter to their lcm, as ComfyUI does; the second chunk changes the picture."""
+    wf = fixture("txt2img_api")
+    short = decoded(loom, wf)
+    wf["6"]["inputs"]["text"] += ", with red hair" * 20
+    long = decoded(loom, wf)
+    assert np.isfinite(long).all() and np.abs(long - short).max() > 1e-3
+
+
+def test_same_length_repeats_embeddings_to_their_lcm():
+    from nodes.denoiser import same_length
+
+    a, b = torch.randn(1, 77, 4), torch.randn(1, 154, 4)
+    ra, rb = same_length([a, b])
+    assert rb is b and torch.equal(ra, torch.cat([a, a], dim=1))
