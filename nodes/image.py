@@ -22,6 +22,7 @@ from graph.filenames import name_counter
 
 from .common import device_of, image_to_pil, pil_to_image
 
+DEFAULT_PREFIX = "ComfyUI"  # ComfyUI's default file name start
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -103,7 +104,10 @@ def png_info(ctx) -> PngImagePlugin.PngInfo:
 
 
 def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
-    prefix = prefix.replace("\\", "/").strip() or "loom"
+    """PNG files as ComfyUI's SaveImage writes them: 8-bit values truncated (255 * x, fraction cut
+    off), so a picture saved here has ComfyUI's bytes for the same pixels (Loom's other conversions
+    round, as diffusers does: nodes.common.image_to_pil)."""
+    prefix = prefix.replace("\\", "/").strip() or DEFAULT_PREFIX
     subfolder, _, stem = prefix.rpartition("/")
     if not stem:
         raise ValueError(f"filename_prefix {prefix!r} names a folder, expected a file name prefix")
@@ -112,7 +116,7 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     info = png_info(ctx) if kind == "output" else None
     counter = name_counter(ctx.env.data_dir)  # stem_00001_.png, ... from an index: no folder listing
     shown = []
-    for pil in image_to_pil(images):
+    for pil in image_to_pil(images, truncate=True):
         path, f = counter.create(folder, stem + "_", "_.png")
         with f:
             pil.save(f, format="PNG", pnginfo=info, compress_level=4)
@@ -126,7 +130,7 @@ class SaveImage(Node):
     category = "image"
     output_node = True
     images = In("IMAGE")
-    filename_prefix = String("loom", tooltip="file name start; may contain subfolders, e.g. cats/tabby")
+    filename_prefix = String(DEFAULT_PREFIX, tooltip="file name start; may contain subfolders, e.g. cats/tabby")
 
     def run(self, ctx):
         try:
