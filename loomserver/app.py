@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files, frontend, idempotency, jobs, templates, userdata
+from . import files, frontend, idempotency, jobs, model_previews, templates, userdata
 from .batch import GroupCommit
 from .openapi import describe
 from .security import Guard, Refused, is_loopback, json_errors, read_json, reply
@@ -185,6 +185,7 @@ class LoomServer:
             *jobs.routes(self),
             *userdata.routes(self),
             *frontend.routes(self, UPLOAD_LIMIT),
+            *model_previews.routes(self),
             *templates.routes(self),
         ]
 
