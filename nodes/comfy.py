@@ -34,8 +34,8 @@ from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
 from .common import MAX_RESOLUTION, call, device_of
 from .conditioning import SetAestheticScore, SetSizeConditioning, update
 from .controlnet import ApplyControlNet, LoadControlNet
-from .inpaint import InpaintConditioning, SetLatentNoiseMask
-from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode
+from .inpaint import InpaintConditioning, SetLatentNoiseMask, crop_with_mask, fit_mask, mask_batch
+from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode, crop_to_vae
 from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
 from .model_files import kind_choices, kind_fingerprint, kind_path
 from .sampling import MAX_STEP, denoise
@@ -363,5 +363,8 @@ class InpaintModelConditioning(Node):
                                   vae=self.vae, image=self.pixels, mask=self.mask)
         latent = call(VAEEncode, ctx, vae=self.vae, pixels=self.pixels)
         if self.noise_mask:
-            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=self.mask)
+            mask = self.mask
+            if crop_to_vae(self.pixels, self.vae).shape != self.pixels.shape:  # cropped: the mask alike
+                mask = crop_with_mask(self.vae, self.pixels, fit_mask(mask_batch(mask), self.pixels))[1]
+            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=mask)
         return positive, negative, latent

@@ -61,3 +61,23 @@ def test_save_image_default_prefix_and_truncation(ctx):
     assert saved.tolist() == by_hand == [0, 254, 127, 51, 255, 0, 127]
     rounded = np.asarray(image_to_pil(image)[0])[0, :, 0]
     assert rounded.tolist() == [0, 255, 128, 51, 255, 0, 128]
+
+
+def test_inpaint_encoders_crop_the_mask_with_the_image():
+    """VAEEncodeForInpaint: image and mask cropped alike (ComfyUI crops both), so the noise mask has
+    the encoded image's size; the result is that of the image and mask cropped by hand."""
+    from nodes.inpaint import VAEEncodeForInpaint
+
+    vae = sd()["vae"]
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    torch.manual_seed(0)
+    side = 8 * scale
+    pixels, mask = torch.rand(1, side + scale - 1, side + 1, 3), (torch.rand(1, side + scale - 1, side + 1) > 0.5).float()
+    ctx = SimpleNamespace(env=None)
+    got = call(VAEEncodeForInpaint, ctx, pixels=pixels, vae=vae, mask=mask, grow_mask_by=0)
+    off = (scale - 1) // 2
+    by_hand = call(VAEEncodeForInpaint, ctx, pixels=pixels[:, off:off + side, :side].contiguous(), vae=vae,
+                   mask=mask[:, off:off + side, :side].contiguous(), grow_mask_by=0)
+    assert got["noise_mask"].shape[-2:] == (side, side)
+    assert torch.equal(got["noise_mask"], by_hand["noise_mask"])
+    torch.testing.assert_close(got["samples"], by_hand["samples"], atol=1e-6, rtol=0)
