@@ -152,8 +152,8 @@ class Embeddings:
 def _embedding_word(word: str, embeddings: Embeddings) -> tuple[torch.Tensor | None, str]:
     """The vectors named after `embedding:` and the text left after the name (a name ends at white
     space, "<" or "["; commas around it are tried without when the name is not found)."""
-    name, _, rest = word.strip("\n").partition(" ")
-    rest = " ".join(rest.split())
+    name, *rest = word.split() or [""]
+    rest = " ".join(rest)
     cut = re.search(r"[<\[]", name)
     if cut:
         name, rest = name[:cut.start()], name[cut.start():] + (" " + rest if rest else "")
@@ -207,10 +207,15 @@ def _pieces(tokenizer, text: str, embeddings: Embeddings | None) -> list[list[tu
     return groups
 
 
+def pad_id(tokenizer) -> int:
+    """The padding token: the tokenizer's (CLIP: the end token; OpenCLIP: "!"), else the end token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def tokenize_chunks(tokenizer, text: str, embeddings: Embeddings | None = None) -> Chunks:
     """ComfyUI's tokenization: start, up to max_length - 2 tokens, end, padding; as many rows as needed."""
     size = tokenizer.model_max_length
-    start, end, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    start, end, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, pad_id(tokenizer)
     rows: list[list[tuple]] = [[(start, 1.0)]]
     for group in _pieces(tokenizer, text, embeddings):
         splittable = len(group) >= LONG_WORD
@@ -295,7 +300,7 @@ def encode_chunks(encoder, tokenizer, chunks: Chunks, clip_skip: int, sdxl: bool
     rows = list(chunks.rows)
     if chunks.weighted:
         rows += empty_chunk(tokenizer).rows
-    hidden, pooled = encode_rows(encoder, rows, clip_skip, sdxl, tokenizer.pad_token_id)
+    hidden, pooled = encode_rows(encoder, rows, clip_skip, sdxl, pad_id(tokenizer))
     z = hidden[:len(chunks.rows)]
     if chunks.weighted:  # only where the weight is not 1: (z - e) + e need not give z back exactly
         empty = hidden[-1].float()

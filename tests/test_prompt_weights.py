@@ -195,3 +195,16 @@ def test_sdxl_chunks_weights_and_pooled_output(tmp_path):
     with torch.no_grad():
         zl, _ = hidden(clip.tokenizer, clip.text_encoder, rows(clip.tokenizer, ["a cat", ""]))
     torch.testing.assert_close(got.embeds[..., :zl.shape[-1]], zl, atol=BATCH_TOL, rtol=0)
+
+
+def test_embedding_names_end_at_white_space_or_brackets(tiny, tmp_path):
+    """`embedding:name` followed by a newline, a "<" or a "[": the name ends there, the rest is text."""
+    from safetensors.torch import save_file
+
+    clip = tiny["clip"]
+    table = clip.text_encoder.get_input_embeddings().weight.detach()
+    red = table[clip.tokenizer("red", add_special_tokens=False).input_ids].clone()
+    (tmp_path / "embeddings").mkdir()
+    save_file({"v": red}, str(tmp_path / "embeddings" / "r.safetensors"))
+    for text, same_as in (("a embedding:r\nsitting", "a red sitting"), ("a embedding:r[sitting]", "a red [sitting]")):
+        assert torch.equal(encode_comfy_prompt(tmp_path, clip, 0, text).embeds, plain(clip, same_as)), text
