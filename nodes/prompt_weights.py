@@ -321,8 +321,9 @@ def _padded(chunks: Chunks, count: int, tokenizer) -> Chunks:
 @torch.no_grad()
 def encode_comfy_prompt(models_dir, clip, clip_skip: int, text: str, text_2: str | None = None) -> Cond:
     """A prompt in ComfyUI's syntax encoded with a CLIP bundle (nodes.bundles.Clip). SDXL: `text` for
-    CLIP-L, `text_2` (default: the same) for OpenCLIP bigG, the side with fewer chunks padded with
-    empty ones as ComfyUI's CLIPTextEncodeSDXL does; the refiner has bigG alone."""
+    CLIP-L, `text_2` (default: the same) for OpenCLIP bigG; as in ComfyUI, with two texts
+    (CLIPTextEncodeSDXL) the side with fewer chunks gets empty ones, with one text (where an embedding
+    has more vectors for one encoder) the longer side is cut; the refiner has bigG alone."""
     folder = Path(models_dir) / "embeddings" if models_dir is not None else None
     if clip.text_encoder_2 is None:
         key = "clip_h" if clip.family == "sd2" else "clip_l"
@@ -333,8 +334,9 @@ def encode_comfy_prompt(models_dir, clip, clip_skip: int, text: str, text_2: str
     parts = []
     if clip.text_encoder is not None:
         l = tokenize_chunks(clip.tokenizer, text, Embeddings(folder, "clip_l"))
-        count = max(len(l.rows), len(g.rows))
-        l, g = _padded(l, count, clip.tokenizer), _padded(g, count, clip.tokenizer_2)
+        if text_2 is not None:  # CLIPTextEncodeSDXL: two texts, the side with fewer chunks padded
+            count = max(len(l.rows), len(g.rows))
+            l, g = _padded(l, count, clip.tokenizer), _padded(g, count, clip.tokenizer_2)
         parts.append(encode_chunks(clip.text_encoder, clip.tokenizer, l, clip_skip, sdxl=True)[0])
     z, pooled = encode_chunks(clip.text_encoder_2, clip.tokenizer_2, g, clip_skip, sdxl=True)
     if pooled is None:
@@ -342,5 +344,6 @@ def encode_comfy_prompt(models_dir, clip, clip_skip: int, text: str, text_2: str
                          "CLIPTextModelWithProjection")
     parts.append(z)
     target = clip.text_encoder_2
-    embeds = torch.cat(parts, dim=-1).to(dtype=target.dtype, device=target.device)
+    length = min(p.shape[1] for p in parts)  # one text whose embeddings chunk differently: the shorter
+    embeds = torch.cat([p[:, :length] for p in parts], dim=-1).to(dtype=target.dtype, device=target.device)
     return Cond(embeds, pooled=pooled.to(dtype=target.dtype, device=target.device))

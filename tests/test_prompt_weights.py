@@ -208,3 +208,21 @@ def test_embedding_names_end_at_white_space_or_brackets(tiny, tmp_path):
     save_file({"v": red}, str(tmp_path / "embeddings" / "r.safetensors"))
     for text, same_as in (("a embedding:r\nsitting", "a red sitting"), ("a embedding:r[sitting]", "a red [sitting]")):
         assert torch.equal(encode_comfy_prompt(tmp_path, clip, 0, text).embeds, plain(clip, same_as)), text
+
+
+def test_sdxl_one_text_cut_to_the_shorter_encoder(tmp_path):
+    """CLIPTextEncode on SDXL with an embedding of 1 vector for CLIP-L and 80 for bigG: bigG takes two
+    chunks, CLIP-L one; ComfyUI keeps the length of the shorter (77)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    clip = sdxl()["clip"]
+    dl = clip.text_encoder.get_input_embeddings().embedding_dim
+    dg = clip.text_encoder_2.get_input_embeddings().embedding_dim
+    (tmp_path / "embeddings").mkdir()
+    save_file({"clip_l": torch.randn(1, dl), "clip_g": torch.randn(80, dg)}, str(tmp_path / "embeddings" / "e.safetensors"))
+    got = encode_comfy_prompt(tmp_path, clip, 0, "a embedding:e")
+    assert got.embeds.shape == (1, 77, dl + dg)
+    alone = encode_comfy_prompt(tmp_path, clip, 0, "a embedding:e", "a embedding:e")  # SDXL node: padded
+    assert alone.embeds.shape == (1, 154, dl + dg)
+    torch.testing.assert_close(got.embeds, alone.embeds[:, :77], atol=BATCH_TOL, rtol=0)  # batch of 1 vs 2 rows
