@@ -103,10 +103,10 @@ def png_info(ctx) -> PngImagePlugin.PngInfo:
     return info
 
 
-def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
-    """PNG files as ComfyUI's SaveImage writes them: 8-bit values truncated (255 * x, fraction cut
-    off), so a picture saved here has ComfyUI's bytes for the same pixels (Loom's other conversions
-    round, as diffusers does: nodes.common.image_to_pil)."""
+def save_images(ctx, images, kind: str, prefix: str, truncate: bool = False) -> list[dict]:
+    """PNG files of IMAGE values rounded to 8 bits as diffusers rounds (nodes.common.image_to_pil);
+    `truncate`: as ComfyUI's SaveImage writes them (255 * x, fraction cut off), for ComfyUI's
+    SaveImage and PreviewImage, so the same pixels give ComfyUI's bytes."""
     prefix = prefix.replace("\\", "/").strip() or DEFAULT_PREFIX
     subfolder, _, stem = prefix.rpartition("/")
     if not stem:
@@ -116,7 +116,7 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     info = png_info(ctx) if kind == "output" else None
     counter = name_counter(ctx.env.data_dir)  # stem_00001_.png, ... from an index: no folder listing
     shown = []
-    for pil in image_to_pil(images, truncate=True):
+    for pil in image_to_pil(images, truncate=truncate):
         path, f = counter.create(folder, stem + "_", "_.png")
         with f:
             pil.save(f, format="PNG", pnginfo=info, compress_level=4)
@@ -125,7 +125,8 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
 
 
 class SaveImage(Node):
-    """Saves images as PNG files in the output folder, with the workflow embedded."""
+    """Saves images as PNG files in the output folder, with the workflow embedded; 8-bit values as
+    ComfyUI's SaveImage makes them (truncated), file names ComfyUI_00001_.png unless prefixed otherwise."""
 
     category = "image"
     output_node = True
@@ -134,7 +135,7 @@ class SaveImage(Node):
 
     def run(self, ctx):
         try:
-            ctx.show(images=save_images(ctx, self.images, "output", self.filename_prefix))
+            ctx.show(images=save_images(ctx, self.images, "output", self.filename_prefix, truncate=True))
         except UnsafePath as exc:
             raise ValueError(f"SaveImage: filename_prefix {self.filename_prefix!r} is not allowed: {exc}") from None
 
@@ -147,4 +148,4 @@ class PreviewImage(Node):
     images = In("IMAGE")
 
     def run(self, ctx):
-        ctx.show(images=save_images(ctx, self.images, "temp", "preview_" + secrets.token_hex(4)))
+        ctx.show(images=save_images(ctx, self.images, "temp", "preview_" + secrets.token_hex(4), truncate=True))

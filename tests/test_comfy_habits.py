@@ -81,3 +81,16 @@ def test_inpaint_encoders_crop_the_mask_with_the_image():
     assert got["noise_mask"].shape[-2:] == (side, side)
     assert torch.equal(got["noise_mask"], by_hand["noise_mask"])
     torch.testing.assert_close(got["samples"], by_hand["samples"], atol=1e-6, rtol=0)
+
+
+def test_preview_image_truncates_and_loom_previews_round(ctx):
+    """PreviewImage is ComfyUI's node: its PNG truncates like SaveImage's; Loom's own preview nodes
+    (save_images without truncate) keep diffusers' rounding."""
+    from nodes.image import PreviewImage, save_images
+
+    image = torch.full((1, 1, 2, 3), 0.999)
+    call(PreviewImage, ctx, images=image)
+    (entry,) = ctx.shown["images"]
+    assert np.asarray(Image.open(ctx.env.folder("temp") / entry["filename"]))[0, 0, 0] == 254
+    (entry,) = save_images(ctx, image, "temp", "loom_own")
+    assert np.asarray(Image.open(ctx.env.folder("temp") / entry["filename"]))[0, 0, 0] == 255
