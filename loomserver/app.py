@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import files, frontend, idempotency, jobs, listing, templates, userdata
+from . import files, frontend, idempotency, jobs, listing, model_previews, templates, userdata
 from .batch import GroupCommit
 from .compress import gzip_replies
 from .openapi import describe
@@ -187,6 +187,7 @@ class LoomServer:
             *jobs.routes(self),
             *userdata.routes(self),
             *frontend.routes(self, UPLOAD_LIMIT),
+            *model_previews.routes(self),
             *templates.routes(self),
         ]
 

@@ -10,7 +10,8 @@ SetLatentNoiseMask and VAEEncodeForInpaint (nodes.inpaint); earlier Loom input n
 `input_aliases`. tests/test_comfy_signatures.py holds ComfyUI's declarations of every one of them.
 
 Each is composed from Loom's stage nodes, so the model code lives once: CheckpointLoaderSimple is
-LoadCheckpoint, CLIPTextEncode is Tokenize + EncodeText (EncodeTextSDXL for SDXL), KSampler is
+LoadCheckpoint, CLIPTextEncode runs EncodeText's (EncodeTextSDXL's) encoders with ComfyUI's prompt
+syntax (nodes.prompt_weights), KSampler is
 MakeNoiseLatents + the denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto
 diffusers schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
 rewriting the graph into stage nodes, keeps what clients see intact: progress, errors and outputs
@@ -33,13 +34,13 @@ from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
 from .common import MAX_RESOLUTION, call, device_of
 from .conditioning import SetAestheticScore, SetSizeConditioning, update
 from .controlnet import ApplyControlNet, LoadControlNet
-from .inpaint import InpaintConditioning, SetLatentNoiseMask
-from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode
+from .inpaint import InpaintConditioning, SetLatentNoiseMask, crop_with_mask, fit_mask, mask_batch
+from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode, crop_to_vae
 from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
 from .model_files import kind_choices, kind_fingerprint, kind_path
 from .sampling import MAX_STEP, denoise
 from .schedulers import CHECKPOINT, SchedulerSpec
-from .text import EncodeText, EncodeTextSDXL, Tokenize
+from .prompt_weights import embeddings_fingerprint, encode_comfy_prompt
 
 COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
 
@@ -72,25 +73,21 @@ def clip_skip(clip: Clip) -> int:
 
 
 def encode_prompt(ctx, clip: Clip, text: str, text_2: str | None = None) -> tuple:
-    """CONDITIONING of a prompt with a CLIP bundle, as its family's pipeline encodes it. SDXL: `text`
-    for the first encoder (CLIP-L), `text_2` (default: the same) for the second (OpenCLIP bigG)."""
-    if clip.text_encoder_2 is None:
-        tokens = call(Tokenize, ctx, tokenizer=clip.tokenizer, text=text)
-        return call(EncodeText, ctx, text_encoder=clip.text_encoder, tokens=tokens, clip_skip=clip_skip(clip))
-    first = {}
-    if clip.text_encoder is not None:
-        first = {"text_encoder": clip.text_encoder, "tokens": call(Tokenize, ctx, tokenizer=clip.tokenizer, text=text)}
-    tokens_2 = call(Tokenize, ctx, tokenizer=clip.tokenizer_2, text=text if text_2 is None else text_2)
-    return call(EncodeTextSDXL, ctx, text_encoder_2=clip.text_encoder_2, tokens_2=tokens_2, clip_skip=clip_skip(clip),
-                **first)
+    """CONDITIONING of a prompt in ComfyUI's syntax (weights, embeddings, chunks of 75 tokens; see
+    nodes.prompt_weights) with a CLIP bundle. SDXL: `text` for the first encoder (CLIP-L), `text_2`
+    (default: the same) for the second (OpenCLIP bigG). A plain prompt of up to 75 tokens gives what
+    its family's pipeline encodes."""
+    return (encode_comfy_prompt(ctx.env.models_dir, clip, clip_skip(clip), text, text_2),)
 
 
 class CLIPTextEncode(Node):
-    """ComfyUI's prompt encoder: Tokenize, then EncodeText (SD 1.x/2.x) or EncodeTextSDXL (SDXL)."""
+    """ComfyUI's prompt encoder, with ComfyUI's prompt syntax: (word:1.2), (word), \\( \\), embedding:name,
+    prompts longer than 75 tokens in chunks (docs/prompt-syntax.md). SD 1.x/2.x and SDXL."""
     category = "conditioning"  # ComfyUI's
     text = String("", multiline=True)
     clip = In("CLIP")
     outputs = (Out("CONDITIONING", "CONDITIONING"),)
+    fingerprint = classmethod(embeddings_fingerprint)
 
     def run(self, ctx):
         return encode_prompt(ctx, self.clip, self.text)
@@ -127,6 +124,7 @@ class CLIPTextEncodeSDXL(Node):
     text_g = String("", multiline=True)
     text_l = String("", multiline=True)
     outputs = (Out("CONDITIONING", "CONDITIONING"),)
+    fingerprint = classmethod(embeddings_fingerprint)
 
     def run(self, ctx):
         cond = encode_prompt(ctx, _sdxl_clip("CLIPTextEncodeSDXL", self.clip), self.text_l, self.text_g)
@@ -144,6 +142,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     text = String("", multiline=True)
     clip = In("CLIP")
     outputs = (Out("CONDITIONING", "CONDITIONING"),)
+    fingerprint = classmethod(embeddings_fingerprint)
 
     def run(self, ctx):
         cond = encode_prompt(ctx, _sdxl_clip("CLIPTextEncodeSDXLRefiner", self.clip), self.text)
@@ -364,5 +363,8 @@ class InpaintModelConditioning(Node):
                                   vae=self.vae, image=self.pixels, mask=self.mask)
         latent = call(VAEEncode, ctx, vae=self.vae, pixels=self.pixels)
         if self.noise_mask:
-            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=self.mask)
+            mask = self.mask
+            if crop_to_vae(self.pixels, self.vae).shape != self.pixels.shape:  # cropped: the mask alike
+                mask = crop_with_mask(self.vae, self.pixels, fit_mask(mask_batch(mask), self.pixels))[1]
+            latent = call(SetLatentNoiseMask, ctx, samples=latent, mask=mask)
         return positive, negative, latent

@@ -58,9 +58,11 @@ def dtype_of(env, device: torch.device | None = None) -> torch.dtype:
     return dtype
 
 
-def image_to_pil(image: torch.Tensor) -> list[Image.Image]:
-    """IMAGE (B, H, W, C) in 0..1 -> PIL images, rounding like diffusers' numpy_to_pil."""
-    array = (image.detach().float().cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+def image_to_pil(image: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
+    """IMAGE (B, H, W, C) in 0..1 -> PIL images, rounding like diffusers' numpy_to_pil; `truncate`:
+    cut the fraction off instead, as ComfyUI's SaveImage does (255 * x clipped, then uint8)."""
+    array = image.detach().float().cpu().numpy() * 255
+    array = (array if truncate else array.round()).clip(0, 255).astype(np.uint8)
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 

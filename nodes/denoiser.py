@@ -15,6 +15,8 @@ to change each. (LoRA needs neither: its views are the models themselves, see no
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import replace
 
 import torch
@@ -39,6 +41,14 @@ def controlnet_call(controlnet, sample, t, embeds, hint, scale: float, added=Non
     """The one call of a ControlNet: (down residuals, mid residual), already scaled."""
     return controlnet(sample, t, encoder_hidden_states=embeds, controlnet_cond=hint, conditioning_scale=scale,
                       guess_mode=False, added_cond_kwargs=added, return_dict=False)
+
+
+def same_length(embeds: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Text embeddings of different lengths (prompts of 77, 154, ... tokens) repeated along the
+    sequence to their least common multiple, as ComfyUI batches them: attention over a sequence
+    repeated whole gives the same result."""
+    length = math.lcm(*(e.shape[1] for e in embeds))
+    return [e if e.shape[1] == length else e.repeat(1, length // e.shape[1], 1) for e in embeds]
 
 
 def repeat_to(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -116,7 +126,7 @@ class Guide:
         entries = [side[0] for side in self.sides]
         negatives = [self.guided and i == 0 for i in range(len(entries))]
         sample = torch.cat([x] * len(entries)) if len(entries) > 1 else x
-        embeds = torch.cat([self._embeds(e) for e in entries])
+        embeds = torch.cat(same_length([self._embeds(e) for e in entries]))
         added = self._added(entries, negatives)
         residuals = self._residuals(entries[0].controls, sample, t, embeds, added, step, total)
         sample = self._with_extra_channels(sample, entries, None)

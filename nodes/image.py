@@ -22,6 +22,7 @@ from graph.filenames import name_counter
 
 from .common import device_of, image_to_pil, pil_to_image
 
+DEFAULT_PREFIX = "ComfyUI"  # ComfyUI's default file name start
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -102,8 +103,11 @@ def png_info(ctx) -> PngImagePlugin.PngInfo:
     return info
 
 
-def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
-    prefix = prefix.replace("\\", "/").strip() or "loom"
+def save_images(ctx, images, kind: str, prefix: str, truncate: bool = False) -> list[dict]:
+    """PNG files of IMAGE values rounded to 8 bits as diffusers rounds (nodes.common.image_to_pil);
+    `truncate`: as ComfyUI's SaveImage writes them (255 * x, fraction cut off), for ComfyUI's
+    SaveImage and PreviewImage, so the same pixels give ComfyUI's bytes."""
+    prefix = prefix.replace("\\", "/").strip() or DEFAULT_PREFIX
     subfolder, _, stem = prefix.rpartition("/")
     if not stem:
         raise ValueError(f"filename_prefix {prefix!r} names a folder, expected a file name prefix")
@@ -112,7 +116,7 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
     info = png_info(ctx) if kind == "output" else None
     counter = name_counter(ctx.env.data_dir)  # stem_00001_.png, ... from an index: no folder listing
     shown = []
-    for pil in image_to_pil(images):
+    for pil in image_to_pil(images, truncate=truncate):
         path, f = counter.create(folder, stem + "_", "_.png")
         with f:
             pil.save(f, format="PNG", pnginfo=info, compress_level=4)
@@ -121,16 +125,17 @@ def save_images(ctx, images, kind: str, prefix: str) -> list[dict]:
 
 
 class SaveImage(Node):
-    """Saves images as PNG files in the output folder, with the workflow embedded."""
+    """Saves images as PNG files in the output folder, with the workflow embedded; 8-bit values as
+    ComfyUI's SaveImage makes them (truncated), file names ComfyUI_00001_.png unless prefixed otherwise."""
 
     category = "image"
     output_node = True
     images = In("IMAGE")
-    filename_prefix = String("loom", tooltip="file name start; may contain subfolders, e.g. cats/tabby")
+    filename_prefix = String(DEFAULT_PREFIX, tooltip="file name start; may contain subfolders, e.g. cats/tabby")
 
     def run(self, ctx):
         try:
-            ctx.show(images=save_images(ctx, self.images, "output", self.filename_prefix))
+            ctx.show(images=save_images(ctx, self.images, "output", self.filename_prefix, truncate=True))
         except UnsafePath as exc:
             raise ValueError(f"SaveImage: filename_prefix {self.filename_prefix!r} is not allowed: {exc}") from None
 
@@ -143,4 +148,4 @@ class PreviewImage(Node):
     images = In("IMAGE")
 
     def run(self, ctx):
-        ctx.show(images=save_images(ctx, self.images, "temp", "preview_" + secrets.token_hex(4)))
+        ctx.show(images=save_images(ctx, self.images, "temp", "preview_" + secrets.token_hex(4), truncate=True))

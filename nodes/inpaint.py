@@ -21,7 +21,7 @@ from graph import In, Int, Node, Out
 
 from .common import call
 from .conditioning import InpaintImage, update
-from .latent import VAEEncode
+from .latent import VAEEncode, crop_to_vae
 
 
 def mask_batch(mask: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,12 @@ def fit_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     if mask.shape[-2:] != image.shape[1:3]:
         mask = F.interpolate(mask, size=image.shape[1:3], mode="bilinear", align_corners=False)
     return mask
+
+
+def crop_with_mask(vae, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image (B, H, W, C) and its fitted mask (B, 1, H, W) cropped alike to the VAE's multiple,
+    as ComfyUI crops both before encoding (VAEEncode alone would crop the image only)."""
+    return crop_to_vae(image, vae), crop_to_vae(mask.permute(0, 2, 3, 1), vae).permute(0, 3, 1, 2)
 
 
 def blank_masked(image: torch.Tensor, repaint: torch.Tensor) -> torch.Tensor:
@@ -58,8 +64,9 @@ class InpaintConditioning(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        repaint = (fit_mask(mask_batch(self.mask), self.image) >= 0.5).float()
-        encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blank_masked(self.image, repaint.to(self.image.device)))
+        image, repaint = crop_with_mask(self.vae, self.image, fit_mask(mask_batch(self.mask), self.image))
+        repaint = (repaint >= 0.5).float()
+        encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blank_masked(image, repaint.to(image.device)))
         dist = encoded.get("dist")
         if dist is None:  # an encoder without a distribution: its latents, deterministic
             factor = self.vae.config.scaling_factor
@@ -98,8 +105,9 @@ class VAEEncodeForInpaint(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        mask = fit_mask(mask_batch(self.mask).to(self.pixels.device), self.pixels)
-        blanked = blank_masked(self.pixels, mask.round())
+        pixels, mask = crop_with_mask(self.vae, self.pixels,
+                                      fit_mask(mask_batch(self.mask).to(self.pixels.device), self.pixels))
+        blanked = blank_masked(pixels, mask.round())
         encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blanked)
         return {"samples": encoded["samples"], "noise_mask": grow(mask, self.grow_mask_by).round()}
 

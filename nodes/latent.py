@@ -120,8 +120,20 @@ class MakeNoiseLatents(Node):
         return dist["scaling_factor"] * sample
 
 
+def crop_to_vae(pixels: torch.Tensor, vae) -> torch.Tensor:
+    """IMAGE (B, H, W, C) cropped to sides that are multiples of the VAE's scale (8 for SD), the
+    crop centred (offset: the remainder // 2), as ComfyUI's VAE encode does; whole images unchanged."""
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    for dim in (1, 2):
+        size = pixels.shape[dim]
+        if size % scale:
+            pixels = pixels.narrow(dim, (size % scale) // 2, size - size % scale)
+    return pixels
+
+
 class VAEEncode(Node):
     """Encodes images into latents (the VAE's latent distribution; its mean scaled as "samples").
+    Sides that are not multiples of 8 are cropped, centred, as ComfyUI does.
     ComfyUI's signature: VAEEncode(pixels, vae) -> LATENT."""
 
     category = "latent"
@@ -132,12 +144,9 @@ class VAEEncode(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        _, h, w, _ = self.pixels.shape
-        if h % scale or w % scale:
-            raise ValueError(f"VAEEncode: the image is {w}x{h}; this VAE needs sides that are multiples of {scale}")
+        pixels = crop_to_vae(self.pixels, self.vae)
         # As VaeImageProcessor: (B, H, W, C) -> (B, C, H, W) view, then 2x - 1.
-        x = 2.0 * self.pixels[..., :3].permute(0, 3, 1, 2) - 1.0
+        x = 2.0 * pixels[..., :3].permute(0, 3, 1, 2) - 1.0
         dist = self.vae.encode(x.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
         factor = self.vae.config.scaling_factor
         return {"samples": factor * dist.mean, "dist": {"mean": dist.mean, "std": dist.std, "scaling_factor": factor}}

@@ -158,3 +158,44 @@ def test_templates(server):
                 async with s.get(f"{server.url}/api/workflow_templates/{bad}") as r:
                     assert r.status == 404, bad
     run(main())
+
+
+def test_model_library_previews_and_metadata(server, tmp_path):
+    """The model library's picture and metadata routes, as ComfyUI answers them: a picture beside the
+    model (or its safetensors cover image) as WebP, the header's __metadata__, 404 when there is
+    none, 403 for a name that leaves the folder (symbolic links included)."""
+    import base64
+    import os
+
+    from safetensors.torch import save_file
+    import torch
+
+    models = server.data_dir / "models"
+    Image.new("RGB", (4, 3), "red").save(models / "tiny.preview.png")
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 2), "blue").save(buf, format="PNG")
+    meta = {"ssmd_cover_images": json.dumps([base64.b64encode(buf.getvalue()).decode()]), "title": "covered"}
+    save_file({"w": torch.zeros(1)}, str(models / "covered.safetensors"), metadata=meta)
+    save_file({"w": torch.zeros(1)}, str(models / "plain.safetensors"))
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (1, 1)).save(outside)
+    os.symlink(outside, models / "linked.png")
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            api = server.url + "/api/experiment/models/preview/checkpoints/0/"
+            for name, size in (("tiny.safetensors", (4, 3)), ("covered.safetensors", (2, 2))):
+                async with s.get(api + name) as r:
+                    assert r.status == 200 and r.content_type == "image/webp", name
+                    assert Image.open(io.BytesIO(await r.read())).size == size
+            for url, status in ((api + "plain.safetensors", 404), (api + "linked.safetensors", 404),
+                                (api + "..%2F..%2Fsecret.png", 403), (api[:-2] + "7/tiny.safetensors", 404),
+                                (api[:-2] + "x/tiny.safetensors", 400), (api.replace("checkpoints", "nope") + "a", 404)):
+                async with s.get(url) as r:
+                    assert r.status == status, (url, await r.text())
+            meta_url = server.url + "/api/view_metadata/checkpoints"
+            assert (await get(s, meta_url + "?filename=covered.safetensors"))["title"] == "covered"
+            for query in ("?filename=plain.safetensors", "?filename=tiny.ckpt", "?filename=missing.safetensors", ""):
+                async with s.get(meta_url + query) as r:
+                    assert r.status == 404, query
+    run(main())

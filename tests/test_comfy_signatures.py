@@ -150,6 +150,14 @@ COMFY_CHOICES.update({
 # ComfyUI's output nodes among them, and its lazy inputs.
 COMFY_OUTPUT_NODES = {"PreviewAny"}
 COMFY_LAZY = {("ComfySwitchNode", "on_false"), ("ComfySwitchNode", "on_true")}
+# comfy_extras/nodes_custom_sampler.py's sigma lists (nodes.comfy_sigmas)
+COMFY.update({
+    "ManualSigmas": ("sigmas:STRING", "", "SIGMAS"),
+    "SetFirstSigma": ("sigmas:SIGMAS sigma:FLOAT", "", "SIGMAS"),
+    "SplitSigmas": ("sigmas:SIGMAS step:INT", "", "SIGMAS:high_sigmas SIGMAS:low_sigmas"),
+    "SplitSigmasDenoise": ("sigmas:SIGMAS denoise:FLOAT", "", "SIGMAS:high_sigmas SIGMAS:low_sigmas"),
+    "FlipSigmas": ("sigmas:SIGMAS", "", "SIGMAS"),
+})
 # Loom's own stage nodes (their own names and signatures; not ComfyUI's). AddNoise is Loom's
 # forward-process node of the tutorial, whose name ComfyUI's custom-sampling AddNoise (model, noise,
 # sigmas, latent_image) also has: a known clash, listed apart so it stays visible.
