@@ -40,7 +40,8 @@ from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
 from .model_files import kind_choices, kind_fingerprint, kind_path
 from .sampling import MAX_STEP, denoise
 from .schedulers import CHECKPOINT, SchedulerSpec
-from .prompt_weights import embeddings_fingerprint, encode_comfy_prompt
+from .prompt_weights import embeddings_fingerprint, encode_comfy_prompt, plain_text
+from .text import check_prompt
 
 COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
 
@@ -77,6 +78,9 @@ def encode_prompt(ctx, clip: Clip, text: str, text_2: str | None = None) -> tupl
     nodes.prompt_weights) with a CLIP bundle. SDXL: `text` for the first encoder (CLIP-L), `text_2`
     (default: the same) for the second (OpenCLIP bigG). A plain prompt of up to 75 tokens gives what
     its family's pipeline encodes."""
+    for tokenizer, words in ((clip.tokenizer, text), (clip.tokenizer_2, text if text_2 is None else text_2)):
+        if tokenizer is not None:  # long prompts go in chunks here: nothing is cut off, unknown words are named
+            check_prompt(ctx, tokenizer, plain_text(words), cut=False)
     return (encode_comfy_prompt(ctx.env.models_dir, clip, clip_skip(clip), text, text_2),)
 
 

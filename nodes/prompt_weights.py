@@ -207,6 +207,12 @@ def _pieces(tokenizer, text: str, embeddings: Embeddings | None) -> list[list[tu
     return groups
 
 
+def plain_text(text: str) -> str:
+    """The words a prompt in ComfyUI's syntax gives the tokenizer: no weight marks, no embedding names."""
+    segments = (segment for segment, _ in parse_weights(text))
+    return " ".join(re.sub(rf"(^|\s){EMBEDDING}\S*", " ", segment) for segment in segments)
+
+
 def pad_id(tokenizer) -> int:
     """The padding token: the tokenizer's (CLIP: the end token; OpenCLIP: "!"), else the end token."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -22,7 +22,7 @@ MAX_CLIP_SKIP = 48
 LISTED_WORDS = 8  # unknown words named in one warning
 
 
-def prompt_warnings(tokenizer, text: str) -> list[str]:
+def prompt_warnings(tokenizer, text: str, cut: bool = True) -> list[str]:
     """What the model will not read as written. Words for which a CLIP tokenizer has no whole-word
     token (`word</w>`) split into pieces the model may never have seen in training ("a cat" on
     shapes64, whose vocabulary holds its caption words); text past the tokenizer's length (77 tokens
@@ -43,18 +43,18 @@ def prompt_warnings(tokenizer, text: str) -> list[str]:
             warnings.append(f"{len(split)} word(s) not in the model's vocabulary, read as pieces it may never have "
                             f"seen: {', '.join(named)}{more}")
     room = tokenizer.model_max_length - 2  # the start and end tokens take two places
-    if len(pieces) > room:
+    if cut and len(pieces) > room:
         cut = "".join(pieces[room:]).replace("</w>", " ").strip()
         warnings.append(f"the prompt is {len(pieces) + 2} tokens, the model reads {tokenizer.model_max_length}: "
                         f"\"{cut if len(cut) <= 60 else cut[:57] + '...'}\" is cut off")
     return warnings
 
 
-def check_prompt(ctx, tokenizer, text: str) -> None:
+def check_prompt(ctx, tokenizer, text: str, cut: bool = True) -> None:
     """Shows prompt_warnings on the running node (the editor, the history, `loom run`'s output); every
     node that tokenizes a prompt calls it. A message already shown (SDXL's second tokenizer) is not repeated."""
     shown = getattr(ctx, "ui", {}).get("warnings", [])
-    new = [w for w in prompt_warnings(tokenizer, text) if w not in shown]
+    new = [w for w in prompt_warnings(tokenizer, text, cut) if w not in shown]
     if new:
         ctx.show(warnings=new)
 

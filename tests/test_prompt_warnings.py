@@ -62,6 +62,22 @@ def test_comfyui_and_loom_text_nodes_both_report(loom):
     assert "dog (" in result.outputs["5"]["warnings"][0]
 
 
+def test_comfyui_syntax_is_read_before_the_check(loom):
+    """CLIPTextEncode reads weights and embedding names first and encodes long prompts in chunks: the
+    unknown word inside a weight group is named, the weight marks are not, and nothing is cut off."""
+    long = "a red circle, " * 30  # about 120 tokens: two chunks, no truncation
+    wf = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "shapes64"}},
+          "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red (cat:1.2) [circle]"}},
+          "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": long}}}
+    validation = loom.validate(wf, outputs=["2", "3"])
+    assert validation.ok, validation.error
+    result = loom.run(validation)
+    assert result.ok, result.error
+    (warning,) = result.outputs["2"]["warnings"]
+    assert "1 word(s)" in warning and "cat (ca+t)" in warning
+    assert "3" not in result.outputs
+
+
 def test_loom_run_prints_the_warning(tmp_path):
     wf = workflow("shapes", **{"2": {"text": "a cat"}, "6": {"steps": 2}})
     path = tmp_path / "cat.json"
