@@ -603,10 +603,10 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
             t, t_next = _lam(sigmas[i]), _lam(down)
             h = t_next - t
             s = t + h / 2
-            shifted = x + (denoised - uncond)
-            x_mid = (_sigma(s) / _sigma(t)) * shifted - (-h / 2).expm1() * denoised
+            x_mid = (_sigma(s) / _sigma(t)) * (x + (denoised - uncond)) - (-h / 2).expm1() * denoised
             denoised_mid = model(x_mid, _sigma(s) * ones, **extra_args)
-            x = (_sigma(t_next) / _sigma(t)) * shifted - (-h).expm1() * denoised_mid
+            # ComfyUI shifts the final update by the negative prediction of the MIDPOINT call
+            x = (_sigma(t_next) / _sigma(t)) * (x + (denoised - _uncond(model))) - (-h).expm1() * denoised_mid
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
