@@ -23,7 +23,7 @@ from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, sta
 from .ksampling.ksampler import sample as ksampling_run
 from .ksampling.samplers import PowerNoiseScaler
 from .ksampling.schedules import beta as beta_schedule
-from .ksampling.schedules import calculate_sigmas
+from .ksampling.schedules import calculate_sigmas, karras
 from .latent import MAX_SEED
 from .sampling import MAX_STEP
 
@@ -107,10 +107,7 @@ class KarrasScheduler(Node):
     outputs = (Out("SIGMAS", "SIGMAS"),)
 
     def run(self, ctx):
-        ramp = torch.linspace(0, 1, self.steps, dtype=torch.float64)
-        high, low = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        values = (high + ramp * (low - high)) ** self.rho
-        return Sigmas(torch.cat([values, values.new_zeros(1)]).float())
+        return Sigmas(karras(self.steps, self.sigma_min, self.sigma_max, self.rho))
 
 
 class SDTurboScheduler(Node):

@@ -90,7 +90,11 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
                   _generators(seed, x.shape[0]), latent.get("inpaint_latents"),
                   None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
                   keep_uncond=sampler.name in NEEDS_UNCOND)
-    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, noise)
+    masked_noise = noise
+    if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
+        generator = torch.Generator("cpu").manual_seed(seed + 1)
+        masked_noise = torch.randn(noise.shape, generator=generator).to(device)
+    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise)
     steps = len(sigmas) - 1
     last = {}
 
