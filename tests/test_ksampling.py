@@ -250,3 +250,32 @@ def test_batch_noise_is_one_generator_for_the_whole_batch():
     assert torch.equal(noise[:1], alone) and not torch.equal(noise[1:2], prepare_noise((1, 4, 8, 8), 43))
     # batch_index [2, 0]: the third and first draws of the seed
     assert torch.equal(prepare_noise((2, 4, 8, 8), 42, [2, 0]), noise[[2, 0]])
+
+
+# --- the scheduler and sampler nodes ---------------------------------------------------------------
+
+def test_scheduler_and_sampler_nodes():
+    from types import SimpleNamespace
+
+    from nodes.common import call
+    from nodes.comfy_sampling import BetaSamplingScheduler, SamplerER_SDE, SDTurboScheduler
+
+    model = SimpleNamespace(scheduler=SimpleNamespace(config=SD1))
+    ms = DiscreteSchedule(SD1)
+    turbo = call(SDTurboScheduler, None, model=model, steps=2, denoise=1.0).values
+    # exp(log sigma) of the table entries (ComfyUI's sigma(t)): the entries to float rounding
+    assert torch.allclose(turbo, torch.cat([ms.sigmas[[999, 899]], torch.zeros(1)]), rtol=1e-6, atol=0)
+    half = call(SDTurboScheduler, None, model=model, steps=1, denoise=0.5).values  # starts 5 of 10 later
+    assert torch.allclose(half, torch.cat([ms.sigmas[[499]], torch.zeros(1)]), rtol=1e-6, atol=0)
+    beta = call(BetaSamplingScheduler, None, model=model, steps=7, alpha=0.6, beta=0.6).values
+    assert torch.equal(beta, calculate_sigmas(ms, "beta", 7))
+    assert not torch.equal(call(BetaSamplingScheduler, None, model=model, steps=7, alpha=0.3, beta=0.6).values, beta)
+    # ODE: no noise, noise scale x^1; the same settings make equal SAMPLERs (the cache compares them)
+    ode = call(SamplerER_SDE, None, solver_type="ODE", max_stage=3, eta=1.0, s_noise=1.0)
+    assert ode == call(SamplerER_SDE, None, solver_type="Reverse-time SDE", max_stage=3, eta=0.0, s_noise=1.0)
+    x = _start(FULL)
+    got = ode.function()(denoiser, x.clone(), FULL, extra_args={"seed": 1}, **dict(ode.options))
+    plain = ours.sample_er_sde(denoiser, x.clone(), FULL, s_noise=0.0, noise_scaler=lambda v: v)
+    assert torch.equal(got, plain)
+    sde = call(SamplerER_SDE, None, solver_type="ER-SDE", max_stage=2, eta=1.0, s_noise=1.0)
+    assert dict(sde.options) == {"s_noise": 1.0, "noise_scaler": None, "max_stage": 2}
