@@ -1,6 +1,7 @@
 """ComfyUI workflows on model files, end to end: files written by the tiny writers into ComfyUI's
 folders, loaded by the ComfyUI loaders, run through validation and the executor, against the diffusers
-pipeline loaded from the same files (`from_pretrained`), same seed and settings. Each test prints its
+pipeline loaded from the same files (`from_pretrained`) with ComfyUI's euler + normal as its scheduler
+(tests/_comfy_euler.py: KSampler samples as ComfyUI), same seed and settings. Each test prints its
 max abs difference: an SDXL checkpoint (folder and single file), a ControlNet (folder and LDM file),
 an inpainting checkpoint (9-channel UNet; folder and single file), a noise mask on a plain
 checkpoint, a LoRA with a ControlNet, and a LoRA on SDXL."""
@@ -16,6 +17,7 @@ from PIL import Image
 
 from graph import Env, Loom
 from nodes.ldm_layout import controlnet_to_ldm, write_single_file
+from tests._comfy_euler import ComfyEulerScheduler
 from tests._sd import run_node
 from tests._sd_families import picture
 from tests._tiny_assets import controlnet, write_kohya_lora
@@ -93,7 +95,7 @@ def pipeline(cls_name: str, folder: Path, **components):
 
     extra = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
     pipe = getattr(diffusers, cls_name).from_pretrained(folder, **extra, **components)
-    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    pipe.scheduler = ComfyEulerScheduler(pipe.scheduler.config)  # KSampler samples as ComfyUI
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
