@@ -87,7 +87,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
     guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                  _generators(seed, x.shape[0]), latent.get("inpaint_latents"),
+                  _generators(seed, x.shape), latent.get("inpaint_latents"),
                   None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
                   keep_uncond=sampler.name in NEEDS_UNCOND)
     masked_noise = noise
@@ -117,7 +117,10 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
 _SPENT = ("noise", "empty", "dist", "sampler", "generator", "denoised", "width", "height", "seeds", "mask_source")
 
 
-def _generators(seed: int, batch: int) -> list[torch.Generator]:
-    """Streams for what Loom's Guide draws itself (an inpainting UNet's masked-image latents)."""
-    return [torch.Generator("cpu").manual_seed((seed + i) % 2 ** 64) for i in range(batch)]
+def _generators(seed: int, shape) -> list[torch.Generator]:
+    """The stream for what Loom's Guide draws itself (an inpainting UNet's masked-image latents): the
+    seed's generator after the starting noise, one image after another (as the inpainting pipeline)."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    torch.randn(tuple(shape), generator=generator)
+    return [generator] * shape[0]
 
