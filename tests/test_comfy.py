@@ -90,12 +90,12 @@ def test_shared_workflow_reports_everything_it_needs(loom):
         "add_detail.safetensors": (["10"], "7c6bad76eb54f80f3b1d8c5d1a9e6a1f0c2e4a6b8d0f1e3c5a7b9d1f3e5c7a9b", "loras"),
         "4x-UltraSharp.pth": (["11"], None, None)}
     details = v.error["details"]
-    assert "ComfyUI's sampler 'uni_pc' is not available in Loom" in details
+    assert "ComfyUI's sampler 'sa_solver' is not available in Loom" in details
     assert details.index("Pre-flight:") == 0 and details.count("is not installed") == 2  # report + node errors
     assert "'4x-UltraSharp.pth' is not among the choices" in details
 
 
-@pytest.mark.parametrize("sampler", ["uni_pc", "deis", "sa_solver"])
+@pytest.mark.parametrize("sampler", ["sa_solver", "dpm_fast", "exp_heun_2_x0"])
 def test_samplers_loom_lacks_are_reported_by_name(loom, sampler):
     wf = fixture("txt2img_api")
     wf["3"]["inputs"].update(sampler_name=sampler)
@@ -103,7 +103,7 @@ def test_samplers_loom_lacks_are_reported_by_name(loom, sampler):
     (error,) = v.node_errors["3"]["errors"]
     assert error["extra_info"]["input_name"] == "sampler_name"
     assert f"ComfyUI's sampler '{sampler}' is not available in Loom" in error["message"]
-    assert "uni_pc_bh2" in error["message"]  # the whole list of what is missing
+    assert "sa_solver_pece" in error["message"]  # the whole list of what is missing
 
 
 def test_every_sampler_and_scheduler_name_runs_or_is_refused(tiny_sd):

@@ -154,7 +154,7 @@ class WithUncond:
         return self.uncond_denoised
 
 
-ODE = ["heun", "heunpp2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "ddim",
+ODE = ["heun", "heunpp2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "res_multistep", "gradient_estimation", "ddim",
        "euler_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "gradient_estimation_cfg_pp"]
 
 

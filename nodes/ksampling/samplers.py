@@ -333,6 +333,109 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
+# --- UniPC ----------------------------------------------------------------------------------------
+
+def _vp_log_alpha(sigma):
+    return 0.5 * torch.log(1 / (sigma * sigma + 1))
+
+
+def _vp_std(sigma):
+    return torch.sqrt(1.0 - torch.exp(2.0 * _vp_log_alpha(sigma)))
+
+
+def _vp_lambda(sigma):
+    log_alpha = _vp_log_alpha(sigma)
+    return log_alpha - 0.5 * torch.log(1.0 - torch.exp(2.0 * log_alpha))
+
+
+def _expand(v, x):
+    return v[(...,) + (None,) * (x.ndim - 1)]
+
+
+@torch.no_grad()
+def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                  variant="bh1"):
+    """UniPC (arXiv 2302.04867): multistep predictor-corrector on data predictions, up to third order,
+    in the variance-preserving form x / sqrt(1 + sigma^2); a last sigma of 0 is taken as 0.001."""
+    extra_args = _args(extra_args)
+    times = sigmas.clone()
+    if times[-1] == 0:
+        times[-1] = 0.001
+    steps = len(times) - 1
+    order = min(3, len(times) - 2)
+    x = x / torch.sqrt(1.0 + times[0] ** 2.0)
+
+    def data(x_vp, t):
+        scaled = x_vp * _expand((t ** 2 + 1.0) ** 0.5, x_vp)
+        eps = (scaled - model(scaled, t, **extra_args)) / _expand(t, x_vp)
+        return (x_vp - _expand(_vp_std(t), x_vp) * eps) / _expand(torch.exp(_vp_log_alpha(t)), x_vp)
+
+    def update(x, models, times_prev, t, step_order, corrector):
+        lam_0, lam_t = _vp_lambda(times_prev[-1]), _vp_lambda(t)
+        model_0 = models[-1]
+        ratio = _vp_std(t) / _vp_std(times_prev[-1])
+        alpha_t = torch.exp(_vp_log_alpha(t))
+        h = lam_t - lam_0
+        rks, diffs = [], []
+        for i in range(1, step_order):
+            rk = ((_vp_lambda(times_prev[-(i + 1)]) - lam_0) / h)[0]
+            rks.append(rk)
+            diffs.append((models[-(i + 1)] - model_0) / rk)
+        rks = torch.tensor([*[float(r) for r in rks], 1.0], device=x.device)
+        hh = -h[0]
+        h_phi_1 = torch.expm1(hh)
+        h_phi_k = h_phi_1 / hh - 1
+        scale = hh if variant == "bh1" else torch.expm1(hh)
+        rows, b, factorial = [], [], 1
+        for i in range(1, step_order + 1):
+            rows.append(torch.pow(rks, i - 1))
+            b.append(h_phi_k * factorial / scale)
+            factorial *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial
+        R, b = torch.stack(rows), torch.tensor([float(v) for v in b], device=x.device)
+        base = _expand(ratio, x) * x - _expand(alpha_t * h_phi_1, x) * model_0
+        stacked = torch.stack(diffs, dim=1) if diffs else None
+        predicted = 0
+        if stacked is not None:
+            rhos_p = torch.tensor([0.5], device=x.device) if step_order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            predicted = torch.tensordot(stacked, rhos_p, dims=([1], [0]))
+        x_t = base - _expand(alpha_t * scale, x) * predicted
+        if not corrector:
+            return x_t, None
+        rhos_c = torch.tensor([0.5], device=x.device) if step_order == 1 else torch.linalg.solve(R, b)
+        model_t = data(x_t, t)
+        corrected = torch.tensordot(stacked, rhos_c[:-1], dims=([1], [0])) if stacked is not None else 0
+        x_t = base - _expand(alpha_t * scale, x) * (corrected + rhos_c[-1] * (model_t - model_0))
+        return x_t, model_t
+
+    batch = x.shape[0]
+    models, times_prev = [], []
+    for index in range(steps):
+        if index == 0:
+            t = times[0].expand(batch)
+            models, times_prev = [data(x, t)], [t]
+        elif index < order:
+            t = times[index].expand(batch)
+            x, model_x = update(x, models, times_prev, t, index, True)
+            models.append(model_x if model_x is not None else data(x, t))
+            times_prev.append(t)
+        else:
+            for step in range(index, index + 1 + (1 if index == steps - 1 else 0)):
+                t = times[step].expand(batch)
+                step_order = min(order, steps + 1 - step)
+                x, model_x = update(x, models, times_prev, t, step_order, step != steps)
+                models, times_prev = models[1:] + models[-1:], times_prev[1:] + [t]
+                if step < steps:
+                    models[-1] = model_x if model_x is not None else data(x, t)
+        if callback is not None:
+            callback({"x": x, "i": index, "sigma": sigmas[index], "sigma_hat": sigmas[index], "denoised": models[-1]})
+    return x / torch.exp(_vp_log_alpha(times[-1]))
+
+
+def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    return sample_uni_pc(model, x, sigmas, extra_args, callback, disable, noise_sampler, variant="bh2")
+
+
 # --- DPM-Solver++ family -----------------------------------------------------------------------
 
 @torch.no_grad()
@@ -864,6 +967,8 @@ SAMPLERS = {
     "seeds_3": sample_seeds_3,
     # ComfyUI's ddim is the Euler sampler (whatever the scheduler; ddim_uniform is a scheduler).
     "ddim": sample_euler,
+    "uni_pc": sample_uni_pc,
+    "uni_pc_bh2": sample_uni_pc_bh2,
 }
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
