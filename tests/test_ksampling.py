@@ -54,6 +54,8 @@ K_REFERENCE = {
     "dpmpp_2m_sde_heun": ("sample_dpmpp_2m_sde", {"solver_type": "heun"}, "tree"),
     "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {}, "tree"),
     "ddim": ("sample_euler", {}, None),
+    "dpm_fast": ("sample_dpm_fast", {}, "ends"),  # k-diffusion's take the schedule's ends, not the sigmas
+    "dpm_adaptive": ("sample_dpm_adaptive", {}, "ends"),
 }
 FULL = karras(12, 0.0292, 14.6146)  # ends at 0
 PARTIAL = FULL[:8]  # a run that stops with noise left (KSamplerAdvanced's leftover noise)
@@ -73,8 +75,7 @@ def test_samplers_equal_k_diffusion(name, sigmas):
     x = _start(sigmas)
     positive = sigmas[sigmas > 0]
     if noise == "generator":
-        mine, theirs = Shared(default_noise_sampler(x, 5)), None
-        theirs = mine
+        mine = theirs = Shared(default_noise_sampler(x, 5))
     elif noise == "tree":
         mine = Shared(BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=5))
         theirs = mine
@@ -83,7 +84,12 @@ def test_samplers_equal_k_diffusion(name, sigmas):
     ours_out = ours.SAMPLERS[name](denoiser, x.clone(), sigmas, extra_args={"seed": 5}, noise_sampler=mine)
     if theirs is not None:
         options = {**options, "noise_sampler": theirs}
-    reference = getattr(k, function)(denoiser, x.clone(), sigmas, disable=True, **options)
+    if noise == "ends":  # ComfyUI's wrapper: a final 0 is replaced by the level before it
+        low = sigmas[-1] if sigmas[-1] != 0 else sigmas[-2]
+        calls = (len(sigmas) - 1,) if name == "dpm_fast" else ()
+        reference = getattr(k, function)(denoiser, x.clone(), low, sigmas[0], *calls, disable=True)
+    else:
+        reference = getattr(k, function)(denoiser, x.clone(), sigmas, disable=True, **options)
     assert torch.isfinite(reference).all()
     assert (ours_out - reference).abs().max().item() <= TOLERANCE
 
@@ -154,7 +160,7 @@ class WithUncond:
         return self.uncond_denoised
 
 
-ODE = ["heun", "heunpp2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "res_multistep", "gradient_estimation", "ddim",
+ODE = ["heun", "heunpp2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "dpm_fast", "res_multistep", "gradient_estimation", "ddim",
        "euler_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "gradient_estimation_cfg_pp"]
 
 

@@ -333,6 +333,158 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
+# --- DPM-Solver (fast and adaptive) ---------------------------------------------------------------
+
+class _DPMSolver:
+    """DPM-Solver-1/2/3 steps in t = -log sigma on the noise prediction (arXiv 2206.00927)."""
+
+    def __init__(self, model, extra_args, callback):
+        self.model, self.extra_args, self.callback = model, extra_args, callback
+
+    @staticmethod
+    def t(sigma):
+        return sigma.log().neg()
+
+    @staticmethod
+    def sigma(t):
+        return t.neg().exp()
+
+    def eps(self, cache, key, x, t):
+        if key not in cache:
+            ones = x.new_ones([x.shape[0]])
+            cache[key] = (x - self.model(x, self.sigma(t) * ones, **self.extra_args)) / self.sigma(t)
+        return cache[key]
+
+    def first(self, x, t, t_next, cache):
+        return x - self.sigma(t_next) * (t_next - t).expm1() * self.eps(cache, "eps", x, t)
+
+    def second(self, x, t, t_next, cache, r1=1 / 2):
+        h = t_next - t
+        eps = self.eps(cache, "eps", x, t)
+        s1 = t + r1 * h
+        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
+        eps_r1 = self.eps(cache, "eps_r1", u1, s1)
+        return x - self.sigma(t_next) * h.expm1() * eps - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
+
+    def third(self, x, t, t_next, cache, r1=1 / 3, r2=2 / 3):
+        h = t_next - t
+        eps = self.eps(cache, "eps", x, t)
+        s1, s2 = t + r1 * h, t + r2 * h
+        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
+        eps_r1 = self.eps(cache, "eps_r1", u1, s1)
+        u2 = x - self.sigma(s2) * (r2 * h).expm1() * eps \
+            - self.sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
+        eps_r2 = self.eps(cache, "eps_r2", u2, s2)
+        return x - self.sigma(t_next) * h.expm1() * eps - self.sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
+
+    def report(self, x, i, t, cache):
+        denoised = x - self.sigma(t) * cache["eps"]
+        if self.callback is not None:
+            self.callback({"x": x, "i": i, "sigma": self.sigma(t), "sigma_hat": self.sigma(t), "denoised": denoised})
+
+
+def _dpm_range(sigmas):
+    """DPM-Solver's (sigma_min, sigma_max) for a schedule: a final 0 is replaced by the level before it."""
+    low = sigmas[-1] if sigmas[-1] != 0 else sigmas[-2]
+    return low, sigmas[0]
+
+
+@torch.no_grad()
+def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                    eta=0.0, s_noise=1.0):
+    """DPM-Solver-Fast: len(sigmas) - 1 model calls in third-order steps evenly spaced in log sigma
+    between the schedule's ends (only the ends of `sigmas` are used)."""
+    if len(sigmas) <= 1:
+        return x
+    extra_args = _args(extra_args)
+    noise = _seeded(x, extra_args, noise_sampler)
+    solver = _DPMSolver(model, extra_args, callback)
+    low, high = _dpm_range(sigmas)
+    t_start, t_end = solver.t(torch.as_tensor(high)), solver.t(torch.as_tensor(low))
+    calls = len(sigmas) - 1
+    m = calls // 3 + 1
+    ts = torch.linspace(float(t_start), float(t_end), m + 1, device=x.device)
+    orders = [3] * (m - 2) + [2, 1] if calls % 3 == 0 else [3] * (m - 1) + [calls % 3]
+    for i, order in enumerate(orders):
+        cache = {}
+        t, t_next = ts[i], ts[i + 1]
+        target, up = t_next, 0.0
+        if eta:
+            down, up = ancestral_step(solver.sigma(t), solver.sigma(t_next), eta)
+            target = torch.minimum(t_end.to(x.device), solver.t(down))
+            up = (solver.sigma(t_next) ** 2 - solver.sigma(target) ** 2) ** 0.5
+        solver.eps(cache, "eps", x, t)
+        solver.report(x, i, t, cache)
+        x = (solver.first, solver.second, solver.third)[order - 1](x, t, target, cache)
+        x = x + up * s_noise * noise(solver.sigma(t), solver.sigma(t_next))
+    return x
+
+
+class _StepController:
+    """A PID controller of the adaptive step size (in t), accepting steps whose factor clears a safety margin."""
+
+    def __init__(self, h, pcoeff, icoeff, dcoeff, order, accept_safety, eps=1e-8):
+        self.h, self.accept_safety, self.eps = h, accept_safety, eps
+        self.b1 = (pcoeff + icoeff + dcoeff) / order
+        self.b2 = -(pcoeff + 2 * dcoeff) / order
+        self.b3 = dcoeff / order
+        self.errors = []
+
+    def propose(self, error) -> bool:
+        inverse = 1 / (float(error) + self.eps)
+        if not self.errors:
+            self.errors = [inverse] * 3
+        self.errors[0] = inverse
+        factor = self.errors[0] ** self.b1 * self.errors[1] ** self.b2 * self.errors[2] ** self.b3
+        factor = 1 + math.atan(factor - 1)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.errors[2], self.errors[1] = self.errors[1], self.errors[0]
+        self.h *= factor
+        return accept
+
+
+@torch.no_grad()
+def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                        order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0,
+                        accept_safety=0.81, eta=0.0, s_noise=1.0):
+    """DPM-Solver-12/23 with an adaptive step size between the schedule's ends (only they are used)."""
+    if len(sigmas) <= 1:
+        return x
+    if order not in (2, 3):
+        raise ValueError("order should be 2 or 3")
+    extra_args = _args(extra_args)
+    noise = _seeded(x, extra_args, noise_sampler)
+    solver = _DPMSolver(model, extra_args, callback)
+    low, high = _dpm_range(sigmas)
+    s, t_end = solver.t(torch.as_tensor(high)), solver.t(torch.as_tensor(low))
+    atol, rtol = torch.tensor(atol), torch.tensor(rtol)
+    controller = _StepController(abs(h_init), pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
+    x_prev, steps = x, 0
+    while s < t_end - 1e-5:
+        cache = {}
+        t = torch.minimum(t_end, s + controller.h)
+        target, up = t, 0.0
+        if eta:
+            down, up = ancestral_step(solver.sigma(s), solver.sigma(t), eta)
+            target = torch.minimum(t_end, solver.t(down))
+            up = (solver.sigma(t) ** 2 - solver.sigma(target) ** 2) ** 0.5
+        denoised = x - solver.sigma(s) * solver.eps(cache, "eps", x, s)
+        if order == 2:
+            x_low, x_high = solver.first(x, s, target, cache), solver.second(x, s, target, cache)
+        else:
+            x_low, x_high = solver.second(x, s, target, cache, r1=1 / 3), solver.third(x, s, target, cache)
+        delta = torch.maximum(atol, rtol * torch.maximum(x_low.abs(), x_prev.abs()))
+        error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
+        if controller.propose(error):
+            x_prev = x_low
+            x = x_high + up * s_noise * noise(solver.sigma(s), solver.sigma(t))
+            s = t
+        _report(callback, x, steps, solver.sigma(s), denoised)
+        steps += 1
+    return x
+
+
 # --- UniPC ----------------------------------------------------------------------------------------
 
 def _vp_log_alpha(sigma):
@@ -939,6 +1091,8 @@ SAMPLERS = {
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
+    "dpm_fast": sample_dpm_fast,
+    "dpm_adaptive": sample_dpm_adaptive,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
     "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sample_dpmpp_sde,
