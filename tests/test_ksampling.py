@@ -160,7 +160,7 @@ class WithUncond:
         return self.uncond_denoised
 
 
-ODE = ["heun", "heunpp2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "dpm_fast", "res_multistep", "gradient_estimation", "ddim",
+ODE = ["heun", "heunpp2", "exp_heun_2_x0", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "dpm_fast", "res_multistep", "gradient_estimation", "ddim",
        "euler_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "gradient_estimation_cfg_pp"]
 
 
@@ -182,7 +182,7 @@ def test_deterministic_samplers_solve_the_probability_flow_ode(name):
 # dpmpp_2s_ancestral_cfg_pp (ComfyUI's final update reads the midpoint's negative prediction).
 STOCHASTIC = ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
               "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "res_multistep_ancestral", "er_sde", "seeds_2",
-              "seeds_3", "euler_ancestral_cfg_pp", "res_multistep_ancestral_cfg_pp"]
+              "seeds_3", "exp_heun_2_x0_sde", "euler_ancestral_cfg_pp", "res_multistep_ancestral_cfg_pp"]
 
 
 @pytest.mark.parametrize("name", STOCHASTIC)

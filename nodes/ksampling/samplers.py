@@ -1015,10 +1015,27 @@ def _phi_2(h):
 
 @torch.no_grad()
 def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                   eta=1.0, s_noise=1.0, r=0.5):
+                   eta=1.0, s_noise=1.0, r=0.5, solver_type="phi_1"):
     """SEEDS-2 (arXiv 2305.14267): a two-stage exponential SDE step; the noise of the two segments is
-    correlated as one Brownian path."""
-    return _seeds(model, x, sigmas, _args(extra_args), callback, noise_sampler, eta, s_noise, (r,))
+    correlated as one Brownian path. solver_type "phi_2": the second stage weighs the two predictions
+    with phi_1/phi_2 (an exponential Heun step) instead of mixing them."""
+    if solver_type not in ("phi_1", "phi_2"):
+        raise ValueError("solver_type must be 'phi_1' or 'phi_2'")
+    return _seeds(model, x, sigmas, _args(extra_args), callback, noise_sampler, eta, s_noise, (r,), solver_type)
+
+
+def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                         solver_type="phi_2"):
+    """Exponential Heun (second order, data prediction, log-SNR time): SEEDS-2 with r = 1, no noise."""
+    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=0.0, s_noise=0.0,
+                          r=1.0, solver_type=solver_type)
+
+
+def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                             eta=1.0, s_noise=1.0, solver_type="phi_2"):
+    """The stochastic exponential Heun: SEEDS-2 with r = 1."""
+    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta, s_noise=s_noise,
+                          r=1.0, solver_type=solver_type)
 
 
 @torch.no_grad()
@@ -1027,7 +1044,7 @@ def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=Non
     return _seeds(model, x, sigmas, _args(extra_args), callback, noise_sampler, eta, s_noise, (r_1, r_2))
 
 
-def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, fractions):
+def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, fractions, solver_type="phi_1"):
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     inject = eta > 0 and s_noise > 0
@@ -1049,8 +1066,13 @@ def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, 
                 path = (-2 * r * h * eta).expm1().neg().sqrt() * noise(sigmas[i], sigma_1)
                 x_1 = x_1 + path * sigma_1 * s_noise
             denoised_1 = model(x_1, sigma_1 * ones, **extra_args)
-            mixed = torch.lerp(denoised, denoised_1, 1 / (2 * r))
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x0 - _phi_1(-h_eta) * mixed
+            if solver_type == "phi_1":
+                mixed = torch.lerp(denoised, denoised_1, 1 / (2 * r))
+                x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x0 - _phi_1(-h_eta) * mixed
+            else:
+                b2 = _phi_2(-h_eta) / r
+                b1 = _phi_1(-h_eta) - b2
+                x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x0 - (b1 * denoised + b2 * denoised_1)
             last_sigma, last_r = sigma_1, r
         else:
             r1, r2 = fractions
@@ -1088,6 +1110,8 @@ SAMPLERS = {
     "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
     "heunpp2": sample_heunpp2,
+    "exp_heun_2_x0": sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": sample_exp_heun_2_x0_sde,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
