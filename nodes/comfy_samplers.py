@@ -1,6 +1,6 @@
-"""ComfyUI's `sampler_name` and `scheduler` names: every one ComfyUI offers is in the choices; the
-few samplers Loom does not run are refused at validation, by name (nodes.ksampling.samplers
-.UNAVAILABLE). The runs themselves are ComfyUI's (nodes.ksampling)."""
+"""ComfyUI's `sampler_name` and `scheduler` names: every one ComfyUI offers is in the choices and runs
+(nodes.ksampling). A sampler listed in nodes.ksampling.samplers.UNAVAILABLE (none today: the place
+for names ComfyUI adds later) or an unknown name is refused at validation, by name."""
 from __future__ import annotations
 
 from .ksampling.samplers import COMFY_SAMPLER_NAMES, SAMPLERS

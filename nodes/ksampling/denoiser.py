@@ -102,6 +102,7 @@ class Denoiser:
         self.schedule = schedule.detach().float().cpu()
         self.mask, self.source, self.noise = mask, source, noise
         self.uncond_denoised = None
+        self.percent_to_sigma = model_sampling.percent_to_sigma  # SA-Solver's default noise interval
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1)

@@ -101,7 +101,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     def callback(info):
         last["denoised"] = info["denoised"]
         if ctx is not None and ctx.progress is not None:
-            ctx.progress(info["i"] + 1, steps, lambda x=info["denoised"]: latent_preview(x))
+            ctx.progress(min(info["i"] + 1, steps), steps, lambda x=info["denoised"]: latent_preview(x))
 
     with torch.no_grad():
         samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,

@@ -1101,6 +1101,111 @@ def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, 
     return x
 
 
+# --- SA-Solver ------------------------------------------------------------------------------------
+
+def _sa_exponential_integrals(s, t, order: int, tau: float):
+    """(1 + tau^2) * the integrals of exp((1 + tau^2) x) x^p over [s, t] for p < order, with
+    exp((1 + tau^2) t) factored out (integration by parts as a lower-triangular recursion)."""
+    spread = 1 + tau ** 2
+    p = torch.arange(order, dtype=s.dtype, device=s.device)
+    ends = t ** p - s ** p * (-spread * (t - s)).exp()
+    depth = p.unsqueeze(1) - p.unsqueeze(0)
+    log_factorial = (p + 1).lgamma()
+    log_coeff = log_factorial.unsqueeze(1) - log_factorial.unsqueeze(0)
+    if tau > 0:
+        log_coeff = log_coeff - depth * math.log(spread)
+    signs = torch.where(depth % 2 == 0, 1.0, -1.0)
+    return (log_coeff.exp() * signs).tril() @ ends
+
+
+def _sa_weights(sigma_next, lams, lam_s, lam_t, tau: float, simple_order_2: bool, corrector: bool):
+    """SA-Solver's b coefficients of the stored predictions (oldest first), eqs. 15 and 18."""
+    alpha_t = sigma_next * lam_t.exp()
+    if simple_order_2 and lams.shape[0] == 2:
+        spread, h = 1 + tau ** 2, lam_t - lam_s
+        if corrector:
+            b1 = alpha_t * (0.5 * spread * h)
+            b2 = alpha_t * (-h * spread).expm1().neg() - b1
+        else:
+            b2 = alpha_t * (0.5 * spread * h ** 2) / (lams[-2] - lam_s)
+            b1 = alpha_t * (-h * spread).expm1().neg() - b2
+        return torch.stack([b2, b1])
+    integrals = _sa_exponential_integrals(lam_s, lam_t, lams.shape[0], tau)
+    lagrange = torch.linalg.solve(torch.vander(lams, lams.shape[0], increasing=True).T, integrals)
+    return alpha_t * lagrange
+
+
+def sa_tau_interval(start_sigma: float, end_sigma: float, eta: float = 1.0):
+    """SA-Solver's stochasticity: eta inside [end_sigma, start_sigma], 0 (the ODE) elsewhere."""
+    def tau(sigma) -> float:
+        if eta <= 0:
+            return 0.0
+        value = float(sigma)
+        return eta if start_sigma >= value >= end_sigma else 0.0
+    return tau
+
+
+@torch.no_grad()
+def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                     tau_func=None, s_noise=1.0, predictor_order=3, corrector_order=4, use_pece=False,
+                     simple_order_2=False):
+    """Stochastic Adams predictor-corrector (arXiv 2309.05019) on data predictions in log-SNR time. By
+    default noise is added between 20% and 80% of the model's sigma range (`model.percent_to_sigma`)."""
+    if len(sigmas) <= 1:
+        return x
+    extra_args = _args(extra_args)
+    noise_of = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    lams = _lam(sigmas)
+    if tau_func is None:
+        percent_to_sigma = getattr(model, "percent_to_sigma", None)
+        if percent_to_sigma is None:
+            raise ValueError("sa_solver needs the model's sigma range (percent_to_sigma) or a tau_func")
+        tau_func = sa_tau_interval(percent_to_sigma(0.2), percent_to_sigma(0.8))
+    keep = max(predictor_order, corrector_order)
+    x_pred, h, tau, noise, preds = x, 0.0, 0.0, 0.0, []
+    to_end = sigmas[-1].item() == 0  # lower orders near the end
+    for i in range(len(sigmas) - 1):
+        denoised = model(x_pred, sigmas[i] * ones, **extra_args)
+        _report(callback, x_pred, i, sigmas[i], denoised)
+        preds = (preds + [denoised])[-keep:]
+        p_order = min(predictor_order, len(preds))
+        c_order = 0 if i == 0 or (sigmas[i + 1] == 0 and not use_pece) else min(corrector_order, len(preds))
+        if to_end:
+            p_order = min(p_order, len(sigmas) - 2 - i)
+            c_order = min(c_order, len(sigmas) - 1 - i)
+        if c_order == 0:
+            x = x_pred
+        else:
+            b = _sa_weights(sigmas[i], lams[i - c_order + 1:i + 1], lams[i - 1], lams[i], tau, simple_order_2, True)
+            correction = torch.tensordot(torch.stack(preds[-c_order:], dim=1), b, dims=([1], [0]))
+            x = sigmas[i] / sigmas[i - 1] * (-(tau ** 2) * h).exp() * x + correction
+            if tau > 0 and s_noise > 0:
+                x = x + noise  # the previous predictor step's noise
+            if use_pece:
+                denoised = model(x, sigmas[i] * ones, **extra_args)
+                preds[-1] = denoised
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        tau = tau_func(sigmas[i + 1])
+        b = _sa_weights(sigmas[i + 1], lams[i - p_order + 1:i + 1], lams[i], lams[i + 1], tau, simple_order_2, False)
+        prediction = torch.tensordot(torch.stack(preds[-p_order:], dim=1), b, dims=([1], [0]))
+        h = lams[i + 1] - lams[i]
+        x_pred = sigmas[i + 1] / sigmas[i] * (-(tau ** 2) * h).exp() * x + prediction
+        if tau > 0 and s_noise > 0:
+            noise = noise_of(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * tau ** 2 * h).expm1().neg().sqrt() * s_noise
+            x_pred = x_pred + noise
+    return x
+
+
+def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                          tau_func=None, s_noise=1.0, predictor_order=3, corrector_order=4, simple_order_2=False):
+    """SA-Solver in PECE mode: the corrected state is evaluated again."""
+    return sample_sa_solver(model, x, sigmas, extra_args, callback, disable, noise_sampler, tau_func, s_noise,
+                            predictor_order, corrector_order, use_pece=True, simple_order_2=simple_order_2)
+
+
 # --- the names ------------------------------------------------------------------------------------
 
 SAMPLERS = {
@@ -1143,6 +1248,8 @@ SAMPLERS = {
     "er_sde": sample_er_sde,
     "seeds_2": sample_seeds_2,
     "seeds_3": sample_seeds_3,
+    "sa_solver": sample_sa_solver,
+    "sa_solver_pece": sample_sa_solver_pece,
     # ComfyUI's ddim is the Euler sampler (whatever the scheduler; ddim_uniform is a scheduler).
     "ddim": sample_euler,
     "uni_pc": sample_uni_pc,
