@@ -25,6 +25,10 @@ if [ "${1:-}" = "--test" ]; then
   # tests/test_templates.py, in a folder of their own: the venv may hold the current release.
   .venv/bin/python -m pip install -q --no-deps --upgrade --target .test-deps/comfyui-workflow-templates-0.1.48 \
     comfyui-workflow-templates==0.1.48
+  # k-diffusion's samplers: the reference of tests/test_ksampling.py. Its wheel declares torchvision and
+  # more, which do not load beside the CPU torch here; the tests load only its sampling module.
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .test-deps/k-diffusion-0.1.1.post1 \
+    k-diffusion==0.1.1.post1
 fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   SUDO=$(command -v sudo >/dev/null && [ "$(id -u)" != 0 ] && echo sudo || true)

@@ -11,15 +11,14 @@ SetLatentNoiseMask and VAEEncodeForInpaint (nodes.inpaint); earlier Loom input n
 
 Each is composed from Loom's stage nodes, so the model code lives once: CheckpointLoaderSimple is
 LoadCheckpoint, CLIPTextEncode runs EncodeText's (EncodeTextSDXL's) encoders with ComfyUI's prompt
-syntax (nodes.prompt_weights), KSampler is
-MakeNoiseLatents + the denoising loop of Sample with ComfyUI's sampler and scheduler names mapped onto
-diffusers schedulers (nodes.comfy_samplers). Keeping ComfyUI's class names and node ids, rather than
+syntax (nodes.prompt_weights). KSampler and KSamplerAdvanced run ComfyUI's own sampling (nodes.ksampling:
+its noise streams, sigma schedules and sampler maths) on Loom's guided UNet (nodes.denoiser), so they
+give ComfyUI's pictures. Keeping ComfyUI's class names and node ids, rather than
 rewriting the graph into stage nodes, keeps what clients see intact: progress, errors and outputs
 name the nodes of the workflow they sent.
 
 ComfyUI's types MODEL (UNet + its scheduler settings) and CLIP (tokenizers + text encoders) are the
-bundles of nodes.bundles; VAE, CONDITIONING, LATENT and IMAGE are Loom's. Images will not be identical to
-ComfyUI's (other sampler code, per-image noise streams), but the graph, seed and settings are honoured.
+bundles of nodes.bundles; VAE, CONDITIONING, LATENT and IMAGE are Loom's. docs/samplers.md lists what still differs from ComfyUI.
 """
 from __future__ import annotations
 
@@ -30,16 +29,18 @@ import torch
 from graph import Boolean, Combo, Float, In, Int, Node, Out, String
 
 from .bundles import Clip, Model
-from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
+from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, check_names
 from .common import MAX_RESOLUTION, call, device_of
 from .conditioning import SetAestheticScore, SetSizeConditioning, update
 from .controlnet import ApplyControlNet, LoadControlNet
 from .inpaint import InpaintConditioning, SetLatentNoiseMask, crop_with_mask, fit_mask, mask_batch
-from .latent import MAX_SEED, MakeNoiseLatents, VAEEncode, crop_to_vae
-from .loaders import LATENT_SCALE_ATTR, bundles, load_parts
+from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, starting_noise
+from .ksampling.ksampler import sample as ksampling_run
+from .ksampling.schedules import ksampler_sigmas
+from .latent import MAX_SEED, VAEEncode, crop_to_vae
+from .loaders import bundles, load_parts
 from .model_files import kind_choices, kind_fingerprint, kind_path
-from .sampling import MAX_STEP, denoise
-from .schedulers import CHECKPOINT, SchedulerSpec
+from .sampling import MAX_STEP
 from .prompt_weights import embeddings_fingerprint, encode_comfy_prompt, plain_text
 from .text import check_prompt
 
@@ -169,51 +170,39 @@ class EmptyLatentImage(Node):
                 "width": self.width, "height": self.height}
 
 
-def noised(model: Model, latent: dict, seed: int, ctx) -> dict:
-    """The latent with seeded noise to add at the first step, as MakeNoiseLatents makes it: for an
-    empty latent of its width and height, else for the image latents it holds (img2img)."""
-    unet = model.unet
-    count = latent["samples"].shape[0]
-    if latent.get("empty"):
-        scale = getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE)
-        h, w = latent["samples"].shape[-2:]
-        width, height = latent.get("width") or w * scale, latent.get("height") or h * scale
-        out = call(MakeNoiseLatents, ctx, unet=unet, width=width, height=height, batch_size=count, seed=seed)
-    else:
-        out = call(MakeNoiseLatents, ctx, unet=unet, batch_size=count, seed=seed, image=latent)
-    if latent.get("noise_mask") is not None:  # inpainting: the mask travels on with the noised latents
-        out["noise_mask"] = latent["noise_mask"]
-    return out
-
-
-def schedule(model: Model, sampler_name: str, scheduler: str, steps: int, strength: float = 1.0) -> SchedulerSpec:
-    """The checkpoint's scheduler config with ComfyUI's sampler and scheduler applied."""
-    class_name, settings = resolve(sampler_name, scheduler)
-    config = {**model.scheduler.config, "_class_name": class_name, **settings}
-    return replace(model.scheduler, kind=CHECKPOINT, config=config, steps=steps, strength=strength)
-
-
-def denoise_schedule(model: Model, sampler_name: str, scheduler: str, steps: int, denoise: float) -> SchedulerSpec:
-    """KSampler's schedule: denoise < 1 keeps the last `steps` steps of int(steps / denoise), as ComfyUI."""
-    if denoise >= 0.9999:
-        return schedule(model, sampler_name, scheduler, steps)
-    total = max(int(steps / denoise), steps)  # +0.5 below: the kept count rounds to `steps`
-    return schedule(model, sampler_name, scheduler, total, min(1.0, (steps + 0.5) / total))
-
-
 def sampler_problems(sampler_name, scheduler) -> dict[str, str]:
-    if not isinstance(sampler_name, str) or not isinstance(scheduler, str):
-        return {}
     try:
-        resolve(sampler_name, scheduler)
+        check_names(sampler_name if isinstance(sampler_name, str) else None,
+                    scheduler if isinstance(scheduler, str) else None)
     except Unmapped as exc:
         return {exc.input: str(exc)}
     return {}
 
 
+def ksample(ctx, model: Model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
+            negative, latent: dict, denoise: float = 1.0, add_noise: bool = True, start_step: int | None = None,
+            last_step: int | None = None, force_full_denoise: bool = False) -> dict:
+    """ComfyUI's common_ksampler: its noise (the whole batch from one generator seeded with `seed`, or
+    none), its schedule for `steps` and `denoise`, cut to start_step..last_step, and its sampler."""
+    sigmas = ksampler_sigmas(model_sampling(model), sampler_name, scheduler, steps, denoise)
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:  # nothing left to do: the latent as it is
+            return {k: v for k, v in latent.items() if k not in ("empty", "width", "height")}
+        sigmas = sigmas[start_step:]
+    image = latent_image(model, latent)
+    noise = starting_noise(model, latent, seed) if add_noise else torch.zeros_like(image)
+    out, _ = ksampling_run(ctx, model, positive, negative, cfg, SamplerChoice(sampler_name), sigmas, latent, noise,
+                           seed)
+    return out
+
+
 class KSampler(Node):
-    """ComfyUI's sampler: seeded noise (MakeNoiseLatents) and the denoising loop (Sample). denoise < 1
-    runs `steps` steps of a schedule of int(steps / denoise) steps, as ComfyUI does."""
+    """ComfyUI's sampler, by ComfyUI's rules (nodes.ksampling): the same seed, settings and batch give
+    ComfyUI's latents. denoise < 1 runs the last `steps` steps of a schedule of int(steps / denoise)."""
     category = "sampling"  # ComfyUI's
     model = In("MODEL")
     seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
@@ -228,24 +217,17 @@ class KSampler(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     @classmethod
-    def check(cls, env, sampler_name=None, scheduler=None, denoise=None, **_):
-        problems = sampler_problems(sampler_name, scheduler)
-        if isinstance(denoise, float) and denoise <= 0:
-            problems["denoise"] = "denoise 0 leaves no step to take"
-        return problems
+    def check(cls, env, sampler_name=None, scheduler=None, **_):
+        return sampler_problems(sampler_name, scheduler)
 
     def run(self, ctx):
-        spec = denoise_schedule(self.model, self.sampler_name, self.scheduler, self.steps, self.denoise)
-        latents = noised(self.model, self.latent_image, self.seed, ctx)
-        if spec.strength < 1.0:  # the noise belongs to the first kept step's level
-            latents["empty"] = False
-        return denoise(self.model.unet, spec, latents, self.positive, self.negative, self.cfg, 0, MAX_STEP,
-                       progress=ctx.progress)
+        return ksample(ctx, self.model, self.seed, self.steps, self.cfg, self.sampler_name, self.scheduler,
+                       self.positive, self.negative, self.latent_image, self.denoise)
 
 
 class KSamplerAdvanced(Node):
     """ComfyUI's sampler over a part of the schedule (start_at_step to end_at_step), with or without
-    adding noise: two in a row, the first returning its leftover noise, continue each other exactly."""
+    adding noise; without leftover noise, a run that stops early ends at sigma 0 (fully denoised)."""
     category = "sampling"  # ComfyUI's
     model = In("MODEL")
     add_noise = Combo(["enable", "disable"], default="enable")
@@ -263,30 +245,14 @@ class KSamplerAdvanced(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     @classmethod
-    def check(cls, env, sampler_name=None, scheduler=None, steps=None, start_at_step=None, end_at_step=None,
-              return_with_leftover_noise=None, **_):
-        problems = sampler_problems(sampler_name, scheduler)
-        if isinstance(steps, int) and isinstance(start_at_step, int) and start_at_step >= min(steps, end_at_step or 0):
-            problems["start_at_step"] = f"start_at_step {start_at_step} leaves no step to take " \
-                                        f"(steps {steps}, end_at_step {end_at_step})"
-        elif isinstance(steps, int) and isinstance(end_at_step, int) and end_at_step < steps \
-                and return_with_leftover_noise == "disable":
-            problems["return_with_leftover_noise"] = (
-                "stopping early (end_at_step < steps) without leftover noise is ComfyUI's forced full denoise, "
-                "which diffusers' schedulers do not offer; use 'enable' and a second sampler for the rest")
-        return problems
+    def check(cls, env, sampler_name=None, scheduler=None, **_):
+        return sampler_problems(sampler_name, scheduler)
 
     def run(self, ctx):
-        spec = schedule(self.model, self.sampler_name, self.scheduler, self.steps)
-        start = self.start_at_step
-        if self.add_noise == "enable":
-            latents = noised(self.model, self.latent_image, self.noise_seed, ctx)
-            if start > 0:  # the noise belongs to the start step's level, not the schedule's first
-                latents["empty"] = False
-        else:  # continue: a latent from a sampler carries its scheduler state and seed streams
-            latents = {k: v for k, v in self.latent_image.items() if k not in ("noise", "empty", "width", "height")}
-        return denoise(self.model.unet, spec, latents, self.positive, self.negative, self.cfg, start,
-                       self.end_at_step, progress=ctx.progress)
+        return ksample(ctx, self.model, self.noise_seed, self.steps, self.cfg, self.sampler_name, self.scheduler,
+                       self.positive, self.negative, self.latent_image, add_noise=self.add_noise == "enable",
+                       start_step=self.start_at_step, last_step=self.end_at_step,
+                       force_full_denoise=self.return_with_leftover_noise != "enable")
 
 
 class ControlNetLoader(Node):

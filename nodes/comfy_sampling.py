@@ -1,41 +1,40 @@
 """ComfyUI's custom-sampling nodes: a sampler, a noise schedule, the noise and a guider chosen
-apart, then SamplerCustomAdvanced (or SamplerCustom) runs them. All of it maps onto Loom's own
-denoising loop (nodes.sampling.denoise) and diffusers schedulers:
+apart, then SamplerCustomAdvanced (or SamplerCustom) runs them, by ComfyUI's rules (nodes.ksampling):
 
-- SAMPLER (KSamplerSelect): a ComfyUI sampler name -> a diffusers scheduler class (nodes.comfy_samplers).
-- SIGMAS (BasicScheduler, KarrasScheduler): the noise levels, descending, 0 last (ComfyUI's
-  convention, in the model's noise units). BasicScheduler's also remember their scheduler name,
-  steps and denoise, so the sampler builds exactly KSampler's schedule from them: the custom
-  set gives the very images of KSampler with the same settings. Other sigmas are followed as given
-  (nodes.schedulers.set_sigmas).
-- NOISE (RandomNoise, DisableNoise): a seed, or no noise at all.
+- SAMPLER (KSamplerSelect, SamplerER_SDE): a ComfyUI sampler and its options.
+- SIGMAS (BasicScheduler, KarrasScheduler, SDTurboScheduler, BetaSamplingScheduler): the noise levels,
+  descending, 0 last for a full run, in the model's noise units, as ComfyUI computes them.
+- NOISE (RandomNoise, DisableNoise): ComfyUI's starting noise of a seed (the whole batch from one
+  generator), or none; its seed also seeds the samplers' step noise.
 - GUIDER (CFGGuider, BasicGuider): model, conditioning and CFG scale.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from graph import Boolean, Combo, Float, In, Int, Node, Out
 
 from .bundles import Model
-from .comfy import denoise_schedule, noised, sampler_problems
-from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, resolve
+from .comfy import sampler_problems
+from .comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES
+from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, starting_noise
+from .ksampling.ksampler import sample as ksampling_run
+from .ksampling.samplers import PowerNoiseScaler
+from .ksampling.schedules import beta as beta_schedule
+from .ksampling.schedules import calculate_sigmas, karras
 from .latent import MAX_SEED
-from .sampling import MAX_STEP, denoise
-from .schedulers import CHECKPOINT, UnsupportedSigmas
+from .sampling import MAX_STEP
 
 
-@dataclass(frozen=True)
-class Sampler:
-    """SAMPLER: a ComfyUI sampler name (KSamplerSelect)."""
-    name: str
+Sampler = SamplerChoice  # SAMPLER: a ComfyUI sampler name and its options
 
 
 @dataclass(frozen=True, eq=False)
 class Sigmas:
-    """SIGMAS: `values` (1-D, descending); `scheduler`, `steps`, `denoise` when BasicScheduler made them."""
+    """SIGMAS: `values` (1-D, descending); `scheduler`, `steps`, `denoise` when BasicScheduler made them
+    (for reading only: the values are what a sampler follows)."""
     values: torch.Tensor
     scheduler: str | None = None
     steps: int = 0
@@ -47,7 +46,8 @@ class Sigmas:
 
 @dataclass(frozen=True)
 class Noise:
-    """NOISE: the seed of the starting noise (image i uses seed + i), or None for no noise."""
+    """NOISE: the seed of the starting noise (ComfyUI's: the batch from one generator), or None for
+    no noise (DisableNoise: the step noise is then seeded with 0, as ComfyUI's)."""
     seed: int | None
 
 
@@ -61,7 +61,7 @@ class Guider:
 
 
 class KSamplerSelect(Node):
-    """Chooses the sampling method (a diffusers scheduler class; see KSampler's sampler_name)."""
+    """Chooses the sampling method (ComfyUI's samplers; see KSampler's sampler_name)."""
     category = "sampling/custom_sampling/samplers"  # ComfyUI's
     sampler_name = Combo(SAMPLER_NAMES, default="euler")
     outputs = (Out("SAMPLER", "SAMPLER"),)
@@ -76,7 +76,7 @@ class KSamplerSelect(Node):
 
 class BasicScheduler(Node):
     """The noise levels of a ComfyUI scheduler for this model; denoise < 1 keeps the last `steps`
-    of int(steps / denoise), as KSampler does."""
+    of int(steps / denoise), as ComfyUI does."""
     category = "sampling/custom_sampling/schedulers"  # ComfyUI's
     model = In("MODEL")
     scheduler = Combo(SCHEDULER_NAMES, default="normal")
@@ -86,16 +86,14 @@ class BasicScheduler(Node):
 
     @classmethod
     def check(cls, env, scheduler=None, denoise=None, **_):
-        problems = sampler_problems("euler", scheduler)
+        problems = sampler_problems(None, scheduler)
         if isinstance(denoise, float) and denoise <= 0:
             problems["denoise"] = "denoise 0 leaves no step to take"
         return problems
 
     def run(self, ctx):
-        # The values as Euler (the k-diffusion form) has them; the sampler rebuilds its own schedule.
-        spec = denoise_schedule(self.model, "euler", self.scheduler, self.steps, self.denoise)
-        scheduler = spec.make()
-        values = scheduler.sigmas[spec.offset(scheduler):].detach().float().cpu()
+        total = self.steps if self.denoise >= 1.0 else int(self.steps / self.denoise)
+        values = calculate_sigmas(model_sampling(self.model), self.scheduler, total)[-(self.steps + 1):]
         return Sigmas(values, self.scheduler, self.steps, self.denoise)
 
 
@@ -109,14 +107,60 @@ class KarrasScheduler(Node):
     outputs = (Out("SIGMAS", "SIGMAS"),)
 
     def run(self, ctx):
-        ramp = torch.linspace(0, 1, self.steps, dtype=torch.float64)
-        high, low = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        values = (high + ramp * (low - high)) ** self.rho
-        return Sigmas(torch.cat([values, values.new_zeros(1)]).float())
+        return Sigmas(karras(self.steps, self.sigma_min, self.sigma_max, self.rho))
+
+
+class SDTurboScheduler(Node):
+    """SD Turbo's noise levels: `steps` of the timesteps 999, 899, ..., 99 (starting later for
+    denoise < 1), then 0."""
+    category = "sampling/custom_sampling/schedulers"  # ComfyUI's
+    model = In("MODEL")
+    steps = Int(1, min=1, max=10)
+    denoise = Float(1.0, min=0.0, max=1.0, step=0.01)
+    outputs = (Out("SIGMAS", "SIGMAS"),)
+
+    def run(self, ctx):
+        start = 10 - int(10 * self.denoise)
+        timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + self.steps]
+        values = model_sampling(self.model).sigma(timesteps)
+        return Sigmas(torch.cat([values, values.new_zeros(1)]))
+
+
+class BetaSamplingScheduler(Node):
+    """Noise levels at the quantiles of a beta(alpha, beta) distribution over the training timesteps."""
+    category = "sampling/custom_sampling/schedulers"  # ComfyUI's
+    model = In("MODEL")
+    steps = Int(20, min=1, max=10000)
+    alpha = Float(0.6, min=0.0, max=50.0, step=0.01, round=False)
+    beta = Float(0.6, min=0.0, max=50.0, step=0.01, round=False)
+    outputs = (Out("SIGMAS", "SIGMAS"),)
+
+    def run(self, ctx):
+        return Sigmas(beta_schedule(model_sampling(self.model), self.steps, self.alpha, self.beta))
+
+
+class SamplerER_SDE(Node):
+    """The ER-SDE solver with its settings: the ER-SDE noise scale, a reverse-time SDE of strength eta,
+    or the ODE (no noise)."""
+    category = "sampling/custom_sampling/samplers"  # ComfyUI's
+    solver_type = Combo(["ER-SDE", "Reverse-time SDE", "ODE"], default="ER-SDE")
+    max_stage = Int(3, min=1, max=3)
+    eta = Float(1.0, min=0.0, max=100.0, step=0.01, round=False,
+                tooltip="Stochastic strength of reverse-time SDE.\nWhen eta=0, it reduces to deterministic ODE. "
+                        "This setting doesn't apply to ER-SDE solver type.")
+    s_noise = Float(1.0, min=0.0, max=100.0, step=0.01, round=False)
+    outputs = (Out("SAMPLER", "SAMPLER"),)
+
+    def run(self, ctx):
+        eta, s_noise = self.eta, self.s_noise
+        if self.solver_type == "ODE" or (self.solver_type == "Reverse-time SDE" and eta == 0):
+            eta, s_noise = 0.0, 0.0
+        scaler = None if self.solver_type == "ER-SDE" else PowerNoiseScaler(eta)
+        return Sampler("er_sde", (("s_noise", s_noise), ("noise_scaler", scaler), ("max_stage", self.max_stage)))
 
 
 class RandomNoise(Node):
-    """Seeded starting noise (image i of a batch uses seed + i)."""
+    """Seeded starting noise, as ComfyUI's: the whole batch from one generator."""
     category = "sampling/custom_sampling/noise"  # ComfyUI's
     noise_seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
     outputs = (Out("NOISE", "NOISE"),)
@@ -161,32 +205,13 @@ class BasicGuider(Node):
 def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: Sigmas, latent: dict) -> tuple:
     """(output, denoised_output) LATENTs: the run SamplerCustom(Advanced) describe."""
     model = guider.model
-    spec = _schedule(model, sampler, sigmas)
-    if noise.seed is not None:
-        latents = noised(model, latent, noise.seed, ctx)
-        if spec.strength < 1.0 or (spec.sigmas is not None and not latent.get("empty")):
-            latents["empty"] = False  # the noise belongs to the first level, added to the image
-    else:  # no noise: the latents are the starting point as they are
-        latents = {k: v for k, v in latent.items() if k not in ("noise", "empty", "width", "height", "sampler")}
-    out = denoise(model.unet, spec, latents, guider.positive, guider.negative, guider.cfg, 0, MAX_STEP,
-                  progress=ctx.progress, keep_denoised=True)
-    denoised = out.pop("denoised", None)
+    if noise.seed is None:
+        start, seed = torch.zeros_like(latent_image(model, latent)), 0
+    else:
+        start, seed = starting_noise(model, latent, noise.seed), noise.seed
+    out, denoised = ksampling_run(ctx, model, guider.positive, guider.negative, guider.cfg, sampler,
+                                  torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed)
     return out, (out if denoised is None else {**out, "samples": denoised})
-
-
-def _schedule(model: Model, sampler: Sampler, sigmas: Sigmas):
-    if sigmas.scheduler is not None:  # BasicScheduler's: KSampler's own schedule
-        return denoise_schedule(model, sampler.name, sigmas.scheduler, sigmas.steps, sigmas.denoise)
-    class_name, settings = resolve(sampler.name, "normal")
-    config = {**model.scheduler.config, "_class_name": class_name, **settings}
-    values = tuple(float(v) for v in sigmas.values)
-    try:
-        spec = replace(model.scheduler, kind=CHECKPOINT, config=config, steps=len(values) - 1, strength=1.0,
-                       sigmas=values)
-        spec.make()  # refuse here, by name, what the scheduler cannot follow
-    except UnsupportedSigmas as exc:
-        raise ValueError(f"sampler '{sampler.name}' with these sigmas: {exc}") from None
-    return spec
 
 
 class SamplerCustomAdvanced(Node):
@@ -219,6 +244,13 @@ class SamplerCustom(Node):
     outputs = (Out("LATENT", "output"), Out("LATENT", "denoised_output"))
 
     def run(self, ctx):
-        noise = Noise(self.noise_seed if self.add_noise else None)
         guider = Guider(self.model, self.positive, self.negative, self.cfg)
-        return sample_custom(ctx, noise, guider, self.sampler, self.sigmas, self.latent_image)
+        model = self.model
+        if self.add_noise:
+            start = starting_noise(model, self.latent_image, self.noise_seed)
+        else:  # no noise, but the step noise keeps the seed (ComfyUI's)
+            start = torch.zeros_like(latent_image(model, self.latent_image))
+        out, denoised = ksampling_run(ctx, model, self.positive, self.negative, self.cfg, self.sampler,
+                                      torch.as_tensor(self.sigmas.values, dtype=torch.float32), self.latent_image,
+                                      start, self.noise_seed)
+        return out, (out if denoised is None else {**out, "samples": denoised})

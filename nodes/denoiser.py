@@ -87,15 +87,18 @@ class Guide:
     `inpaint_latents`: the sampled extra channels of an inpainting UNet, when a previous sampler
     drew them (else they are drawn here from `generators`, once). `masked_source`: (mask, latents)
     of a LATENT with a noise mask, the extra channels when the conditioning carries none (ComfyUI's
-    VAEEncodeForInpaint + inpainting model)."""
+    VAEEncodeForInpaint + inpainting model). `keep_uncond`: the negative pass runs even at g == 1 and
+    each call leaves its prediction in `last_uncond` (ComfyUI's CFG++ samplers read it)."""
 
     def __init__(self, unet, positive, negative, guidance_scale: float, x: torch.Tensor, latent_scale: int,
-                 generators=None, inpaint_latents: torch.Tensor | None = None, masked_source=None):
+                 generators=None, inpaint_latents: torch.Tensor | None = None, masked_source=None,
+                 keep_uncond: bool = False):
         self.unet, self.scale, self.latent_scale = unet, guidance_scale, latent_scale
         self.batch, self.channels, self.height, self.width = x.shape
         self.device, self.dtype = x.device, x.dtype
         # u + g * (c - u) for every g: the negative pass is skipped only at exactly g == 1 (as ComfyUI)
-        self.guided = negative is not None and guidance_scale != 1.0
+        self.guided = negative is not None and (guidance_scale != 1.0 or keep_uncond)
+        self.keep_uncond, self.last_uncond = keep_uncond, None
         positive = as_conditioning(positive)
         negative = as_conditioning(negative) if self.guided else ()
         if self.guided:
@@ -119,6 +122,8 @@ class Guide:
         if not self.guided:
             return preds[0]
         uncond, cond = preds
+        if self.keep_uncond:
+            self.last_uncond = uncond
         return uncond + self.scale * (cond - uncond)
 
     # --- the pipelines' path: one call on cat([negative, positive]) --------------------------------

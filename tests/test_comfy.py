@@ -2,6 +2,7 @@
 model: they run, they match diffusers' own pipelines, and their files travel (save, PNG, extract)."""
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -89,99 +90,173 @@ def test_shared_workflow_reports_everything_it_needs(loom):
         "add_detail.safetensors": (["10"], "7c6bad76eb54f80f3b1d8c5d1a9e6a1f0c2e4a6b8d0f1e3c5a7b9d1f3e5c7a9b", "loras"),
         "4x-UltraSharp.pth": (["11"], None, None)}
     details = v.error["details"]
-    assert "ComfyUI's sampler 'dpmpp_2s_ancestral' has no diffusers equivalent" in details
     assert details.index("Pre-flight:") == 0 and details.count("is not installed") == 2  # report + node errors
     assert "'4x-UltraSharp.pth' is not among the choices" in details
 
 
-@pytest.mark.parametrize("sampler, scheduler, input, message", [
-    ("res_multistep", "normal", "sampler_name", "sampler 'res_multistep' has no diffusers equivalent"),
-    ("euler", "kl_optimal", "scheduler", "scheduler 'kl_optimal' has no diffusers equivalent"),
-    ("euler_ancestral", "karras", "scheduler",
-     "scheduler 'karras' cannot be used with sampler 'euler_ancestral': diffusers' EulerAncestralDiscreteScheduler "
-     "has no use_karras_sigmas setting"),
-])
-def test_unmapped_sampler_names_are_reported_by_name(loom, sampler, scheduler, input, message):
+def test_unknown_sampler_and_scheduler_names_are_refused_by_name(loom):
+    from nodes.comfy_samplers import Unmapped, check_names
+
+    for sampler, scheduler, field in (("no_such", "normal", "sampler_name"), ("euler", "no_such", "scheduler")):
+        with pytest.raises(Unmapped) as caught:
+            check_names(sampler, scheduler)
+        assert caught.value.input == field and "'no_such'" in str(caught.value)
     wf = fixture("txt2img_api")
-    wf["3"]["inputs"].update(sampler_name=sampler, scheduler=scheduler)
-    v = loom.validate(wf)
-    (error,) = v.node_errors["3"]["errors"]
-    assert error["extra_info"]["input_name"] == input and message in error["message"]
+    wf["3"]["inputs"].update(sampler_name="no_such")
+    (error,) = loom.validate(wf).node_errors["3"]["errors"]
+    assert error["extra_info"]["input_name"] == "sampler_name" and "no_such" in error["message"]
 
 
-def test_every_mapped_sampler_and_scheduler_steps_to_finite_values(tiny_sd):
-    """Every sampler (with the normal scheduler) and every scheduler (with samplers of three
-    families) either makes a diffusers scheduler that runs a short schedule, or is refused by name."""
-    import diffusers
+def test_every_sampler_and_scheduler_name_runs_or_is_refused(tiny_sd):
+    """Every ComfyUI sampler takes 3 steps of every scheduler's sigmas for the tiny model's noise table
+    to finite latents, or is refused by name."""
+    from nodes.comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, check_names
+    from nodes.ksampling.denoiser import DiscreteSchedule
+    from nodes.ksampling.samplers import SAMPLERS
+    from nodes.ksampling.schedules import ksampler_sigmas
 
-    from nodes.comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, resolve
+    ms = DiscreteSchedule(json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text()))
 
-    base = json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text())
-    generator, ran = torch.Generator().manual_seed(0), 0
-    pairs = [(sampler, "normal") for sampler in SAMPLER_NAMES] + \
-        [(sampler, name) for sampler in ("euler", "dpmpp_2m", "uni_pc") for name in SCHEDULER_NAMES]
-    for sampler, name in pairs:
+    def model(x, sigma, **_):
+        model.uncond_denoised = x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+        return 0.9 * model.uncond_denoised
+
+    model.percent_to_sigma = ms.percent_to_sigma  # sa_solver's noise interval
+
+    ran = 0
+    for sampler in SAMPLER_NAMES:
         try:
-            class_name, settings = resolve(sampler, name)
+            check_names(sampler, "normal")
         except Unmapped as exc:
-            assert f"'{sampler}'" in str(exc) or f"'{name}'" in str(exc)
+            assert exc.input == "sampler_name" and f"'{sampler}'" in str(exc)
             continue
-        scheduler = getattr(diffusers, class_name).from_config({**base, **settings})
-        scheduler.set_timesteps(4)
-        x = torch.randn(1, 4, 8, 8, generator=generator) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            eps = torch.randn(1, 4, 8, 8, generator=generator)
-            x = scheduler.step(eps, t, scheduler.scale_model_input(x, t)).prev_sample
-        assert torch.isfinite(x).all(), (sampler, name)
-        ran += 1
-    assert ran >= 35
+        for scheduler in SCHEDULER_NAMES:
+            sigmas = ksampler_sigmas(ms, sampler, scheduler, 3)
+            assert torch.isfinite(sigmas).all() and (sigmas[:-1] > sigmas[1:]).all(), (sampler, scheduler)
+            x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+            out = SAMPLERS[sampler](model, x, sigmas, extra_args={"seed": 1})
+            assert torch.isfinite(out).all(), (sampler, scheduler)
+            ran += 1
+    assert ran == len(SAMPLER_NAMES) * len(SCHEDULER_NAMES)  # every name runs
 
 
-# --- running ------------------------------------------------------------------------------------
+# --- running: ComfyUI's rules -------------------------------------------------------------------
 
-def test_txt2img_matches_the_diffusers_pipeline(loom, pipelines):
-    """euler + normal is EulerDiscreteScheduler with linspace timesteps: the very same pixels."""
-    from diffusers import EulerDiscreteScheduler
+def latents(loom, workflow, node="3") -> torch.Tensor:
+    """The LATENT samples a sampler node returns."""
+    validation = loom.validate(workflow, outputs=[node])
+    assert validation.ok, validation.response()
+    result = loom.run(validation)
+    assert result.ok, result.error
+    return result.values[node][0]["samples"].float()
+
+
+class ComfyReference:
+    """The latents ComfyUI makes, written out from its rules with k-diffusion's samplers (not Loom's
+    code): sigma table from float64 betas; noise for the whole batch from one CPU generator seeded with
+    the seed, times sigma_0 (sqrt(1 + sigma_0^2) when sigma_0 is the model's top sigma); the UNet fed x / sqrt(sigma^2 + 1) at
+    the nearest training timestep, CFG u + g * (c - u); ancestral step noise from a new generator seeded
+    with the seed, SDE step noise from a Brownian tree seeded with it; ddim is Euler."""
+
+    def __init__(self, pipe, k):
+        self.pipe, self.k = pipe, k
+        config = pipe.scheduler.config
+        betas = torch.linspace(config.beta_start ** 0.5, config.beta_end ** 0.5, 1000, dtype=torch.float64) ** 2
+        abar = torch.cumprod(1 - betas, 0)
+        self.table = (((1 - abar) / abar) ** 0.5).float()
+
+    def sigmas(self, scheduler: str, steps: int) -> torch.Tensor:
+        table = self.table
+        if scheduler == "karras":
+            return self.k.get_sigmas_karras(steps, table[0].item(), table[-1].item())
+        if scheduler == "ddim_uniform":
+            picked = table[torch.arange(1, 1000, 1000 // steps)].flip(0)
+        else:  # normal: timesteps evenly from 999 to 0, log-linear between table entries
+            t = torch.linspace(999, 0, steps)
+            low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+            picked = ((1 - w) * table[low].log() + w * table[high].log()).exp()
+        return torch.cat([picked, picked.new_zeros(1)])
+
+    def __call__(self, wf: dict, image: torch.Tensor | None = None) -> torch.Tensor:
+        """KSampler "3"'s latents: txt2img from EmptyLatentImage "5", or img2img from `image` latents."""
+        k_in, pipe = wf["3"]["inputs"], self.pipe
+        seed, cfg, steps, denoise = k_in["seed"], k_in["cfg"], k_in["steps"], k_in["denoise"]
+        scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # the tiny model's: 2, not SD's 8
+        shape = tuple(image.shape) if image is not None else \
+            (wf["5"]["inputs"]["batch_size"], 4, wf["5"]["inputs"]["height"] // scale, wf["5"]["inputs"]["width"] // scale)
+        batch = shape[0]
+        positive, negative = (pipe.encode_prompt(wf[n]["inputs"]["text"], "cpu", 1, False)[0] for n in ("6", "7"))
+        embeds = torch.cat([negative.repeat(batch, 1, 1), positive.repeat(batch, 1, 1)])
+        log_table = self.table.log()
+
+        def model(x, sigma, **_):
+            s = sigma[0]
+            t = (s.log() - log_table).abs().argmin().float()
+            x_in = x / (s ** 2 + 1) ** 0.5
+            uncond, cond = pipe.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=embeds).sample.chunk(2)
+            return x - (uncond + cfg * (cond - uncond)) * s
+
+        # denoise < 1: the last steps + 1 sigmas of a schedule of int(steps / denoise) steps
+        sigmas = self.sigmas(k_in["scheduler"], int(steps / denoise))[-(steps + 1):]
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        top = math.isclose(sigmas[0].item(), self.table[-1].item(), rel_tol=1e-5)  # ddim_uniform starts lower
+        x = noise * ((1 + sigmas[0] ** 2) ** 0.5 if top else sigmas[0])
+        if image is not None:
+            x = x + image
+        name = k_in["sampler_name"]
+        with torch.no_grad():
+            if name == "euler_ancestral":
+                steps = torch.Generator().manual_seed(seed)
+                return self.k.sample_euler_ancestral(model, x, sigmas, disable=True,
+                                                     noise_sampler=lambda a, b: torch.randn(x.shape, generator=steps))
+            if name == "dpmpp_2m_sde":
+                tree = self.k.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=seed)
+                return self.k.sample_dpmpp_2m_sde(model, x, sigmas, disable=True, noise_sampler=tree)
+            return getattr(self.k, "sample_" + ("euler" if name == "ddim" else name))(model, x, sigmas, disable=True)
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("euler", "normal"), ("euler_ancestral", "normal"),
+                                                ("dpmpp_2m_sde", "karras"), ("ddim", "ddim_uniform")])
+def test_ksampler_gives_comfyuis_latents_for_a_batch(loom, pipelines, sampler, scheduler):
+    """The txt2img workflow with a batch of 2: KSampler's latents are those ComfyUI's rules give (the
+    tolerance: k-diffusion writes a few formulas in another order, ~1e-6 on these latents)."""
+    from tests._kdiffusion import load_sampling
 
     wf = fixture("txt2img_api")
-    ours = decoded(loom, wf)
-    pipe = pipelines[0]
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
-    k = wf["3"]["inputs"]
-    expected = pipe(wf["6"]["inputs"]["text"], negative_prompt=wf["7"]["inputs"]["text"], num_inference_steps=k["steps"],
-                    guidance_scale=k["cfg"], height=64, width=64, output_type="np",
-                    generator=torch.Generator("cpu").manual_seed(k["seed"])).images
-    assert ours.shape == expected.shape == (1, 64, 64, 3)
-    assert np.abs(ours - expected).max() == 0.0
+    wf["3"]["inputs"].update(sampler_name=sampler, scheduler=scheduler, steps=5)
+    wf["5"]["inputs"]["batch_size"] = 2
+    ours = latents(loom, wf)
+    expected = ComfyReference(pipelines[0], load_sampling())(wf)
+    assert ours.shape == expected.shape == (2, 4, 32, 32)
+    assert (ours - expected).abs().max().item() < 1e-4
+    # image 2 is the seed's second draw, not the image of seed + 1 alone (Loom's stage nodes' rule)
+    wf["3"]["inputs"]["seed"] += 1
+    wf["5"]["inputs"]["batch_size"] = 1
+    assert (latents(loom, wf)[0] - ours[1]).abs().max() > 1e-2
 
 
-def test_img2img_denoise_matches_the_img2img_pipeline(loom, pipelines):
-    """denoise 0.5 of 4 steps: ComfyUI runs the last 4 steps of an 8-step schedule, which is the
-    img2img pipeline's strength 0.5 of 8 steps (dpmpp_2m + karras: DPM-Solver++ with Karras sigmas).
-    The tolerance: Loom's img2img stages themselves differ from the pipeline by ~1e-6 on this image."""
-    from diffusers import DPMSolverMultistepScheduler
+def test_img2img_denoise_follows_comfyuis_schedule(loom, pipelines):
+    """denoise 0.5 of 4 steps: the last 4 steps of an 8-step karras schedule; the VAE's latents (their
+    mean: ComfyUI does not sample the distribution) plus noise * sigma_0; dpmpp_2m."""
+    from tests._kdiffusion import load_sampling
 
     wf = fixture("img2img_api")
-    ours = decoded(loom, wf)
-    pipe = pipelines[1]
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-        pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)
-    k = wf["3"]["inputs"]
-    expected = pipe(wf["6"]["inputs"]["text"], negative_prompt=wf["7"]["inputs"]["text"],
-                    image=Image.open(loom.env.input_dir / "comfy_input.png"), strength=0.5, num_inference_steps=8,
-                    guidance_scale=k["cfg"], output_type="np",
-                    generator=torch.Generator("cpu").manual_seed(k["seed"])).images
-    assert np.abs(ours - expected).max() < 1e-5
+    ours = latents(loom, wf)
+    expected = ComfyReference(pipelines[0], load_sampling())(wf, latents(loom, wf, "12"))
+    assert (ours - expected).abs().max().item() < 1e-4
     wf["3"]["inputs"]["denoise"] = 0.75  # another split: 4 steps of int(4 / 0.75) = 5
-    assert not np.allclose(decoded(loom, wf), ours, atol=1e-3)
+    assert not torch.allclose(latents(loom, wf), ours, atol=1e-3)
 
 
 def test_two_advanced_samplers_continue_exactly(loom):
-    """KSamplerAdvanced 0-2 with leftover noise, then 2-end without adding noise, equals one KSampler."""
+    """KSamplerAdvanced 0-2 with leftover noise, then 2-end without adding noise, equals one KSampler
+    (with euler: ComfyUI's multistep samplers start their history anew in the second)."""
     two = fixture("two_stage_advanced_api")
+    for node in ("10", "11"):
+        two[node]["inputs"]["sampler_name"] = "euler"
     one = {k: copy.deepcopy(v) for k, v in two.items() if k != "11"}
     one["10"] = {"class_type": "KSampler", "inputs": {
-        "seed": 7, "steps": 4, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "normal", "denoise": 1.0,
+        "seed": 7, "steps": 4, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
         "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}
     one["8"]["inputs"]["samples"] = ["10", 0]
     (a,), (b,) = run_images(loom, two), run_images(loom, one)

@@ -40,12 +40,16 @@ def hint():
 
 
 def pipeline(m, net):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
+    """The pipeline with ComfyUI's euler + normal (tests/_comfy_euler.py): KSampler samples as ComfyUI."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from tests._comfy_euler import ComfyEulerScheduler
 
     pipe = StableDiffusionControlNetPipeline(
         vae=m["vae"], text_encoder=m["clip"].text_encoder, tokenizer=m["tokenizer"], unet=m["model"].unet,
         controlnet=net, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        scheduler=EulerDiscreteScheduler.from_config(m["scheduler"].config, timestep_spacing="linspace"))
+        scheduler=m["scheduler"])
+    pipe.scheduler = ComfyEulerScheduler(m["scheduler"].config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -171,7 +175,9 @@ def test_not_a_controlnet_is_refused_by_name(ctx):
 
 def test_sdxl_controlnet_matches_pipeline(ctx, hint):
     """An SDXL ControlNet gets SDXL's added conditioning too: vs StableDiffusionXLControlNetPipeline."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    from tests._comfy_euler import ComfyEulerScheduler
 
     from tests._sd_families import sdxl
 
@@ -184,7 +190,8 @@ def test_sdxl_controlnet_matches_pipeline(ctx, hint):
     pipe = StableDiffusionXLControlNetPipeline(
         vae=m["vae"], text_encoder=clip.text_encoder, text_encoder_2=clip.text_encoder_2, tokenizer=clip.tokenizer,
         tokenizer_2=clip.tokenizer_2, unet=m["model"].unet, controlnet=net, add_watermarker=False,
-        scheduler=EulerDiscreteScheduler.from_config(m["scheduler"].config, timestep_spacing="linspace"))
+        scheduler=m["scheduler"])
+    pipe.scheduler = ComfyEulerScheduler(m["scheduler"].config)  # KSampler samples as ComfyUI
     pipe.set_progress_bar_config(disable=True)
     expected = run_pipeline(pipe, Image.fromarray(hint), controlnet_conditioning_scale=0.9)
     assert report("SDXL ControlNet vs StableDiffusionXLControlNetPipeline", ours, expected) == 0.0

@@ -1,6 +1,7 @@
 """ComfyUI workflows on model files, end to end: files written by the tiny writers into ComfyUI's
 folders, loaded by the ComfyUI loaders, run through validation and the executor, against the diffusers
-pipeline loaded from the same files (`from_pretrained`), same seed and settings. Each test prints its
+pipeline loaded from the same files (`from_pretrained`) with ComfyUI's euler + normal as its scheduler
+(tests/_comfy_euler.py: KSampler samples as ComfyUI), same seed and settings. Each test prints its
 max abs difference: an SDXL checkpoint (folder and single file), a ControlNet (folder and LDM file),
 an inpainting checkpoint (9-channel UNet; folder and single file), a noise mask on a plain
 checkpoint, a LoRA with a ControlNet, and a LoRA on SDXL."""
@@ -16,6 +17,7 @@ from PIL import Image
 
 from graph import Env, Loom
 from nodes.ldm_layout import controlnet_to_ldm, write_single_file
+from tests._comfy_euler import ComfyEulerScheduler
 from tests._sd import run_node
 from tests._sd_families import picture
 from tests._tiny_assets import controlnet, write_kohya_lora
@@ -94,7 +96,7 @@ def pipeline(cls_name: str, folder: Path, **components):
 
     extra = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
     pipe = getattr(diffusers, cls_name).from_pretrained(folder, **extra, **components)
-    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    pipe.scheduler = ComfyEulerScheduler(pipe.scheduler.config)  # KSampler samples as ComfyUI
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -173,7 +175,10 @@ def test_inpainting_checkpoint(setup, ckpt, record_property):
 
 def test_noise_mask_on_a_plain_checkpoint(setup, record_property):
     """LoadImage -> VAEEncode -> SetLatentNoiseMask -> KSampler (4 steps, denoise 0.8) on a 4-channel
-    checkpoint vs StableDiffusionInpaintPipeline (5 steps, strength 0.8: the same 4 of 5)."""
+    checkpoint vs ComfyUI's inpainting rule run on the pipeline's UNet loaded from the same folder: the
+    last 4 sigmas of a 5-step schedule, the image's latents plus noise * sigma_0, and at every model
+    call the kept area of the input is the image noised to that sigma, the prediction there the image.
+    (diffusers' inpainting pipeline instead pastes the noised image back after each step.)"""
     loom, models = setup
     wf = txt2img("tiny-sd")
     wf.update({"20": {"class_type": "LoadImage", "inputs": {"image": "masked.png"}},
@@ -181,9 +186,33 @@ def test_noise_mask_on_a_plain_checkpoint(setup, record_property):
                "22": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["21", 0], "mask": ["20", 1]}}})
     wf["3"]["inputs"].update(latent_image=["22", 0], denoise=0.8)
     ours = decoded(loom, wf)
-    pipe = pipeline("StableDiffusionInpaintPipeline", models / "checkpoints" / "tiny-sd")
-    expected = pipeline_image(pipe, wf, num_inference_steps=5, strength=0.8, **masked_inputs(loom))
-    assert report("noise mask on tiny-sd vs StableDiffusionInpaintPipeline", ours, expected, record_property) == 0.0
+    pipe = pipeline("StableDiffusionPipeline", models / "checkpoints" / "tiny-sd")
+    image = run_node(loom, wf, "21")["samples"]
+    alpha = np.asarray(Image.open(loom.env.input_dir / "masked.png"))[..., 3]
+    mask = torch.from_numpy(1.0 - alpha.astype(np.float32) / 255.0)[None, None]
+    mask = torch.nn.functional.interpolate(mask, size=image.shape[-2:], mode="bilinear")
+    k = wf["3"]["inputs"]
+    schedule = pipe.scheduler
+    schedule.set_timesteps(int(k["steps"] / k["denoise"]))
+    sigmas, log_table = schedule.sigmas[-(k["steps"] + 1):], schedule.table.log()
+    embeds = torch.cat([pipe.encode_prompt(wf[n]["inputs"]["text"], "cpu", 1, False)[0] for n in ("7", "6")])
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(k["seed"]))
+    x = noise * sigmas[0] + image
+    with torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            s = sigmas[i]
+            blended = x * mask + (image + noise * s) * (1 - mask)
+            x_in = blended / (s ** 2 + 1) ** 0.5
+            t = (s.log() - log_table).abs().argmin().float()
+            uncond, cond = pipe.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=embeds).sample.chunk(2)
+            denoised = blended - (uncond + k["cfg"] * (cond - uncond)) * s
+            denoised = denoised * mask + image * (1 - mask)
+            x = x + (x - denoised) / s * (sigmas[i + 1] - s)
+        expected = pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample
+    expected = (expected * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    # ComfyUI's rule written in the same operations as Loom's: the same floats
+    assert report("noise mask on tiny-sd vs ComfyUI's rule on the pipeline's UNet", ours, expected,
+                  record_property) == 0.0
 
 
 def test_lora_with_controlnet(setup, record_property):

@@ -1,5 +1,7 @@
 """SDXL (base and refiner) and SD 2.x (v-prediction) through Loom's nodes against diffusers' own
 pipelines on the same tiny random models: the same pixels. Each test prints its max abs difference."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -57,6 +59,19 @@ def ksampler(ctx, m, positive, negative, sampler="euler", scheduler="normal", si
     return decode(ctx, m["vae"], out)
 
 
+def staged(ctx, m, positive, negative, size=64, steps=STEPS):
+    """MakeNoiseLatents + SetScheduler (euler, the checkpoint's settings) + Sample: Loom's stage nodes,
+    which keep diffusers' semantics (KSampler samples as ComfyUI does, not as the pipelines)."""
+    from nodes.latent import MakeNoiseLatents
+    from nodes.sampling import Sample, SetScheduler
+
+    latents = call(MakeNoiseLatents, ctx, unet=m["model"].unet, width=size, height=size, seed=SEED)
+    spec = call(SetScheduler, ctx, scheduler=m["model"].scheduler, kind="euler", steps=steps)
+    out = call(Sample, ctx, unet=m["model"].unet, scheduler=spec, latents=latents, positive=positive,
+               negative=negative, guidance_scale=CFG)
+    return decode(ctx, m["vae"], out)
+
+
 def encode(ctx, clip, text):
     from nodes.comfy import CLIPTextEncode
 
@@ -85,12 +100,12 @@ def test_sdxl_prompt_encoding_is_the_pipelines(ctx, base):
 
 
 def test_sdxl_txt2img_matches_pipeline(ctx, base):
-    """CLIPTextEncode + KSampler (euler, normal) on an SDXL model: added_cond_kwargs (pooled
+    """CLIPTextEncode + the stage nodes (euler) on an SDXL model: added_cond_kwargs (pooled
     embeddings, size time ids of the image) as StableDiffusionXLPipeline passes them."""
     from diffusers import EulerDiscreteScheduler
 
-    ours = ksampler(ctx, base, encode(ctx, base["clip"], PROMPT), encode(ctx, base["clip"], NEGATIVE))
-    scheduler = EulerDiscreteScheduler.from_config(base["scheduler"].config, timestep_spacing="linspace")
+    ours = staged(ctx, base, encode(ctx, base["clip"], PROMPT), encode(ctx, base["clip"], NEGATIVE))
+    scheduler = EulerDiscreteScheduler.from_config(base["scheduler"].config)
     expected = xl_pipeline(base, scheduler=scheduler)(
         PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG, height=64, width=64,
         generator=torch.Generator().manual_seed(SEED), output_type="np").images
@@ -107,15 +122,15 @@ def test_sdxl_size_conditioning_matches_pipeline(ctx, base):
     sizes = dict(width=128, height=96, crop_w=16, crop_h=8, target_width=64, target_height=64)
     pos = call(CLIPTextEncodeSDXL, ctx, clip=base["clip"], text_g=PROMPT, text_l=PROMPT, **sizes)
     neg = call(CLIPTextEncodeSDXL, ctx, clip=base["clip"], text_g=NEGATIVE, text_l=NEGATIVE, **sizes)
-    ours = ksampler(ctx, base, pos, neg, steps=3)
-    scheduler = EulerDiscreteScheduler.from_config(base["scheduler"].config, timestep_spacing="linspace")
+    ours = staged(ctx, base, pos, neg, steps=3)
+    scheduler = EulerDiscreteScheduler.from_config(base["scheduler"].config)
     expected = xl_pipeline(base, scheduler=scheduler)(
         PROMPT, negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=CFG, height=64, width=64,
         original_size=(96, 128), crops_coords_top_left=(8, 16), target_size=(64, 64),
         negative_original_size=(96, 128), negative_crops_coords_top_left=(8, 16), negative_target_size=(64, 64),
         generator=torch.Generator().manual_seed(SEED), output_type="np").images
     assert report("SDXL size conditioning vs pipeline", ours, expected) == 0.0
-    plain = ksampler(ctx, base, encode(ctx, base["clip"], PROMPT), encode(ctx, base["clip"], NEGATIVE), steps=3)
+    plain = staged(ctx, base, encode(ctx, base["clip"], PROMPT), encode(ctx, base["clip"], NEGATIVE), steps=3)
     assert np.abs(plain - ours).max() > 1e-4
 
 
@@ -156,8 +171,10 @@ def test_sdxl_needs_its_pooled_embedding(ctx, base):
 
 @pytest.mark.parametrize("sampler, scheduler", [("ddim", "checkpoint"), ("euler", "normal")])
 def test_sd2_v_prediction_matches_pipeline(ctx, sampler, scheduler):
-    """A v-prediction model: the checkpoint's prediction_type reaches every scheduler (its own DDIM
-    through SetScheduler, ComfyUI's euler through KSampler)."""
+    """A v-prediction model: the checkpoint's prediction_type reaches every scheduler (its own DDIM and
+    Euler through SetScheduler); KSampler (ComfyUI's sampling) turns v into denoised latents too: its
+    picture is the pipeline's Euler one up to the two samplers' own differences (sigmas interpolated in
+    log sigma, noise * sqrt(1 + sigma^2)): < 0.03 here, where reading v as epsilon is off by > 0.1."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     from nodes.latent import MakeNoiseLatents
@@ -177,12 +194,22 @@ def test_sd2_v_prediction_matches_pipeline(ctx, sampler, scheduler):
                    guidance_scale=CFG)
         ours = decode(ctx, m["vae"], out)
     else:
-        ours = ksampler(ctx, m, pos, neg)
-        pipe.scheduler = EulerDiscreteScheduler.from_config(m["scheduler"].config, timestep_spacing="linspace")
+        ours = staged(ctx, m, pos, neg)
+        comfy = ksampler(ctx, m, pos, neg)
+        pipe.scheduler = EulerDiscreteScheduler.from_config(m["scheduler"].config)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     expected = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG, height=64,
                     width=64, generator=torch.Generator().manual_seed(SEED), output_type="np").images
     assert report(f"SD 2.x v-prediction ({sampler}) vs StableDiffusionPipeline", ours, expected) == 0.0
+    if scheduler != "checkpoint":
+        linspace = EulerDiscreteScheduler.from_config(m["scheduler"].config, timestep_spacing="linspace")
+        pipe.scheduler = linspace
+        expected = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                        width=64, generator=torch.Generator().manual_seed(SEED), output_type="np").images
+        assert np.abs(comfy - expected).max() < 0.03
+        as_epsilon = {**m, "model": replace(m["model"], scheduler=replace(
+            m["model"].scheduler, config={**m["model"].scheduler.config, "prediction_type": "epsilon"}))}
+        assert np.abs(ksampler(ctx, as_epsilon, pos, neg) - expected).max() > 0.1
 
 
 # --- CLIPSetLastLayer -----------------------------------------------------------------------------
