@@ -11,7 +11,7 @@ from typing import Any
 import networkx as nx
 
 from .formats import is_link
-from .node import InputError
+from .node import Autogrow, InputError
 from .plan import dependency_graph, find_cycles, needed_subgraph, sort_key
 from .registry import Registry
 
@@ -85,7 +85,7 @@ def _check_input(errs: _Collector, prompt: dict, registry: Registry, env, node_i
                      f"which has {len(src_cls.outputs)} output(s)", f"{name} <- [{src_id}, {slot}]", **info())
             return
         out_type = src_cls.outputs[slot].type
-        accepted = {inp.type, "*"} | ({"STRING"} if inp.type == "COMBO" else set())
+        accepted = {*inp.type.split(","), "*"} | ({"STRING"} if inp.type == "COMBO" else set())  # "IMAGE,MASK": either
         if out_type not in accepted and inp.type != "*":
             errs.add(node_id, "return_type_mismatch",
                      f"{where} expects {inp.type} but is linked to the {out_type} output "
@@ -135,6 +135,8 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
             continue
         given, coerced = node.get("inputs", {}), {}
         for inp in cls.inputs.values():
+            if isinstance(inp, Autogrow):  # its value is its slots, each an input of its own
+                continue
             if inp.name not in given or given[inp.name] is None:
                 if inp.optional:
                     continue
