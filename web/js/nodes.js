@@ -176,6 +176,12 @@ const nodeMethods = {
       if (state.text) drawText(ctx, state.text, area);
       return;
     }
+    if (state.compare && !state.preview) {  // ImageCompare: image A on the left half, B on the right
+      const [x, y, w, h] = area;
+      drawImageFit(ctx, state.images[0], [x, y, w / 2 - 2, h]);
+      drawImageFit(ctx, state.images[1], [x + w / 2 + 2, y, w / 2 - 2, h]);
+      return;
+    }
     drawImageFit(ctx, img, area);
     if (state.images.length > 1 && !state.preview) {
       ctx.fillStyle = "#ddd";
