@@ -84,6 +84,7 @@ class Cond:
     controls: tuple[Control, ...] = ()
     control_to_uncond: bool = False  # ComfyUI's ControlNetApply: the negative pass gets these controls too
     inpaint: InpaintImage | None = None
+    gligen: tuple | None = None  # (GLIGEN model, boxes): nodes.gligen
 
     @property
     def plain(self) -> bool:

@@ -27,6 +27,7 @@ KIND_FOLDERS = {
     "loras": ("loras",),
     "upscale_models": ("upscale_models",),
     "controlnet": ("controlnet", "t2i_adapter"),
+    "gligen": ("gligen",),
 }
 # Folders of other kinds, never listed as checkpoints of the flat layout.
 NOT_CHECKPOINTS = {f for kind, folders in KIND_FOLDERS.items() if kind != "checkpoints" for f in folders} | {

@@ -117,6 +117,9 @@ COMFY = {
     "FeatherMask": ("mask:MASK left:INT top:INT right:INT bottom:INT", "", "MASK"),
     "MaskComposite": ("destination:MASK source:MASK x:INT y:INT operation:COMBO", "", "MASK"),
     "MaskPreview": ("mask:MASK", "", ""),
+    "GLIGENLoader": ("gligen_name:COMBO", "", "GLIGEN"),
+    "GLIGENTextBoxApply": ("conditioning_to:CONDITIONING clip:CLIP gligen_textbox_model:GLIGEN text:STRING width:INT "
+                           "height:INT x:INT y:INT", "", "CONDITIONING"),
     # primitives
     "PrimitiveInt": ("value:INT", "", "INT"),
     "PrimitiveFloat": ("value:FLOAT", "", "FLOAT"),

@@ -42,9 +42,9 @@ ISSUE_23 = {"Canny", "ImagePadForOutpaint", "ImageInvert"}
 IN_SCOPE = ISSUE_14 | ISSUE_23
 # SD templates outside the SD-checkpoint set above (their models are not SD checkpoints by name), with
 # the node types Loom still lacks for them: the test states these rather than skipping the templates.
+# (gligen_textbox_example runs in tests/test_gligen.py, on a tiny GLIGEN model.)
 WAITING = {
     "image_lotus_depth_v1_1": {"LotusConditioning", "SetFirstSigma"},  # SetFirstSigma: nodes/comfy_sigmas.py
-    "gligen_textbox_example": {"GLIGENLoader", "GLIGENTextBoxApply"},
 }
 MODEL_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name",
                 "control_net_name", "model_name"}
