@@ -231,12 +231,22 @@ class Guide:
             return sample
         parts = []
         for entry in entries:
-            extra = self._inpaint_channels(entry)
+            extra = self._concat_channels(entry) if entry.concat is not None else self._inpaint_channels(entry)
             if region is not None:
                 x0, y0, w, h = region
                 extra = extra[..., y0:y0 + h, x0:x0 + w]
             parts.append(extra)
         return torch.cat([sample, torch.cat(parts) if len(parts) > 1 else parts[0]], dim=1)
+
+    def _concat_channels(self, entry: Cond) -> torch.Tensor:
+        """InstructPix2Pix's image latents, at the latents' size (nearest, as ComfyUI's concat)."""
+        latents = entry.concat.to(device=self.device, dtype=self.dtype)
+        if latents.shape[1] != self.extra_channels:
+            raise ValueError(f"this UNet takes {self.extra_channels} extra input channels; the InstructPix2Pix "
+                             f"conditioning gives {latents.shape[1]}")
+        if latents.shape[-2:] != (self.height, self.width):
+            latents = F.interpolate(latents, size=(self.height, self.width), mode="nearest")
+        return repeat_to(latents, self.batch)
 
     def _inpaint_channels(self, entry: Cond) -> torch.Tensor:
         if self.inpaint_latents is None:

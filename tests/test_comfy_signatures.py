@@ -118,6 +118,8 @@ COMFY = {
     "MaskComposite": ("destination:MASK source:MASK x:INT y:INT operation:COMBO", "", "MASK"),
     "MaskPreview": ("mask:MASK", "", ""),
     "GLIGENLoader": ("gligen_name:COMBO", "", "GLIGEN"),
+    "InstructPixToPixConditioning": ("positive:CONDITIONING negative:CONDITIONING vae:VAE pixels:IMAGE", "",
+                                     "CONDITIONING:positive CONDITIONING:negative LATENT:latent"),
     "GLIGENTextBoxApply": ("conditioning_to:CONDITIONING clip:CLIP gligen_textbox_model:GLIGEN text:STRING width:INT "
                            "height:INT x:INT y:INT", "", "CONDITIONING"),
     # primitives
