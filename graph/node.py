@@ -17,6 +17,7 @@ The executor makes a fresh instance per call, sets each input as an attribute an
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
@@ -283,7 +284,6 @@ class Autogrow(Input):
 
 def _parts(inp: Input) -> list[Input]:
     """The inputs a DynamicCombo or Autogrow stands for, named in full (first declaration of a name wins)."""
-    import copy
     found = []
     if isinstance(inp, DynamicCombo):
         for option in inp.choices.values():

@@ -95,14 +95,15 @@ def _splice(instance: dict, definition: dict, links: dict, defs: dict, path: tup
     extra = []
     for lid in [prefix + str(l) for l in inner_links]:
         origin, oslot, target, tslot, kind = links[lid]
-        if origin == INPUT_NODE:  # fed by the instance's input `oslot`
-            outer = outer_inputs[oslot].get("link") if oslot < len(outer_inputs) else None
+        if origin == INPUT_NODE:  # fed by the instance's input for subgraph input `oslot`
+            slot = _instance_slot(outer_inputs, definition.get("inputs") or [], oslot)
+            outer = outer_inputs[slot].get("link") if slot is not None else None
             if outer in links:
                 links[lid][0:2] = links[outer][0:2]
-            elif oslot in values:  # the instance's own widget value, as a constant source
+            elif slot in values:  # the instance's own widget value, as a constant source
                 source = f"{prefix}input{oslot}"
                 extra.append({"id": source, "type": "PrimitiveNode", "mode": 0, "inputs": [], "outputs": [],
-                              "widgets_values": [values[oslot]]})
+                              "widgets_values": [values[slot]]})
                 links[lid][0:2] = [source, 0]
             else:  # nothing feeds it: the inner widget keeps its own value
                 _unlink(by_id.get(target), lid)
@@ -121,6 +122,19 @@ def _splice(instance: dict, definition: dict, links: dict, defs: dict, path: tup
             else:
                 del links[lid]
     return inner_nodes + extra
+
+
+def _instance_slot(outer: list, inner: list, oslot: int) -> int | None:
+    """Which of the instance's inputs carries subgraph input `oslot`: the one of the same name (the
+    frontend keeps only some of a subgraph's inputs on an instance, so positions may differ), else,
+    in files whose instance inputs bear no subgraph input's name, the same position."""
+    names = [inp.get("name") for inp in outer]
+    wanted = inner[oslot].get("name") if oslot < len(inner) and isinstance(inner[oslot], dict) else None
+    if wanted in names:
+        return names.index(wanted)
+    if any(isinstance(d, dict) and d.get("name") in names for d in inner):
+        return None  # matched by name, and this one is not on the instance
+    return oslot if oslot < len(outer) else None
 
 
 def _unlink(node: dict | None, link_id) -> None:

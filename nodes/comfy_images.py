@@ -556,6 +556,8 @@ class SaveImageAdvanced(Node):
 
         prefix = self.filename_prefix.replace("\\", "/").strip() or "loom"
         subfolder, _, stem = prefix.rpartition("/")
+        if not stem:
+            raise ValueError(f"filename_prefix {prefix!r} names a folder, expected a file name prefix")
         folder = ctx.env.safe_path("output", "", subfolder) if subfolder else ctx.env.folder("output")
         texts = _texts(ctx)
         shown = []
