@@ -6,7 +6,7 @@ from .cache import Cache
 from .env import Env, UnsafePath, safe_join
 from .executor import Context, Executor, Interrupted, RunResult
 from .formats import Loaded, WorkflowError, editor_to_api, is_editor_format, load, to_api
-from .node import Boolean, Combo, Float, In, Input, InputError, Int, Node, Out, String
+from .node import Autogrow, Boolean, Combo, DynamicCombo, Float, In, Input, InputError, Int, Node, Out, String
 from .model_paths import ModelPathsError
 from .models import ModelStore
 from .plan import plan
@@ -16,8 +16,9 @@ from .runtime import Loom, ValidationFailed, read_workflow_file
 from .validate import Validation, validate
 
 __all__ = [
-    "Boolean", "Cache", "Combo", "Context", "Env", "Executor", "Float", "In", "Input", "InputError", "Int",
-    "Interrupted", "Loaded", "Loom", "ModelPathsError", "ModelStore", "Node", "Out", "Preflight", "Registry", "RunResult", "String",
+    "Autogrow", "Boolean", "Cache", "Combo", "Context", "DynamicCombo", "Env", "Executor", "Float", "In", "Input",
+    "InputError", "Int", "Interrupted", "Loaded", "Loom", "ModelPathsError", "ModelStore", "Node", "Out", "Preflight",
+    "Registry", "RunResult", "String",
     "UnsafePath", "Validation", "ValidationFailed", "WorkflowError", "editor_to_api", "is_editor_format", "load",
     "plan", "preflight", "read_workflow_file", "safe_join", "to_api", "validate",
 ]

@@ -100,18 +100,24 @@ def _renamed(class_type: str, inputs: dict, registry: Registry) -> dict:
 
 def _widget_values(node: dict, names: list[str], cls) -> dict:
     """Map the editor's positional `widgets_values` onto widget names, skipping the UI-only
-    control_after_generate value that follows a seed widget."""
+    control_after_generate value that follows a seed widget; a DynamicCombo's value is followed
+    by its chosen option's widgets."""
     values = node.get("widgets_values")
     if isinstance(values, dict):
-        return {k: v for k, v in values.items() if k in names}
+        return {k: v for k, v in values.items() if k in names or k in cls.parts}
     if not isinstance(values, list):
         return {}
-    out, i = {}, 0
-    for k, name in enumerate(names):
+    out, i, names, k = {}, 0, list(names), -1
+    while k + 1 < len(names):
+        k += 1
+        name = names[k]
         if i >= len(values):
             break
         out[name] = values[i]
         i += 1
+        after = getattr(cls.inputs[name], "widgets_after", None)
+        if after is not None:
+            names[k + 1:k + 1] = after(out[name])
         if getattr(cls.inputs[name], "control_after_generate", False) and i < len(values) \
                 and _is_control(values[i], cls, names[k + 1:], len(values) - i):
             i += 1
@@ -225,9 +231,13 @@ def api_to_editor(prompt: dict, registry: Registry) -> dict:
         values, inputs = [], []
         declared = list(cls.inputs.values()) if cls else []
         names = cls.widget_names() if cls else [k for k, v in node["inputs"].items() if not is_link(v)]
-        for name in names:
+        names, k = list(names), 0
+        while k < len(names):
+            name, k = names[k], k + 1
             value = node["inputs"].get(name, getattr(cls.inputs[name], "default", None) if cls else None)
             values.append(None if is_link(value) else value)
+            if cls and hasattr(cls.inputs[name], "widgets_after"):  # a DynamicCombo's option widgets
+                names[k:k] = cls.inputs[name].widgets_after(value)
             if cls and getattr(cls.inputs[name], "control_after_generate", False):
                 values.append("fixed")
         sockets = [i.name for i in declared if not i.is_widget] if cls else \

@@ -33,6 +33,7 @@ KIND_FOLDERS = {
     "upscale_models": ("upscale_models",),
     "controlnet": ("controlnet", "t2i_adapter"),
     "embeddings": ("embeddings",),
+    "gligen": ("gligen",),
 }
 
 

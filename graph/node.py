@@ -21,6 +21,7 @@ it returns; lazy inputs not needed read as None (docs/core-nodes.md).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
@@ -256,6 +257,76 @@ class Combo(Input):
         return value
 
 
+@dataclass
+class DynamicCombo(Input):
+    """A choice whose options each bring their own inputs (ComfyUI's DynamicCombo): the chosen
+    option's inputs follow the combo in the editor's widgets, and the API prompt names them
+    `<combo>.<input>` (nested: `format.save_mode.fps`). Each becomes an optional input of the node
+    under that name (see `Node.parts`); `Node.chosen(name)` gives the chosen option's values."""
+
+    choices: dict[str, Sequence[Input]] = field(default_factory=dict)  # option -> its inputs
+    default: str | None = None
+    type: str = field(default="COMFY_DYNAMICCOMBO_V3", init=False)
+
+    def options(self, env=None):
+        opts = {"options": [{"key": key, "inputs": {"required": {i.name: i.spec(env) for i in inputs}}}
+                            for key, inputs in self.choices.items()], **super().options(env)}
+        if self.default is not None:
+            opts["default"] = self.default
+        return opts
+
+    def choices_for(self, env=None) -> list[str]:
+        return list(self.choices)
+
+    def coerce(self, value, env=None):
+        return Combo(choices=self.choices_for()).coerce(value, env)
+
+    def widgets_after(self, value) -> list[str]:
+        """Full names of the widgets the option `value` shows after this combo, in order."""
+        names = []
+        for inp in self.choices.get(value, ()) if isinstance(value, str) else ():
+            if inp.is_widget:
+                names.append(f"{self.name}.{inp.name}")
+        return names
+
+
+@dataclass
+class Autogrow(Input):
+    """Sockets that grow as they are linked (ComfyUI's Autogrow): `<name>.<prefix>0`, `...1`, up
+    to `max`; the first `min` are required. `Node.grown(name)` gives the linked values in order."""
+
+    template: Input = None
+    prefix: str = ""
+    min: int = 1
+    max: int = 10
+    type: str = field(default="COMFY_AUTOGROW_V3", init=False)
+
+    @property
+    def is_widget(self) -> bool:
+        return False
+
+    def options(self, env=None):
+        return {"template": {"input": {"required": {self.prefix: self.template.spec(env)}},
+                             "prefix": self.prefix, "min": self.min, "max": self.max}, **super().options(env)}
+
+
+def _parts(inp: Input) -> list[Input]:
+    """The inputs a DynamicCombo or Autogrow stands for, named in full (first declaration of a name wins)."""
+    found = []
+    if isinstance(inp, DynamicCombo):
+        for option in inp.choices.values():
+            for sub in option:
+                part = copy.copy(sub)
+                part.name, part.optional = f"{inp.name}.{sub.name}", True
+                found += [part] + _parts(part)
+    elif isinstance(inp, Autogrow):
+        for i in range(inp.max):
+            part = copy.copy(inp.template)
+            part.name, part.optional = f"{inp.name}.{inp.prefix}{i}", inp.optional or i >= inp.min
+            found.append(part)
+    return found
+
+
 @dataclass(frozen=True)
 class Out:
     type: str
@@ -288,6 +359,7 @@ class Node:
     # Other names an input is known by in workflows from elsewhere (ComfyUI's VAEDecode calls its
     # latent input `samples`): alias -> input name. Loading renames them (graph.formats).
     input_aliases: ClassVar[dict[str, str]] = {}
+    parts: ClassVar[set[str]] = set()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -299,7 +371,12 @@ class Node:
                 value.name = name
                 inputs[name] = value
                 delattr(cls, name)  # instances get the real value as an attribute
-        cls.inputs = inputs
+        parts = {}
+        for inp in inputs.values():
+            for part in _parts(inp):
+                parts.setdefault(part.name, part)
+        cls.parts = set(parts)  # inputs that belong to a DynamicCombo or Autogrow
+        cls.inputs = {**inputs, **{k: v for k, v in parts.items() if k not in inputs}}
 
     # --- hooks a node may override -------------------------------------------------------------
     @classmethod
@@ -334,7 +411,7 @@ class Node:
     def object_info(cls, env: Any = None) -> dict:
         """This node in the shape of ComfyUI's `/object_info` entries."""
         required, optional = {}, {}
-        published = {n: i for n, i in cls.inputs.items() if n not in cls.unpublished}
+        published = {n: i for n, i in cls.inputs.items() if n not in cls.unpublished and n not in cls.parts}
         for name, inp in published.items():
             (optional if inp.optional else required)[name] = inp.spec(env)
         return {
@@ -362,5 +439,18 @@ class Node:
     @classmethod
     def widget_names(cls) -> list[str]:
         """Widget inputs in the order the editor lists their values (required, then optional)."""
-        ordered = [i for i in cls.inputs.values() if not i.optional] + [i for i in cls.inputs.values() if i.optional]
+        own = [i for i in cls.inputs.values() if i.name not in cls.parts]
+        ordered = [i for i in own if not i.optional] + [i for i in own if i.optional]
         return [i.name for i in ordered if i.is_widget]
+
+    # --- reading DynamicCombo and Autogrow inputs in run() ----------------------------------------
+    def chosen(self, name: str) -> dict:
+        """The values of the inputs of DynamicCombo `name`'s chosen option, by their short names."""
+        option = type(self).inputs[name].choices.get(getattr(self, name), ())
+        return {inp.name: getattr(self, f"{name}.{inp.name}", None) for inp in option}
+
+    def grown(self, name: str) -> list:
+        """The linked values of Autogrow `name`, in slot order."""
+        spec = type(self).inputs[name]
+        values = (getattr(self, f"{name}.{spec.prefix}{i}", None) for i in range(spec.max))
+        return [v for v in values if v is not None]

@@ -12,7 +12,7 @@ import networkx as nx
 
 from .formats import is_link
 from .lazy import plan_lazy
-from .node import InputError, accepts
+from .node import Autogrow, InputError, accepts
 from .plan import dependency_graph, find_cycles, needed_subgraph, sort_key
 from .registry import Registry
 
@@ -179,6 +179,8 @@ def validate(prompt: dict, registry: Registry, env: Any = None, outputs: list[st
             continue
         given, coerced = node.get("inputs", {}), {}
         for inp in cls.inputs.values():
+            if isinstance(inp, Autogrow):  # its value is its slots, each an input of its own
+                continue
             if inp.name not in given or given[inp.name] is None:
                 if inp.optional:
                     continue

@@ -29,10 +29,10 @@ FEATHER = 8  # latent pixels of fade at an area's inner edges (ComfyUI's)
 EPSILON_WEIGHT = 1e-37  # ComfyUI's starting count: an uncovered pixel averages to 0
 
 
-def unet_call(unet, sample, t, embeds, added=None, residuals=None):
-    """The one call of a UNet (noise or v prediction)."""
+def unet_call(unet, sample, t, embeds, added=None, residuals=None, attention=None):
+    """The one call of a UNet (noise or v prediction); `attention`: diffusers' cross_attention_kwargs."""
     down, mid = residuals if residuals is not None else (None, None)
-    return unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None, cross_attention_kwargs=None,
+    return unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None, cross_attention_kwargs=attention,
                 added_cond_kwargs=added, down_block_additional_residuals=down, mid_block_additional_residual=mid,
                 return_dict=False)[0]
 
@@ -109,8 +109,8 @@ class Guide:
         self.inpaint_latents = inpaint_latents
         self._generators, self._masked_source = generators, masked_source
         self.sdxl = getattr(unet.config, "addition_embed_type", None) == "text_time"
-        self.batched = all(len(side) == 1 and side[0].plain for side in self.sides) and \
-            _same_controls(self.sides[0][0].controls, self.sides[-1][0].controls)
+        self.batched = all(len(side) == 1 and side[0].plain and side[0].gligen is None for side in self.sides) and \
+            _same_controls(self.sides[0][0].controls, self.sides[-1][0].controls)  # GLIGEN: its entries alone
 
     def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
         """x: the scheduler-scaled model input (B, C, h, w); step of total: for ControlNet ranges."""
@@ -151,10 +151,21 @@ class Guide:
             added = self._added([entry], [negative])
             residuals = self._residuals(entry.controls, crop, t, embeds, added, step, total)
             sample = self._with_extra_channels(crop, [entry], (x0, y0, w, h))
-            pred = unet_call(self.unet, sample, t, embeds, added, residuals)
+            pred = self._grounded_call(entry, sample, t, embeds, added, residuals) if entry.gligen else \
+                unet_call(self.unet, sample, t, embeds, added, residuals)
             out[..., y0:y0 + h, x0:x0 + w] += pred * weight
             count[..., y0:y0 + h, x0:x0 + w] += weight
         return out / count
+
+    def _grounded_call(self, entry: Cond, sample, t, embeds, added, residuals) -> torch.Tensor:
+        """The UNet call of an entry with GLIGEN boxes (nodes.gligen): its layers attached for the call."""
+        from .gligen import gligen_kwargs, grounded
+
+        model, boxes = entry.gligen
+        kwargs = gligen_kwargs(boxes, model.key_dim, sample.shape[0], sample.shape[2], sample.shape[3],
+                               self.latent_scale, sample.device, sample.dtype)
+        with grounded(self.unet, model) as unet:
+            return unet_call(unet, sample, t, embeds, added, residuals, attention={"gligen": kwargs})
 
     def _region_and_weight(self, entry: Cond) -> tuple[tuple[int, int, int, int], torch.Tensor]:
         """The entry's rectangle in latent pixels and its weight there (B or 1, 1, h, w)."""
@@ -235,12 +246,22 @@ class Guide:
             return sample
         parts = []
         for entry in entries:
-            extra = self._inpaint_channels(entry)
+            extra = self._concat_channels(entry) if entry.concat is not None else self._inpaint_channels(entry)
             if region is not None:
                 x0, y0, w, h = region
                 extra = extra[..., y0:y0 + h, x0:x0 + w]
             parts.append(extra)
         return torch.cat([sample, torch.cat(parts) if len(parts) > 1 else parts[0]], dim=1)
+
+    def _concat_channels(self, entry: Cond) -> torch.Tensor:
+        """InstructPix2Pix's image latents, at the latents' size (nearest, as ComfyUI's concat)."""
+        latents = entry.concat.to(device=self.device, dtype=self.dtype)
+        if latents.shape[1] != self.extra_channels:
+            raise ValueError(f"this UNet takes {self.extra_channels} extra input channels; the InstructPix2Pix "
+                             f"conditioning gives {latents.shape[1]}")
+        if latents.shape[-2:] != (self.height, self.width):
+            latents = F.interpolate(latents, size=(self.height, self.width), mode="nearest")
+        return repeat_to(latents, self.batch)
 
     def _inpaint_channels(self, entry: Cond) -> torch.Tensor:
         if self.inpaint_latents is None:

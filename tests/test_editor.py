@@ -1030,3 +1030,64 @@ def test_static_files_are_gzipped_and_revalidated(server):
     assert err.value.code == 304
     with urllib.request.urlopen(server.url + path) as r:  # a client that does not ask gets the file as it is
         assert r.headers.get("Content-Encoding") is None and r.read() == raw
+
+
+def test_comfyuis_dynamic_inputs_in_the_editor(loop, editor, server):
+    """ResizeImageMaskNode's resize_type (a dynamic combo) shows the chosen option's widgets right after
+    it, named as ComfyUI's API names them, and keeps a template's values; BatchImagesNode's sockets grow."""
+    import comfyui_workflow_templates_json
+    from PIL import Image as PILImage
+
+    folder = Path(comfyui_workflow_templates_json.__file__).parent / "templates"
+
+    async def body():
+        template = (folder / "utility_image_stitch.json").read_bytes()
+        for node in json.loads(template)["nodes"]:  # its pictures, so the LoadImage nodes show them
+            if node["type"] == "LoadImage":
+                PILImage.new("RGB", (8, 8)).save(server.data_dir / "input" / node["widgets_values"][0])
+        await editor.drop_file("utility_image_stitch.json", template, "application/json")
+        await editor.page.wait_for_function("loom.graph.findNodesByType('ResizeImageMaskNode').length === 1")
+        [resize] = await editor.node_ids("ResizeImageMaskNode")
+        values = lambda: editor.js(f"() => loom.graph.getNodeById({resize}).serialize().widgets_values")  # noqa: E731
+        names = lambda: editor.js(f"() => loom.graph.getNodeById({resize}).widgets.map(w => w.name)")  # noqa: E731
+        saved = next(n for n in json.loads(template)["nodes"] if n["type"] == "ResizeImageMaskNode")
+        assert await values() == saved["widgets_values"]
+        assert await names() == ["resize_type", "resize_type.width", "resize_type.height", "resize_type.crop",
+                                 "scale_method"]
+        await editor.js(f"""() => {{ const w = loom.graph.getNodeById({resize}).widgets[0];
+            w.value = 'scale longer dimension'; w.callback(w.value); }}""")
+        assert await names() == ["resize_type", "resize_type.longer_size", "scale_method"]
+        await editor.js(f"""() => {{ const w = loom.graph.getNodeById({resize}).widgets[0];
+            w.value = 'match size'; w.callback(w.value); }}""")
+        inputs = await editor.js(f"() => loom.graph.getNodeById({resize}).inputs.map(i => i.name)")
+        assert inputs == ["input", "resize_type.match"]
+
+        await editor.page.click("#new-btn")
+        await editor.js("""() => { const n = loom.addNode('BatchImagesNode', [400, 100]);
+            const e = loom.addNode('EmptyImage', [50, 100]);
+            e.connect(0, n, 0); e.connect(0, n, 1); window._batch = n.id; }""")
+        sockets = await editor.js("() => loom.graph.getNodeById(window._batch).inputs.map(i => i.name)")
+        assert sockets == ["images.image0", "images.image1", "images.image2"]
+        await editor.js("() => { const n = loom.graph.getNodeById(window._batch); "
+                        "loom.graph.findNodesByType('EmptyImage')[0].connect(0, n, 2); }")
+        assert len(await editor.js("() => loom.graph.getNodeById(window._batch).inputs")) == 4
+
+    run(loop, body())
+
+
+def test_image_compare_shows_both_sides(loop, editor):
+    """ImageCompare's a_images and b_images (ComfyUI's UI keys) are drawn side by side on the node."""
+    async def body():
+        await editor.page.click("#new-btn")
+        await editor.js("""() => { const e = loom.addNode('EmptyImage', [50, 100]);
+            const inv = loom.addNode('ImageInvert', [50, 400]);
+            const c = loom.addNode('ImageCompare', [450, 100]);
+            e.connect(0, inv, 0); e.connect(0, c, 0); inv.connect(0, c, 1); window._compare = c.id; }""")
+        await editor.page.click("#queue-btn")
+        await editor.page.wait_for_function("() => loom.graph.getNodeById(window._compare).loom.compare === true",
+                                            timeout=60000)
+        refs = await editor.js("() => loom.graph.getNodeById(window._compare).loom.images.map(i => JSON.parse(i.dataset.ref))")
+        assert [r["type"] for r in refs] == ["temp", "temp"] and refs[0]["filename"] != refs[1]["filename"]
+        await editor.shot("31-image-compare")
+
+    run(loop, body())

@@ -106,3 +106,28 @@ def test_txt2img_on_the_tiny_model(server):
             assert [m["name"] for m in carried.pop("models")] == ["tiny-sd"]
             assert carried == editor
     run(main())
+
+
+def test_image_compare_ui_output_in_the_executed_event_and_history(server):
+    """ImageCompare's UI output is ComfyUI's {a_images, b_images}, in the WebSocket `executed` event and
+    in /history, and each file is served by /view."""
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0xFF0000}},
+              "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+              "3": {"class_type": "ImageCompare", "inputs": {"image_a": ["1", 0], "image_b": ["2", 0]}}}
+
+    async def main():
+        async with aiohttp.ClientSession() as s, WsLog(s, server.url, "compare") as ws:
+            queued = await post_prompt(s, server.url, prompt, "compare")
+            msgs = [m for m in await ws.until_done(queued["prompt_id"]) if isinstance(m, dict)]
+            [executed] = [m["data"] for m in msgs if m["type"] == "executed"]
+            assert executed["node"] == "3" and set(executed["output"]) == {"a_images", "b_images"}
+            entry = await history_of(s, server.url, queued["prompt_id"])
+            assert entry["outputs"]["3"] == executed["output"]
+            colours = []
+            for key in ("a_images", "b_images"):
+                [ref] = executed["output"][key]
+                async with s.get(server.url + "/view", params=ref) as r:
+                    assert r.status == 200 and ref["type"] == "temp"
+                    colours.append(Image.open(io.BytesIO(await r.read())).convert("RGB").getpixel((0, 0)))
+            assert colours == [(255, 0, 0), (0, 255, 255)]
+    run(main())

@@ -175,3 +175,22 @@ def test_control_after_generate_true_of_older_files(loom):
     assert (inputs["seed"], inputs["steps"], inputs["cfg"], inputs["sampler_name"]) == (42, 4, 8, "euler")
     sampler["widgets_values"] = [42, 4, 8, "euler", "normal", 1]  # none saved at all
     assert to_api(copy.deepcopy(wf), loom.registry)["3"]["inputs"]["steps"] == 4
+
+
+def test_instance_inputs_are_matched_to_the_subgraph_inputs_by_name(loom):
+    """The frontend keeps only some of a subgraph's inputs on an instance, in its own order: each
+    instance input feeds the subgraph input of its name, not of its position."""
+    expected = to_api(nested_workflow(), loom.registry)
+    shuffled = nested_workflow()
+    definitions = shuffled["definitions"]["subgraphs"]
+    instances = [n for d in definitions for n in d["nodes"] if n["type"] == "enc"]
+    assert instances
+    for node in instances:  # the text input first, the clip second
+        node["inputs"].reverse()
+    assert to_api(shuffled, loom.registry) == expected
+    for node in instances:  # an instance without the text input: the inner widget's own text
+        node["inputs"] = [i for i in node["inputs"] if i["name"] != "text"]
+        node["widgets_values"] = []
+    partial = to_api(shuffled, loom.registry)
+    assert partial["20:30:1"]["inputs"]["text"] == "the inner widget's own text"
+    assert partial["20:30:1"]["inputs"]["clip"] == expected["20:30:1"]["inputs"]["clip"]

@@ -37,6 +37,15 @@ ISSUE_14 = CORE | {
     "LatentFromBatch", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
     "PrimitiveBoolean", "KSamplerSelect", "BasicScheduler", "KarrasScheduler", "RandomNoise", "CFGGuider",
     "BasicGuider", "SamplerCustomAdvanced", "SamplerCustom"}
+# Issue 23's image nodes the SD templates use (nodes/comfy_images.py).
+ISSUE_23 = {"Canny", "ImagePadForOutpaint", "ImageInvert"}
+IN_SCOPE = ISSUE_14 | ISSUE_23
+# SD templates outside the SD-checkpoint set above (their models are not SD checkpoints by name), with
+# the node types Loom still lacks for them: the test states these rather than skipping the templates.
+# (gligen_textbox_example runs in tests/test_gligen.py, on a tiny GLIGEN model.)
+WAITING = {
+    "image_lotus_depth_v1_1": {"LotusConditioning", "SetFirstSigma"},  # SetFirstSigma: nodes/comfy_sigmas.py
+}
 MODEL_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name",
                 "control_net_name", "model_name"}
 NOT_SD = re.compile(r"sd3|flux|ltx|svd|zero123|ace_step|stable-audio|hunyuan|wan|cosmos|mochi|hidream|chroma|qwen|"
@@ -182,7 +191,7 @@ def test_sd_templates_run_on_tiny_models(loom, record_property):
     in_scope, report, failed = {}, [], []
     for name, template in templates.items():
         types = {n["type"] for n in template["nodes"]} - UI_ONLY
-        outside = sorted(t for t in types if t not in ISSUE_14)
+        outside = sorted(t for t in types if t not in IN_SCOPE)
         if outside:
             report.append(f"  {name}: out of scope (needs {', '.join(outside)})")
             continue
@@ -192,8 +201,22 @@ def test_sd_templates_run_on_tiny_models(loom, record_property):
         if error is not None:
             failed.append(name)
         report.append(f"  {name}: {'passed' if error is None else 'FAILED: ' + error}")
-    summary = f"SD templates of comfyui-workflow-templates 0.1.48 using only issue-14 nodes: " \
+    summary = f"SD templates of comfyui-workflow-templates 0.1.48 using only issue-14 and issue-23 nodes: " \
               f"{len(in_scope) - len(failed)} of {len(in_scope)} run on Loom ({len(templates)} SD-family templates in all)"
     print("\n" + summary + "\n" + "\n".join(sorted(report)))
     record_property("templates", summary)
     assert in_scope and not failed, "\n".join(sorted(report))
+
+
+def test_templates_waiting_for_nodes_name_what_is_missing(loom, record_property):
+    """The templates of WAITING lack exactly the node types listed there, no other: a node that lands
+    shrinks the list (then move the template into a running test); one that goes missing fails."""
+    report = []
+    for name, expected in WAITING.items():
+        template = json.loads((TEMPLATES / f"{name}.json").read_text(encoding="utf-8"))
+        types = {n["type"] for n in template["nodes"]} - UI_ONLY
+        missing = {t for t in types if t not in loom.registry}
+        assert missing <= expected, f"{name} now also lacks {sorted(missing - expected)}"
+        report.append(f"  {name}: still missing {', '.join(sorted(missing)) or 'nothing (make it run)'}")
+    print("\n" + "\n".join(report))
+    record_property("waiting", "; ".join(report))

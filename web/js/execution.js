@@ -112,10 +112,13 @@ export class Execution extends EventTarget {
   }
 
   on_executed(data) {
-    const images = data.output?.images ?? [];
+    // ImageCompare (ComfyUI's) sends its two sides as a_images and b_images: shown side by side
+    const compare = [...(data.output?.a_images ?? []).slice(0, 1), ...(data.output?.b_images ?? []).slice(0, 1)];
+    const images = data.output?.images ?? compare;
     this.done.add(String(data.node));
     const node = this.node(data.node);
     if (node && images.length) this.showImages(node, images);
+    if (node) runState(node).compare = !data.output?.images && compare.length === 2;
     if (node && data.output?.text) this.showText(node, data.output.text);
     if (node && data.output?.warnings?.length) runState(node).warnings = data.output.warnings.map(String);
     this.emit("images", { node: data.node, images, promptId: data.prompt_id });

@@ -7,7 +7,8 @@ import { TextAreaWidget } from "./widgets.js";
 
 export const SEED_CONTROLS = ["fixed", "increment", "decrement", "randomize"];
 export const CONTROL_WIDGET = "control_after_generate";
-const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
+const DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3", AUTOGROW = "COMFY_AUTOGROW_V3";  // ComfyUI's dynamic inputs
+const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO]);
 const TYPE_COLOURS = {
   TOKENIZER: "#c38fff", TEXT_ENCODER: "#ff7eb6", UNET: "#a393eb", VAE: "#ff6e6e", SCHEDULER: "#5cc8ff",
   TOKENS: "#ffd166", CONDITIONING: "#ffa931", LATENT: "#ff9cf9", IMAGE: "#64b5f6", CLASS_MODEL: "#9ccc65",
@@ -34,6 +35,7 @@ export function inputsOf(def) {
       const [head, opts = {}] = Array.isArray(spec) ? spec : [spec];
       if (Array.isArray(head)) out.push({ name, type: "COMBO", opts, choices: head, optional: group === "optional" });
       else if (head === "COMBO") out.push({ name, type: "COMBO", opts, choices: opts.options ?? [], optional: group === "optional" });
+      else if (head === DYNAMIC_COMBO) out.push({ name, type: head, opts, choices: (opts.options ?? []).map((o) => o.key), optional: group === "optional" });
       else out.push({ name, type: head, opts, optional: group === "optional" });
     }
   }
@@ -72,6 +74,16 @@ function addWidgetFor(node, input, hooks) {
     return w;
   }
   if (type === "BOOLEAN") return node.addWidget("toggle", name, opts.default ?? false, changed, {});
+  if (type === DYNAMIC_COMBO) {
+    const values = input.choices.length ? input.choices : [""];
+    const w = node.addWidget("combo", name, values.includes(opts.default) ? opts.default : values[0], function () {
+      showOption(node, this, hooks);
+      changed();
+    }, { values });
+    w.dynamicOptions = opts.options ?? [];
+    showOption(node, w, hooks);
+    return w;
+  }
   if (type === "COMBO") {
     const values = input.choices.length ? input.choices : [""];
     const onPick = opts.image_upload ? function () { showInputImage(node, this, hooks); changed(); } : changed;
@@ -83,6 +95,61 @@ function addWidgetFor(node, input, hooks) {
     return node.addCustomWidget(new TextAreaWidget({ name, value: opts.default ?? "", callback: changed }, node, hooks));
   }
   return node.addWidget("text", name, opts.default ?? "", changed, {});
+}
+
+/** A dynamic combo's chosen option: its widgets right after the combo, named `<combo>.<input>` as in
+ * ComfyUI's API prompts (so widgets_values stay positional), its sockets as inputs; the previous
+ * option's widgets and unlinked sockets go. */
+function showOption(node, combo, hooks) {
+  const prefix = `${combo.name}.`;
+  node.widgets = node.widgets.filter((w) => !w.name.startsWith(prefix));
+  for (let i = (node.inputs?.length ?? 0) - 1; i >= 0; i--) {
+    if (node.inputs[i].name.startsWith(prefix) && node.inputs[i].link == null) node.removeInput(i);
+  }
+  const option = combo.dynamicOptions.find((o) => o.key === combo.value);
+  const before = node.widgets.length;
+  for (const input of inputsOf({ input: option?.inputs ?? {} })) {
+    const full = { ...input, name: prefix + input.name };
+    if (isWidgetInput(full)) addWidgetFor(node, full, hooks);
+    else if (!node.inputs?.some((i) => i.name === full.name)) node.addInput(full.name, full.type);
+  }
+  const added = node.widgets.splice(before);
+  node.widgets.splice(node.widgets.indexOf(combo) + 1, 0, ...added);
+  if (node.graph) node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+}
+
+/** Re-creates the option widgets a saved node's widgets_values hold, before litegraph assigns them by
+ * position: each dynamic combo takes its saved value first. */
+function showSavedOptions(node, values, hooks) {
+  if (!Array.isArray(values)) return;
+  for (let i = 0; i < node.widgets.length && i < values.length; i++) {
+    const w = node.widgets[i];
+    if (w.dynamicOptions && w.value !== values[i] && w.options.values.includes(values[i])) {
+      w.value = values[i];
+      showOption(node, w, hooks);
+    }
+  }
+}
+
+/** Growing sockets (ComfyUI's Autogrow): `<name>.<prefix>0` ..., the first `min` and one spare. */
+function addGrowingInputs(node, input) {
+  const t = input.opts.template ?? {};
+  const type = Object.values(t.input?.required ?? t.input?.optional ?? {})[0]?.[0] ?? "*";
+  node.growing ??= [];
+  node.growing.push({ prefix: `${input.name}.${t.prefix ?? ""}`, type, min: t.min ?? 1, max: t.max ?? 10 });
+  for (let i = 0; i <= (t.min ?? 1) && i < (t.max ?? 10); i++) {
+    node.addInput(`${input.name}.${t.prefix ?? ""}${i}`, type, i < (t.min ?? 1) ? {} : { shape: SlotShape.HollowCircle, optional: true });
+  }
+}
+
+/** Adds a spare growing socket once every one of a group is linked. */
+function growInputs(node) {
+  for (const g of node.growing ?? []) {
+    const slots = (node.inputs ?? []).filter((i) => i.name.startsWith(g.prefix));
+    if (slots.length < g.max && slots.every((i) => i.link != null)) {
+      node.addInput(`${g.prefix}${slots.length}`, g.type, { shape: SlotShape.HollowCircle, optional: true });
+    }
+  }
 }
 
 /** Shows the input image a LoadImage-like combo names on its node. */
@@ -174,6 +241,12 @@ const nodeMethods = {
     const img = state.preview ?? state.images[state.imageIndex ?? 0];
     if (!img) {
       if (state.text) drawText(ctx, state.text, area);
+      return;
+    }
+    if (state.compare && !state.preview) {  // ImageCompare: image A on the left half, B on the right
+      const [x, y, w, h] = area;
+      drawImageFit(ctx, state.images[0], [x, y, w / 2 - 2, h]);
+      drawImageFit(ctx, state.images[1], [x + w / 2 + 2, y, w / 2 - 2, h]);
       return;
     }
     drawImageFit(ctx, img, area);
@@ -270,7 +343,9 @@ export function registerNodeTypes(objectInfo, hooks) {
         this.loom = { running: false, images: [], preview: null, errors: null };
         this.strokeStyles.running = runningStroke;
         for (const input of inputs) {
+          if (input.type === "IMAGECOMPARE") continue;  // ComfyUI's compare slider: the content area shows it
           if (isWidgetInput(input)) addWidgetFor(this, input, hooks);
+          else if (input.type === AUTOGROW) addGrowingInputs(this, input);
           else this.addInput(input.name, input.type, input.optional ? { shape: SlotShape.HollowCircle, optional: true } : {});
         }
         // upload buttons go last: they hold no value, so the positional widgets_values stay aligned
@@ -284,6 +359,15 @@ export function registerNodeTypes(objectInfo, hooks) {
       }
     };
     Object.assign(NodeType.prototype, nodeMethods, { loomHooks: hooks });
+    if (inputs.some((i) => i.type === DYNAMIC_COMBO)) {
+      NodeType.prototype.configure = function (info) {
+        showSavedOptions(this, info.widgets_values, hooks);
+        return LGraphNode.prototype.configure.call(this, info);
+      };
+    }
+    if (inputs.some((i) => i.type === AUTOGROW)) {
+      NodeType.prototype.onConnectionsChange = function () { growInputs(this); };
+    }
     LiteGraph.registerNodeType(name, NodeType);
     NodeType.category = def.category || "other";
     NodeType.loomDef = def;
