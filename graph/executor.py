@@ -22,12 +22,12 @@ from typing import Any, Callable
 from .cache import Cache
 from .formats import is_link
 from .memory import DeviceMemory
+from .node import model_inputs
 from .registry import Registry
 from .validate import Validation
 
 Emit = Callable[[str, dict], None]
 log = logging.getLogger(__name__)
-LOADERS = "loaders"  # the category of nodes that load models (ComfyUI's)
 
 
 class Interrupted(Exception):
@@ -224,7 +224,7 @@ class Executor:
         node that runs out of device memory runs once more after everything else has left it."""
         if self.memory is None:
             return _instance(cls, inputs).run(ctx)
-        loads = cls.category == LOADERS
+        loads = bool(model_inputs(cls))  # it declares an input naming a model it loads
         try:
             self.memory.before(inputs.values(), pinned, loads)
             return _instance(cls, inputs).run(ctx)

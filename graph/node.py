@@ -39,6 +39,10 @@ class Input:
     type: str = "*"
     optional: bool = False
     tooltip: str | None = None
+    # The value names a model the node loads, of this kind (a models-folder kind such as "checkpoints",
+    # "diffusion_models", "text_encoders", "vae", "loras"; or a node's own). Memory management and
+    # routing treat a node with such an input as a model loader (model_inputs).
+    model_kind: str | None = None
     name: str = field(default="", init=False)  # filled by Node.__init_subclass__
 
     @property
@@ -316,3 +320,21 @@ class Node:
         """Widget inputs in the order the editor lists their values (required, then optional)."""
         ordered = [i for i in cls.inputs.values() if not i.optional] + [i for i in cls.inputs.values() if i.optional]
         return [i.name for i in ordered if i.is_widget]
+
+
+def model_inputs(cls: type[Node]) -> dict[str, str]:
+    """The inputs of a node type that name a model it loads, with their kind; empty for a node that
+    loads none."""
+    return {name: inp.model_kind for name, inp in cls.inputs.items() if inp.model_kind}
+
+
+def model_files(prompt: dict, registry) -> dict[str, dict[str, tuple[str, Any]]]:
+    """The model-loading nodes of an API prompt: {node id: {input: (kind, value)}}, the value a
+    constant or a link. Nodes of unknown types are left out."""
+    found = {}
+    for node_id, node in prompt.items():
+        cls = registry.get(node.get("class_type")) if isinstance(node, dict) else None
+        kinds = model_inputs(cls) if cls is not None else {}
+        if kinds:
+            found[node_id] = {name: (kind, node.get("inputs", {}).get(name)) for name, kind in kinds.items()}
+    return found

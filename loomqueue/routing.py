@@ -6,7 +6,8 @@ it already holds, else the one with the most models in common. What no worker ho
 least recently used idle worker, so workers that just used a model stay free for its prompts.
 A prompt overtaken `max_skips` times is taken next by whichever worker is idle: nothing starves.
 
-Models are named by the constant inputs of the loader nodes (category "loaders") of a prompt,
+Models are named by the constant inputs of the loader nodes of a prompt (those declaring an input
+that names a model, graph.node.model_inputs),
 e.g. "LoadCheckpoint(model=tiny-sd)"; the server records them with each prompt when it is queued.
 A routing pass (`Router.route`) reads only the head of the queue (window + idle workers rows, from
 the queue's index, no workflow decoded), so its cost does not grow with the queue.
@@ -17,17 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graph.formats import is_link
+from graph.node import model_files, model_inputs
 
 from .store import Item, Store
-
-LOADER_CATEGORY = "loaders"
 
 
 def loader_key(node: dict, registry) -> str | None:
     """The model a node of an API prompt loads, e.g. "LoadCheckpoint(model=tiny-sd)"; None for a
     node that is not a loader."""
     cls = registry.get(node.get("class_type"))
-    if cls is None or cls.category != LOADER_CATEGORY:
+    if cls is None or not model_inputs(cls):
         return None
     consts = sorted((k, v) for k, v in node.get("inputs", {}).items() if not is_link(v))
     return f"{cls.type_name()}(" + ", ".join(f"{k}={v}" for k, v in consts) + ")"
@@ -35,7 +35,7 @@ def loader_key(node: dict, registry) -> str | None:
 
 def model_keys(prompt: dict, registry) -> frozenset[str]:
     """The models an API prompt loads: one key per distinct loader node configuration."""
-    keys = (loader_key(node, registry) for node in prompt.values())
+    keys = (loader_key(prompt[node_id], registry) for node_id in model_files(prompt, registry))
     return frozenset(k for k in keys if k is not None)
 
 

@@ -39,7 +39,7 @@ def _refuse_type(value, supported: tuple[str, ...], input_name: str) -> dict[str
 class UNETLoader(Node):
     """ComfyUI's diffusion-model loader: LoadUNet, as a MODEL of the UNet's family."""
     category = "advanced/loaders"  # ComfyUI's
-    unet_name = Combo(kind_choices("diffusion_models"), model=True)
+    unet_name = Combo(kind_choices("diffusion_models"), model=True, model_kind="diffusion_models")
     weight_dtype = Combo(WEIGHT_DTYPES, default="default", tooltip="accepted; the server's --dtype decides")
     outputs = (Out("MODEL", "MODEL"),)
 
@@ -70,7 +70,7 @@ class CLIPLoader(Node):
     """ComfyUI's text-encoder loader: LoadTextEncoder, as a CLIP (CLIP-L: SD 1.x, OpenCLIP ViT-H:
     SD 2.x, bigG alone: the SDXL refiner's)."""
     category = "advanced/loaders"  # ComfyUI's
-    clip_name = Combo(kind_choices("text_encoders"), model=True)
+    clip_name = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     type = Combo(CLIP_TYPES, default="stable_diffusion")
     device = Combo(DEVICES, default="default", optional=True, tooltip="accepted; the server's --device decides")
     outputs = (Out("CLIP", "CLIP"),)
@@ -90,8 +90,8 @@ class CLIPLoader(Node):
 class DualCLIPLoader(Node):
     """ComfyUI's two-encoder loader: two LoadTextEncoder, as SDXL's CLIP (CLIP-L and bigG, any order)."""
     category = "advanced/loaders"  # ComfyUI's
-    clip_name1 = Combo(kind_choices("text_encoders"), model=True)
-    clip_name2 = Combo(kind_choices("text_encoders"), model=True)
+    clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     type = Combo(DUAL_CLIP_TYPES, default="sdxl")
     device = Combo(DEVICES, default="default", optional=True, tooltip="accepted; the server's --device decides")
     outputs = (Out("CLIP", "CLIP"),)
@@ -114,7 +114,7 @@ class DualCLIPLoader(Node):
 class VAELoader(Node):
     """ComfyUI's VAE loader: LoadVAE."""
     category = "loaders"  # ComfyUI's
-    vae_name = Combo(kind_choices("vae"), model=True)
+    vae_name = Combo(kind_choices("vae"), model=True, model_kind="vae")
     outputs = (Out("VAE", "VAE"),)
 
     @classmethod

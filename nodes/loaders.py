@@ -55,7 +55,7 @@ class LoadCheckpoint(Node):
     the last two outputs (the refiner has only those)."""
 
     category = "loaders"
-    model = Combo(checkpoint_choices, model=True,
+    model = Combo(checkpoint_choices, model=True, model_kind="checkpoints",
                   tooltip="a diffusers folder or a single-file checkpoint in the models folder")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"), Out("UNET", "unet"),
                Out("VAE", "vae"), Out("SCHEDULER", "scheduler"), Out("TOKENIZER", "tokenizer_2"),
@@ -79,7 +79,7 @@ class LoadUNet(Node):
     LDM-layout UNet file, or a whole checkpoint's UNet. Its family's scheduler comes with it."""
 
     category = "loaders"
-    unet_name = Combo(kind_choices("diffusion_models"), model=True)
+    unet_name = Combo(kind_choices("diffusion_models"), model=True, model_kind="diffusion_models")
     outputs = (Out("UNET", "unet"), Out("SCHEDULER", "scheduler"))
 
     @classmethod
@@ -107,7 +107,7 @@ class LoadTextEncoder(Node):
     transformers folder, a CLIP-L / bigG file (Hugging Face layout) or an OpenCLIP ViT-H / bigG file."""
 
     category = "loaders"
-    clip_name = Combo(kind_choices("text_encoders"), model=True)
+    clip_name = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     open_clip = Combo(["clip_h", "clip_g"], default="clip_h",
                       tooltip="an OpenCLIP file of a width no published model has: ViT-H (SD 2.x) or bigG (SDXL)")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"))
@@ -129,7 +129,7 @@ class LoadVAE(Node):
     alone does not say its latent space: a name with "xl" gets SDXL's scale (0.13025), else SD's."""
 
     category = "loaders"
-    vae_name = Combo(kind_choices("vae"), model=True)
+    vae_name = Combo(kind_choices("vae"), model=True, model_kind="vae")
     outputs = (Out("VAE", "vae"),)
 
     @classmethod
