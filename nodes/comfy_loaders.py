@@ -17,7 +17,7 @@ from graph import Combo, Float, In, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import CheckpointError, clip_family
 from .common import call
-from .families import SDXL, SDXL_REFINER
+from .families import SDXL, SDXL_REFINER, family
 from .loaders import LoadTextEncoder, LoadUNet, LoadVAE
 from .lora import apply_lora, lora_node_inputs
 from .model_files import kind_choices, kind_fingerprint
@@ -56,14 +56,12 @@ def _encoders(ctx, names: list[str], open_clip: str) -> Clip:
     loaded = [call(LoadTextEncoder, ctx, clip_name=name, open_clip=open_clip) for name in names]
     kinds = [encoder.loom_clip_kind for _, encoder in loaded]
     try:
-        family = clip_family(kinds)
+        name = clip_family(kinds)
     except CheckpointError as exc:
         raise ValueError(f"{exc}: {', '.join(names)}") from None
     by_kind = {kind: pair for kind, pair in zip(kinds, loaded)}
-    if family in (SDXL, SDXL_REFINER):
-        first = by_kind.get("clip_l", (None, None))
-        return Clip(*first, *by_kind["clip_g"], family=family)
-    return Clip(*loaded[0], family=family)
+    slots = {enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders}  # the slots its family declares
+    return Clip(*slots.get("text_encoder", (None, None)), *slots.get("text_encoder_2", (None, None)), family=name)
 
 
 class CLIPLoader(Node):
