@@ -14,6 +14,7 @@ from graph import Combo, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from .common import device_of, dtype_of
+from .families import family
 from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, list_models, model_path,
                           stat_fingerprint)
 from .schedulers import CHECKPOINT, SchedulerSpec
@@ -21,7 +22,6 @@ from .speed import prepare_unet
 
 DEFAULT_STEPS = 50
 LATENT_SCALE_ATTR = "loom_latent_scale"  # set on the UNet: image pixels per latent pixel (from the VAE)
-SD_LATENT_SCALE = 8  # every published SD VAE; a UNet loaded alone assumes it
 
 
 def latent_scale(vae) -> int:
@@ -89,16 +89,16 @@ class LoadUNet(Node):
     def run(self, ctx):
         path = kind_path(ctx.env, "diffusion_models", self.unet_name, type(self).__name__)
         device = device_of(ctx.env)
-        unet, family, config = load_unet(path, device, dtype_of(ctx.env, device))
+        unet, name, config = load_unet(path, device, dtype_of(ctx.env, device))
         prepare_unet(unet, ctx.env)
         vae_config = path.parent / "vae" / "config.json"  # a pipeline folder's UNet: its VAE gives the scale
-        scale = SD_LATENT_SCALE
+        scale = family(name).latent.downscale  # else its family's published VAE's
         if path.is_dir() and vae_config.is_file():
             import json
 
             scale = 2 ** (len(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
         setattr(unet, LATENT_SCALE_ATTR, scale)
-        unet.loom_family = family
+        unet.loom_family = name
         return unet, scheduler_spec(config)
 
 

@@ -90,12 +90,12 @@ class Family:
     is_checkpoint: Callable[[StateDict], bool]  # a whole single file's keys
     is_denoiser: Callable[[StateDict, str], bool]  # a denoiser file alone (its keys under a prefix)
     is_denoiser_config: Callable[[dict], bool]  # a denoiser folder's config.json
-    # single files: the key prefixes of its parts, diffusers' converter of its denoiser, and what
-    # the keys say about the prediction type (default: the scheduler's)
+    # single files: the key prefixes of its parts, diffusers' converter of its denoiser (VAEs of the
+    # LDM layout share one: convert_ldm_vae_checkpoint), and what the keys say about the prediction
+    # type (default: the scheduler's)
     denoiser_prefix: str = "model.diffusion_model."
     vae_prefix: str = "first_stage_model."
     denoiser_converter: str = "convert_ldm_unet_checkpoint"  # in diffusers.loaders.single_file_utils
-    vae_converter: str = "convert_ldm_vae_checkpoint"
     prediction_of_file: Callable[[StateDict, str], str] | None = None
     denoiser_overrides: dict = field(default_factory=dict)  # published config values shapes cannot tell
 
