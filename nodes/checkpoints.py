@@ -66,19 +66,18 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
     """A diffusers pipeline folder, with the classes its family declares."""
     import diffusers
     import transformers
-    from transformers import CLIPTokenizer
 
     name = family_of_folder(path)
     declared = family(name)
     denoiser, vae = getattr(diffusers, declared.denoiser_class), getattr(diffusers, declared.vae_class)
-    parts = Parts(family=name,
-                  unet=denoiser.from_pretrained(path, subfolder="unet", dtype=dtype).to(device).eval(),
+    unet = denoiser.from_pretrained(path, subfolder=declared.denoiser_folder, dtype=dtype)
+    parts = Parts(family=name, unet=unet.to(device).eval(),
                   vae=vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval(),
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
     for enc in declared.text_encoders:
         if (path / enc.slot / "config.json").is_file():
             tokenizer = "tokenizer" + enc.slot.removeprefix("text_encoder")
-            setattr(parts, tokenizer, CLIPTokenizer.from_pretrained(path / tokenizer))
+            setattr(parts, tokenizer, getattr(transformers, enc.tokenizer_class).from_pretrained(path / tokenizer))
             model = getattr(transformers, enc.model_class).from_pretrained(path / enc.slot, dtype=dtype)
             setattr(parts, enc.slot, model.to(device).eval())
     return parts

@@ -34,6 +34,7 @@ def test_a_declaration_names_what_exists(family: Family):
     assert callable(getattr(single_file_utils, family.denoiser_converter)), family.denoiser_converter
     for enc in family.text_encoders:
         assert hasattr(transformers, enc.model_class), enc.model_class
+        assert hasattr(transformers, enc.tokenizer_class), enc.tokenizer_class
         assert enc.projection == ("WithProjection" in enc.model_class)
     assert {e.slot for e in family.text_encoders} == set(family.tiny.text_encoders)
     assert len({e.slot for e in family.text_encoders}) == len(family.text_encoders)
@@ -51,6 +52,20 @@ def test_each_set_of_text_encoder_kinds_names_one_family():
     for family in families.all_families():
         assert families.family_of_clip_kinds(list(reversed(family.kinds))) == family.name
     assert families.family_of_clip_kinds(["clip_h", "clip_l"]) is None
+
+
+def test_a_new_declaration_is_recognised_and_an_overlapping_one_reported(monkeypatch):
+    """What a new family module adds to the registry: its recognisers are asked with the others';
+    two families answering yes for the same file is a defect of their declarations, named."""
+    from dataclasses import replace
+
+    state = {"model.diffusion_model.x_embedder.weight": None, "text_encoders.t5xxl.x": None}
+    new = replace(families.family("sd1"), name="dit", is_checkpoint=lambda sd: "text_encoders.t5xxl.x" in sd)
+    monkeypatch.setitem(families.REGISTRY, "dit", new)
+    assert families.family_of_state_dict(state) == "dit"
+    monkeypatch.setitem(families.REGISTRY, "dit2", replace(new, name="dit2"))
+    with pytest.raises(families.UnknownModel, match="fits several families: dit, dit2"):
+        families.family_of_state_dict(state)
 
 
 def test_unknown_family_names_the_known_ones():

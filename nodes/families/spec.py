@@ -31,6 +31,7 @@ class TextEncoder:
     projection: bool = False  # a projected pooled output (SDXL's bigG): ...WithProjection
     other_prefixes: tuple[str, ...] = ()  # other places a single file may keep it (SD 2.x saved by SGM code)
     pad_token: str | None = None  # the tokenizer's padding, when not the end token (OpenCLIP pads with "!")
+    tokenizer_class: str = "CLIPTokenizer"  # its transformers tokenizer (in a folder: tokenizer<suffix>/)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Family:
     # single files: the key prefixes of its parts, diffusers' converter of its denoiser (VAEs of the
     # LDM layout share one: convert_ldm_vae_checkpoint), and what the keys say about the prediction
     # type (default: the scheduler's)
+    denoiser_folder: str = "unet"  # its subfolder in a diffusers pipeline folder ("transformer" for DiTs)
     denoiser_prefix: str = "model.diffusion_model."
     vae_prefix: str = "first_stage_model."
     denoiser_converter: str = "convert_ldm_unet_checkpoint"  # in diffusers.loaders.single_file_utils
