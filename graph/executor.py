@@ -26,13 +26,12 @@ from .cache import Cache
 from .formats import is_link
 from .lazy import decide, followed_links, linked_lazy, reach, with_defaults
 from .memory import DeviceMemory
-from .node import normalize_outputs
+from .node import model_inputs, normalize_outputs
 from .registry import Registry
 from .validate import Validation
 
 Emit = Callable[[str, dict], None]
 log = logging.getLogger(__name__)
-LOADERS = "loaders"  # the category of nodes that load models (ComfyUI's)
 DECISIONS_KEPT = 10_000  # lazy-input decisions remembered (by signature), oldest dropped first
 
 
@@ -341,7 +340,7 @@ class Executor:
         node that runs out of device memory runs once more after everything else has left it."""
         if self.memory is None:
             return _instance(cls, inputs).run(ctx)
-        loads = cls.category == LOADERS
+        loads = bool(model_inputs(cls))  # it declares an input naming a model it loads
         try:
             self.memory.before(inputs.values(), pinned, loads)
             return _instance(cls, inputs).run(ctx)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import subgraphs
+from .links import is_link
+from .plan import sort_key
 from .registry import Registry
 from .workflow import WorkflowError, canonical, check, is_editor, kind_of, migrate
 
@@ -41,12 +43,6 @@ class Loaded:
     extra_data: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     flat: dict | None = None
-
-
-def is_link(value: Any) -> bool:
-    """API-format links are `[src_id, slot]` with a string id and an integer slot."""
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
-            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
 def is_editor_format(data: Any) -> bool:
@@ -203,8 +199,6 @@ def _editor_prompt(data: dict, registry: Registry) -> dict:
 def api_to_editor(prompt: dict, registry: Registry) -> dict:
     """An editor workflow (litegraph 0.4) of an API prompt, laid out in columns by depth, so an
     editor can open it: widget values in declaration order, 'fixed' after a seed, links by socket."""
-    from .plan import sort_key  # plan imports this module
-
     check(prompt, "api")
     prompt = _api_prompt(prompt, registry)
     numeric = [int(k) for k in prompt if k.isdigit()]

@@ -45,6 +45,10 @@ class Input:
     optional: bool = False
     tooltip: str | None = None
     lazy: bool = False  # evaluated only when the node's `needs` asks for it
+    # The value names a model the node loads, of this kind (a models-folder kind such as "checkpoints",
+    # "diffusion_models", "text_encoders", "vae", "loras"; or a node's own). Memory management and
+    # routing treat a node with such an input as a model loader (model_inputs).
+    model_kind: str | None = None
     name: str = field(default="", init=False)  # filled by Node.__init_subclass__
 
     @property
@@ -454,3 +458,21 @@ class Node:
         spec = type(self).inputs[name]
         values = (getattr(self, f"{name}.{spec.prefix}{i}", None) for i in range(spec.max))
         return [v for v in values if v is not None]
+
+
+def model_inputs(cls: type[Node]) -> dict[str, str]:
+    """The inputs of a node type that name a model it loads, with their kind; empty for a node that
+    loads none."""
+    return {name: inp.model_kind for name, inp in cls.inputs.items() if inp.model_kind}
+
+
+def model_files(prompt: dict, registry) -> dict[str, dict[str, tuple[str, Any]]]:
+    """The model-loading nodes of an API prompt: {node id: {input: (kind, value)}}, the value a
+    constant or a link. Nodes of unknown types are left out."""
+    found = {}
+    for node_id, node in prompt.items():
+        cls = registry.get(node.get("class_type")) if isinstance(node, dict) else None
+        kinds = model_inputs(cls) if cls is not None else {}
+        if kinds:
+            found[node_id] = {name: (kind, node.get("inputs", {}).get(name)) for name, kind in kinds.items()}
+    return found

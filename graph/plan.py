@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .formats import is_link
+from .links import is_link
 
 
 def sort_key(node_id: str):

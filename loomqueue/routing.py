@@ -6,9 +6,10 @@ it already holds, else the one with the most models in common. What no worker ho
 least recently used idle worker, so workers that just used a model stay free for its prompts.
 A prompt overtaken `max_skips` times is taken next by whichever worker is idle: nothing starves.
 
-Models are named by the constant inputs of the loader nodes (category "loaders") of a prompt,
-e.g. "LoadCheckpoint(model=tiny-sd)"; the server records them with each prompt when it is queued,
-leaving out loaders that only an untaken lazy branch reaches (a switch decided before the run).
+Models are named by the constant inputs of the loader nodes of a prompt (those declaring an input
+that names a model, graph.node.model_inputs), e.g. "LoadCheckpoint(model=tiny-sd)"; the server
+records them with each prompt when it is queued, leaving out loaders that only an untaken lazy
+branch reaches (a switch decided before the run).
 A routing pass (`Router.route`) reads only the head of the queue (window + idle workers rows, from
 the queue's index, no workflow decoded), so its cost does not grow with the queue.
 Nothing here imports torch or Ray.
@@ -18,17 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graph.formats import is_link
+from graph.node import model_files, model_inputs
 
 from .store import Item, Store
-
-LOADER_CATEGORY = "loaders"
 
 
 def loader_key(node: dict, registry) -> str | None:
     """The model a node of an API prompt loads, e.g. "LoadCheckpoint(model=tiny-sd)"; None for a
     node that is not a loader."""
     cls = registry.get(node.get("class_type"))
-    if cls is None or cls.category != LOADER_CATEGORY:
+    if cls is None or not model_inputs(cls):
         return None
     consts = sorted((k, v) for k, v in node.get("inputs", {}).items() if not is_link(v))
     return f"{cls.type_name()}(" + ", ".join(f"{k}={v}" for k, v in consts) + ")"
@@ -38,7 +38,8 @@ def model_keys(prompt: dict, registry, nodes=None) -> frozenset[str]:
     """The models an API prompt loads: one key per distinct loader node configuration. `nodes`
     limits them to the nodes a run may execute (graph.Validation.runnable: a loader on a branch a
     switch does not take loads nothing)."""
-    keys = (loader_key(node, registry) for node_id, node in prompt.items() if nodes is None or node_id in nodes)
+    keys = (loader_key(prompt[node_id], registry) for node_id in model_files(prompt, registry)
+            if nodes is None or node_id in nodes)
     return frozenset(k for k in keys if k is not None)
 
 

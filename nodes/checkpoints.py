@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .clip_bpe import OPEN_CLIP_PAD, tokenizer_for
-from .families import (SD1, SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
+from .families import (SD1, SDXL, UNET_PREFIX, VAE_PREFIX, VAE_SCALING, all_families, family, family_of_clip_kinds,
                        family_of_folder, family_of_state_dict, family_of_unet_config, family_of_unet_state_dict,
                        prediction_type_of, scheduler_for)
 from .model_files import has_prefix, key_indices, read_state_dict
@@ -63,19 +63,23 @@ def scheduler_config(raw: dict) -> dict:
 
 
 def load_diffusers_folder(path: Path, device, dtype) -> Parts:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    """A diffusers pipeline folder, with the classes its family declares."""
+    import diffusers
+    import transformers
 
-    family = family_of_folder(path)
-    parts = Parts(family=family,
-                  unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype).to(device).eval(),
-                  vae=AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval(),
+    name = family_of_folder(path)
+    declared = family(name)
+    denoiser, vae = getattr(diffusers, declared.denoiser_class), getattr(diffusers, declared.vae_class)
+    unet = denoiser.from_pretrained(path, subfolder=declared.denoiser_folder, dtype=dtype)
+    parts = Parts(family=name, unet=unet.to(device).eval(),
+                  vae=vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval(),
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
-    for slot, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
-        if (path / slot / "config.json").is_file():
-            suffix = slot.removeprefix("text_encoder")
-            setattr(parts, "tokenizer" + suffix, CLIPTokenizer.from_pretrained(path / ("tokenizer" + suffix)))
-            setattr(parts, slot, cls.from_pretrained(path / slot, dtype=dtype).to(device).eval())
+    for enc in declared.text_encoders:
+        if (path / enc.slot / "config.json").is_file():
+            tokenizer = "tokenizer" + enc.slot.removeprefix("text_encoder")
+            setattr(parts, tokenizer, getattr(transformers, enc.tokenizer_class).from_pretrained(path / tokenizer))
+            model = getattr(transformers, enc.model_class).from_pretrained(path / enc.slot, dtype=dtype)
+            setattr(parts, enc.slot, model.to(device).eval())
     return parts
 
 
@@ -90,23 +94,23 @@ def load_checkpoint(path: Path, device, dtype) -> Parts:
 
 def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
     """(unet, family, scheduler config) of a UNet folder, a UNet file or a whole checkpoint."""
-    from diffusers import UNet2DConditionModel
+    import diffusers
 
     if path.is_dir():
         folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
         config = _json(folder / "config.json")
-        family = family_of_unet_config(config)
-        unet = UNet2DConditionModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        name = family_of_unet_config(config)
+        unet = getattr(diffusers, family(name).denoiser_class).from_pretrained(folder, dtype=dtype).to(device).eval()
         scheduler = folder.parent / "scheduler" / "scheduler_config.json"
-        return unet, family, _json(scheduler) if scheduler.is_file() else scheduler_for(family)
+        return unet, name, _json(scheduler) if scheduler.is_file() else scheduler_for(name)
     sd = read_state_dict(path)
     prefix = UNET_PREFIX if has_prefix(sd, UNET_PREFIX) else ""
     if "input_blocks.0.0.weight" not in {k[len(prefix):] for k in sd if k.startswith(prefix)}:
         raise CheckpointError(f"{path.name}: not a UNet in the LDM layout (no 'input_blocks.0.0.weight'); "
                               "diffusers-layout UNets load from their folder (config.json)")
-    family = family_of_unet_state_dict(sd, prefix)
-    unet = place(unet_from_ldm(sd, family, prefix), device, dtype)
-    return unet, family, scheduler_for(family, prediction_type_of(sd, family, prefix))
+    name = family_of_unet_state_dict(sd, prefix)
+    unet = place(unet_from_ldm(sd, name, prefix), device, dtype)
+    return unet, name, scheduler_for(name, prediction_type_of(sd, name, prefix))
 
 
 def _diffusers_vae_config(sd: dict, scaling: float) -> dict:
@@ -175,10 +179,11 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
                                       None if kind == CLIP_L else OPEN_CLIP_PAD)
         return kind, tokenizer, cls.from_pretrained(path, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
-    for family, slots in TEXT_ENCODER_PREFIXES.items():  # a whole checkpoint: its (first) encoder
-        for slot, (prefix, layout) in slots.items():
-            if has_prefix(sd, prefix) and has_prefix(sd, UNET_PREFIX):
-                return _from_file(sd, prefix, layout, family, slot, device, dtype)
+    for declared in all_families():  # a whole checkpoint: its (first) encoder
+        for enc in declared.text_encoders:
+            if has_prefix(sd, enc.prefix) and has_prefix(sd, declared.denoiser_prefix):
+                tokenizer, model = text_encoder_from_ldm(sd, enc.prefix, enc.layout, projection=enc.projection)
+                return enc.kind, tokenizer, place(model, device, dtype)
     hf = next((k.split("text_model.")[0] for k in sd if "text_model.embeddings.token_embedding" in k), None)
     if hf is not None:
         width = sd[hf + "text_model.embeddings.token_embedding.weight"].shape[1]
@@ -193,12 +198,6 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
         tokenizer, model = text_encoder_from_ldm(sd, oc, "open_clip", projection=kind == CLIP_G)
         return kind, tokenizer, place(model, device, dtype)
     raise CheckpointError(f"{path.name}: not a CLIP text encoder (no 'text_model.' or 'transformer.resblocks.' keys)")
-
-
-def _from_file(sd, prefix, layout, family, slot, device, dtype):
-    tokenizer, model = text_encoder_from_ldm(sd, prefix, layout, projection=slot == "text_encoder_2")
-    kind = CLIP_L if layout == "hf" else (CLIP_H if family == SD2 else CLIP_G)
-    return kind, tokenizer, place(model, device, dtype)
 
 
 def _hf_bigg(sd: dict, prefix: str):
@@ -217,14 +216,8 @@ def _hf_bigg(sd: dict, prefix: str):
 
 
 def clip_family(kinds: list[str]) -> str:
-    """The family a set of text encoders serves (CLIPLoader, DualCLIPLoader)."""
-    kinds = sorted(kinds)
-    if kinds == [CLIP_L]:
-        return SD1
-    if kinds == [CLIP_H]:
-        return SD2
-    if kinds == [CLIP_G, CLIP_L]:
-        return SDXL
-    if kinds == [CLIP_G]:
-        return SDXL_REFINER
-    raise CheckpointError(f"text encoders {', '.join(kinds)} make no SD 1.x, 2.x or XL text encoder set")
+    """The family a set of text encoders serves (CLIPLoader, DualCLIPLoader): the one declaring these kinds."""
+    found = family_of_clip_kinds(kinds)
+    if found is None:
+        raise CheckpointError(f"text encoders {', '.join(sorted(kinds))} make no SD 1.x, 2.x or XL text encoder set")
+    return found

@@ -132,6 +132,20 @@ def tiny_merges() -> tuple[tuple[str, str], ...]:
     return tuple(train_merges(WORDS, TINY_MERGES))
 
 
+SHAPES_MERGES = 510  # 512 byte symbols + 510 merges + 2 specials = 1024 entries (the tiny demo model has 1000)
+
+
+@functools.lru_cache(maxsize=1)
+def shapes_merges() -> tuple[tuple[str, str], ...]:
+    """The trained shapes model's merges (nodes.textcond): learned from its caption words (weighted,
+    so each becomes one token) and the tiny demo model's word list (so other prompts still tokenise
+    into sensible pieces). Here, not in nodes.textcond, so that this module imports nothing of it
+    but its word list."""
+    from .textcond.data import caption_words
+
+    return tuple(train_merges(caption_words() * 50 + WORDS, SHAPES_MERGES))
+
+
 def make_tokenizer(merges: list[tuple[str, str]], max_length: int = 77, pad_token: str | None = None):
     """A transformers CLIPTokenizer from merges (vocabulary derived as CLIP does); `pad_token` "!"
     for OpenCLIP's tokenizers, else CLIP's <|endoftext|>."""
@@ -159,8 +173,6 @@ def tokenizer_for(vocab_size: int, max_length: int = 77, pad_token: str | None =
         return make_tokenizer(merges, max_length, pad_token)
     if vocab_size == TINY_VOCAB_SIZE:
         return make_tokenizer(tiny_merges(), max_length, pad_token)
-    from .textcond.model import MERGES, merges
-
-    if vocab_size == 2 * 256 + MERGES + len(SPECIALS):  # the trained shapes model's (nodes.textcond)
-        return make_tokenizer(merges(), max_length, pad_token)
+    if vocab_size == 2 * 256 + SHAPES_MERGES + len(SPECIALS):  # the trained shapes model's (nodes.textcond)
+        return make_tokenizer(shapes_merges(), max_length, pad_token)
     raise NoTokenizer(f"no tokenizer is known for a CLIP vocabulary of {vocab_size} entries")

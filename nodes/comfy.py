@@ -51,7 +51,7 @@ class CheckpointLoaderSimple(Node):
     """ComfyUI's checkpoint loader: LoadCheckpoint's parts grouped as MODEL, CLIP and VAE (any family;
     names in models/checkpoints, or in the models folder itself)."""
     category = "loaders"  # ComfyUI's
-    ckpt_name = Combo(kind_choices("checkpoints"), model=True)
+    ckpt_name = Combo(kind_choices("checkpoints"), model=True, model_kind="checkpoints")
     outputs = (Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE"))
 
     @classmethod
@@ -258,7 +258,7 @@ class KSamplerAdvanced(Node):
 class ControlNetLoader(Node):
     """ComfyUI's ControlNet loader: LoadControlNet (models/controlnet)."""
     category = "loaders"  # ComfyUI's
-    control_net_name = Combo(kind_choices("controlnet"), model=True)
+    control_net_name = Combo(kind_choices("controlnet"), model=True, model_kind="controlnet")
     outputs = (Out("CONTROL_NET", "CONTROL_NET"),)
 
     @classmethod

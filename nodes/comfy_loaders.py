@@ -17,7 +17,7 @@ from graph import Combo, Float, In, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import CheckpointError, clip_family
 from .common import call
-from .families import SDXL, SDXL_REFINER
+from .families import SDXL, SDXL_REFINER, family
 from .loaders import LoadTextEncoder, LoadUNet, LoadVAE
 from .lora import apply_lora, lora_node_inputs
 from .model_files import kind_choices, kind_fingerprint
@@ -39,7 +39,7 @@ def _refuse_type(value, supported: tuple[str, ...], input_name: str) -> dict[str
 class UNETLoader(Node):
     """ComfyUI's diffusion-model loader: LoadUNet, as a MODEL of the UNet's family."""
     category = "advanced/loaders"  # ComfyUI's
-    unet_name = Combo(kind_choices("diffusion_models"), model=True)
+    unet_name = Combo(kind_choices("diffusion_models"), model=True, model_kind="diffusion_models")
     weight_dtype = Combo(WEIGHT_DTYPES, default="default", tooltip="accepted; the server's --dtype decides")
     outputs = (Out("MODEL", "MODEL"),)
 
@@ -56,21 +56,19 @@ def _encoders(ctx, names: list[str], open_clip: str) -> Clip:
     loaded = [call(LoadTextEncoder, ctx, clip_name=name, open_clip=open_clip) for name in names]
     kinds = [encoder.loom_clip_kind for _, encoder in loaded]
     try:
-        family = clip_family(kinds)
+        name = clip_family(kinds)
     except CheckpointError as exc:
         raise ValueError(f"{exc}: {', '.join(names)}") from None
     by_kind = {kind: pair for kind, pair in zip(kinds, loaded)}
-    if family in (SDXL, SDXL_REFINER):
-        first = by_kind.get("clip_l", (None, None))
-        return Clip(*first, *by_kind["clip_g"], family=family)
-    return Clip(*loaded[0], family=family)
+    slots = {enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders}  # the slots its family declares
+    return Clip(*slots.get("text_encoder", (None, None)), *slots.get("text_encoder_2", (None, None)), family=name)
 
 
 class CLIPLoader(Node):
     """ComfyUI's text-encoder loader: LoadTextEncoder, as a CLIP (CLIP-L: SD 1.x, OpenCLIP ViT-H:
     SD 2.x, bigG alone: the SDXL refiner's)."""
     category = "advanced/loaders"  # ComfyUI's
-    clip_name = Combo(kind_choices("text_encoders"), model=True)
+    clip_name = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     type = Combo(CLIP_TYPES, default="stable_diffusion")
     device = Combo(DEVICES, default="default", optional=True, tooltip="accepted; the server's --device decides")
     outputs = (Out("CLIP", "CLIP"),)
@@ -90,8 +88,8 @@ class CLIPLoader(Node):
 class DualCLIPLoader(Node):
     """ComfyUI's two-encoder loader: two LoadTextEncoder, as SDXL's CLIP (CLIP-L and bigG, any order)."""
     category = "advanced/loaders"  # ComfyUI's
-    clip_name1 = Combo(kind_choices("text_encoders"), model=True)
-    clip_name2 = Combo(kind_choices("text_encoders"), model=True)
+    clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     type = Combo(DUAL_CLIP_TYPES, default="sdxl")
     device = Combo(DEVICES, default="default", optional=True, tooltip="accepted; the server's --device decides")
     outputs = (Out("CLIP", "CLIP"),)
@@ -114,7 +112,7 @@ class DualCLIPLoader(Node):
 class VAELoader(Node):
     """ComfyUI's VAE loader: LoadVAE."""
     category = "loaders"  # ComfyUI's
-    vae_name = Combo(kind_choices("vae"), model=True)
+    vae_name = Combo(kind_choices("vae"), model=True, model_kind="vae")
     outputs = (Out("VAE", "VAE"),)
 
     @classmethod

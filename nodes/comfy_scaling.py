@@ -97,7 +97,7 @@ class ImageScaleToTotalPixels(Node):
 class UpscaleModelLoader(Node):
     """ComfyUI's upscale-model loader: LoadUpscaleModel (spandrel)."""
     category = "loaders"  # ComfyUI's
-    model_name = Combo(kind_choices("upscale_models"), model=True)
+    model_name = Combo(kind_choices("upscale_models"), model=True, model_kind="upscale_models")
     outputs = (Out("UPSCALE_MODEL", "UPSCALE_MODEL"),)
 
     @classmethod

@@ -32,7 +32,8 @@ class LoadControlNet(Node):
     """Loads a ControlNet from the models folder's controlnet/ (diffusers folder or single file)."""
 
     category = "loaders"
-    name = Combo(kind_choices("controlnet"), model=True, tooltip="a ControlNet in models/controlnet")
+    name = Combo(kind_choices("controlnet"), model=True, model_kind="controlnet",
+                 tooltip="a ControlNet in models/controlnet")
     outputs = (Out("CONTROL_NET", "control_net"),)
 
     @classmethod

@@ -135,7 +135,7 @@ def pooled_embedding(clip, text: str, ctx=None) -> torch.Tensor:
 class GLIGENLoader(Node):
     """Loads a GLIGEN model (ComfyUI's file layout) from models/gligen."""
     category = "loaders"
-    gligen_name = Combo(kind_choices("gligen"), model=True)
+    gligen_name = Combo(kind_choices("gligen"), model=True, model_kind="gligen")
     outputs = (Out("GLIGEN", "GLIGEN"),)
 
     @classmethod

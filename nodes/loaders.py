@@ -14,6 +14,7 @@ from graph import Combo, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from .common import device_of, dtype_of
+from .families import family
 from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, list_models, model_path,
                           stat_fingerprint)
 from .schedulers import CHECKPOINT, SchedulerSpec
@@ -21,7 +22,6 @@ from .speed import prepare_unet
 
 DEFAULT_STEPS = 50
 LATENT_SCALE_ATTR = "loom_latent_scale"  # set on the UNet: image pixels per latent pixel (from the VAE)
-SD_LATENT_SCALE = 8  # every published SD VAE; a UNet loaded alone assumes it
 
 
 def latent_scale(vae) -> int:
@@ -55,7 +55,7 @@ class LoadCheckpoint(Node):
     the last two outputs (the refiner has only those)."""
 
     category = "loaders"
-    model = Combo(checkpoint_choices, model=True,
+    model = Combo(checkpoint_choices, model=True, model_kind="checkpoints",
                   tooltip="a diffusers folder or a single-file checkpoint in the models folder")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"), Out("UNET", "unet"),
                Out("VAE", "vae"), Out("SCHEDULER", "scheduler"), Out("TOKENIZER", "tokenizer_2"),
@@ -79,7 +79,7 @@ class LoadUNet(Node):
     LDM-layout UNet file, or a whole checkpoint's UNet. Its family's scheduler comes with it."""
 
     category = "loaders"
-    unet_name = Combo(kind_choices("diffusion_models"), model=True)
+    unet_name = Combo(kind_choices("diffusion_models"), model=True, model_kind="diffusion_models")
     outputs = (Out("UNET", "unet"), Out("SCHEDULER", "scheduler"))
 
     @classmethod
@@ -89,16 +89,16 @@ class LoadUNet(Node):
     def run(self, ctx):
         path = kind_path(ctx.env, "diffusion_models", self.unet_name, type(self).__name__)
         device = device_of(ctx.env)
-        unet, family, config = load_unet(path, device, dtype_of(ctx.env, device))
+        unet, name, config = load_unet(path, device, dtype_of(ctx.env, device))
         prepare_unet(unet, ctx.env)
         vae_config = path.parent / "vae" / "config.json"  # a pipeline folder's UNet: its VAE gives the scale
-        scale = SD_LATENT_SCALE
+        scale = family(name).latent.downscale  # else its family's published VAE's
         if path.is_dir() and vae_config.is_file():
             import json
 
             scale = 2 ** (len(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
         setattr(unet, LATENT_SCALE_ATTR, scale)
-        unet.loom_family = family
+        unet.loom_family = name
         return unet, scheduler_spec(config)
 
 
@@ -107,7 +107,7 @@ class LoadTextEncoder(Node):
     transformers folder, a CLIP-L / bigG file (Hugging Face layout) or an OpenCLIP ViT-H / bigG file."""
 
     category = "loaders"
-    clip_name = Combo(kind_choices("text_encoders"), model=True)
+    clip_name = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     open_clip = Combo(["clip_h", "clip_g"], default="clip_h",
                       tooltip="an OpenCLIP file of a width no published model has: ViT-H (SD 2.x) or bigG (SDXL)")
     outputs = (Out("TOKENIZER", "tokenizer"), Out("TEXT_ENCODER", "text_encoder"))
@@ -129,7 +129,7 @@ class LoadVAE(Node):
     alone does not say its latent space: a name with "xl" gets SDXL's scale (0.13025), else SD's."""
 
     category = "loaders"
-    vae_name = Combo(kind_choices("vae"), model=True)
+    vae_name = Combo(kind_choices("vae"), model=True, model_kind="vae")
     outputs = (Out("VAE", "vae"),)
 
     @classmethod

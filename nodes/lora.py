@@ -176,7 +176,8 @@ def lora_node_inputs():
 
     from .model_files import kind_choices
 
-    return Combo(kind_choices("loras"), model=True, tooltip="a LoRA file in models/loras (kohya/A1111 or diffusers)")
+    return Combo(kind_choices("loras"), model=True, model_kind="loras",
+                 tooltip="a LoRA file in models/loras (kohya/A1111 or diffusers)")
 
 
 class ApplyLora(Node):

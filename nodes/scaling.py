@@ -220,7 +220,7 @@ class LoadUpscaleModel(Node):
     """Loads an upscale model (ESRGAN, Real-ESRGAN, SwinIR, ...: any image architecture spandrel
     detects) from models/upscale_models."""
     category = "loaders"
-    model_name = Combo(kind_choices("upscale_models"), model=True)
+    model_name = Combo(kind_choices("upscale_models"), model=True, model_kind="upscale_models")
     outputs = (Out("UPSCALE_MODEL", "upscale_model"),)
 
     @classmethod

@@ -1,6 +1,7 @@
 """Single-file checkpoints (the LDM/SGM key layout of SD 1.x, 2.x and XL), loaded fully offline.
 
-The family comes from the keys (nodes.families); the diffusers configs are inferred from tensor
+The family comes from the keys (nodes.families: its declaration gives the key prefixes, the
+converter, the encoders and what shapes cannot tell); the diffusers configs are inferred from tensor
 shapes: UNet channels, multipliers, blocks per level, attention levels, transformer depth per level,
 context width, SDXL's added embedding; VAE channels, blocks and latent channels; text-encoder width,
 depth, MLP width, vocabulary, context length and projection. Keys are converted by diffusers' own
@@ -21,11 +22,9 @@ import re
 from types import SimpleNamespace
 
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
-from .families import (SD2, SDXL, SDXL_REFINER, TEXT_ENCODER_PREFIXES, UNET_PREFIX, VAE_PREFIX, VAE_SCALING,
-                       SGM_SD2_PREFIX, UnknownModel, family_of_state_dict, prediction_type_of, scheduler_for)
+from .families import SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict, scheduler_for
 from .model_files import has_prefix, key_indices, read_state_dict
 
-SD1_UNET_HEADS = 8
 CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
 
 
@@ -37,10 +36,10 @@ def _depth(sd: dict, block: str) -> int:
     return len(key_indices(sd, re.escape(block + ".transformer_blocks.") + r"(\d+)\."))
 
 
-def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None) -> dict:
+def unet_config(sd: dict, family_name: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None) -> dict:
     """diffusers' UNet2DConditionModel config of an LDM-layout UNet. `pooled_dim`: the width of SDXL's
     pooled text embedding (its second encoder's projection), when the file has that encoder."""
-    p = prefix
+    p, declared = prefix, family(family_name)
     conv_in = sd[p + "input_blocks.0.0.weight"]
     model_channels, in_channels = conv_in.shape[0], conv_in.shape[1]
     blocks = key_indices(sd, re.escape(p) + r"input_blocks\.(\d+)\.")
@@ -65,8 +64,7 @@ def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: in
     # Levels without attention ignore their depth, except the last, whose entry the middle block uses.
     layers = [d or 1 for d in depths[:-1]] + [depths[-1] or mid]
     config = {
-        "sample_size": {SDXL: 128, SDXL_REFINER: 128}.get(family, 96 if family == SD2 else 64)
-        if model_channels >= 320 else 32,
+        "sample_size": declared.default_size // declared.latent.downscale if model_channels >= 320 else 32,
         "in_channels": in_channels,
         "out_channels": sd[p + "out.2.weight"].shape[0],
         "block_out_channels": channels,
@@ -74,20 +72,19 @@ def unet_config(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: in
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
         "cross_attention_dim": context,
-        "attention_head_dim": [max(1, c // 64) for c in channels] if linear else SD1_UNET_HEADS,
+        "attention_head_dim": [max(1, c // 64) for c in channels],  # 64-channel heads, unless declared
         "use_linear_projection": linear,
         "transformer_layers_per_block": mid if {*filter(None, depths), mid} == {mid} else layers,
     }
-    if family == SD2:
-        config["upcast_attention"] = True  # as 2.1's config; only matters in half precision
+    config.update(declared.denoiser_overrides)  # what shapes cannot tell (SD 1.x's 8 heads, 2.x's upcast)
     label = sd.get(p + "label_emb.0.0.weight")
     if label is not None:  # SDXL: pooled text embedding + size/crop (or aesthetic score) ids
         extra = label.shape[1]
-        if family == SDXL_REFINER:
-            time_dim = (extra - context) // 5  # bigG alone: pooled width = context width
+        if len(declared.text_encoders) == 1:  # the pooled encoder alone (the refiner's bigG): as wide as the context
+            pooled = context
         else:
             pooled = pooled_dim if pooled_dim is not None else context - CLIP_L_WIDTH
-            time_dim = (extra - pooled) // 6
+        time_dim = (extra - pooled) // declared.conditioning.size_ids
         config.update(addition_embed_type="text_time", addition_time_embed_dim=time_dim,
                       projection_class_embeddings_input_dim=extra)
     return config
@@ -176,15 +173,17 @@ def place(model, device, dtype):
     return model.eval()
 
 
-def unet_from_ldm(sd: dict, family: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):
-    from diffusers import UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+def unet_from_ldm(sd: dict, family_name: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):
+    """The family's denoiser, its keys turned into diffusers' by the converter it declares."""
+    import diffusers
+    from diffusers.loaders import single_file_utils
 
-    config = unet_config(sd, family, prefix, pooled_dim)
-    if prefix != UNET_PREFIX:  # the converter reads the LDM prefix
-        sd = {UNET_PREFIX + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    state = convert_ldm_unet_checkpoint(sd, config)
-    return load_weights(build_on_meta(UNet2DConditionModel, config), state, "UNet", assign=True)
+    declared = family(family_name)
+    config = unet_config(sd, family_name, prefix, pooled_dim)
+    if prefix != declared.denoiser_prefix:  # the converter reads the single-file prefix
+        sd = {declared.denoiser_prefix + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    state = getattr(single_file_utils, declared.denoiser_converter)(sd, config)
+    return load_weights(build_on_meta(getattr(diffusers, declared.denoiser_class), config), state, "UNet", assign=True)
 
 
 def vae_from_ldm(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX):
@@ -250,26 +249,26 @@ def load_single_file(path, device, dtype) -> dict:
     """The parts of one full checkpoint: family, unet, vae, tokenizer(s), text encoder(s), and the
     family's scheduler config with the file's prediction type."""
     sd = read_state_dict(path)
+    name = ""  # the family, once known
     try:
-        family = family_of_state_dict(sd)
-        if not has_prefix(sd, VAE_PREFIX):
-            raise UnknownModel("holds no VAE (no 'first_stage_model.*' keys)")
-        parts = {"family": family}
-        for slot, (prefix, layout) in TEXT_ENCODER_PREFIXES[family].items():
-            if family == SD2 and not has_prefix(sd, prefix):
-                prefix = SGM_SD2_PREFIX
-            tokenizer, encoder = text_encoder_from_ldm(sd, prefix, layout, projection=slot == "text_encoder_2")
-            suffix = slot.removeprefix("text_encoder")
-            parts["tokenizer" + suffix], parts[slot] = tokenizer, encoder
-        pooled = parts["text_encoder_2"].config.projection_dim if family in (SDXL, SDXL_REFINER) else None
-        parts["unet"] = unet_from_ldm(sd, family, pooled_dim=pooled)
-        parts["vae"] = vae_from_ldm(sd, VAE_SCALING[family])
+        name = family_of_state_dict(sd)
+        declared = family(name)
+        if not has_prefix(sd, declared.vae_prefix):
+            raise UnknownModel(f"holds no VAE (no '{declared.vae_prefix}*' keys)")
+        parts = {"family": name}
+        for enc in declared.text_encoders:
+            prefix = next((p for p in (enc.prefix, *enc.other_prefixes) if has_prefix(sd, p)), enc.prefix)
+            tokenizer, encoder = text_encoder_from_ldm(sd, prefix, enc.layout, projection=enc.projection)
+            parts["tokenizer" + enc.slot.removeprefix("text_encoder")], parts[enc.slot] = tokenizer, encoder
+        pooled = next((parts[e.slot].config.projection_dim for e in declared.text_encoders if e.projection), None)
+        parts["unet"] = unet_from_ldm(sd, name, pooled_dim=pooled)
+        parts["vae"] = vae_from_ldm(sd, declared.latent.scale)
     except (UnknownModel, NoTokenizer, CheckpointError) as exc:
         raise CheckpointError(f"{path.name}: {exc}") from None
     except KeyError as exc:
-        raise CheckpointError(f"{path.name}: expected tensor {exc} of the {family} layout is missing") from None
+        raise CheckpointError(f"{path.name}: expected tensor {exc} of the {name} layout is missing") from None
     for slot in ("text_encoder", "text_encoder_2", "unet", "vae"):
         if parts.get(slot) is not None:
             parts[slot] = place(parts[slot], device, dtype)
-    parts["scheduler_config"] = scheduler_for(family, prediction_type_of(sd, family))
+    parts["scheduler_config"] = scheduler_for(name, declared.prediction_type(sd))
     return parts

@@ -1,9 +1,9 @@
 """Tiny Stable Diffusion models written locally, one per family, for demos and tests (no download).
 
-Real diffusers/transformers classes (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
-CLIPTextModelWithProjection, CLIPTokenizer, the family's scheduler) with small configs of the
-family's shape and random weights from a fixed seed, saved as diffusers folders that the family's
-pipeline loads (`StableDiffusionPipeline` for sd1 and sd2, `StableDiffusionXLPipeline` for sdxl,
+Real diffusers/transformers classes (the ones each family declares in nodes.families, with its
+`tiny` configs, tokenizers and scheduler), small configs of the family's shape and random weights
+from a fixed seed, saved as diffusers folders that the family's pipeline loads
+(`StableDiffusionPipeline` for sd1 and sd2, `StableDiffusionXLPipeline` for sdxl,
 `StableDiffusionXLImg2ImgPipeline` for sdxl_refiner). Their images are noise-like (nothing is
 trained), but every stage runs exactly as with a real model.
 
@@ -24,48 +24,33 @@ import json
 import sys
 from pathlib import Path
 
-from .clip_bpe import OPEN_CLIP_PAD, make_tokenizer, tiny_merges, vocab_from_merges
-from .families import SD1, SD2, SDXL, SDXL_REFINER, VAE_SCALING, scheduler_for
+from .clip_bpe import make_tokenizer, tiny_merges, vocab_from_merges
+from .families import SD1, all_families, scheduler_for
+from .families import family as family_of
+from .families.sd_common import TINY_CLIP as CLIP
+from .families.sd_common import TINY_UNET as UNET
+from .families.sd_common import TINY_VAE as VAE
+from .families.sd_common import TINY_VAE_8X as VAE_8X
 from .model_files import list_models
 
 TINY_NAME = "tiny-sd"
-
-# Small configs in the spirit of diffusers' own test models (SD 1.x layout).
-UNET = dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
-VAE = dict(block_out_channels=[32, 64], in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-           up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, layers_per_block=1, sample_size=64,
-           scaling_factor=0.18215)
-CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5,
-            max_position_embeddings=77, layer_norm_eps=1e-5)
-# The other families: the same widths, their own structure (see the module docstring).
-VAE_8X = dict(VAE, block_out_channels=[32, 32, 64, 64], down_block_types=["DownEncoderBlock2D"] * 4,
-              up_block_types=["UpDecoderBlock2D"] * 4)
-LINEAR_UNET = dict(UNET, use_linear_projection=True, attention_head_dim=(1, 1))
-SD2_UNET = dict(LINEAR_UNET, cross_attention_dim=32)
-TIME_IDS_DIM = 8
-SDXL_UNET = dict(LINEAR_UNET, cross_attention_dim=64, transformer_layers_per_block=(1, 2),
-                 addition_embed_type="text_time", addition_time_embed_dim=TIME_IDS_DIM,
-                 projection_class_embeddings_input_dim=32 + 6 * TIME_IDS_DIM)
-REFINER_UNET = dict(SDXL_UNET, cross_attention_dim=32, projection_class_embeddings_input_dim=32 + 5 * TIME_IDS_DIM)
-OPEN_CLIP = dict(CLIP, hidden_act="gelu")
-FAMILY_NAMES = {SD1: TINY_NAME, SD2: "tiny-sd2", SDXL: "tiny-sdxl", SDXL_REFINER: "tiny-sdxl-refiner"}
+FAMILY_NAMES = {f.name: f.tiny.folder for f in all_families()}
 
 
 def tiny_tokenizer(pad_token: str | None = None):
     return make_tokenizer(tiny_merges(), CLIP["max_position_embeddings"], pad_token)
 
 
-def _text_encoder(config: dict, tokenizer, seed: int, projection: bool = False):
+def _text_encoder(config: dict, tokenizer, seed: int, cls_name: str, projection: bool = False):
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    import transformers
+    from transformers import CLIPTextConfig
 
     config = CLIPTextConfig(**config, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                             **({"projection_dim": config["hidden_size"]} if projection else {}))
     torch.manual_seed(seed)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    return getattr(transformers, cls_name)(config).eval()
 
 
 def _seeded(cls, config: dict, seed: int):
@@ -77,34 +62,27 @@ def _seeded(cls, config: dict, seed: int):
 
 def build_pipeline(seed: int = 0, unet: dict | None = None, vae: dict | None = None, clip: dict | None = None,
                    family: str = SD1):
-    """The family's diffusers pipeline of random weights (seeded); `unet`/`vae`/`clip` override the configs."""
+    """The family's diffusers pipeline of random weights (seeded) from its declared tiny configs;
+    `unet`/`vae`/`clip` override the configs (`clip`: of every text encoder)."""
     import diffusers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    unet_base, vae_base, clip_base = {SD1: (UNET, VAE, CLIP), SD2: (SD2_UNET, VAE_8X, OPEN_CLIP),
-                                      SDXL: (SDXL_UNET, VAE_8X, CLIP),
-                                      SDXL_REFINER: (REFINER_UNET, VAE_8X, OPEN_CLIP)}[family]
-    unet_model = _seeded(UNet2DConditionModel, {**unet_base, **(unet or {})}, seed)
-    vae_model = _seeded(AutoencoderKL, {**vae_base, **(vae or {}), "scaling_factor": VAE_SCALING[family]}, seed + 1)
+    declared = family_of(family)
+    tiny = declared.tiny
+    unet_model = _seeded(getattr(diffusers, declared.denoiser_class), {**tiny.denoiser, **(unet or {})}, seed)
+    vae_model = _seeded(getattr(diffusers, declared.vae_class),
+                        {**tiny.vae, **(vae or {}), "scaling_factor": declared.latent.scale}, seed + 1)
     config = scheduler_for(family)
     scheduler = getattr(diffusers, config.pop("_class_name")).from_config(config)
-    clip_config = {**clip_base, **(clip or {})}
-    if family in (SD1, SD2):
-        tokenizer = tiny_tokenizer(OPEN_CLIP_PAD if family == SD2 else None)
-        return diffusers.StableDiffusionPipeline(
-            vae=vae_model, text_encoder=_text_encoder(clip_config, tokenizer, seed + 2), tokenizer=tokenizer,
-            unet=unet_model, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False)
-    tokenizer_2 = tiny_tokenizer(OPEN_CLIP_PAD)
-    text_encoder_2 = _text_encoder({**OPEN_CLIP, **(clip or {})}, tokenizer_2, seed + 3, projection=True)
-    if family == SDXL:
-        tokenizer = tiny_tokenizer()
-        return diffusers.StableDiffusionXLPipeline(
-            vae=vae_model, text_encoder=_text_encoder(clip_config, tokenizer, seed + 2), text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet_model, scheduler=scheduler)
-    return diffusers.StableDiffusionXLImg2ImgPipeline(
-        vae=vae_model, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=tokenizer_2,
-        unet=unet_model, scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    parts = {"text_encoder": None, "tokenizer": None}
+    for enc in declared.text_encoders:
+        tokenizer = tiny_tokenizer(enc.pad_token)
+        number = enc.slot.rpartition("_")[2]  # text_encoder: seed + 2, text_encoder_2: seed + 3, ...
+        parts[enc.slot] = _text_encoder({**tiny.text_encoders[enc.slot], **(clip or {})}, tokenizer,
+                                        seed + 1 + (int(number) if number.isdigit() else 1), enc.model_class,
+                                        enc.projection)
+        parts["tokenizer" + enc.slot.removeprefix("text_encoder")] = tokenizer
+    return getattr(diffusers, declared.pipeline)(vae=vae_model, unet=unet_model, scheduler=scheduler, **parts,
+                                                 **tiny.pipeline_options)
 
 
 def write_tiny_model(folder: str | Path, seed: int = 0, family: str = SD1, **overrides) -> Path:

@@ -124,7 +124,7 @@ MODELS: dict[str, SimModel] = {}
 
 class LoadSim(Node):
     category = "loaders"
-    model_name = String("a")
+    model_name = String("a", model_kind="sim")
     size = Int(60, min=1, max=10**6)
     outputs = (Out("SIM_MODEL", "model"),)
 

@@ -152,3 +152,33 @@ def test_sd2_v_prediction_matches_the_pipeline(setup, ckpt, record_property):
     record_property("max_abs_diff", diff)
     print(f"SD 2.x {ckpt}: max abs difference vs StableDiffusionPipeline {diff}")
     assert diff <= single_file_atol(ckpt)  # 0 from the folder; a single file's weights lie at other addresses
+
+
+def test_comfy_part_loaders_are_managed_and_routed(setup):
+    """UNETLoader, CLIPLoader and DualCLIPLoader sit in ComfyUI's category advanced/loaders; their
+    declared model inputs, not a category, make the executor find room for a model before each runs
+    and make routing name the models they load."""
+    from loomqueue.routing import model_keys
+    from nodes.placement import TorchPlacement
+
+    loom, _ = setup
+    managed = Loom(loom.env, placement=TorchPlacement(torch.device("cpu")), vram_bytes=1 << 40)
+    loads, before = [], managed.executor.memory.before
+
+    def spy(inputs, pinned, loads_model=False):
+        loads.append(loads_model)
+        return before(inputs, pinned, loads_model)
+
+    managed.executor.memory.before = spy
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sd8-unet", "weight_dtype": "default"}},
+              "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "sd8-clip-l", "type": "stable_diffusion"}},
+              "3": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "xl-clip-l.safetensors",
+                                                               "clip_name2": "xl-clip-g", "type": "sdxl"}}}
+    for node in prompt:
+        loads.clear()
+        run(managed, {node: prompt[node]}, node)
+        assert loads == [True], prompt[node]["class_type"]
+    assert model_keys(prompt, loom.registry) == {
+        "UNETLoader(unet_name=sd8-unet, weight_dtype=default)",
+        "CLIPLoader(clip_name=sd8-clip-l, type=stable_diffusion)",
+        "DualCLIPLoader(clip_name1=xl-clip-l.safetensors, clip_name2=xl-clip-g, type=sdxl)"}

@@ -9,7 +9,7 @@ from loomqueue.store import Store
 
 class LoadThing(Node):
     category = "loaders"
-    model = Combo(["a", "b", "c"])
+    model = Combo(["a", "b", "c"], model_kind="checkpoints")
     outputs = (Out("UNET", "unet"),)
 
 

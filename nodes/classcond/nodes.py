@@ -45,7 +45,7 @@ class LoadClassConditionalModel(Node):
     from an optional class_names.json)."""
 
     category = "loaders/class-conditional"
-    model_name = Combo(lambda env: list(model_folders(env)), default=SHIPPED)
+    model_name = Combo(lambda env: list(model_folders(env)), default=SHIPPED, model_kind="classcond")
     outputs = (Out("CLASS_MODEL", "model"),)
 
     @classmethod

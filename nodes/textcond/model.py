@@ -9,22 +9,21 @@ single-file (LDM layout) checkpoint can express, so `nodes.textcond.ldm` can wri
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from nodes.clip_bpe import WORDS
+from nodes.clip_bpe import SHAPES_MERGES as MERGES
+from nodes.clip_bpe import shapes_merges as merges
 from nodes.common import asset_dir
 from nodes.families import SD1_SCHEDULER as SCHEDULER
 
-from .data import SIZE, caption_words
+from .data import SIZE
 
 NAME = "shapes64"  # the shipped model's folder name in a models folder
 ASSETS = asset_dir("textcond")
-MERGES = 510  # 512 byte symbols + 510 merges + 2 specials = 1024 entries (the tiny demo model has 1000)
 VAE = dict(in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
            down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
            latent_channels=4, sample_size=SIZE, scaling_factor=0.18215)
@@ -36,15 +35,6 @@ UNET = dict(sample_size=SIZE // 4, in_channels=4, out_channels=4, block_out_chan
             layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=CLIP["hidden_size"], attention_head_dim=8)
-
-
-@functools.lru_cache(maxsize=1)
-def merges() -> tuple[tuple[str, str], ...]:
-    """BPE merges learned from the caption words (weighted, so each becomes one token) and the tiny
-    demo model's general word list (so other prompts still tokenise into sensible pieces)."""
-    from nodes.clip_bpe import train_merges
-
-    return tuple(train_merges(caption_words() * 50 + WORDS, MERGES))
 
 
 def tokenizer():

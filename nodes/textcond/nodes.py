@@ -46,7 +46,7 @@ class LoadTextConditionalModel(Node):
     'blue checkerboard', ...), or one trained with TrainTextConditional. Outputs as LoadCheckpoint."""
 
     category = "loaders/text-conditional"
-    model_name = Combo(lambda env: list(model_folders(env)), default=SHIPPED)
+    model_name = Combo(lambda env: list(model_folders(env)), default=SHIPPED, model_kind="textcond")
     outputs = SD_OUTPUTS
 
     @classmethod
