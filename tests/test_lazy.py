@@ -42,7 +42,7 @@ class Count(Node):
 
 class LoadWeights(Node):
     category = "loaders"
-    name = Combo(lambda env: sorted(p.name for p in env.models_dir.iterdir()), model=True)
+    name = Combo(lambda env: sorted(p.name for p in env.models_dir.iterdir()), model=True, model_kind="checkpoints")
     outputs = (Out("WEIGHTS", "weights"),)
 
     def run(self, ctx):

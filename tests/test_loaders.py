@@ -133,7 +133,9 @@ def test_other_families_types_are_refused_by_name(setup):
 def test_sd2_v_prediction_matches_the_pipeline(setup, ckpt, record_property):
     """SD 2.x (OpenCLIP-style text encoder padding with "!", v-prediction) from its folder and from a
     single file: the pixels of StableDiffusionPipeline with the same scheduler."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from tests._comfy_euler import ComfyEulerScheduler
 
     loom, models = setup
     wf = json.loads((ROOT / "fixtures" / "comfy" / "txt2img_api.json").read_text())
@@ -142,8 +144,8 @@ def test_sd2_v_prediction_matches_the_pipeline(setup, ckpt, record_property):
     pipe = StableDiffusionPipeline.from_pretrained(models / "checkpoints" / "tiny-sd2", safety_checker=None,
                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    pipe.scheduler = ComfyEulerScheduler(pipe.scheduler.config)  # KSampler samples as ComfyUI's euler + normal
     k = wf["3"]["inputs"]
     expected = pipe(wf["6"]["inputs"]["text"], negative_prompt=wf["7"]["inputs"]["text"], num_inference_steps=k["steps"],
                     guidance_scale=k["cfg"], height=64, width=64, output_type="np",
