@@ -37,8 +37,8 @@ ISSUE_14 = CORE | {
     "LatentFromBatch", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
     "PrimitiveBoolean", "KSamplerSelect", "BasicScheduler", "KarrasScheduler", "RandomNoise", "CFGGuider",
     "BasicGuider", "SamplerCustomAdvanced", "SamplerCustom"}
-# Issue 23's image nodes the SD templates use (nodes/comfy_images.py).
-ISSUE_23 = {"Canny", "ImagePadForOutpaint", "ImageInvert"}
+# Issue 23's nodes the SD templates use (nodes/comfy_images.py, nodes/comfy_sampling.py).
+ISSUE_23 = {"Canny", "ImagePadForOutpaint", "ImageInvert", "SDTurboScheduler"}
 IN_SCOPE = ISSUE_14 | ISSUE_23
 # SD templates outside the SD-checkpoint set above (their models are not SD checkpoints by name), with
 # the node types Loom still lacks for them: the test states these rather than skipping the templates.
