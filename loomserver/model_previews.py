@@ -42,8 +42,8 @@ def safetensors_header(path: Path, limit: int) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
-def _folder(models_dir: Path, kind: str, path_index: str) -> Path:
-    folders = model_folders(models_dir)
+def _folder(env, kind: str, path_index: str) -> Path:
+    folders = model_folders(env)
     if kind not in folders:
         raise Refused(404, f"no model folder {kind!r}; there are {', '.join(folders)}", "not_found")
     try:
@@ -94,15 +94,12 @@ def preview_image(folder: Path, name: str) -> bytes | None:
 
 
 def routes(server) -> list[tuple]:
-    def models_dir() -> Path:
-        return Path(server.env.models_dir)
-
     async def get_preview(request):
         await server.core()
         name = request.match_info["filename"]
         if not name:
             raise Refused(400, "no file name after the folder and path index")
-        folder = _folder(models_dir(), request.match_info["folder"], request.match_info["path_index"])
+        folder = _folder(server.env, request.match_info["folder"], request.match_info["path_index"])
         data = await asyncio.to_thread(preview_image, folder, name)
         if data is None:
             raise Refused(404, f"{name!r} has no preview image", "not_found")
@@ -115,7 +112,7 @@ def routes(server) -> list[tuple]:
         name = request.query.get("filename", "")
         if not name.endswith(".safetensors"):
             raise Refused(404, "filename must name a .safetensors file", "not_found")
-        path = _inside(_folder(models_dir(), request.match_info["folder"], "0"), name)
+        path = _inside(_folder(server.env, request.match_info["folder"], "0"), name)
         header = await asyncio.to_thread(safetensors_header, path, MAX_METADATA_HEADER) if path.is_file() else None
         if header is None or "__metadata__" not in header:
             raise Refused(404, f"{name!r} is no safetensors file with metadata", "not_found")
