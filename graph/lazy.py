@@ -13,7 +13,7 @@ The nodes a prompt's outputs reach fall in three sets:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from .formats import is_link
 from .node import normalize_outputs

@@ -14,7 +14,6 @@ model only the hint names is reported, never refused; a model a node needs and l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .formats import Loaded
 from .models import ModelStore, looks_like_model

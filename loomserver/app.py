@@ -14,7 +14,6 @@ import secrets
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web

@@ -244,7 +244,6 @@ class SamplerCustom(Node):
     outputs = (Out("LATENT", "output"), Out("LATENT", "denoised_output"))
 
     def run(self, ctx):
-        guider = Guider(self.model, self.positive, self.negative, self.cfg)
         model = self.model
         if self.add_noise:
             start = starting_noise(model, self.latent_image, self.noise_seed)

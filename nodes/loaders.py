@@ -15,7 +15,7 @@ from .bundles import Clip, Model
 from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from .common import device_of, dtype_of
 from .families import family
-from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, list_models, model_path,
+from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, model_path,
                           stat_fingerprint)
 from .schedulers import CHECKPOINT, SchedulerSpec
 from .speed import prepare_unet

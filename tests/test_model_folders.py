@@ -14,7 +14,7 @@ import pytest
 
 from graph import Env, ModelPathsError, ModelStore
 from graph.model_paths import ExtraFolder, read_extra_model_paths
-from tests.server_harness import ServerProc, history_of, run, wait_history
+from tests.server_harness import ServerProc, run, wait_history
 
 ROOT = Path(__file__).resolve().parent.parent
 TXT2IMG = json.loads((ROOT / "tests" / "fixtures" / "comfy" / "txt2img_api.json").read_text())

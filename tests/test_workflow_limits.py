@@ -14,7 +14,7 @@ import pytest
 from graph import Env, Loom, Registry
 from graph.entries import editor_type
 from graph.subgraphs import ExpansionLimit, Limits, expand
-from graph.workflow import kind_of, migrate
+from graph.workflow import migrate
 
 HERE = Path(__file__).parent
 FRONTEND_REQUEST = HERE / "fixtures" / "comfy" / "frontend_default_request.json"

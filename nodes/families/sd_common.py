@@ -11,7 +11,6 @@ the real layouts (tests/test_model_families.py) but only knows the published siz
 """
 from __future__ import annotations
 
-from ..model_files import has_prefix
 from .spec import UnknownModel
 
 UNET_PREFIX = "model.diffusion_model."
