@@ -321,7 +321,7 @@ def _instance_slots(instance: dict, definition: dict) -> dict[int, int | None] |
     the others being promoted widgets. None when names are missing: then slots match by position."""
     outer = instance.get("inputs") or []
     inner = definition.get("inputs") or []
-    if not all(isinstance(inp, dict) and inp.get("name") for inp in outer + inner):
+    if not all(isinstance(inp, dict) and isinstance(inp.get("name"), str) and inp["name"] for inp in outer + inner):
         return None
     names = {inp["name"]: i for i, inp in enumerate(outer)}
     return {i: names.get(inp["name"]) for i, inp in enumerate(inner)}

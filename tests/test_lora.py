@@ -60,11 +60,13 @@ def decoded(loom, wf) -> np.ndarray:
 
 
 def pipeline_image(tiny_sd, wf, lora_file=None, weight=None) -> np.ndarray:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from tests._comfy_euler import ComfyEulerScheduler
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    pipe.scheduler = ComfyEulerScheduler(pipe.scheduler.config)  # KSampler samples as ComfyUI's euler + normal
     if lora_file is not None:
         pipe.load_lora_weights(str(lora_file), adapter_name="x")
         if weight is not None:
