@@ -16,6 +16,7 @@ worker, the history commit, the relay of events, the history read. "idle share" 
 The server's CPU-seconds per prompt (from /proc) are printed beside the wall time.
 
     .venv/bin/python bench/prompt_timeline.py [--model shapes64|sd15] [--runs 5] [--steps 20] [--size 64]
+                                              [--env NAME=VALUE,... --env ...]
 
 `--model sd15` uses the SD 1.5-shaped checkpoint of bench/sd15_shaped.py (made on first use, 572 MB).
 """
@@ -133,6 +134,17 @@ def phases(marks: list[tuple[str, float]]) -> list[tuple[str, float, bool]]:
     return out
 
 
+def start(data: Path, extra: list[str], env: dict[str, str]) -> ServerProc:
+    """A server whose process gets `env` on top of this one's environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return ServerProc(data, *extra, custom_nodes=False).start()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 async def bench(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="loom-timeline-"))
     extra = []
@@ -142,20 +154,28 @@ async def bench(args) -> None:
 
         single, _ = ensure_checkpoint()
         extra, model = ["--models-dir", str(single.parent)], single.name
-    server = ServerProc(tmp / "data", *extra, custom_nodes=False).start()
+    variants = {v: dict(kv.split("=", 1) for kv in v.split(",") if kv) for v in (args.env or [""])}
+    servers = {}
     try:
-        server.wait_ready(600)
-        pid = server.proc.pid
+        for i, name in enumerate(variants):
+            servers[name] = start(tmp / f"data{i}", extra, variants[name])
+        runs: dict[str, list] = {name: [] for name in variants}
         async with aiohttp.ClientSession() as session:
             wf = workflow(model, args.steps, args.size)
-            await one_prompt(session, server.url, "timeline", wf, pid)  # loads the model
-            runs = []
-            for i in range(args.runs):
+            for server in servers.values():
+                server.wait_ready(600)
+                await one_prompt(session, server.url, "timeline", wf, server.proc.pid)  # loads the model
+            for i in range(args.runs):  # the variants in turn, so that they share the machine's moods
                 wf["7"]["inputs"]["seed"] = 1000 + i
-                runs.append(await one_prompt(session, server.url, "timeline", wf, pid))
+                for name, server in servers.items():
+                    runs[name].append(await one_prompt(session, server.url, "timeline", wf, server.proc.pid))
     finally:
-        server.stop()
-    report(args, runs)
+        for server in servers.values():
+            server.stop()
+    for name in variants:
+        if len(variants) > 1:
+            print(f"== environment: {name or '(as given)'}")
+        report(args, runs[name])
 
 
 def report(args, runs) -> None:
@@ -187,6 +207,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--env", action="append", metavar="NAME=VALUE[,NAME=VALUE]",
+                        help="run a server with these environment variables too (repeatable; '' = as given), "
+                             "its prompts alternating with the others', e.g. --env '' --env GOMP_SPINCOUNT=3000")
     asyncio.run(bench(parser.parse_args()))
     return 0
 
