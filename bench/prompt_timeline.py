@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -172,6 +173,7 @@ async def bench(args) -> None:
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     for name in variants:
         if len(variants) > 1:
             print(f"== environment: {name or '(as given)'}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -92,12 +93,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="loom-shutdown-"))
     sides = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     results: dict[tuple[str, str], list] = {}
-    for _ in range(args.rounds):
-        for case, prompts in (("idle", 0), ("after runs", args.prompts)):
-            for name, root in sides.items():
-                wall, cpu, status = exit_time(root, tmp / name, prompts)
-                assert status == 0, f"{name} exited with {status}"
-                results.setdefault((name, case), []).append((wall, cpu))
+    try:
+        for _ in range(args.rounds):
+            for case, prompts in (("idle", 0), ("after runs", args.prompts)):
+                for name, root in sides.items():
+                    wall, cpu, status = exit_time(root, tmp / name, prompts)
+                    assert status == 0, f"{name} exited with {status}"
+                    results.setdefault((name, case), []).append((wall, cpu))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"SIGTERM -> exit, medians of {args.rounds} rounds ({args.prompts} shapes64 prompts before 'after runs')")
     for (name, case), values in results.items():
         walls, cpus = [v[0] for v in values], [v[1] for v in values]
