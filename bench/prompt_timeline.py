@@ -49,24 +49,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def schedstats(pid: int) -> dict[str, tuple[float, float]]:
-    """Per thread: (seconds on a CPU, seconds runnable but waiting for a CPU), from the scheduler."""
+def schedstats(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Per thread: (seconds on a CPU, seconds runnable but waiting for a CPU, times it went to sleep
+    (voluntary context switches: a lock, a futex, I/O)), from the scheduler."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             on_cpu, waiting, _ = (int(x) for x in (task / "schedstat").read_text().split())
+            status = (task / "status").read_text()
         except (OSError, ValueError):
             continue
-        out[task.name] = (on_cpu / 1e9, waiting / 1e9)
+        sleeps = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        out[task.name] = (on_cpu / 1e9, waiting / 1e9, sleeps)
     return out
 
 
-def busiest_thread(before: dict, after: dict, wall: float) -> tuple[float, float, float]:
-    """(on a CPU, waiting for a CPU, blocked) shares of the wall time of the thread that computed most:
-    blocked is time asleep (waiting on a lock, a futex, I/O), what a busy machine does not explain."""
-    deltas = [(a[0] - before.get(t, (0, 0))[0], a[1] - before.get(t, (0, 0))[1]) for t, a in after.items()]
-    on_cpu, waiting = max(deltas)
-    return on_cpu / wall, waiting / wall, max(0.0, wall - on_cpu - waiting) / wall
+def busiest_thread(before: dict, after: dict, wall: float) -> tuple[float, float, float, int]:
+    """(on a CPU, waiting for a CPU, blocked) shares of the wall time of the thread that computed most,
+    and how often all threads went to sleep: blocked is time asleep (waiting on a lock, a futex, I/O),
+    what a busy machine does not explain."""
+    deltas = [tuple(a[i] - before.get(t, (0, 0, 0))[i] for i in range(3)) for t, a in after.items()]
+    on_cpu, waiting, _ = max(deltas)
+    return (on_cpu / wall, waiting / wall, max(0.0, wall - on_cpu - waiting) / wall, sum(d[2] for d in deltas))
 
 
 def workflow(model: str, steps: int, size: int) -> dict:
@@ -198,7 +202,8 @@ def report(args, runs) -> None:
     print(f"server CPU-s per prompt {statistics.median(cpus):.3f}, CPU-s / wall {statistics.median(cpus) / statistics.median(walls):.2f}")
     shares = [statistics.median(r[2][i] for r in runs) for i in range(3)]
     print(f"busiest server thread: on a CPU {100 * shares[0]:.0f}%, waiting for a CPU (the machine's load) "
-          f"{100 * shares[1]:.0f}%, blocked {100 * shares[2]:.0f}% of the wall time")
+          f"{100 * shares[1]:.0f}%, blocked {100 * shares[2]:.0f}% of the wall time; threads went to sleep "
+          f"{statistics.median(r[2][3] for r in runs):.0f} times")
     print(f"idle share (not in a node) median {100 * statistics.median(idle):.1f}%, "
           f"max {100 * max(idle):.1f}% (each run: {', '.join(f'{100 * x:.1f}' for x in idle)})")
 
