@@ -12,6 +12,7 @@ their names never clash either.
 """
 from __future__ import annotations
 
+import atexit
 import sqlite3
 import threading
 import time
@@ -58,6 +59,10 @@ class NameCounter:
                 return path, open(path, "xb")
             except FileExistsError:  # written outside the index: count on from the folder's highest
                 floor = max(number, highest(folder, prefix, suffix))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     def _reserve(self, folder: Path, prefix: str, suffix: str, width: int, floor: int) -> int:
         key = (str(folder.resolve()), prefix, suffix)
@@ -117,3 +122,14 @@ def name_counter(data_dir: str | Path) -> NameCounter:
         if path not in _counters:
             _counters[path] = NameCounter(path)
         return _counters[path]
+
+
+@atexit.register
+def close_counters() -> None:
+    """Close every counter's connection (SQLite then folds its write-ahead log into the file); at exit,
+    also when the command line ends the process without the interpreter's teardown."""
+    with _counters_lock:
+        counters = list(_counters.values())
+        _counters.clear()
+    for counter in counters:
+        counter.close()

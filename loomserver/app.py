@@ -159,8 +159,7 @@ class LoomServer:
         return self.worker.loom
 
     async def status_changed(self) -> None:
-        remaining = await asyncio.to_thread(self.store.remaining)
-        self.hub.send(None, "status", {"queue_remaining": remaining})
+        self.hub.send(None, "status", {"queue_remaining": self.store.remaining()})  # in memory: no thread hop
 
     # --- routes -------------------------------------------------------------------------------------
     def routes(self) -> list[tuple[str, str, Callable, str]]:
@@ -207,8 +206,7 @@ class LoomServer:
     # --- queue --------------------------------------------------------------------------------------
     async def get_prompt(self, request):
         await self.core()
-        remaining = await asyncio.to_thread(self.store.remaining)
-        return reply({"exec_info": {"queue_remaining": remaining}})
+        return reply({"exec_info": {"queue_remaining": self.store.remaining()}})
 
     async def post_prompt(self, request):
         body = _object(await read_json(request, JSON_LIMIT), "the request body")
@@ -366,8 +364,7 @@ class LoomServer:
     # --- websocket, description, editor -------------------------------------------------------------
     async def get_ws(self, request):
         await self.core()
-        remaining = await asyncio.to_thread(self.store.remaining)
-        return await self.hub.serve(request, remaining, self.current)
+        return await self.hub.serve(request, self.store.remaining(), self.current)
 
     async def get_openapi(self, request):
         return reply(describe(self.routes()))
