@@ -11,7 +11,7 @@ import torch
 from ..denoiser import Guide
 from ..loaders import LATENT_SCALE_ATTR
 from ..sampling import latent_preview
-from .denoiser import Denoiser, DiscreteSchedule, prepare_mask
+from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .noise import prepare_noise
 from .samplers import NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
@@ -38,12 +38,24 @@ def unavailable_message(name: str) -> str:
     return f"unknown sampler '{name}'"
 
 
-def model_sampling(model) -> DiscreteSchedule:
-    """The model's sigma table, made once per scheduler config."""
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+
+
+def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
+    """The model's sampling: the one a ModelSampling* node set, else its scheduler config's (a
+    flow-matching scheduler: flow sampling with its shift and the family's timestep multiplier),
+    made once per config."""
+    if getattr(model, "sampling", None) is not None:
+        return model.sampling
     config = dict(model.scheduler.config)
-    key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+    key = (getattr(model, "family", None),) + tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in _SCHEDULES:
-        _SCHEDULES[key] = DiscreteSchedule(config)
+        if config.get("_class_name") in FLOW_SCHEDULERS:
+            from ..families import family
+
+            _SCHEDULES[key] = FlowSchedule(config.get("shift", 1.0), family(model.family).sampling.multiplier)
+        else:
+            _SCHEDULES[key] = DiscreteSchedule(config)
     return _SCHEDULES[key]
 
 
@@ -83,7 +95,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     noise = noise.to(device=device, dtype=torch.float32)
     first = float(sigmas[0])
     full = math.isclose(float(ms.sigma_max), first, rel_tol=1e-5) or first > float(ms.sigma_max)
-    x = noise * (math.sqrt(1.0 + first ** 2) if full else first) + source
+    x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
     guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
@@ -106,7 +118,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     with torch.no_grad():
         samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,
                            **dict(sampler.options))
-    out["samples"] = samples.to(unet.dtype)
+    out["samples"] = ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype)
     if guide.inpaint_latents is not None:
         out["inpaint_latents"] = guide.inpaint_latents
     denoised = last.get("denoised")
