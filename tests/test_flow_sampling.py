@@ -112,3 +112,34 @@ def test_empty_sd3_latent_is_16_channels_of_zeros():
 
     latent = call(EmptySD3LatentImage, Ctx(), width=64, height=32, batch_size=2)
     assert latent["samples"].shape == (2, 16, 4, 8) and not latent["samples"].any() and latent["empty"]
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "lcm"])
+def test_ancestral_samplers_take_rectified_flow_steps(name):
+    """On a flow model the ancestral samplers keep x at the flow's marginal: with the exact denoiser of
+    one point, x at each sigma is (1 - sigma) * target + sigma * (unit noise), so the last is the target
+    and every intermediate x has the right signal share (not the eps models' x0 + sigma * noise)."""
+    ms, target = FlowSchedule(3.0, 1.0), torch.full((1, 16, 8, 8), 0.5)
+    sigmas = ksampler_sigmas(ms, name, "simple", 4)
+    x = ms.noise_scaling(sigmas[0], torch.randn_like(target), torch.zeros_like(target))
+    denoiser, seen = Denoiser(velocity_guide(target), ms, torch.float32, sigmas), []
+    out = samplers.SAMPLERS[name](denoiser, x, sigmas, extra_args={"seed": 1}, disable=True,
+                                  callback=lambda info: seen.append((info["x"], info["sigma"])))
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
+    for x_i, sigma in seen[1:]:
+        residual = (x_i - (1 - sigma) * target) / sigma  # the noise part: mean 0, std 1 (1024 values)
+        assert float(residual.mean().abs()) < 0.15 and abs(float(residual.std()) - 1) < 0.15
+
+
+
+def test_half_log_snr_samplers_refuse_flow_models_with_a_clear_error():
+    from nodes.ksampling.ksampler import SamplerChoice, sample
+
+    class Unet:
+        device, dtype, config = torch.device("cpu"), torch.float32, None
+
+    model = Model(unet=Unet(), scheduler=None, sampling=FlowSchedule(3.0, 1.0))
+    latent = {"samples": torch.zeros(1, 16, 2, 2)}
+    with pytest.raises(ValueError, match="'dpmpp_2m_sde' does not run on flow-matching models"):
+        sample(None, model, [], [], 1.0, SamplerChoice("dpmpp_2m_sde"), torch.tensor([1.0, 0.0]), latent,
+               torch.zeros(1, 16, 2, 2), 0)

@@ -13,7 +13,7 @@ from ..loaders import LATENT_SCALE_ATTR
 from ..sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .noise import prepare_noise
-from .samplers import NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
+from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
 COMFY_LATENT_SCALE = 8
 _SCHEDULES: dict = {}
@@ -91,6 +91,9 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     if sigmas.numel() == 0:
         return {**out, "samples": source.to(unet.dtype)}, None
     ms = model_sampling(model)
+    if isinstance(ms, FlowSchedule) and sampler.name in FLOW_PENDING:
+        raise ValueError(f"the sampler '{sampler.name}' does not run on flow-matching models in Loom yet; these do "
+                         f"not: {', '.join(FLOW_PENDING)}")
     sigmas = sigmas.detach().float().to(device)
     noise = noise.to(device=device, dtype=torch.float32)
     first = float(sigmas[0])

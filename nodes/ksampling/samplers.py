@@ -69,6 +69,22 @@ def _report(callback, x, i, sigma, denoised, sigma_hat=None):
                   "denoised": denoised})
 
 
+def _is_flow(model) -> bool:
+    """Whether the denoiser is a flow-matching model (ComfyUI's CONST sampling): ancestral samplers
+    then take ComfyUI's rectified-flow steps (x at sigma is (1 - sigma) * x0 + sigma * noise)."""
+    return getattr(getattr(model, "ms", None), "prediction", None) in ("flow", "img_to_img_velocity")
+
+
+def _rf_step(sigma, sigma_next, eta):
+    """(sigma_down, the factor x is scaled by after the step, the fresh noise's scale) of an
+    ancestral step on a flow model: the step goes to sigma_down, then x is rescaled to the signal
+    level of sigma_next and noise makes up the rest."""
+    down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    alpha_next, alpha_down = 1 - sigma_next, 1 - down
+    renoise = (sigma_next ** 2 - down ** 2 * alpha_next ** 2 / alpha_down ** 2) ** 0.5
+    return down, alpha_next / alpha_down, renoise
+
+
 def _uncond(model):
     uncond = getattr(model, "uncond_denoised", None)
     if uncond is None:
@@ -93,6 +109,8 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _euler_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -171,10 +189,29 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
+def _euler_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        ratio = down / sigmas[i]
+        x = ratio * x + (1 - ratio) * denoised
+        if eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _dpm_2_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -190,6 +227,25 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
         d_mid = to_d(x_mid, mid, model(x_mid, mid * ones, **extra_args))
         x = x + d_mid * (down - sigmas[i])
         x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * up
+    return x
+
+
+def _dpm_2_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        _report(callback, x, i, sigmas[i], denoised)
+        d = to_d(x, sigmas[i], denoised)
+        if down == 0:
+            x = x + d * (down - sigmas[i])
+            continue
+        mid = sigmas[i].log().lerp(down.log(), 0.5).exp()
+        x_mid = x + d * (mid - sigmas[i])
+        d_mid = to_d(x_mid, mid, model(x_mid, mid * ones, **extra_args))
+        x = x + d_mid * (down - sigmas[i])
+        x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
     return x
 
 
@@ -594,6 +650,8 @@ def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                               eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -611,6 +669,32 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
             x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * denoised_mid
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * up
+    return x
+
+
+def _dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    """DPM-Solver++(2S) in the flow's half-log-SNR log((1 - sigma) / sigma); the midpoint of a start
+    at sigma 1 (where that is -inf) is sigma 0.9999, as ComfyUI takes it."""
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (down - sigmas[i])
+        else:
+            if sigmas[i] == 1.0:
+                sigma_s = 0.9999
+            else:
+                t, t_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - down) / down).log()
+                sigma_s = ((t + (t_down - t) / 2).exp() + 1) ** -1
+            ratio = sigma_s / sigmas[i]
+            denoised_s = model(ratio * x + (1 - ratio) * denoised, sigma_s * ones, **extra_args)
+            ratio = down / sigmas[i]
+            x = ratio * x + (1 - ratio) * denoised_s
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
     return x
 
 
@@ -781,7 +865,9 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
         _report(callback, x, i, sigmas[i], denoised)
         x = denoised
         if sigmas[i + 1] > 0:
-            x = noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] + x
+            ms = getattr(model, "ms", None)  # the model's noising rule (a bare denoiser function: x0 + sigma * noise)
+            fresh = noise(sigmas[i], sigmas[i + 1])
+            x = fresh * sigmas[i + 1] + x if ms is None else ms.noise_scaling(sigmas[i + 1], fresh, x)
     return x
 
 
@@ -1256,6 +1342,11 @@ SAMPLERS = {
     "uni_pc_bh2": sample_uni_pc_bh2,
 }
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
+# ComfyUI's samplers that step in half-log-SNR, which for a flow model is log((1 - sigma) / sigma)
+# with its own noise terms: Loom runs them on discrete models only so far (a flow model is refused).
+FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
+                "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
+                "seeds_2", "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece")
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
 
 # ComfyUI's sampler names in its own order, and those Loom does not run (yet).
