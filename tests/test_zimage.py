@@ -1,0 +1,66 @@
+"""Z-Image (issue 21): its family declaration, the tiny random models (diffusers folder and ComfyUI's
+single files) and how the registry recognises them. Tiny: 32 px, 2 steps."""
+import json
+
+import pytest
+import torch
+
+import nodes.families as families
+from nodes.families.zimage import FAMILY, TEMPLATE
+from nodes.tiny_zimage import FILES, build_pipeline, comfy_files, tiny_tokenizer, write_comfy_files
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_pipeline(0)
+
+
+def test_the_declaration_is_the_published_models():
+    assert FAMILY.latent.channels == 16 and (FAMILY.latent.scale, FAMILY.latent.shift) == (0.3611, 0.1159)
+    assert (FAMILY.sampling.prediction, FAMILY.sampling.shift, FAMILY.sampling.multiplier) == ("flow", 3.0, 1.0)
+    assert families.family_of_clip_kinds(["qwen3_4b"]) == "zimage"
+    config = families.scheduler_for("zimage")
+    assert config["_class_name"] == "FlowMatchEulerDiscreteScheduler" and config["shift"] == 3.0
+    assert not config["use_dynamic_shifting"]
+
+
+def test_the_tiny_tokenizer_writes_the_prompt_as_the_pipeline_and_comfyui_do():
+    """diffusers' chat template with thinking enabled and ComfyUI's template give the same text."""
+    tok = tiny_tokenizer()
+    text = tok.apply_chat_template([{"role": "user", "content": "a cat"}], tokenize=False,
+                                   add_generation_prompt=True, enable_thinking=True)
+    assert text == TEMPLATE.format("a cat")
+    ids = tok(text).input_ids
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and len(ids) == len(text.encode()) - 2 * 12 - 10 + 3  # bytes, 3 specials
+
+
+def test_the_tiny_folder_is_recognised_and_runs(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "tiny-zimage", safe_serialization=True)
+    assert families.family_of_folder(tmp_path / "tiny-zimage") == "zimage"
+    config = json.loads((tmp_path / "tiny-zimage" / "transformer" / "config.json").read_text())
+    assert families.family_of_unet_config(config) == "zimage"
+    image = pipe("a cat", height=32, width=32, num_inference_steps=2, guidance_scale=0.0, output_type="np",
+                 generator=torch.Generator().manual_seed(0), max_sequence_length=64).images
+    assert image.shape == (1, 32, 32, 3) and image.std() > 0.01  # the randomised norms make it no flat grey
+
+
+def test_comfyuis_single_files_hold_the_same_weights(pipe, tmp_path):
+    """The transformer file converts back (diffusers' own converter) to the exact diffusers weights;
+    the registry recognises it as Z-Image and no SD family claims it."""
+    from diffusers.loaders import single_file_utils
+
+    files = comfy_files(pipe)
+    original = files["transformer"]
+    assert "layers.0.attention.qkv.weight" in original and "x_embedder.weight" in original
+    assert families.family_of_unet_state_dict(original, "") == "zimage"
+    prefixed = {"model.diffusion_model." + k: v for k, v in original.items()}
+    assert families.family_of_unet_state_dict(prefixed) == "zimage"
+    converter = getattr(single_file_utils, FAMILY.denoiser_converter)
+    back = converter(dict(original))
+    expected = pipe.transformer.state_dict()
+    assert back.keys() == expected.keys() and all(torch.equal(back[k], expected[k]) for k in expected)
+    assert "model.embed_tokens.weight" in files["text_encoder"]
+    assert "encoder.down.0.block.0.conv1.weight" in files["vae"] and "quant_conv.weight" not in files["vae"]
+    written = write_comfy_files(tmp_path, pipe=pipe)
+    assert {p.relative_to(tmp_path).as_posix() for p in written.values()} == set(FILES.values())
+    assert FILES["transformer"] == "diffusion_models/z_image_turbo_bf16.safetensors"
