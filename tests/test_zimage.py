@@ -64,3 +64,57 @@ def test_comfyuis_single_files_hold_the_same_weights(pipe, tmp_path):
     written = write_comfy_files(tmp_path, pipe=pipe)
     assert {p.relative_to(tmp_path).as_posix() for p in written.values()} == set(FILES.values())
     assert FILES["transformer"] == "diffusion_models/z_image_turbo_bf16.safetensors"
+
+
+class ComfyFlowEuler:
+    """ComfyUI's euler on a flow model, as a diffusers scheduler, from ComfyUI's rules (not Loom's code):
+    the given sigmas then 0; the pipeline's prediction (minus the transformer's output) is the
+    velocity v, denoised = x - sigma * v; an Euler step on (x - denoised) / sigma."""
+    order = 1
+
+    def __init__(self):
+        self.config = {}
+
+    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
+        self.sigmas = torch.cat([torch.tensor(sigmas, dtype=torch.float32), torch.zeros(1)])
+        self.timesteps = self.sigmas[:-1] * 1000  # the pipeline feeds the transformer (1000 - t) / 1000
+        self.index = 0
+
+    def set_begin_index(self, index=0):
+        self.index = index
+
+    def step(self, velocity, timestep, sample, return_dict=False):
+        s, s_next = self.sigmas[self.index], self.sigmas[self.index + 1]
+        denoised = sample - velocity * s
+        self.index += 1
+        return (sample + (sample - denoised) / s * (s_next - s),)
+
+
+def test_ksampler_on_the_tiny_model_matches_the_pipeline_with_comfyuis_euler(pipe):
+    """Loom's KSampler path (ComfyUI's noise for seed 42, batch 2, ModelSamplingAuraFlow shift 3, euler +
+    simple, 4 steps, cfg 1) against ZImagePipeline given the same noise, sigmas and text features.
+    Tolerance 1e-5: ComfyUI feeds the transformer 1 - sigma, the pipeline (1000 - 1000 sigma) / 1000 (float32
+    rounding of the time), and ComfyUI steps through denoised latents where the scheduler above could
+    use v directly; both are ~1e-7 per step."""
+    from diffusers import ZImagePipeline
+
+    from nodes.bundles import Model
+    from nodes.conditioning import Cond
+    from nodes.ksampling.denoiser import FlowSchedule
+    from nodes.ksampling.ksampler import SamplerChoice, sample, starting_noise
+    from nodes.ksampling.schedules import ksampler_sigmas
+
+    (caption,), _ = pipe.encode_prompt("a cat", do_classifier_free_guidance=False, max_sequence_length=64)
+    model = Model(unet=pipe.transformer, scheduler=None, family="zimage", sampling=FlowSchedule(3.0, 1.0))
+    latent = {"samples": torch.zeros(2, 16, 4, 4), "empty": True, "width": 32, "height": 32}
+    noise = starting_noise(model, latent, 42)
+    sigmas = ksampler_sigmas(model.sampling, "euler", "simple", 4)
+    ours, _ = sample(None, model, (Cond(embeds=caption[None]),), None, 1.0, SamplerChoice("euler"), sigmas,
+                     latent, noise, 42)
+    reference = ZImagePipeline(scheduler=ComfyFlowEuler(), vae=pipe.vae, text_encoder=pipe.text_encoder,
+                               tokenizer=pipe.tokenizer, transformer=pipe.transformer)
+    theirs = reference(prompt_embeds=[caption, caption], guidance_scale=0.0, latents=noise.clone(), height=32,
+                       width=32, num_inference_steps=4, sigmas=sigmas[:-1].tolist(), output_type="latent").images
+    difference = float((ours["samples"] - theirs).abs().max())
+    assert difference < 1e-5, difference
+    assert float((ours["samples"][0] - ours["samples"][1]).abs().max()) > 1e-3  # two different images

@@ -13,6 +13,7 @@ from ..loaders import LATENT_SCALE_ATTR
 from ..sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .noise import prepare_noise
+from .transformer_guide import ZImageGuide
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
 COMFY_LATENT_SCALE = 8
@@ -70,7 +71,8 @@ def latent_image(model, latent: dict) -> torch.Tensor:
         height, width = latent.get("height") or h * COMFY_LATENT_SCALE, latent.get("width") or w * COMFY_LATENT_SCALE
         if width % scale or height % scale:
             raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
-        shape = (samples.shape[0], unet.config.out_channels, height // scale, width // scale)
+        channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
+        shape = (samples.shape[0], channels, height // scale, width // scale)
         return torch.zeros(shape, dtype=torch.float32)
     return samples.detach().float().cpu()
 
@@ -101,10 +103,15 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
-    guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                  _generators(seed, x.shape), latent.get("inpaint_latents"),
-                  None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
-                  keep_uncond=sampler.name in NEEDS_UNCOND)
+    if getattr(model, "family", None) == "zimage":
+        if mask is not None:
+            raise ValueError("noise masks (inpainting) on Z-Image models are not supported yet")
+        guide = ZImageGuide(unet, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+    else:
+        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                      _generators(seed, x.shape), latent.get("inpaint_latents"),
+                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
+                      keep_uncond=sampler.name in NEEDS_UNCOND)
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
@@ -122,7 +129,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
         samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,
                            **dict(sampler.options))
     out["samples"] = ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype)
-    if guide.inpaint_latents is not None:
+    if getattr(guide, "inpaint_latents", None) is not None:
         out["inpaint_latents"] = guide.inpaint_latents
     denoised = last.get("denoised")
     return out, None if denoised is None else denoised.to(unet.dtype)
