@@ -133,6 +133,8 @@ def write_comfy_files(models_dir: str | Path, seed: int = 0, pipe=None) -> dict[
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
         written[part] = path
+    # Qwen2's tokenizer where Loom looks for it (nodes.zimage_files.tokenizer_beside)
+    pipe.tokenizer.save_pretrained(written["text_encoder"].parent / "qwen25_tokenizer")
     return written
 
 

@@ -1,6 +1,9 @@
 """Z-Image (issue 21): its family declaration, the tiny random models (diffusers folder and ComfyUI's
 single files) and how the registry recognises them. Tiny: 32 px, 2 steps."""
 import json
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -118,3 +121,71 @@ def test_ksampler_on_the_tiny_model_matches_the_pipeline_with_comfyuis_euler(pip
     difference = float((ours["samples"] - theirs).abs().max())
     assert difference < 1e-5, difference
     assert float((ours["samples"][0] - ours["samples"][1]).abs().max()) > 1e-3  # two different images
+
+
+FRONTEND_REQUEST = Path(__file__).resolve().parent / "fixtures" / "comfy" / "frontend_default_request.json"
+
+
+def frontend_graph(size: int = 32, batch: int = 2, sampler: str | None = None) -> dict:
+    """The official frontend's default Z-Image-Turbo workflow (the prompt it posts), with the two nodes
+    it could not name (it did not know their types then) given theirs: EmptySD3LatentImage (size, batch)
+    and ModelSamplingAuraFlow (shift 3, its widget value)."""
+    prompt = json.loads(FRONTEND_REQUEST.read_text())["prompt"]
+    prompt["68"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}}
+    prompt["69"] = {"class_type": "ModelSamplingAuraFlow",
+                    "inputs": {"model": ["66", 0], "shift": prompt["69"]["inputs"]["UNKNOWN"]}}
+    if sampler:
+        prompt["70"]["inputs"]["sampler_name"] = sampler
+    del prompt["9"]  # the decoded image is what is compared
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def loaded(pipe, tmp_path_factory):
+    from graph import Env, Loom
+
+    models = tmp_path_factory.mktemp("zimage_models")
+    write_comfy_files(models, pipe=pipe)
+    pipe.save_pretrained(models / "tiny-zimage", safe_serialization=True)
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("zimage_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    return loom, models
+
+
+def test_the_default_workflows_graph_matches_the_pipeline(loaded):
+    """UNETLoader + CLIPLoader (lumina2) + VAELoader on ComfyUI's file names, EmptySD3LatentImage,
+    ModelSamplingAuraFlow, CLIPTextEncode, KSampler (seed 42, 8 steps, cfg 1, simple; euler here) and
+    VAEDecode, against ZImagePipeline from the same weights (its folder) given ComfyUI's noise and sigmas
+    and ComfyFlowEuler, batch 2 at 32 px. Tolerance 1e-4 on pixels in 0..1: the pipeline pads the prompt to
+    512 tokens with an attention mask (Loom, as ComfyUI, does not pad), and the time rounding of the
+    sampler test above; both are float32 rounding."""
+    from diffusers import ZImagePipeline
+
+    from nodes.ksampling.denoiser import FlowSchedule
+    from nodes.ksampling.noise import prepare_noise
+    from nodes.ksampling.schedules import ksampler_sigmas
+    from tests._sd import run_node
+
+    loom, models = loaded
+    graph = frontend_graph(sampler="euler")
+    ours = run_node(loom, graph, "65").numpy()
+    k = graph["70"]["inputs"]
+    sigmas = ksampler_sigmas(FlowSchedule(3.0, 1.0), "euler", k["scheduler"], k["steps"])
+    noise = prepare_noise((2, 16, 4, 4), k["seed"])
+    folder = models / "tiny-zimage"
+    reference = ZImagePipeline.from_pretrained(folder)
+    reference.scheduler = ComfyFlowEuler()
+    reference.set_progress_bar_config(disable=True)
+    theirs = reference(graph["67"]["inputs"]["text"], num_images_per_prompt=2, guidance_scale=0.0, latents=noise,
+                       height=32, width=32, num_inference_steps=k["steps"], sigmas=sigmas[:-1].tolist(),
+                       max_sequence_length=512, output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    assert ours.shape == (2, 32, 32, 3) and difference < 1e-4, difference
+
+
+def test_the_default_workflow_runs_unchanged_settings(loaded):
+    """res_multistep + simple, 8 steps, as the frontend posts it: an image per latent."""
+    from tests._sd import run_node
+
+    image = run_node(loaded[0], frontend_graph(batch=1), "65")
+    assert image.shape == (1, 32, 32, 3) and float(image.std()) > 0.01

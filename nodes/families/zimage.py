@@ -34,7 +34,7 @@ QWEN3_4B = dict(hidden_size=2560, intermediate_size=9728, num_attention_heads=32
 
 # Tiny ones (diffusers' own Z-Image tests' sizes): a 16-wide caption projection = the tiny Qwen3's width.
 TINY_TRANSFORMER = dict(TRANSFORMER, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
-                        cap_feat_dim=16, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+                        cap_feat_dim=16, axes_dims=[8, 4, 4])  # axes_lens as published: long prompts fit
 TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                 up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 64, 64], layers_per_block=1,
                 latent_channels=16, norm_num_groups=32, sample_size=64, use_quant_conv=False,
