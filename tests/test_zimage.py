@@ -189,3 +189,15 @@ def test_the_default_workflow_runs_unchanged_settings(loaded):
 
     image = run_node(loaded[0], frontend_graph(batch=1), "65")
     assert image.shape == (1, 32, 32, 3) and float(image.std()) > 0.01
+
+
+def test_a_loaded_model_samples_as_comfyuis_z_image_without_a_patch(loaded):
+    """UNETLoader's MODEL alone: ComfyUI's Z-Image sampling settings (shift 3, multiplier 1)."""
+    from nodes.ksampling.denoiser import FlowSchedule
+    from nodes.ksampling.ksampler import model_sampling
+    from tests._sd import run_node
+
+    model = run_node(loaded[0], {"1": {"class_type": "UNETLoader", "inputs": {
+        "unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"}}}, "1")
+    ms = model_sampling(model)
+    assert model.family == "zimage" and isinstance(ms, FlowSchedule) and (ms.shift, ms.multiplier) == (3.0, 1.0)
