@@ -42,3 +42,17 @@ def test_the_frontends_default_workflow_runs_to_an_image(server):
         images = history["outputs"]["9"]["images"]
         assert len(images) == 1 and (server.data_dir / "output" / images[0]["filename"]).is_file()
     run(main())
+
+
+def test_the_captured_body_unchanged_asks_for_a_reload(server):
+    """The captured body as it is (a page older than these node types): 400, reload the page."""
+    body = {**json.loads(FRONTEND_REQUEST.read_text()), "client_id": "zimage"}
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.url + "/prompt", json=body) as r:
+                assert r.status == 400
+                reply = await r.json()
+        assert reply["error"]["message"].startswith("the page that sent this prompt is out of date: reload it")
+        assert set(reply["node_errors"]) == {"68", "69"}
+    run(main())
