@@ -757,6 +757,9 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         raise ValueError("solver_type must be 'heun' or 'midpoint'")
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    if _is_flow(model):
+        return _dpmpp_2m_sde_flow(model, x, _offset_first_sigma(model, sigmas), extra_args, callback, noise, eta,
+                                  s_noise, solver_type)
     ones = x.new_ones([x.shape[0]])
     previous, h, h_last = None, None, None
     for i in range(len(sigmas) - 1):
@@ -813,6 +816,46 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
                 x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         d1_prev, d2_prev = denoised, d1_prev
         h1, h2 = h, h1
+    return x
+
+
+def _flow_lam(sigma):
+    """Half-log-SNR of a flow model's sigma: log((1 - sigma) / sigma)."""
+    return sigma.logit().neg()
+
+
+def _offset_first_sigma(model, sigmas):
+    """A flow schedule starting at sigma 1 (log-SNR -inf) starts at the sigma of 0.01% instead (ComfyUI's)."""
+    if len(sigmas) > 1 and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = model.ms.percent_to_sigma(1e-4)
+    return sigmas
+
+
+def _dpmpp_2m_sde_flow(model, x, sigmas, extra_args, callback, noise, eta, s_noise, solver_type):
+    """DPM-Solver++(2M) SDE in the flow's log-SNR, the denoised terms scaled by alpha = 1 - sigma_next."""
+    ones = x.new_ones([x.shape[0]])
+    previous, h, h_last = None, None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lam_next = _flow_lam(sigmas[i + 1])
+            h = lam_next - _flow_lam(sigmas[i])
+            h_eta = h * (eta + 1)
+            alpha = sigmas[i + 1] * lam_next.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha * (-h_eta).expm1().neg() * denoised
+            if previous is not None:
+                r = h_last / h
+                if solver_type == "heun":
+                    x = x + alpha * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - previous)
+                else:
+                    x = x + 0.5 * alpha * (-h_eta).expm1().neg() * (1 / r) * (denoised - previous)
+            if eta > 0 and s_noise > 0:
+                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        previous, h_last = denoised, h
     return x
 
 
@@ -1344,8 +1387,7 @@ SAMPLERS = {
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
 # ComfyUI's samplers that step in half-log-SNR, which for a flow model is log((1 - sigma) / sigma)
 # with its own noise terms: Loom runs them on discrete models only so far (a flow model is refused).
-FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
-                "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
+FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
                 "seeds_2", "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece")
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
 
