@@ -115,7 +115,7 @@ def test_empty_sd3_latent_is_16_channels_of_zeros():
 
 
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "lcm", "dpmpp_2m_sde",
-                                  "dpmpp_2m_sde_heun"])
+                                  "dpmpp_2m_sde_heun", "dpmpp_3m_sde"])
 def test_stochastic_samplers_keep_a_flow_models_marginals(name):
     """On a flow model the ancestral samplers keep x at the flow's marginal: with the exact denoiser of
     one point, x at each sigma is (1 - sigma) * target + sigma * (unit noise), so the last is the target
@@ -141,6 +141,6 @@ def test_half_log_snr_samplers_refuse_flow_models_with_a_clear_error():
 
     model = Model(unet=Unet(), scheduler=None, sampling=FlowSchedule(3.0, 1.0))
     latent = {"samples": torch.zeros(1, 16, 2, 2)}
-    with pytest.raises(ValueError, match="'dpmpp_3m_sde' does not run on flow-matching models"):
-        sample(None, model, [], [], 1.0, SamplerChoice("dpmpp_3m_sde"), torch.tensor([1.0, 0.0]), latent,
+    with pytest.raises(ValueError, match="'er_sde' does not run on flow-matching models"):
+        sample(None, model, [], [], 1.0, SamplerChoice("er_sde"), torch.tensor([1.0, 0.0]), latent,
                torch.zeros(1, 16, 2, 2), 0)

@@ -790,6 +790,10 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         return x
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    flow = _is_flow(model)  # ComfyUI's CONST models: the flow's log-SNR, denoised terms times alpha
+    lam = _flow_lam if flow else _lam
+    if flow:
+        sigmas = _offset_first_sigma(model, sigmas)
     ones = x.new_ones([x.shape[0]])
     d1_prev = d2_prev = None
     h = h1 = h2 = None
@@ -799,9 +803,11 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            h = _lam(sigmas[i + 1]) - _lam(sigmas[i])
+            lam_next = lam(sigmas[i + 1])
+            h = lam_next - lam(sigmas[i])
             h_eta = h * (eta + 1)
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - (-h_eta).expm1() * denoised
+            alpha = sigmas[i + 1] * lam_next.exp() if flow else 1.0
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha * (-h_eta).expm1() * denoised
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h2 is not None:
                 r0, r1 = h1 / h, h2 / h
@@ -809,9 +815,9 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
                 slope_1 = (d1_prev - d2_prev) / r1
                 first = slope_0 + (slope_0 - slope_1) * r0 / (r0 + r1)
                 second = (slope_0 - slope_1) / (r0 + r1)
-                x = x + phi_2 * first - (phi_2 / h_eta - 0.5) * second
+                x = x + (alpha * phi_2) * first - (alpha * (phi_2 / h_eta - 0.5)) * second
             elif h1 is not None:
-                x = x + phi_2 * (denoised - d1_prev) / (h1 / h)
+                x = x + (alpha * phi_2) * (denoised - d1_prev) / (h1 / h)
             if eta > 0 and s_noise > 0:
                 x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         d1_prev, d2_prev = denoised, d1_prev
@@ -1387,7 +1393,7 @@ SAMPLERS = {
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
 # ComfyUI's samplers that step in half-log-SNR, which for a flow model is log((1 - sigma) / sigma)
 # with its own noise terms: Loom runs them on discrete models only so far (a flow model is refused).
-FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
+FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
                 "seeds_2", "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece")
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
 
