@@ -115,7 +115,7 @@ def test_empty_sd3_latent_is_16_channels_of_zeros():
 
 
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "lcm", "dpmpp_2m_sde",
-                                  "dpmpp_2m_sde_heun", "dpmpp_3m_sde"])
+                                  "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "dpmpp_sde"])
 def test_stochastic_samplers_keep_a_flow_models_marginals(name):
     """On a flow model the ancestral samplers keep x at the flow's marginal: with the exact denoiser of
     one point, x at each sigma is (1 - sigma) * target + sigma * (unit noise), so the last is the target

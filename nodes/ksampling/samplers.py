@@ -706,6 +706,8 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         return x
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    if _is_flow(model):
+        return _dpmpp_sde_flow(model, x, _offset_first_sigma(model, sigmas), extra_args, callback, noise, eta, s_noise, r)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * ones, **extra_args)
@@ -862,6 +864,36 @@ def _dpmpp_2m_sde_flow(model, x, sigmas, extra_args, callback, noise, eta, s_noi
             if eta > 0 and s_noise > 0:
                 x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         previous, h_last = denoised, h
+    return x
+
+
+def _dpmpp_sde_flow(model, x, sigmas, extra_args, callback, noise, eta, s_noise, r):
+    """DPM-Solver++ (stochastic) in the flow's log-SNR: each stage scales x by the ratio of the signal
+    levels alpha = sigma * exp(lambda) and its noise by the target's alpha (ComfyUI's general form)."""
+    ones = x.new_ones([x.shape[0]])
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lam_s, lam_t = _flow_lam(sigmas[i]), _flow_lam(sigmas[i + 1])
+        lam_mid = lam_s + r * (lam_t - lam_s)
+        sigma_mid = lam_mid.neg().sigmoid()
+        alpha_s, alpha_mid, alpha_t = sigmas[i] * lam_s.exp(), sigma_mid * lam_mid.exp(), sigmas[i + 1] * lam_t.exp()
+        down, up = ancestral_step(lam_s.neg().exp(), lam_mid.neg().exp(), eta)
+        h = down.log().neg() - lam_s
+        x_mid = (alpha_mid / alpha_s) * (-h).exp() * x - alpha_mid * (-h).expm1() * denoised
+        if eta > 0 and s_noise > 0:
+            x_mid = x_mid + alpha_mid * noise(sigmas[i], sigma_mid) * s_noise * up
+        denoised_mid = model(x_mid, sigma_mid * ones, **extra_args)
+        down, up = ancestral_step(lam_s.neg().exp(), lam_t.neg().exp(), eta)
+        h = down.log().neg() - lam_s
+        mixed = (1 - fac) * denoised + fac * denoised_mid
+        x = (alpha_t / alpha_s) * (-h).exp() * x - alpha_t * (-h).expm1() * mixed
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
 
 
@@ -1393,7 +1425,7 @@ SAMPLERS = {
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
 # ComfyUI's samplers that step in half-log-SNR, which for a flow model is log((1 - sigma) / sigma)
 # with its own noise terms: Loom runs them on discrete models only so far (a flow model is refused).
-FLOW_PENDING = ("dpmpp_sde", "dpmpp_sde_gpu", "euler_ancestral_cfg_pp", "er_sde",
+FLOW_PENDING = ("euler_ancestral_cfg_pp", "er_sde",
                 "seeds_2", "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece")
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
 
