@@ -4,7 +4,9 @@ ComfyUI's frontend sends an entry without `class_type` for every node whose type
 ({"inputs": ..., "_meta": {"title"}}): the type name is then only in the editor workflow it sends
 along (extra_data.extra_pnginfo.workflow), where the node with that id (`10:4` inside subgraph
 instances) has it as `type`. So the answer can say which node types are missing, per node, with
-the top-level type `missing_node_type` that makes the frontend show its missing-nodes panel.
+the top-level type `missing_node_type` that makes the frontend show its missing-nodes panel. A
+named type this server has (`installed`) means the page was loaded before the server had it: that
+entry says so (reload the page), and with no type truly missing the error is an `invalid_prompt`.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ INVALID = "invalid_node_entry"
 MISSING = "missing_node_type"
 
 
-def entry_errors(prompt: dict, editor: Any = None) -> Validation | None:
+def entry_errors(prompt: dict, editor: Any = None, installed: Any = ()) -> Validation | None:
     """A failed Validation naming every malformed entry of `prompt` (a dict), or None if all are sound."""
     node_errors: dict[str, dict] = {}
     missing: dict[str, list[str]] = {}  # type name (or '' when unknown) -> node ids
+    stale: dict[str, list[str]] = {}  # installed type name -> node ids whose entry lacks it
 
     def add(node_id: str, kind: str, message: str, type_name: str | None = None, **extra) -> None:
         entry = node_errors.setdefault(node_id, {"errors": [], "dependent_outputs": [], "class_type": type_name})
@@ -39,6 +42,12 @@ def entry_errors(prompt: dict, editor: Any = None) -> Validation | None:
         class_type = node.get("class_type")
         if class_type is None:
             name = editor_type(editor, node_id)
+            if name and name in installed:  # a page loaded before this server had the type
+                stale.setdefault(name, []).append(node_id)
+                add(node_id, INVALID, f"node type '{name}' is installed, but the entry has no class_type: the page "
+                                      "that sent it was loaded before this server had it (reload the page)", name,
+                    class_type=name, node_title=title)
+                continue
             missing.setdefault(name or "", []).append(node_id)
             what = f"node type '{name}'" if name else f"the node type of '{title}'" if title else f"the node type of node {node_id}"
             add(node_id, MISSING, f"{what} is not installed (the entry has no class_type)", name,
@@ -61,6 +70,13 @@ def entry_errors(prompt: dict, editor: Any = None) -> Validation | None:
             message += f", and {len(missing[''])} node(s) of unknown type"
         error = {"type": MISSING, "message": message, "details": "\n".join(lines),
                  "extra_info": {"missing_node_types": named, "nodes": {n: ids for n, ids in missing.items() if n}}}
+    elif stale:
+        others = len(lines) - sum(len(ids) for ids in stale.values())
+        message = ("the page that sent this prompt is out of date: reload it (it sent no class_type for node types "
+                   "this server has: " + ", ".join(sorted(stale)) + ")"
+                   + (f"; and {others} other malformed entries" if others else ""))
+        error = {"type": "invalid_prompt", "message": message, "details": "\n".join(lines),
+                 "extra_info": {"stale_node_types": sorted(stale), "nodes": stale}}
     else:
         error = {"type": "invalid_prompt", "message": "malformed node entries: " + "; ".join(lines[:3])
                  + (f"; and {len(lines) - 3} more" if len(lines) > 3 else ""), "details": "\n".join(lines),

@@ -62,7 +62,7 @@ def read_workflow_file(path: str | Path) -> Any:
         raise WorkflowError(f"cannot read {path.name}: it is neither JSON nor a PNG ({exc})") from None
 
 
-def _entry_errors(workflow: Any, extra_data: dict | None) -> Validation | None:
+def _entry_errors(workflow: Any, extra_data: dict | None, installed: Any = ()) -> Validation | None:
     """Malformed entries of an API prompt (or of a request body's prompt), filed on their nodes."""
     try:
         kind = kind_of(workflow)
@@ -72,7 +72,7 @@ def _entry_errors(workflow: Any, extra_data: dict | None) -> Validation | None:
         return None
     prompt, extra = (workflow, extra_data) if kind == "api" else (workflow["prompt"], workflow.get("extra_data"))
     pnginfo = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
-    return entry_errors(prompt, pnginfo.get("workflow") if isinstance(pnginfo, dict) else None)
+    return entry_errors(prompt, pnginfo.get("workflow") if isinstance(pnginfo, dict) else None, installed)
 
 
 def add_preflight(validation: Validation, report: Preflight) -> None:
@@ -161,7 +161,7 @@ class Loom:
         """Validate a workflow of any format; a malformed one gives an `invalid_prompt` error. The
         pre-flight report (missing node types and models) is part of the result. `extra_data` is
         the /prompt request's: its editor workflow names the types of entries that lack one."""
-        malformed = _entry_errors(workflow, extra_data)
+        malformed = _entry_errors(workflow, extra_data, self.registry)
         if malformed is not None:
             return malformed
         try:

@@ -17,11 +17,14 @@ from .schedulers import SchedulerSpec
 @dataclass(frozen=True, eq=False)
 class Model:
     """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
-    `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last."""
+    `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
+    `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.ksampling FlowSchedule),
+    None: the one its scheduler config implies."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
+    sampling: Any = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -105,6 +105,10 @@ def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
         return unet, name, _json(scheduler) if scheduler.is_file() else scheduler_for(name)
     sd = read_state_dict(path)
     prefix = UNET_PREFIX if has_prefix(sd, UNET_PREFIX) else ""
+    if family("zimage").is_denoiser(sd, prefix):
+        from .zimage_files import transformer_from_file
+
+        return place(transformer_from_file(sd, prefix), device, dtype), "zimage", scheduler_for("zimage")
     if "input_blocks.0.0.weight" not in {k[len(prefix):] for k in sd if k.startswith(prefix)}:
         raise CheckpointError(f"{path.name}: not a UNet in the LDM layout (no 'input_blocks.0.0.weight'); "
                               "diffusers-layout UNets load from their folder (config.json)")
@@ -142,6 +146,11 @@ def load_vae(path: Path, device, dtype):
     prefix = VAE_PREFIX if has_prefix(sd, VAE_PREFIX) else ""
     try:
         if f"{prefix}encoder.down.0.block.0.conv1.weight" in sd:  # LDM layout
+            latent = family("zimage").latent
+            if sd[f"{prefix}decoder.conv_in.weight"].shape[1] == latent.channels:  # Flux's VAE (ae.safetensors)
+                vae = vae_from_ldm(sd, latent.scale, prefix)
+                vae.register_to_config(shift_factor=latent.shift)
+                return place(vae, device, dtype)
             return place(vae_from_ldm(sd, scaling, prefix), device, dtype)
         if "encoder.down_blocks.0.resnets.0.conv1.weight" in sd:  # diffusers layout
             vae = load_weights(build_on_meta(AutoencoderKL, _diffusers_vae_config(sd, scaling)), sd, "VAE", assign=True)
@@ -179,6 +188,11 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
                                       None if kind == CLIP_L else OPEN_CLIP_PAD)
         return kind, tokenizer, cls.from_pretrained(path, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
+    from .zimage_files import is_qwen3, text_encoder_from_file
+
+    if is_qwen3(sd):  # Z-Image's Qwen3 (ComfyUI's qwen_3_4b.safetensors)
+        tokenizer, model = text_encoder_from_file(sd, path)
+        return family("zimage").text_encoders[0].kind, tokenizer, place(model, device, dtype)
     for declared in all_families():  # a whole checkpoint: its (first) encoder
         for enc in declared.text_encoders:
             if has_prefix(sd, enc.prefix) and has_prefix(sd, declared.denoiser_prefix):

@@ -78,7 +78,12 @@ def encode_prompt(ctx, clip: Clip, text: str, text_2: str | None = None) -> tupl
     """CONDITIONING of a prompt in ComfyUI's syntax (weights, embeddings, chunks of 75 tokens; see
     nodes.prompt_weights) with a CLIP bundle. SDXL: `text` for the first encoder (CLIP-L), `text_2`
     (default: the same) for the second (OpenCLIP bigG). A plain prompt of up to 75 tokens gives what
-    its family's pipeline encodes."""
+    its family's pipeline encodes. Z-Image: its Qwen3 encoding (nodes.zimage_files.encode)."""
+    if clip.family == "zimage":
+        from .conditioning import Cond
+        from .zimage_files import encode
+
+        return (Cond(embeds=encode(clip.tokenizer, clip.text_encoder, text)),)
     for tokenizer, words in ((clip.tokenizer, text), (clip.tokenizer_2, text if text_2 is None else text_2)):
         if tokenizer is not None:  # long prompts go in chunks here: nothing is cut off, unknown words are named
             check_prompt(ctx, tokenizer, plain_text(words), cut=False)

@@ -79,10 +79,14 @@ class CLIPLoader(Node):
 
     @classmethod
     def check(cls, env, type=None, **_):
-        return _refuse_type(type, ("stable_diffusion",), "type")
+        return _refuse_type(type, ("stable_diffusion", "lumina2"), "type")
 
     def run(self, ctx):
-        return _encoders(ctx, [self.clip_name], "clip_h")
+        clip = _encoders(ctx, [self.clip_name], "clip_h")
+        if (self.type == "lumina2") != (clip.family == "zimage"):
+            raise ValueError(f"CLIPLoader: {self.clip_name} is a {family(clip.family).label} text encoder; "
+                             f"type {self.type!r} expects {'Z-Image' if self.type == 'lumina2' else 'Stable Diffusion'}'s")
+        return clip
 
 
 class DualCLIPLoader(Node):

@@ -149,6 +149,9 @@ class VAEEncode(Node):
         x = 2.0 * pixels[..., :3].permute(0, 3, 1, 2) - 1.0
         dist = self.vae.encode(x.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
         factor = self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        if shift:  # Flux-style VAEs: a shifted latent space (the sampling of `dist` is not shifted: SD only)
+            return {"samples": factor * (dist.mean - shift)}
         return {"samples": factor * dist.mean, "dist": {"mean": dist.mean, "std": dist.std, "scaling_factor": factor}}
 
 
@@ -165,5 +168,9 @@ class VAEDecode(Node):
     @torch.no_grad()
     def run(self, ctx):
         z = self.samples["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
-        image = self.vae.decode(z / self.vae.config.scaling_factor, return_dict=False)[0]
+        z = z / self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        if shift:  # Flux-style VAEs (Z-Image, Flux): latents = (vae latents - shift) * scale
+            z = z + shift
+        image = self.vae.decode(z, return_dict=False)[0]
         return (image * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()

@@ -106,6 +106,8 @@ def vae_config(sd: dict, scaling_factor: float, prefix: str = VAE_PREFIX) -> dic
         "latent_channels": sd[p + "decoder.conv_in.weight"].shape[1],
         "sample_size": 512 if conv_in.shape[0] >= 128 else 64,
         "scaling_factor": scaling_factor,
+        # Flux's VAE (Z-Image's ae.safetensors) has no quant convolutions
+        "use_quant_conv": p + "quant_conv.weight" in sd, "use_post_quant_conv": p + "post_quant_conv.weight" in sd,
     }
 
 

@@ -89,6 +89,12 @@ def write_tiny_model(folder: str | Path, seed: int = 0, family: str = SD1, **ove
     """Write the family's diffusers folder (model_index.json, unet/, vae/, text_encoder*/, tokenizer*/,
     scheduler/)."""
     folder = Path(folder)
+    if family == "zimage":  # a transformer family with its own writer (Qwen tokenizer, no CLIP)
+        from .tiny_zimage import write_folder
+
+        if overrides:
+            raise ValueError(f"the tiny Z-Image writer takes no overrides ({', '.join(overrides)})")
+        return write_folder(folder, seed)
     pipe = build_pipeline(seed, family=family, **overrides)
     pipe.save_pretrained(folder, safe_serialization=True)
     # The BPE source files, as in any CLIP tokenizer folder.

@@ -207,6 +207,12 @@ COMFY.update({
     "SplitSigmasDenoise": ("sigmas:SIGMAS denoise:FLOAT", "", "SIGMAS:high_sigmas SIGMAS:low_sigmas"),
     "FlipSigmas": ("sigmas:SIGMAS", "", "SIGMAS"),
 })
+# comfy_extras/nodes_sd3.py and nodes_model_advanced.py: the flow-matching nodes (nodes.comfy_flow)
+COMFY.update({
+    "EmptySD3LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
+    "ModelSamplingSD3": ("model:MODEL shift:FLOAT", "", "MODEL"),
+    "ModelSamplingAuraFlow": ("model:MODEL shift:FLOAT", "sampling:COMBO", "MODEL"),
+})
 # Loom's own stage nodes (their own names and signatures; not ComfyUI's). AddNoise is Loom's
 # forward-process node of the tutorial, whose name ComfyUI's custom-sampling AddNoise (model, noise,
 # sigmas, latent_image) also has: a known clash, listed apart so it stays visible.

@@ -119,3 +119,59 @@ async def drive(server, workflow_file: Path):
     assert {k: (v["class_type"], v["inputs"]) for k, v in flattened.items()} == \
         {k: (v["class_type"], v["inputs"]) for k, v in made["output"].items()}
     assert entry["outputs"]["9"]["images"][0]["filename"].startswith("ComfyUI_")
+
+
+@pytest.fixture(scope="module")
+def zimage_server(tmp_path_factory):
+    """A server whose models folder holds the tiny Z-Image files under the names the frontend's
+    default workflow asks for."""
+    from nodes.tiny_zimage import write_comfy_files
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    models = tmp_path_factory.mktemp("zimage-models")
+    write_comfy_files(models, seed=0)
+    srv = ServerProc(tmp_path_factory.mktemp("comfyui-frontend-zimage") / "data", "--frontend", "comfyui",
+                     "--models-dir", str(models), custom_nodes=False,
+                     log_path=ARTIFACTS / "server-zimage.log").start(timeout=60)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_official_frontend_runs_its_default_workflow_unchanged(zimage_server):
+    """The frontend's own default graph (Z-Image-Turbo: 1024 px, res_multistep, 8 steps), queued as it
+    is: Run gives an image on its SaveImage."""
+    asyncio.run(run_default(zimage_server))
+
+
+async def run_default(server):
+    from playwright.async_api import async_playwright
+
+    errors = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            await page.goto(server.url + "/")
+            await page.wait_for_function("window.app?.graph !== undefined", timeout=90000)
+            await page.get_by_role("dialog").get_by_text("Templates").first.wait_for(timeout=30000)
+            await page.keyboard.press("Escape")
+            await page.get_by_role("button", name="Run", exact=True).wait_for(timeout=30000)
+            await page.evaluate("() => app.loadGraphData()")  # no argument: the frontend's own default graph
+            await page.wait_for_function("app.graph._nodes.length > 0", timeout=20000)
+            types = await page.evaluate("() => app.graph._nodes.map(n => n.type)")
+            assert {"EmptySD3LatentImage", "ModelSamplingAuraFlow", "UNETLoader"} <= set(types), types
+            await page.get_by_role("button", name="Run", exact=True).click()
+            await page.wait_for_function("app.nodeOutputs?.['9']?.images?.length > 0", timeout=240000)
+            image = await page.evaluate("() => app.nodeOutputs['9'].images[0]")
+            await page.screenshot(path=str(ARTIFACTS / "05-zimage-default.png"))
+        except BaseException:
+            await page.screenshot(path=str(ARTIFACTS / "failure-zimage.png"))
+            raise
+        finally:
+            await browser.close()
+    assert not errors, errors
+    assert image["type"] == "output" and image["filename"].startswith("ComfyUI")

@@ -193,3 +193,21 @@ def test_missing_types_inside_subgraph_instances_are_named():
     for junk in ({"nodes": "junk"}, None, {"nodes": [], "definitions": {"subgraphs": 5}}, {"definitions": []},
                  {"nodes": [{"id": 1, "type": ["x"]}]}):
         assert editor_type(junk, "1") is None and editor_type(junk, "1:2") is None
+
+
+def test_the_default_workflow_from_a_page_older_than_the_server_asks_for_a_reload():
+    """The same body on a server that has both types (Loom's built-in nodes since issue 21): the page
+    was loaded before, so the answer says to reload it rather than that the types are missing."""
+    from graph.entries import entry_errors
+
+    body = json.loads(FRONTEND_REQUEST.read_text())
+    v = entry_errors(body["prompt"], body["extra_data"]["extra_pnginfo"]["workflow"],
+                     installed={"EmptySD3LatentImage", "ModelSamplingAuraFlow"})
+    assert v.error["type"] == "invalid_prompt"
+    assert v.error["message"] == ("the page that sent this prompt is out of date: reload it (it sent no class_type for "
+                                  "node types this server has: EmptySD3LatentImage, ModelSamplingAuraFlow)")
+    assert v.error["extra_info"]["nodes"] == {"EmptySD3LatentImage": ["68"], "ModelSamplingAuraFlow": ["69"]}
+    assert "(reload the page)" in v.node_errors["69"]["errors"][0]["message"]
+    only_one = entry_errors(body["prompt"], body["extra_data"]["extra_pnginfo"]["workflow"],
+                            installed={"EmptySD3LatentImage"})
+    assert only_one.error["message"] == "node types not installed: ModelSamplingAuraFlow"

@@ -8,7 +8,7 @@ from .spec import Conditioning, Family, LatentFormat, Sampling, TextEncoder, Tin
 
 
 def is_folder(index: dict, unet: dict, text_encoder: dict) -> bool:
-    return (sd.xl_folder_kind(index, unet) is None and not sd.opens_with_gelu(text_encoder)
+    return (sd.is_unet_config(unet) and sd.xl_folder_kind(index, unet) is None and not sd.opens_with_gelu(text_encoder)
             and not unet.get("use_linear_projection"))
 
 
@@ -17,11 +17,11 @@ def is_checkpoint(state: dict) -> bool:
 
 
 def is_denoiser(state: dict, prefix: str) -> bool:
-    return sd.xl_unet_kind(state, prefix) is None and not sd.linear_projections(state, prefix)
+    return sd.is_unet(state, prefix) and sd.xl_unet_kind(state, prefix) is None and not sd.linear_projections(state, prefix)
 
 
 def is_denoiser_config(config: dict) -> bool:
-    return sd.xl_config_kind(config) is None and not config.get("use_linear_projection")
+    return sd.is_unet_config(config) and sd.xl_config_kind(config) is None and not config.get("use_linear_projection")
 
 
 FAMILY = Family(

@@ -49,6 +49,16 @@ def xl_unet_kind(sd: dict, prefix: str) -> str | None:
     return "refiner" if extra > 0 and extra % 5 == 0 and _power_of_two(extra // 5) else "base"
 
 
+def is_unet(sd: dict, prefix: str) -> bool:
+    """An LDM UNet (not a transformer) under the prefix."""
+    return has_prefix(sd, prefix + "input_blocks.")
+
+
+def is_unet_config(config: dict) -> bool:
+    """A diffusers UNet config (a transformer's config names another class)."""
+    return "UNet" in config.get("_class_name", "UNet2DConditionModel")
+
+
 def linear_projections(sd: dict, prefix: str) -> bool:
     """SD 2.x and XL project attention in and out with linear layers, SD 1.x with 1x1 convolutions."""
     proj_in = next((v for k, v in sd.items() if k.startswith(prefix) and k.endswith(".proj_in.weight")), None)

@@ -57,6 +57,7 @@ class LatentFormat:
 class Sampling:
     prediction: str  # "epsilon", "v_prediction" or "flow" (flow matching, velocity towards the noise)
     shift: float | None = None  # flow matching's timestep shift (None: not shifted / not flow)
+    multiplier: float = 1000  # flow: ComfyUI's timestep of sigma 1 (1000 for SD3, 1.0 for AuraFlow, Z-Image)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,13 @@ checkpoint's diffusers scheduler config: sigma_t = sqrt((1 - abar_t) / abar_t) f
 timesteps (betas in float64, the table in float32), a sigma's timestep is the NEAREST table entry in
 log sigma (an integer, as ComfyUI feeds the UNet), a timestep's sigma the log-linear interpolation.
 
-`Denoiser` scales the input by 1 / sqrt(sigma^2 + 1), calls the guided UNet (nodes.denoiser.Guide:
+`FlowSchedule` is ComfyUI's discrete flow sampling (ModelSamplingDiscreteFlow with CONST) for
+flow-matching models: sigma(t) = shift * s / (1 + (shift - 1) * s) with s = t / multiplier, a table
+of 1000 sigmas at s = k / 1000, a sigma's timestep sigma * multiplier (continuous); the model sees
+x unscaled and predicts a velocity v with denoised = x - sigma * v; a start is sigma * noise +
+(1 - sigma) * latents.
+
+`Denoiser` scales the input by 1 / sqrt(sigma^2 + 1) (flow models: unscaled), calls the guided UNet (nodes.denoiser.Guide:
 CFG u + g * (c - u), skipped only at g == 1, ControlNets, areas, inpainting channels) and turns
 its output (epsilon or v) into denoised latents, in float32 whatever the UNet's dtype. With a noise
 mask it does what ComfyUI's KSamplerX0Inpaint does: the unmasked area of the input is the source
@@ -54,12 +60,68 @@ class DiscreteSchedule:
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
+    def noise_scaling(self, sigma, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
+        """The starting latents at sigma (max_denoise: the model's largest sigma, noise * sqrt(1 + sigma^2))."""
+        return noise * (math.sqrt(1.0 + float(sigma) ** 2) if max_denoise else sigma) + latent
+
+    def inverse_noise_scaling(self, sigma, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
     def percent_to_sigma(self, percent: float) -> float:
         if percent <= 0.0:
             return 999999999.9
         if percent >= 1.0:
             return 0.0
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
+
+
+def time_snr_shift(shift: float, t):
+    """Flow matching's timestep shift (SD3's): more of the schedule at high noise for shift > 1."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+class FlowSchedule:
+    """sigma <-> timestep of a flow-matching model (ComfyUI's ModelSamplingDiscreteFlow). `multiplier`:
+    the timestep of sigma 1 (1000 for SD3, 1.0 for AuraFlow, Lumina 2 and Z-Image). `prediction`:
+    "flow" (CONST: denoised = x - sigma * v) or "img_to_img_velocity" (denoised = x - v, the start is
+    the latents unnoised)."""
+
+    def __init__(self, shift: float = 1.0, multiplier: float = 1000, prediction: str = "flow"):
+        if prediction not in ("flow", "img_to_img_velocity"):
+            raise ValueError(f"flow sampling is 'flow' or 'img_to_img_velocity', not {prediction!r}")
+        self.shift, self.multiplier, self.prediction = shift, multiplier, prediction
+        self.sigmas = self.sigma((torch.arange(1, 1001, 1) / 1000) * multiplier)
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(sigma) * self.multiplier
+
+    def sigma(self, timestep) -> torch.Tensor:
+        return time_snr_shift(self.shift, torch.as_tensor(timestep) / self.multiplier)
+
+    def noise_scaling(self, sigma, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
+        if self.prediction == "img_to_img_velocity":
+            return latent
+        return sigma * noise + (1.0 - sigma) * latent
+
+    def inverse_noise_scaling(self, sigma, latent: torch.Tensor) -> torch.Tensor:
+        return latent / (1.0 - sigma)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return time_snr_shift(self.shift, 1.0 - percent)
 
 
 def _betas(config: dict) -> torch.Tensor:
@@ -95,7 +157,7 @@ class Denoiser:
     step number a ControlNet's range is read against). `uncond_denoised`: the last call's negative
     prediction as clean latents (for CFG++ samplers; set only when the guide computed one)."""
 
-    def __init__(self, guide, model_sampling: DiscreteSchedule, dtype: torch.dtype, schedule: torch.Tensor,
+    def __init__(self, guide, model_sampling: DiscreteSchedule | FlowSchedule, dtype: torch.dtype, schedule: torch.Tensor,
                  mask: torch.Tensor | None = None, source: torch.Tensor | None = None,
                  noise: torch.Tensor | None = None):
         self.guide, self.ms, self.dtype = guide, model_sampling, dtype
@@ -108,9 +170,10 @@ class Denoiser:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         if self.mask is not None:
-            noised_source = self.source + self.noise * s
+            noised_source = self.ms.noise_scaling(s, self.noise, self.source)
             x = x * self.mask + noised_source * (1 - self.mask)
-        model_input = (x / (s ** 2 + 1) ** 0.5).to(self.dtype)
+        flow = isinstance(self.ms, FlowSchedule)
+        model_input = (x if flow else x / (s ** 2 + 1) ** 0.5).to(self.dtype)
         t = self.ms.timestep(sigma[:1]).float()[0].to(x.device)
         total = max(len(self.schedule) - 1, 1)
         step = min(int((self.schedule > float(sigma[0]) * (1 + 1e-6)).sum()), total - 1)
@@ -125,6 +188,8 @@ class Denoiser:
         return denoised
 
     def _denoised(self, out: torch.Tensor, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if self.ms.prediction == "img_to_img_velocity":
+            return x - out
         if self.ms.prediction == "v_prediction":
             return x / (s ** 2 + 1) - out * s / (s ** 2 + 1) ** 0.5
         return x - out * s

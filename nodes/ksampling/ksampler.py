@@ -11,9 +11,10 @@ import torch
 from ..denoiser import Guide
 from ..loaders import LATENT_SCALE_ATTR
 from ..sampling import latent_preview
-from .denoiser import Denoiser, DiscreteSchedule, prepare_mask
+from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .noise import prepare_noise
-from .samplers import NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
+from .transformer_guide import ZImageGuide
+from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
 COMFY_LATENT_SCALE = 8
 _SCHEDULES: dict = {}
@@ -38,12 +39,24 @@ def unavailable_message(name: str) -> str:
     return f"unknown sampler '{name}'"
 
 
-def model_sampling(model) -> DiscreteSchedule:
-    """The model's sigma table, made once per scheduler config."""
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+
+
+def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
+    """The model's sampling: the one a ModelSampling* node set, else its scheduler config's (a
+    flow-matching scheduler: flow sampling with its shift and the family's timestep multiplier),
+    made once per config."""
+    if getattr(model, "sampling", None) is not None:
+        return model.sampling
     config = dict(model.scheduler.config)
-    key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+    key = (getattr(model, "family", None),) + tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in _SCHEDULES:
-        _SCHEDULES[key] = DiscreteSchedule(config)
+        if config.get("_class_name") in FLOW_SCHEDULERS:
+            from ..families import family
+
+            _SCHEDULES[key] = FlowSchedule(config.get("shift", 1.0), family(model.family).sampling.multiplier)
+        else:
+            _SCHEDULES[key] = DiscreteSchedule(config)
     return _SCHEDULES[key]
 
 
@@ -58,7 +71,8 @@ def latent_image(model, latent: dict) -> torch.Tensor:
         height, width = latent.get("height") or h * COMFY_LATENT_SCALE, latent.get("width") or w * COMFY_LATENT_SCALE
         if width % scale or height % scale:
             raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
-        shape = (samples.shape[0], unet.config.out_channels, height // scale, width // scale)
+        channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
+        shape = (samples.shape[0], channels, height // scale, width // scale)
         return torch.zeros(shape, dtype=torch.float32)
     return samples.detach().float().cpu()
 
@@ -79,17 +93,25 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     if sigmas.numel() == 0:
         return {**out, "samples": source.to(unet.dtype)}, None
     ms = model_sampling(model)
+    if isinstance(ms, FlowSchedule) and sampler.name in FLOW_PENDING:
+        raise ValueError(f"the sampler '{sampler.name}' does not run on flow-matching models in Loom yet; these do "
+                         f"not: {', '.join(FLOW_PENDING)}")
     sigmas = sigmas.detach().float().to(device)
     noise = noise.to(device=device, dtype=torch.float32)
     first = float(sigmas[0])
     full = math.isclose(float(ms.sigma_max), first, rel_tol=1e-5) or first > float(ms.sigma_max)
-    x = noise * (math.sqrt(1.0 + first ** 2) if full else first) + source
+    x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
-    guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                  _generators(seed, x.shape), latent.get("inpaint_latents"),
-                  None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
-                  keep_uncond=sampler.name in NEEDS_UNCOND)
+    if getattr(model, "family", None) == "zimage":
+        if mask is not None:
+            raise ValueError("noise masks (inpainting) on Z-Image models are not supported yet")
+        guide = ZImageGuide(unet, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+    else:
+        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                      _generators(seed, x.shape), latent.get("inpaint_latents"),
+                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
+                      keep_uncond=sampler.name in NEEDS_UNCOND)
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
@@ -106,8 +128,8 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     with torch.no_grad():
         samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,
                            **dict(sampler.options))
-    out["samples"] = samples.to(unet.dtype)
-    if guide.inpaint_latents is not None:
+    out["samples"] = ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype)
+    if getattr(guide, "inpaint_latents", None) is not None:
         out["inpaint_latents"] = guide.inpaint_latents
     denoised = last.get("denoised")
     return out, None if denoised is None else denoised.to(unet.dtype)

@@ -69,6 +69,22 @@ def _report(callback, x, i, sigma, denoised, sigma_hat=None):
                   "denoised": denoised})
 
 
+def _is_flow(model) -> bool:
+    """Whether the denoiser is a flow-matching model (ComfyUI's CONST sampling): ancestral samplers
+    then take ComfyUI's rectified-flow steps (x at sigma is (1 - sigma) * x0 + sigma * noise)."""
+    return getattr(getattr(model, "ms", None), "prediction", None) in ("flow", "img_to_img_velocity")
+
+
+def _rf_step(sigma, sigma_next, eta):
+    """(sigma_down, the factor x is scaled by after the step, the fresh noise's scale) of an
+    ancestral step on a flow model: the step goes to sigma_down, then x is rescaled to the signal
+    level of sigma_next and noise makes up the rest."""
+    down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    alpha_next, alpha_down = 1 - sigma_next, 1 - down
+    renoise = (sigma_next ** 2 - down ** 2 * alpha_next ** 2 / alpha_down ** 2) ** 0.5
+    return down, alpha_next / alpha_down, renoise
+
+
 def _uncond(model):
     uncond = getattr(model, "uncond_denoised", None)
     if uncond is None:
@@ -93,6 +109,8 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _euler_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -171,10 +189,29 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
+def _euler_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        ratio = down / sigmas[i]
+        x = ratio * x + (1 - ratio) * denoised
+        if eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _dpm_2_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -190,6 +227,25 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
         d_mid = to_d(x_mid, mid, model(x_mid, mid * ones, **extra_args))
         x = x + d_mid * (down - sigmas[i])
         x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * up
+    return x
+
+
+def _dpm_2_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        _report(callback, x, i, sigmas[i], denoised)
+        d = to_d(x, sigmas[i], denoised)
+        if down == 0:
+            x = x + d * (down - sigmas[i])
+            continue
+        mid = sigmas[i].log().lerp(down.log(), 0.5).exp()
+        x_mid = x + d * (mid - sigmas[i])
+        d_mid = to_d(x_mid, mid, model(x_mid, mid * ones, **extra_args))
+        x = x + d_mid * (down - sigmas[i])
+        x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
     return x
 
 
@@ -594,6 +650,8 @@ def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                               eta=1.0, s_noise=1.0):
     extra_args = _args(extra_args)
+    if _is_flow(model):
+        return _dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
     noise = _seeded(x, extra_args, noise_sampler)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -614,6 +672,32 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     return x
 
 
+def _dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    """DPM-Solver++(2S) in the flow's half-log-SNR log((1 - sigma) / sigma); the midpoint of a start
+    at sigma 1 (where that is -inf) is sigma 0.9999, as ComfyUI takes it."""
+    noise = _seeded(x, extra_args, noise_sampler)
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        down, rescale, renoise = _rf_step(sigmas[i], sigmas[i + 1], eta)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (down - sigmas[i])
+        else:
+            if sigmas[i] == 1.0:
+                sigma_s = 0.9999
+            else:
+                t, t_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - down) / down).log()
+                sigma_s = ((t + (t_down - t) / 2).exp() + 1) ** -1
+            ratio = sigma_s / sigmas[i]
+            denoised_s = model(ratio * x + (1 - ratio) * denoised, sigma_s * ones, **extra_args)
+            ratio = down / sigmas[i]
+            x = ratio * x + (1 - ratio) * denoised_s
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
 @torch.no_grad()
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                      eta=1.0, s_noise=1.0, r=1 / 2, cpu_tree=True):
@@ -622,6 +706,8 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         return x
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    if _is_flow(model):
+        return _dpmpp_sde_flow(model, x, _offset_first_sigma(model, sigmas), extra_args, callback, noise, eta, s_noise, r)
     ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * ones, **extra_args)
@@ -673,6 +759,9 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         raise ValueError("solver_type must be 'heun' or 'midpoint'")
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    if _is_flow(model):
+        return _dpmpp_2m_sde_flow(model, x, _offset_first_sigma(model, sigmas), extra_args, callback, noise, eta,
+                                  s_noise, solver_type)
     ones = x.new_ones([x.shape[0]])
     previous, h, h_last = None, None, None
     for i in range(len(sigmas) - 1):
@@ -703,6 +792,10 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         return x
     extra_args = _args(extra_args)
     noise = _tree(x, sigmas, extra_args, noise_sampler, cpu_tree)
+    flow = _is_flow(model)  # ComfyUI's CONST models: the flow's log-SNR, denoised terms times alpha
+    lam = _flow_lam if flow else _lam
+    if flow:
+        sigmas = _offset_first_sigma(model, sigmas)
     ones = x.new_ones([x.shape[0]])
     d1_prev = d2_prev = None
     h = h1 = h2 = None
@@ -712,9 +805,11 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            h = _lam(sigmas[i + 1]) - _lam(sigmas[i])
+            lam_next = lam(sigmas[i + 1])
+            h = lam_next - lam(sigmas[i])
             h_eta = h * (eta + 1)
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - (-h_eta).expm1() * denoised
+            alpha = sigmas[i + 1] * lam_next.exp() if flow else 1.0
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha * (-h_eta).expm1() * denoised
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h2 is not None:
                 r0, r1 = h1 / h, h2 / h
@@ -722,13 +817,83 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
                 slope_1 = (d1_prev - d2_prev) / r1
                 first = slope_0 + (slope_0 - slope_1) * r0 / (r0 + r1)
                 second = (slope_0 - slope_1) / (r0 + r1)
-                x = x + phi_2 * first - (phi_2 / h_eta - 0.5) * second
+                x = x + (alpha * phi_2) * first - (alpha * (phi_2 / h_eta - 0.5)) * second
             elif h1 is not None:
-                x = x + phi_2 * (denoised - d1_prev) / (h1 / h)
+                x = x + (alpha * phi_2) * (denoised - d1_prev) / (h1 / h)
             if eta > 0 and s_noise > 0:
                 x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         d1_prev, d2_prev = denoised, d1_prev
         h1, h2 = h, h1
+    return x
+
+
+def _flow_lam(sigma):
+    """Half-log-SNR of a flow model's sigma: log((1 - sigma) / sigma)."""
+    return sigma.logit().neg()
+
+
+def _offset_first_sigma(model, sigmas):
+    """A flow schedule starting at sigma 1 (log-SNR -inf) starts at the sigma of 0.01% instead (ComfyUI's)."""
+    if len(sigmas) > 1 and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = model.ms.percent_to_sigma(1e-4)
+    return sigmas
+
+
+def _dpmpp_2m_sde_flow(model, x, sigmas, extra_args, callback, noise, eta, s_noise, solver_type):
+    """DPM-Solver++(2M) SDE in the flow's log-SNR, the denoised terms scaled by alpha = 1 - sigma_next."""
+    ones = x.new_ones([x.shape[0]])
+    previous, h, h_last = None, None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lam_next = _flow_lam(sigmas[i + 1])
+            h = lam_next - _flow_lam(sigmas[i])
+            h_eta = h * (eta + 1)
+            alpha = sigmas[i + 1] * lam_next.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha * (-h_eta).expm1().neg() * denoised
+            if previous is not None:
+                r = h_last / h
+                if solver_type == "heun":
+                    x = x + alpha * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - previous)
+                else:
+                    x = x + 0.5 * alpha * (-h_eta).expm1().neg() * (1 / r) * (denoised - previous)
+            if eta > 0 and s_noise > 0:
+                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        previous, h_last = denoised, h
+    return x
+
+
+def _dpmpp_sde_flow(model, x, sigmas, extra_args, callback, noise, eta, s_noise, r):
+    """DPM-Solver++ (stochastic) in the flow's log-SNR: each stage scales x by the ratio of the signal
+    levels alpha = sigma * exp(lambda) and its noise by the target's alpha (ComfyUI's general form)."""
+    ones = x.new_ones([x.shape[0]])
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        _report(callback, x, i, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lam_s, lam_t = _flow_lam(sigmas[i]), _flow_lam(sigmas[i + 1])
+        lam_mid = lam_s + r * (lam_t - lam_s)
+        sigma_mid = lam_mid.neg().sigmoid()
+        alpha_s, alpha_mid, alpha_t = sigmas[i] * lam_s.exp(), sigma_mid * lam_mid.exp(), sigmas[i + 1] * lam_t.exp()
+        down, up = ancestral_step(lam_s.neg().exp(), lam_mid.neg().exp(), eta)
+        h = down.log().neg() - lam_s
+        x_mid = (alpha_mid / alpha_s) * (-h).exp() * x - alpha_mid * (-h).expm1() * denoised
+        if eta > 0 and s_noise > 0:
+            x_mid = x_mid + alpha_mid * noise(sigmas[i], sigma_mid) * s_noise * up
+        denoised_mid = model(x_mid, sigma_mid * ones, **extra_args)
+        down, up = ancestral_step(lam_s.neg().exp(), lam_t.neg().exp(), eta)
+        h = down.log().neg() - lam_s
+        mixed = (1 - fac) * denoised + fac * denoised_mid
+        x = (alpha_t / alpha_s) * (-h).exp() * x - alpha_t * (-h).expm1() * mixed
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
 
 
@@ -781,7 +946,9 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
         _report(callback, x, i, sigmas[i], denoised)
         x = denoised
         if sigmas[i + 1] > 0:
-            x = noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] + x
+            ms = getattr(model, "ms", None)  # the model's noising rule (a bare denoiser function: x0 + sigma * noise)
+            fresh = noise(sigmas[i], sigmas[i + 1])
+            x = fresh * sigmas[i + 1] + x if ms is None else ms.noise_scaling(sigmas[i + 1], fresh, x)
     return x
 
 
@@ -1256,6 +1423,10 @@ SAMPLERS = {
     "uni_pc_bh2": sample_uni_pc_bh2,
 }
 # The samplers whose step reads the negative prediction (ComfyUI computes it even at cfg 1 for them).
+# ComfyUI's samplers that step in half-log-SNR, which for a flow model is log((1 - sigma) / sigma)
+# with its own noise terms: Loom runs them on discrete models only so far (a flow model is refused).
+FLOW_PENDING = ("euler_ancestral_cfg_pp", "er_sde",
+                "seeds_2", "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece")
 NEEDS_UNCOND = {name for name in SAMPLERS if name.endswith("_cfg_pp")}
 
 # ComfyUI's sampler names in its own order, and those Loom does not run (yet).
