@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .families.zimage import FAMILY, PAD_TOKEN, TEMPLATE
+from .families.zimage import FAMILY, PAD_TOKEN
 
 FILES = {"transformer": "diffusion_models/z_image_turbo_bf16.safetensors",
          "text_encoder": "text_encoders/qwen_3_4b.safetensors", "vae": "vae/ae.safetensors"}
