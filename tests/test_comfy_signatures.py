@@ -197,7 +197,7 @@ COMFY_CHOICES.update({
     ("RegexExtract", "mode"): ["First Match", "All Matches", "First Group", "All Groups"],
 })
 # ComfyUI's output nodes among them, and its lazy inputs.
-COMFY_OUTPUT_NODES = {"PreviewAny"}
+COMFY_OUTPUT_NODES = {"PreviewAny", "CreateBoundingBoxes"}
 COMFY_LAZY = {("ComfySwitchNode", "on_false"), ("ComfySwitchNode", "on_true")}
 # comfy_extras/nodes_custom_sampler.py's sigma lists (nodes.comfy_sigmas)
 COMFY.update({
@@ -212,6 +212,13 @@ COMFY.update({
     "EmptySD3LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
     "ModelSamplingSD3": ("model:MODEL shift:FLOAT", "", "MODEL"),
     "ModelSamplingAuraFlow": ("model:MODEL shift:FLOAT", "sampling:COMBO", "MODEL"),
+})
+# comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy_boxes
+COMFY.update({
+    "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",
+                            "background:IMAGE bboxes:BOUNDING_BOX,ARRAY,STRING last_incoming:BOUNDING_BOXES",
+                            "IMAGE:preview BOUNDING_BOX:bboxes ARRAY:elements"),
+    "DrawBBoxes": ("bboxes:BOUNDING_BOX", "image:IMAGE", "IMAGE:out_image"),
 })
 # Loom's own stage nodes (their own names and signatures; not ComfyUI's). AddNoise is Loom's
 # forward-process node of the tutorial, whose name ComfyUI's custom-sampling AddNoise (model, noise,
