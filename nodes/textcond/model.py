@@ -42,9 +42,13 @@ UNET = dict(sample_size=SIZE // 4, in_channels=4, out_channels=4, block_out_chan
 def merges() -> tuple[tuple[str, str], ...]:
     """BPE merges learned from the caption words (weighted, so each becomes one token) and the tiny
     demo model's general word list (so other prompts still tokenise into sensible pieces)."""
-    from nodes.clip_bpe import train_merges
+    from nodes.clip_bpe import learned_merges
 
-    return tuple(train_merges(caption_words() * 50 + WORDS, MERGES))
+    return learned_merges("shapes64", merge_words(), MERGES)
+
+
+def merge_words() -> list[str]:
+    return caption_words() * 50 + WORDS
 
 
 def tokenizer():
