@@ -206,7 +206,7 @@ def cold(args, single: Path, folder: Path, tmp: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=3, help="warm runs per size and batch; 0 skips the warm part")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sizes", default="64,256", help="comma-separated image sizes")
     p.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
@@ -235,7 +235,8 @@ def main() -> int:
     from bench.sd15_shaped import ensure_checkpoint
 
     single, folder = ensure_checkpoint()
-    warm(args, single.parent, single.name, folder, tmp)
+    if args.runs:
+        warm(args, single.parent, single.name, folder, tmp)
     if args.cold_runs:
         cold(args, single, folder, tmp)
     return 0
