@@ -5,7 +5,10 @@ CLIP orders its vocabulary as: the 256 byte symbols, the same symbols with the e
 Given the merges, the vocabulary follows, so only merges need to be stored or generated:
 
 - `train_merges(words, n)` learns merges from a word list; `tiny_merges()` are those of the built-in
-  word list, the tokenizer of the tiny models (nodes.tiny_model), TINY_VOCAB_SIZE entries;
+  word list, the tokenizer of the tiny models (nodes.tiny_model), TINY_VOCAB_SIZE entries. Learning
+  them costs ~0.2 CPU-s, on the first image's path of a single file without a tokenizer, so
+  `learned_merges` reads them from assets/bpe/ (written by scripts/bpe_merges.py) when the file there
+  was learned from the same words, else learns them;
 - `real_clip_merges()` reads the 48894 merges of OpenAI's CLIP (`bpe_simple_vocab_16e6.txt.gz`)
   when a package that ships the file (open_clip_torch) is installed; it is never imported, only
   located, since importing it needs torchvision.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import gzip
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -127,23 +131,59 @@ def real_clip_merges() -> list[tuple[str, str]] | None:
     return [tuple(line.split()) for line in lines[1:1 + wanted]]
 
 
+def merges_key(words: list[str], n: int) -> str:
+    """What a learned merges file was learned from: a hash of the words (in order) and the count."""
+    return hashlib.sha256(("\n".join(words) + f"\n{n}").encode()).hexdigest()
+
+
+def merges_file(name: str) -> Path:
+    from .common import asset_dir
+
+    return asset_dir("bpe") / f"{name}.txt"
+
+
+def write_merges(name: str, words: list[str], n: int) -> Path:
+    """Learn the merges and keep them in assets/bpe/NAME.txt: the key, then one merge a line."""
+    path = merges_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [merges_key(words, n)] + [" ".join(m) for m in train_merges(words, n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def learned_merges(name: str, words: list[str], n: int) -> tuple[tuple[str, str], ...]:
+    """train_merges(words, n), read from assets/bpe/NAME.txt when that file was learned from the same
+    words and count (its first line), else learned here."""
+    try:
+        key, *lines = merges_file(name).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        key, lines = None, []
+    if key == merges_key(words, n):
+        return tuple(tuple(line.split(" ")) for line in lines)
+    return tuple(train_merges(words, n))
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_merges() -> tuple[tuple[str, str], ...]:
-    return tuple(train_merges(WORDS, TINY_MERGES))
+    return learned_merges("tiny", WORDS, TINY_MERGES)
 
 
 SHAPES_MERGES = 510  # 512 byte symbols + 510 merges + 2 specials = 1024 entries (the tiny demo model has 1000)
 
 
-@functools.lru_cache(maxsize=1)
-def shapes_merges() -> tuple[tuple[str, str], ...]:
-    """The trained shapes model's merges (nodes.textcond): learned from its caption words (weighted,
-    so each becomes one token) and the tiny demo model's word list (so other prompts still tokenise
-    into sensible pieces). Here, not in nodes.textcond, so that this module imports nothing of it
-    but its word list."""
+def shapes_merge_words() -> list[str]:
+    """The words the trained shapes model's merges (nodes.textcond) are learned from: its caption words
+    (weighted, so each becomes one token) and the tiny demo model's word list (so other prompts still
+    tokenise into sensible pieces). Here, not in nodes.textcond, so that this module imports nothing
+    of it but its word list."""
     from .textcond.data import caption_words
 
-    return tuple(train_merges(caption_words() * 50 + WORDS, SHAPES_MERGES))
+    return caption_words() * 50 + WORDS
+
+
+@functools.lru_cache(maxsize=1)
+def shapes_merges() -> tuple[tuple[str, str], ...]:
+    return learned_merges("shapes64", shapes_merge_words(), SHAPES_MERGES)
 
 
 def make_tokenizer(merges: list[tuple[str, str]], max_length: int = 77, pad_token: str | None = None):

@@ -385,3 +385,14 @@ def test_invalid_workflow_raises_on_run(loom):
 def test_graph_imports_no_torch():
     code = "import sys, graph, graph.runtime; assert 'torch' not in sys.modules, 'graph imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=HERE.parent)
+
+
+def test_loading_the_nodes_imports_neither_diffusers_nor_transformers_models():
+    """A server lists its nodes without diffusers (seconds of imports, with torch._dynamo and peft):
+    it is imported by the first node that needs it."""
+    code = ("import sys; from graph import Registry; Registry().add_package('nodes'); "
+            "print(sorted(m for m in ('diffusers', 'transformers.modeling_utils', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -138,6 +138,24 @@ def test_real_size_clip_vocabulary_uses_openai_merges():
     assert len(padded) == 77 and padded[:4] == [49406, 320, 2368, 49407] and set(padded[4:]) == {49407}
 
 
+def test_shipped_merges_are_read_and_equal_learning_them(monkeypatch, tmp_path):
+    """assets/bpe/ holds the merges of the built-in vocabularies, learned from the current word lists
+    (scripts/bpe_merges.py): a single file of those models reads them instead of learning them again.
+    A file learned from other words is not used."""
+    import nodes.clip_bpe as bpe
+
+    for name, words, n in (("tiny", bpe.WORDS, bpe.TINY_MERGES), ("shapes64", bpe.shapes_merge_words(), bpe.SHAPES_MERGES)):
+        assert bpe.merges_file(name).read_text().split("\n", 1)[0] == bpe.merges_key(words, n), \
+            f"assets/bpe/{name}.txt is stale: run scripts/bpe_merges.py"
+        learned = tuple(bpe.train_merges(words, n))
+        monkeypatch.setattr(bpe, "train_merges", lambda *a: pytest.fail("learned, not read"))
+        assert bpe.learned_merges(name, words, n) == learned
+        monkeypatch.undo()
+    monkeypatch.setattr(bpe, "merges_file", lambda name: tmp_path / f"{name}.txt")
+    bpe.write_merges("tiny", bpe.WORDS, bpe.TINY_MERGES)
+    assert bpe.learned_merges("tiny", bpe.WORDS[:-1], 40) == tuple(bpe.train_merges(bpe.WORDS[:-1], 40))
+
+
 def test_half_precision_file_loads_in_the_asked_dtype(loom, tmp_path):
     """Weights are cast to the environment's dtype whatever the file holds (fp16 files are common)."""
     from safetensors.torch import load_file, save_file

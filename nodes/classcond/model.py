@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+
+if TYPE_CHECKING:  # imported where used: importing diffusers costs seconds, and a server starts without it
+    from diffusers import DDPMScheduler, UNet2DModel
 
 from .data import CLASS_NAMES, SIZE
 
@@ -27,6 +30,8 @@ SCHEDULER_FILE = "scheduler_config.json"
 def new_unet(channels=(32, 64, 64), layers_per_block: int = 2, attention: bool = True,
              num_classes: int = len(CLASS_NAMES), in_channels: int = 1) -> UNet2DModel:
     """A small UNet for 32x32 images; attention (if any) only at the two lower resolutions."""
+    from diffusers import UNet2DModel
+
     n = len(channels)
     down = ["DownBlock2D"] + ["AttnDownBlock2D" if attention else "DownBlock2D"] * (n - 1)
     up = ["AttnUpBlock2D" if attention else "UpBlock2D"] * (n - 1) + ["UpBlock2D"]
@@ -41,6 +46,8 @@ def new_unet(channels=(32, 64, 64), layers_per_block: int = 2, attention: bool =
 
 def new_scheduler() -> DDPMScheduler:
     """The training noise schedule: 1000 steps, cosine betas (kinder to small images than linear)."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
 
 
@@ -87,6 +94,8 @@ def _unet_dir(path: Path) -> Path:
 
 
 def load(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ClassModel:
+    from diffusers import UNet2DModel
+
     path = Path(path)
     unet_dir = _unet_dir(path)
     if not is_model_folder(path):
@@ -141,6 +150,8 @@ def save(path: str | Path, unet: UNet2DModel, class_names=CLASS_NAMES, scheduler
 
 def new_like(unet: UNet2DModel) -> UNet2DModel:
     """A detached copy (same config and weights)."""
+    from diffusers import UNet2DModel
+
     copy = UNet2DModel.from_config(unet.config)
     copy.load_state_dict(unet.state_dict())
     return copy
@@ -149,6 +160,8 @@ def new_like(unet: UNet2DModel) -> UNet2DModel:
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> None:
     """Copy a trained folder (e.g. a training run's) as a shippable one: weights in `dtype`, no
     training state. Loading upcasts to the run's dtype."""
+    from diffusers import DDPMScheduler
+
     model = load(src)
     save(dst, model.unet, model.class_names, DDPMScheduler.from_config(model.scheduler_config), dtype=dtype)
 

@@ -4,27 +4,28 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from .model import ClassModel
 
-# name -> (scheduler class, config overrides, step options). All are reproducible per seed (DDPM's
+# name -> (diffusers scheduler class name, config overrides, step options). All are reproducible per seed (DDPM's
 # per-step noise comes from the seeded generator too) and class-correct at the sampler node's defaults
 # (bench/classcond_quality.py). The training schedule clips x0 to -1..1 (DDPM's default, which the
 # DDPM and DDIM steps inherit); DDIM then has to derive its noise estimate again from the clipped x0,
 # since mixing a clipped x0 with the guidance-amplified, unclipped one gives garbage at guidance 8.
 SAMPLERS = {
-    "ddpm": (DDPMScheduler, {}, {}),
-    "ddim": (DDIMScheduler, {}, {"use_clipped_model_output": True}),
-    "dpm++ 2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
-    "euler": (EulerDiscreteScheduler, {}, {}),
+    "ddpm": ("DDPMScheduler", {}, {}),
+    "ddim": ("DDIMScheduler", {}, {"use_clipped_model_output": True}),
+    "dpm++ 2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+    "euler": ("EulerDiscreteScheduler", {}, {}),
 }
 
 
 def make_scheduler(model: ClassModel, kind: str):
     """The sampler `kind` built on the model's training noise schedule."""
-    cls, overrides, _ = SAMPLERS[kind]
-    return cls.from_config({**model.scheduler_config, **overrides})
+    import diffusers  # on first use: importing it costs seconds, and a server starts without it
+
+    name, overrides, _ = SAMPLERS[kind]
+    return getattr(diffusers, name).from_config({**model.scheduler_config, **overrides})
 
 
 @torch.no_grad()
