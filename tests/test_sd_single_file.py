@@ -54,7 +54,7 @@ def outputs_of(loom, wf, node):
 
 
 def test_models_folder_lists_folders_and_files(loom):
-    from nodes.loaders import list_models
+    from nodes.model_files import list_models
 
     assert list_models(loom.env.models_dir) == ["checkpoints/shape-b.safetensors", "shape-b", "tiny-sd",
                                                "tiny.safetensors"]

@@ -209,7 +209,7 @@ def test_single_file_export_loads_back_with_the_same_pixels(shipped_loom, tmp_pa
 
 def test_a_fresh_models_folder_gets_the_shapes_model_and_tiny_sd(tmp_path):
     from loomserver.engine import ensure_demo_model
-    from nodes.loaders import list_models
+    from nodes.model_files import list_models
 
     ensure_demo_model(tmp_path / "fresh")
     assert list_models(tmp_path / "fresh") == ["shapes64", "tiny-sd"]
