@@ -8,7 +8,7 @@ from .links import is_link
 
 def sort_key(node_id: str):
     """Numeric ids in numeric order, then the rest by name, so plans are deterministic."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    return (0, int(node_id), "") if node_id.isdecimal() else (1, 0, node_id)  # ("²".isdigit(), but no int)
 
 
 def dependency_graph(prompt: dict) -> nx.DiGraph:

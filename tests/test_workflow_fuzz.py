@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from graph import Env, Loom, Registry, Validation, WorkflowError, read_workflow_file
 from graph.pngmeta import PNG_SIGNATURE
@@ -84,6 +84,7 @@ def test_mutated_workflows_never_crash_the_loader(loom, data):
 
 @FUZZ
 @given(data=json_values)
+@example(data={"²": None})  # a node id that is a digit to str.isdigit() but no number to int()
 def test_random_json_never_crashes_the_loader(loom, data):
     check_loads_cleanly(loom, data)
 
