@@ -25,7 +25,21 @@ import torch
 import torch.nn.functional as F
 
 
-class DiscreteSchedule:
+class SigmaTable:
+    """A model's noise levels, `sigmas`, in ascending order (one per training timestep)."""
+
+    sigmas: torch.Tensor
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+
+class DiscreteSchedule(SigmaTable):
     """sigma <-> timestep of a discrete-time (DDPM-trained) model; `prediction` "epsilon" or "v_prediction"."""
 
     def __init__(self, config: dict):
@@ -39,14 +53,6 @@ class DiscreteSchedule:
             raise ValueError("zero-terminal-SNR checkpoints are not supported by ComfyUI's samplers in Loom")
         self.sigmas = sigmas.float()
         self.log_sigmas = self.sigmas.log()
-
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """The nearest training timestep (in log sigma) of each sigma, as a float tensor."""
@@ -82,7 +88,7 @@ def time_snr_shift(shift: float, t):
     return shift * t / (1 + (shift - 1) * t)
 
 
-class FlowSchedule:
+class FlowSchedule(SigmaTable):
     """sigma <-> timestep of a flow-matching model (ComfyUI's ModelSamplingDiscreteFlow). `multiplier`:
     the timestep of sigma 1 (1000 for SD3, 1.0 for AuraFlow, Lumina 2 and Z-Image). `prediction`:
     "flow" (CONST: denoised = x - sigma * v) or "img_to_img_velocity" (denoised = x - v, the start is
@@ -93,14 +99,6 @@ class FlowSchedule:
             raise ValueError(f"flow sampling is 'flow' or 'img_to_img_velocity', not {prediction!r}")
         self.shift, self.multiplier, self.prediction = shift, multiplier, prediction
         self.sigmas = self.sigma((torch.arange(1, 1001, 1) / 1000) * multiplier)
-
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(sigma) * self.multiplier
