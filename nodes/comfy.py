@@ -34,7 +34,7 @@ from .common import MAX_RESOLUTION, call, device_of
 from .conditioning import SetAestheticScore, SetSizeConditioning, update
 from .controlnet import ApplyControlNet, LoadControlNet
 from .inpaint import InpaintConditioning, SetLatentNoiseMask, crop_with_mask, fit_mask, mask_batch
-from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, starting_noise
+from .ksampling.ksampler import SamplerChoice, empty_latent, latent_image, model_sampling, starting_noise
 from .ksampling.ksampler import sample as ksampling_run
 from .ksampling.schedules import ksampler_sigmas
 from .latent import MAX_SEED, VAEEncode, crop_to_vae
@@ -44,7 +44,6 @@ from .sampling import MAX_STEP
 from .prompt_weights import embeddings_fingerprint, encode_comfy_prompt, plain_text
 from .text import check_prompt
 
-COMFY_LATENT_SCALE = 8  # ComfyUI's EmptyLatentImage assumes SD's 8 pixels per latent pixel
 
 
 class CheckpointLoaderSimple(Node):
@@ -170,9 +169,7 @@ class EmptyLatentImage(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        shape = (self.batch_size, 4, self.height // COMFY_LATENT_SCALE, self.width // COMFY_LATENT_SCALE)
-        return {"samples": torch.zeros(shape, device=device_of(ctx.env)), "empty": True,
-                "width": self.width, "height": self.height}
+        return empty_latent(self.batch_size, 4, self.width, self.height, device_of(ctx.env))
 
 
 def sampler_problems(sampler_name, scheduler) -> dict[str, str]:

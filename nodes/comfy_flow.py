@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from graph import Combo, Float, In, Int, Node, Out
 
 from .common import MAX_RESOLUTION, device_of
 from .ksampling.denoiser import FlowSchedule
-from .ksampling.ksampler import COMFY_LATENT_SCALE
+from .ksampling.ksampler import empty_latent
 
 FLOW_KINDS = ["flow", "img_to_img_velocity"]
 
@@ -26,9 +24,7 @@ class EmptySD3LatentImage(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        shape = (self.batch_size, 16, self.height // COMFY_LATENT_SCALE, self.width // COMFY_LATENT_SCALE)
-        return {"samples": torch.zeros(shape, device=device_of(ctx.env)), "empty": True,
-                "width": self.width, "height": self.height}
+        return empty_latent(self.batch_size, 16, self.width, self.height, device_of(ctx.env))
 
 
 def with_flow_sampling(model, shift: float, multiplier: float, kind: str = "flow"):

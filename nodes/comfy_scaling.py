@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from graph import Combo, Float, In, Int, Node, Out
 
-from .comfy import COMFY_LATENT_SCALE
 from .common import MAX_RESOLUTION, call
+from .ksampling.ksampler import COMFY_LATENT_SCALE
 from .model_files import kind_choices, kind_fingerprint
 from .scaling import (CROPS, IMAGE_METHODS, LATENT_METHODS, LoadUpscaleModel, ResizeImage, UpscaleWithModel,
                       keep_aspect, resized_latent, total_pixels_size)

@@ -16,7 +16,7 @@ from .noise import prepare_noise
 from .transformer_guide import ZImageGuide
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
-COMFY_LATENT_SCALE = 8
+COMFY_LATENT_SCALE = 8  # ComfyUI's empty latents assume SD's 8 pixels per latent pixel
 _SCHEDULES: dict = {}
 
 
@@ -58,6 +58,13 @@ def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
         else:
             _SCHEDULES[key] = DiscreteSchedule(config)
     return _SCHEDULES[key]
+
+
+def empty_latent(batch_size: int, channels: int, width: int, height: int, device) -> dict:
+    """ComfyUI's empty LATENT: zeros at its 8-pixel scale, marked empty with the asked size, so that
+    latent_image makes it again at the sampled model's own channels and scale."""
+    shape = (batch_size, channels, height // COMFY_LATENT_SCALE, width // COMFY_LATENT_SCALE)
+    return {"samples": torch.zeros(shape, device=device), "empty": True, "width": width, "height": height}
 
 
 def latent_image(model, latent: dict) -> torch.Tensor:
