@@ -15,7 +15,7 @@ else
   .venv/bin/python -m pip install -q -e .
 fi
 # OpenAI CLIP's BPE merges (for single-file SD 1.x checkpoints, which carry no tokenizer) ship in this
-# wheel; only the data file is read (nodes/clip_bpe.py), so its torchvision dependency is not needed.
+# wheel; only the data file is read (nodes/loading/clip_bpe.py), so its torchvision dependency is not needed.
 .venv/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0
 # Upscale models load through spandrel. Its wheel declares torchvision, whose PyPI builds do not load
 # beside the CPU torch here; Loom imports spandrel without it (nodes/scaling.py), so no deps are pulled.

@@ -111,7 +111,7 @@ class Bench:
     def loom(self, dtype: str, speed=None, data: str = "data", vram_bytes: int | None = None):
         from graph import Env, Loom
         from graph.env import Speed
-        from nodes.placement import placement_for
+        from nodes.loading.placement import placement_for
 
         env = Env.from_data_dir(self.work / data, models_dir=self.models, device=self.device, dtype=dtype,
                                 speed=speed or Speed())
@@ -168,7 +168,7 @@ class Bench:
 
     # --- sections ---------------------------------------------------------------------------------
     def model(self) -> None:
-        from nodes.tiny_model import write_tiny_model
+        from nodes.loading.tiny import write_tiny_model
 
         overrides = {} if self.args.tiny else {"unet": SD15_UNET, "vae": SD15_VAE, "clip": SD15_CLIP}
         start = time.perf_counter()
@@ -181,7 +181,7 @@ class Bench:
             f"{sizes['text_encoder'] / 1e6:.1f}M parameters (float32 on disk), written in {seconds:.1f} s")
 
     def section_pipeline(self) -> None:
-        from nodes.speed import attention_processors
+        from nodes.loading.speed import attention_processors
 
         self.torch.backends.cudnn.benchmark = False  # diffusers' default
         self.reset_peak()
@@ -210,7 +210,7 @@ class Bench:
         self.loom_settings([("default+compile", Speed(compile=True))])
 
     def loom_settings(self, configs: list) -> None:
-        from nodes.speed import attention_processors
+        from nodes.loading.speed import attention_processors
 
         dtype = "float16" if self.cuda else "float32"
         for label, speed in configs:
@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    import nodes.speed
+    import nodes.loading.speed
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
@@ -397,7 +397,7 @@ def main(argv=None) -> int:
         log("no CUDA device: the full-size model on the CPU would take hours; use --tiny for a smoke test")
         return 2
     if args.tiny and not bench.cuda:
-        nodes.speed.COMPILE_OPTIONS = {"backend": "eager"}  # inductor on a CPU takes minutes
+        nodes.loading.speed.COMPILE_OPTIONS = {"backend": "eager"}  # inductor on a CPU takes minutes
     name = torch.cuda.get_device_name() if bench.cuda else "CPU"
     log(f"device {name}; torch {torch.__version__}, diffusers {diffusers.__version__}; {args.size}x{args.size}, "
         f"{args.steps} steps, euler, guidance {CFG}, batches {args.batches}, {args.runs} timed run(s) each; "

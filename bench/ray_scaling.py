@@ -105,7 +105,7 @@ def main() -> None:
     (base / "ray" / "ray").mkdir(parents=True)
     import ray  # after its settings: Ray reads them at import
 
-    from nodes.tiny_model import write_tiny_model
+    from nodes.loading.tiny import write_tiny_model
 
     models = base / "models"
     tiny = write_tiny_model(models / "tiny-sd")

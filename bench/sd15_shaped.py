@@ -34,8 +34,8 @@ def ensure_checkpoint(cache: Path = CACHE) -> tuple[Path, Path]:
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
-    from nodes.tiny_model import write_tiny_model
-    from nodes.ldm_layout import pipeline_to_ldm
+    from nodes.loading.tiny import write_tiny_model
+    from nodes.loading.ldm_layout import pipeline_to_ldm
 
     write_tiny_model(folder, seed=15, **SHAPE)
     single.parent.mkdir(parents=True, exist_ok=True)

@@ -226,7 +226,7 @@ def main() -> int:
     configure_threads(args.threads)  # before torch loads, as the server does
     tmp = Path(tempfile.mkdtemp(prefix="loom-bench-"))
     if args.model == "tiny":
-        from nodes.tiny_model import TINY_NAME, ensure_tiny_model
+        from nodes.loading.tiny import TINY_NAME, ensure_tiny_model
 
         models = tmp / "models"
         ensure_tiny_model(models)

@@ -9,7 +9,7 @@ FOLDER_KINDS = ("input", "output", "temp")
 
 @dataclass(frozen=True)
 class Speed:
-    """How a loaded UNet is prepared for speed (nodes.speed). None: on for CUDA in half precision
+    """How a loaded UNet is prepared for speed (nodes.loading.speed). None: on for CUDA in half precision
     (float16/bfloat16), off elsewhere, so CPU and float32 results stay exactly diffusers'."""
     compile: bool = False  # torch.compile the UNet (slow first run per shape)
     channels_last: bool | None = None

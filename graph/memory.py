@@ -17,7 +17,7 @@ later, the last level), and is moved back before the next node that takes it run
 out of device memory all the same (a model loading next to the others, a large VAE decode) runs once
 more after everything it does not take has left the device.
 
-Torch stays out of this module: a `Placement` (nodes.placement) moves models and recognises
+Torch stays out of this module: a `Placement` (nodes.loading.placement) moves models and recognises
 out-of-memory errors; sizes and devices come from the cache's storage counts.
 """
 from __future__ import annotations

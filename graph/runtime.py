@@ -112,7 +112,7 @@ class Loom:
     writes its built-in model into a models folder that holds none). `extra_model_paths`: ComfyUI
     extra_model_paths.yaml files naming more model folders (graph.model_paths; docs/model-folders.md).
 
-    `placement` (nodes.placement.placement_for(env) on a GPU) turns on device memory management:
+    `placement` (nodes.loading.placement.placement_for(env) on a GPU) turns on device memory management:
     what the cache holds on the device stays within `vram_bytes` (default: the placement's, free
     device memory minus a margin), models moving to the host and back (graph.memory)."""
 

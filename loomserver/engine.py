@@ -31,7 +31,7 @@ def make_loom(options: Any, env=None, output_dir: str | None = None):
     packages = ("nodes",) if getattr(options, "builtin_nodes", True) else ()
     placement = None
     if packages:
-        from nodes.placement import placement_for
+        from nodes.loading.placement import placement_for
 
         ensure_demo_model(env.models_dir)
         placement = placement_for(env)  # None on the CPU: nothing to move

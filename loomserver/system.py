@@ -41,7 +41,7 @@ def cuda_device(torch, i: int) -> dict:
 def list_checkpoints(env) -> list[str]:
     """What the SD loader lists when its nodes are loaded (extra checkpoint folders included), else the
     entries of the models folder."""
-    loaders = sys.modules.get("nodes.loaders")
+    loaders = sys.modules.get("nodes.loading.loaders")
     if loaders is not None and hasattr(loaders, "checkpoint_choices"):
         return list(loaders.checkpoint_choices(env))
     models_dir = Path(env.models_dir)

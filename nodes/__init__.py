@@ -1,4 +1,7 @@
-"""Loom's built-in nodes, one module per stage of Stable Diffusion."""
+"""Loom's built-in nodes. Here: the stage nodes, one module per stage of diffusion (text, conditioning,
+latent, denoiser, sampling, schedulers, image, inpaint, controlnet, scaling, lora). Beside them:
+families/ (what each model family is), loading/ (model files and loaders), comfy/ (ComfyUI-named
+nodes), inspect/ (inspection nodes), classcond/ and textcond/ (the tutorial's trained models)."""
 
 
 def prepare_models(models_dir) -> None:
@@ -9,7 +12,7 @@ def prepare_models(models_dir) -> None:
     from pathlib import Path
 
     from .textcond.model import install_shipped
-    from .tiny_model import TINY_NAME, has_models, write_tiny_model
+    from .loading.tiny import TINY_NAME, has_models, write_tiny_model
 
     if has_models(models_dir):
         return

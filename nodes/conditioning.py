@@ -84,7 +84,7 @@ class Cond:
     controls: tuple[Control, ...] = ()
     control_to_uncond: bool = False  # ComfyUI's ControlNetApply: the negative pass gets these controls too
     inpaint: InpaintImage | None = None
-    gligen: tuple | None = None  # (GLIGEN model, boxes): nodes.gligen
+    gligen: tuple | None = None  # (GLIGEN model, boxes): nodes.comfy.gligen
     concat: torch.Tensor | None = None  # InstructPix2Pix: latents (unscaled) given beside the noisy ones
 
     @property

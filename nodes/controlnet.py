@@ -1,7 +1,7 @@
 """ControlNet: loading (CONTROL_NET, a diffusers ControlNetModel) and applying it to a conditioning.
 
 ControlNets live in the models folder's `controlnet/` (ComfyUI's layout), as diffusers folders
-(config.json + weights) or single files (see nodes.controlnet_files). Applying one adds a
+(config.json + weights) or single files (see nodes.loading.controlnet_files). Applying one adds a
 `Control` to every entry of a CONDITIONING; the sampler sums the residuals of an entry's controls
 into its UNet call, as StableDiffusionControlNetPipeline (and its multi-ControlNet form) does.
 """
@@ -14,7 +14,7 @@ from graph import Combo, Float, In, Node, Out
 
 from .common import device_of, dtype_of
 from .conditioning import Control, as_conditioning
-from .model_files import kind_choices, kind_fingerprint, kind_path
+from .loading.model_files import kind_choices, kind_fingerprint, kind_path
 
 def load_controlnet(path: Path, device, dtype):
     from diffusers import ControlNetModel
@@ -22,7 +22,7 @@ def load_controlnet(path: Path, device, dtype):
     if path.is_dir():
         model = ControlNetModel.from_pretrained(path, dtype=dtype)
     else:
-        from .controlnet_files import load_single_file
+        from .loading.controlnet_files import load_single_file
 
         model = load_single_file(path, dtype)
     return model.to(device).eval()

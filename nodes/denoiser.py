@@ -158,8 +158,8 @@ class Guide:
         return out / count
 
     def _grounded_call(self, entry: Cond, sample, t, embeds, added, residuals) -> torch.Tensor:
-        """The UNet call of an entry with GLIGEN boxes (nodes.gligen): its layers attached for the call."""
-        from .gligen import gligen_kwargs, grounded
+        """The UNet call of an entry with GLIGEN boxes (nodes.comfy.gligen): its layers attached for the call."""
+        from .comfy.gligen import gligen_kwargs, grounded
 
         model, boxes = entry.gligen
         kwargs = gligen_kwargs(boxes, model.key_dim, sample.shape[0], sample.shape[2], sample.shape[3],

@@ -25,7 +25,7 @@ Inpainting (nodes.inpaint, nodes.sampling.denoise):
 - "inpaint_latents": a 9-channel UNet's extra channels (mask, masked image latents), drawn once by
   the first sampler and kept for the next.
 
-ComfyUI's nodes (nodes.comfy*):
+ComfyUI's nodes (nodes.comfy.core*):
 - "width", "height": ints, optional (EmptyLatentImage): the pixel size asked for; "samples" then has
   ComfyUI's SD shape (1/8) and the sampler makes the noise at the model's own latent scale.
 - "batch_index": list of ints, optional (LatentFromBatch, RepeatLatentBatch): ComfyUI's image
@@ -43,7 +43,7 @@ import torch
 from graph import In, Int, Node, Out
 
 from .common import MAX_RESOLUTION
-from .loaders import LATENT_SCALE_ATTR
+from .loading.loaders import LATENT_SCALE_ATTR
 
 MAX_SEED = 2**64 - 1
 

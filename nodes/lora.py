@@ -159,7 +159,7 @@ def with_lora(model, state: dict, alphas, strength: float, target: str, metadata
 def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_unet: float = 1.0,
                strength_text: float = 1.0, sdxl: bool = False) -> tuple:
     """(unet, text encoders) with the LoRA file `name` applied (views; None stays None)."""
-    from .model_files import kind_path
+    from .loading.model_files import kind_path
 
     path = kind_path(env, "loras", name, "LoRA")
     state, alphas, metadata = read_lora(path, sdxl, base_of(unet).config if unet is not None else None)
@@ -174,7 +174,7 @@ def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_un
 def lora_node_inputs():
     from graph import Combo
 
-    from .model_files import kind_choices
+    from .loading.model_files import kind_choices
 
     return Combo(kind_choices("loras"), model=True, model_kind="loras",
                  tooltip="a LoRA file in models/loras (kohya/A1111 or diffusers)")
@@ -196,7 +196,7 @@ class ApplyLora(Node):
 
     @classmethod
     def fingerprint(cls, env, lora_name=None, **_):
-        from .model_files import kind_fingerprint
+        from .loading.model_files import kind_fingerprint
 
         return kind_fingerprint(env, "loras", lora_name)
 

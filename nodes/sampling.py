@@ -23,7 +23,7 @@ from PIL import Image
 from graph import Combo, Float, In, Int, Node, Out
 
 from .denoiser import Guide
-from .loaders import LATENT_SCALE_ATTR
+from .loading.loaders import LATENT_SCALE_ATTR
 from .schedulers import KINDS, SchedulerSpec, start_at, step_kwargs
 
 MAX_STEP = 10000

@@ -26,7 +26,7 @@ from PIL import Image
 from graph import Combo, In, Int, Node, Out
 
 from .common import MAX_RESOLUTION, device_of
-from .model_files import kind_choices, kind_fingerprint, kind_path, read_state_dict
+from .loading.model_files import kind_choices, kind_fingerprint, kind_path, read_state_dict
 
 IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]

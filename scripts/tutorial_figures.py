@@ -52,7 +52,7 @@ def picture(loom, name: str):
     """The workflow's saved image, or its text tables drawn as a picture."""
     from PIL import Image
 
-    from nodes.grid import text_image
+    from nodes.inspect.grid import text_image
 
     wf = json.loads((ROOT / "workflows" / "tutorial" / f"{name}.json").read_text())
     for node_id, inputs in CHANGES.get(name, {}).items():

@@ -1,6 +1,6 @@
 """Tiny models of the SD families for the sampling tests, in memory: the very models the tiny writers
-save (nodes.tiny_model.build_pipeline: real diffusers/transformers classes, the family's shape, seeded
-random weights), put into Loom's MODEL/CLIP bundles by the loaders' own code (nodes.loaders.bundles).
+save (nodes.loading.tiny.build_pipeline: real diffusers/transformers classes, the family's shape, seeded
+random weights), put into Loom's MODEL/CLIP bundles by the loaders' own code (nodes.loading.loaders.bundles).
 The loaders themselves are tested on the written files (test_loaders, test_loaded_parity).
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from graph import Env
-from nodes.checkpoints import Parts
+from nodes.loading.checkpoints import Parts
 from nodes.families import SD1, SDXL, SDXL_REFINER, scheduler_for
-from nodes.loaders import LATENT_SCALE_ATTR, bundles, latent_scale
-from nodes.tiny_model import build_pipeline
+from nodes.loading.loaders import LATENT_SCALE_ATTR, bundles, latent_scale
+from nodes.loading.tiny import build_pipeline
 
 
 def context(tmp: Path):

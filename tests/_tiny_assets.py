@@ -1,5 +1,5 @@
 """Test helper: small models made locally for the tests (no download), beside the tiny checkpoints
-of nodes.tiny_model: LoRA files in the diffusers/PEFT and kohya layouts, ControlNets made from a tiny
+of nodes.loading.tiny: LoRA files in the diffusers/PEFT and kohya layouts, ControlNets made from a tiny
 UNet, and an ESRGAN-shaped upscale model."""
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    """A tiny SD 1.x diffusers folder (nodes.tiny_model, random weights), written once per session.
+    """A tiny SD 1.x diffusers folder (nodes.loading.tiny, random weights), written once per session.
     Its parent is a models folder that holds only it."""
-    from nodes.tiny_model import TINY_NAME, write_tiny_model
+    from nodes.loading.tiny import TINY_NAME, write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / TINY_NAME)

@@ -19,9 +19,9 @@ def load_bench(monkeypatch):
 
 
 def test_tiny_run_measures_and_matches_the_pipeline(capsys, monkeypatch):
-    import nodes.speed
+    import nodes.loading.speed
 
-    monkeypatch.setattr(nodes.speed, "COMPILE_OPTIONS", nodes.speed.COMPILE_OPTIONS)  # main() changes it
+    monkeypatch.setattr(nodes.loading.speed, "COMPILE_OPTIONS", nodes.loading.speed.COMPILE_OPTIONS)  # main() changes it
     threads = torch.get_num_threads()
     try:
         rc = load_bench(monkeypatch).main(["--tiny", "--device", "cpu", "--sections", "pipeline,loom,rerun,parity,memory",

@@ -95,7 +95,7 @@ def test_shared_workflow_reports_everything_it_needs(loom):
 
 
 def test_unknown_sampler_and_scheduler_names_are_refused_by_name(loom):
-    from nodes.comfy_samplers import Unmapped, check_names
+    from nodes.comfy.sampler_names import Unmapped, check_names
 
     for sampler, scheduler, field in (("no_such", "normal", "sampler_name"), ("euler", "no_such", "scheduler")):
         with pytest.raises(Unmapped) as caught:
@@ -110,10 +110,10 @@ def test_unknown_sampler_and_scheduler_names_are_refused_by_name(loom):
 def test_every_sampler_and_scheduler_name_runs_or_is_refused(tiny_sd):
     """Every ComfyUI sampler takes 3 steps of every scheduler's sigmas for the tiny model's noise table
     to finite latents, or is refused by name."""
-    from nodes.comfy_samplers import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, check_names
-    from nodes.ksampling.denoiser import DiscreteSchedule
-    from nodes.ksampling.samplers import SAMPLERS
-    from nodes.ksampling.schedules import ksampler_sigmas
+    from nodes.comfy.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, check_names
+    from nodes.comfy.ksampling.denoiser import DiscreteSchedule
+    from nodes.comfy.ksampling.samplers import SAMPLERS
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
 
     ms = DiscreteSchedule(json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text()))
 

@@ -1,4 +1,4 @@
-"""ComfyUI's bounding-box nodes (nodes/comfy_boxes.py): the canvas widget's boxes as pixel boxes,
+"""ComfyUI's bounding-box nodes (nodes/comfy/boxes.py): the canvas widget's boxes as pixel boxes,
 prompt elements and a preview; DrawBBoxes' outlines; bad values refused naming node and input;
 the templates' CreateBoundingBoxes widgets load from the editor file."""
 import json

@@ -1,4 +1,4 @@
-"""ComfyUI's image and mask nodes (nodes/comfy_images.py, nodes/comfy_masks.py): what each computes on
+"""ComfyUI's image and mask nodes (nodes/comfy/images.py, nodes/comfy/masks.py): what each computes on
 small tensors, the DynamicCombo / Autogrow inputs in API prompts and editor files, the output nodes'
 UI data, and the current templates they complete."""
 import json

@@ -1,11 +1,11 @@
-"""ComfyUI's sigma-list nodes (nodes.comfy_sigmas): the lists ComfyUI's own rules give, worked out by
+"""ComfyUI's sigma-list nodes (nodes.comfy.sigmas): the lists ComfyUI's own rules give, worked out by
 hand on a short schedule."""
 import pytest
 import torch
 
 from nodes.common import call
-from nodes.comfy_sampling import Sigmas
-from nodes.comfy_sigmas import FlipSigmas, ManualSigmas, SetFirstSigma, SplitSigmas, SplitSigmasDenoise
+from nodes.comfy.sampling import Sigmas
+from nodes.comfy.sigmas import FlipSigmas, ManualSigmas, SetFirstSigma, SplitSigmas, SplitSigmasDenoise
 
 LEVELS = Sigmas(torch.tensor([14.6, 7.0, 3.5, 1.0, 0.0]))
 

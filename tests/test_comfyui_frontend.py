@@ -125,7 +125,7 @@ async def drive(server, workflow_file: Path):
 def zimage_server(tmp_path_factory):
     """A server whose models folder holds the tiny Z-Image files under the names the frontend's
     default workflow asks for."""
-    from nodes.tiny_zimage import write_comfy_files
+    from nodes.families.zimage.tiny import write_comfy_files
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     models = tmp_path_factory.mktemp("zimage-models")

@@ -124,8 +124,8 @@ def test_combined_copies_stay_close_to_the_single_prompt(ctx):
 # --- custom sampling ---------------------------------------------------------------------------------
 
 def custom(ctx, m, sampler_name, sigmas, seed=SEED, cfg=CFG, positive=None, negative=None, latent=None, guider=None):
-    from nodes.comfy import EmptyLatentImage
-    from nodes.comfy_sampling import CFGGuider, KSamplerSelect, RandomNoise, SamplerCustomAdvanced
+    from nodes.comfy.core import EmptyLatentImage
+    from nodes.comfy.sampling import CFGGuider, KSamplerSelect, RandomNoise, SamplerCustomAdvanced
 
     positive = positive or encode(ctx, m["clip"], PROMPT)
     negative = negative or encode(ctx, m["clip"], NEGATIVE)
@@ -146,7 +146,7 @@ def model():
                                                          ("euler_ancestral", "normal", 1.0), ("euler", "normal", 0.6)])
 def test_custom_sampling_gives_ksamplers_image(ctx, model, sampler, scheduler, denoise):
     """RandomNoise + CFGGuider + KSamplerSelect + BasicScheduler -> SamplerCustomAdvanced is KSampler."""
-    from nodes.comfy_sampling import BasicScheduler
+    from nodes.comfy.sampling import BasicScheduler
 
     sigmas = call(BasicScheduler, ctx, model=model["model"], scheduler=scheduler, steps=4, denoise=denoise)
     assert sigmas.values.shape == (5,) and sigmas.values[-1] == 0 and (sigmas.values[:-1] > sigmas.values[1:]).all()
@@ -160,8 +160,8 @@ def test_custom_sampling_gives_ksamplers_image(ctx, model, sampler, scheduler, d
 
 
 def test_sampler_custom_equals_the_advanced_one(ctx, model):
-    from nodes.comfy import EmptyLatentImage
-    from nodes.comfy_sampling import BasicScheduler, KSamplerSelect, SamplerCustom
+    from nodes.comfy.core import EmptyLatentImage
+    from nodes.comfy.sampling import BasicScheduler, KSamplerSelect, SamplerCustom
 
     sigmas = call(BasicScheduler, ctx, model=model["model"], scheduler="normal", steps=3, denoise=1.0)
     latent = call(EmptyLatentImage, ctx, width=64, height=64, batch_size=1)
@@ -175,8 +175,8 @@ def test_sampler_custom_equals_the_advanced_one(ctx, model):
 def test_karras_sigmas_follow_the_model_schedule(ctx, model, sampler):
     """KarrasScheduler with the model's own sigma range (ComfyUI's table) is KSampler's karras schedule:
     the same sigmas, so the same image."""
-    from nodes.comfy_sampling import KarrasScheduler
-    from nodes.ksampling.ksampler import model_sampling
+    from nodes.comfy.sampling import KarrasScheduler
+    from nodes.comfy.ksampling.ksampler import model_sampling
 
     ms = model_sampling(model["model"])
     sigma_max, sigma_min = float(ms.sigma_max), float(ms.sigma_min)
@@ -189,7 +189,7 @@ def test_karras_sigmas_follow_the_model_schedule(ctx, model, sampler):
 
 
 def test_basic_guider_is_cfg_one_and_any_sigmas_are_followed(ctx, model):
-    from nodes.comfy_sampling import BasicGuider, BasicScheduler, CFGGuider, KarrasScheduler, Sigmas
+    from nodes.comfy.sampling import BasicGuider, BasicScheduler, CFGGuider, KarrasScheduler, Sigmas
 
     sigmas = call(BasicScheduler, ctx, model=model["model"], scheduler="normal", steps=2, denoise=1.0)
     pos = encode(ctx, model["clip"], PROMPT)

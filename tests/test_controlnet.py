@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nodes.common import call
-from nodes.ldm_layout import controlnet_to_ldm
+from nodes.loading.ldm_layout import controlnet_to_ldm
 from tests._sd_families import as_image, context, picture, sd
 from tests._tiny_assets import controlnet
 from tests.test_sd_families import CFG, NEGATIVE, PROMPT, SEED, STEPS, encode, ksampler, report
@@ -60,7 +60,7 @@ def run_pipeline(pipe, image, **kwargs):
 
 
 def applied(ctx, m, net, hint_array, **settings):
-    from nodes.comfy import ControlNetApplyAdvanced
+    from nodes.comfy.core import ControlNetApplyAdvanced
 
     return call(ControlNetApplyAdvanced, ctx, positive=encode(ctx, m["clip"], PROMPT),
                 negative=encode(ctx, m["clip"], NEGATIVE), control_net=net, image=as_image(hint_array), **settings)
@@ -69,8 +69,8 @@ def applied(ctx, m, net, hint_array, **settings):
 def test_loader_lists_and_loads_a_diffusers_folder(ctx, folder):
     from diffusers import ControlNetModel
 
-    from nodes.comfy import ControlNetLoader
-    from nodes.model_files import list_kind
+    from nodes.comfy.core import ControlNetLoader
+    from nodes.loading.model_files import list_kind
 
     assert "tiny-cn" in list_kind(ctx.env.models_dir, "controlnet")
     net = call(ControlNetLoader, ctx, control_net_name="tiny-cn")
@@ -86,7 +86,7 @@ def test_loader_lists_and_loads_a_diffusers_folder(ctx, folder):
 def test_controlnet_matches_pipeline(ctx, model, folder, hint, settings, pipeline_args):
     """ControlNetLoader + ControlNetApplyAdvanced + KSampler (euler, normal) vs
     StableDiffusionControlNetPipeline: strength, start/end as the pipeline's scale and guidance range."""
-    from nodes.comfy import ControlNetLoader
+    from nodes.comfy.core import ControlNetLoader
 
     net = call(ControlNetLoader, ctx, control_net_name="tiny-cn")
     positive, negative = applied(ctx, model, net, hint, **settings)
@@ -103,7 +103,7 @@ def test_two_controlnets_add_up_as_multicontrolnet(ctx, model, hint):
     unet = model["model"].unet
     first, second = controlnet(unet, seed=40), controlnet(unet, seed=41)
     positive, negative = applied(ctx, model, first, hint, strength=0.8)
-    from nodes.comfy import ControlNetApplyAdvanced
+    from nodes.comfy.core import ControlNetApplyAdvanced
 
     positive, negative = call(ControlNetApplyAdvanced, ctx, positive=positive, negative=negative, control_net=second,
                               image=as_image(picture()), strength=0.5)
@@ -116,7 +116,7 @@ def test_two_controlnets_add_up_as_multicontrolnet(ctx, model, hint):
 def test_controlnet_apply_on_the_positive_reaches_the_negative_pass(ctx, model, hint):
     """ComfyUI's old ControlNetApply (positive only) acts on both passes, as its apply-to-uncond rule
     says: the same image as ControlNetApplyAdvanced on both conditionings."""
-    from nodes.comfy import ControlNetApply
+    from nodes.comfy.core import ControlNetApply
 
     net = controlnet(model["model"].unet, seed=31)
     positive = call(ControlNetApply, ctx, conditioning=encode(ctx, model["clip"], PROMPT), control_net=net,
@@ -145,7 +145,7 @@ def test_single_file_controlnet_loads_offline(ctx, model, layout):
     the model they were written from (SD 1.5-style hint encoder, 16-32-96-256 channels)."""
     from safetensors.torch import save_file
 
-    from nodes.comfy import ControlNetLoader
+    from nodes.comfy.core import ControlNetLoader
 
     source = controlnet(model["model"].unet, seed=50, latent_scale=8)
     state = source.state_dict()
@@ -166,7 +166,7 @@ def test_single_file_controlnet_loads_offline(ctx, model, layout):
 def test_not_a_controlnet_is_refused_by_name(ctx):
     from safetensors.torch import save_file
 
-    from nodes.comfy import ControlNetLoader
+    from nodes.comfy.core import ControlNetLoader
 
     save_file({"weight": torch.zeros(2)}, ctx.env.models_dir / "controlnet" / "notes.safetensors")
     with pytest.raises(ValueError, match="notes.safetensors is not a ControlNet"):

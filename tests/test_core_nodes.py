@@ -1,4 +1,4 @@
-"""ComfyUI's core nodes of today's templates (nodes.comfy_logic, comfy_utils, comfy_strings): their
+"""ComfyUI's core nodes of today's templates (nodes.comfy.logic, comfy_utils, comfy_strings): their
 behaviour, the safe expression evaluator, and real templates of comfyui-workflow-templates 0.11.97
 that use them. No torch: images are numpy arrays here (GetImageSize reads only the shape)."""
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from graph import Env, Loom, Registry
 from nodes import comfy_logic, comfy_strings, comfy_utils, primitives
-from nodes.expressions import ExpressionError, evaluate
+from nodes.comfy.expressions import ExpressionError, evaluate
 
 MINE = {"ComfySwitchNode", "PreviewAny", "GetImageSize", "ResolutionSelector", "ComfyMathExpression",
         "StringConcatenate", "StringReplace", "ComfyNumberConvert", "CustomCombo", "RegexReplace", "RegexExtract",

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from graph import Env, Loom
-from nodes.placement import TorchPlacement, margin, placement_for
-from nodes.speed import Applied
+from nodes.loading.placement import TorchPlacement, margin, placement_for
+from nodes.loading.speed import Applied
 from tests._sd import as_array, workflow
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

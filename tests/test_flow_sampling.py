@@ -3,13 +3,13 @@ timesteps, schedules on it, the start and the denoised latents, and the nodes th
 import pytest
 import torch
 
-from nodes.bundles import Model
+from nodes.loading.bundles import Model
 from nodes.common import call
-from nodes.comfy_flow import EmptySD3LatentImage, ModelSamplingAuraFlow, ModelSamplingSD3
-from nodes.ksampling import samplers
-from nodes.ksampling.denoiser import Denoiser, FlowSchedule
-from nodes.ksampling.ksampler import model_sampling
-from nodes.ksampling.schedules import calculate_sigmas, ksampler_sigmas
+from nodes.comfy.flow import EmptySD3LatentImage, ModelSamplingAuraFlow, ModelSamplingSD3
+from nodes.comfy.ksampling import samplers
+from nodes.comfy.ksampling.denoiser import Denoiser, FlowSchedule
+from nodes.comfy.ksampling.ksampler import model_sampling
+from nodes.comfy.ksampling.schedules import calculate_sigmas, ksampler_sigmas
 
 
 def shifted(shift, s):
@@ -134,7 +134,7 @@ def test_stochastic_samplers_keep_a_flow_models_marginals(name):
 
 
 def test_half_log_snr_samplers_refuse_flow_models_with_a_clear_error():
-    from nodes.ksampling.ksampler import SamplerChoice, sample
+    from nodes.comfy.ksampling.ksampler import SamplerChoice, sample
 
     class Unet:
         device, dtype, config = torch.device("cpu"), torch.float32, None

@@ -1,4 +1,4 @@
-"""GLIGEN (nodes/gligen.py) on the tiny SD model: a tiny GLIGEN model written in ComfyUI's file layout
+"""GLIGEN (nodes/comfy/gligen.py) on the tiny SD model: a tiny GLIGEN model written in ComfyUI's file layout
 loads, and boxed phrases give diffusers' StableDiffusionGLIGENPipeline's pixels; the classic
 gligen_textbox_example template runs."""
 import json
@@ -37,7 +37,7 @@ def write_comfy_gligen(unet, path) -> None:
     """The GLIGEN layers of a gated diffusers UNet as ComfyUI's GLIGEN file (LDM block names)."""
     from safetensors.torch import save_file
 
-    from nodes.ldm_layout import unet_to_ldm
+    from nodes.loading.ldm_layout import unet_to_ldm
 
     state = {k: v.contiguous() for k, v in unet.state_dict().items() if ".fuser." in k or k.startswith("position_net.")}
     fusers = unet_to_ldm({k: v for k, v in state.items() if ".fuser." in k}, unet.config)
@@ -62,7 +62,7 @@ def loom(models, tmp_path_factory):
 
 
 def test_loaded_layers_are_the_files(loom, models):
-    from nodes.gligen import transformer_blocks
+    from nodes.comfy.gligen import transformer_blocks
 
     gligen = run_node(loom, {"1": {"class_type": "GLIGENLoader", "inputs": {"gligen_name": GLIGEN_NAME}}}, "1")
     blocks = transformer_blocks(models[1])

@@ -113,7 +113,7 @@ def test_comfy_inpaint_nodes(ctx, inpainter, image, mask_array):
     """InpaintModelConditioning and VAEEncodeForInpaint + KSampler on an inpainting UNet: with a
     noise mask the latents outside it end as the image's own (ComfyUI's rule: the prediction there is
     the source; the last Euler step lands on it to float rounding), without one the sampler changes them."""
-    from nodes.comfy import InpaintModelConditioning
+    from nodes.comfy.core import InpaintModelConditioning
     from nodes.inpaint import VAEEncodeForInpaint
 
     m = inpainter
@@ -139,7 +139,7 @@ def test_comfy_inpaint_nodes(ctx, inpainter, image, mask_array):
 
 
 def _ksample(ctx, m, positive, negative, latent):
-    from nodes.comfy import KSampler
+    from nodes.comfy.core import KSampler
 
     return call(KSampler, ctx, model=m["model"], seed=SEED, steps=3, cfg=CFG, sampler_name="euler",
                 scheduler="normal", positive=positive, negative=negative, latent_image=latent, denoise=1.0)

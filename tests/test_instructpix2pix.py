@@ -1,4 +1,4 @@
-"""InstructPixToPixConditioning (nodes/instructpix2pix.py) on a tiny InstructPix2Pix-shaped model (a
+"""InstructPixToPixConditioning (nodes/comfy/instructpix2pix.py) on a tiny InstructPix2Pix-shaped model (a
 UNet with 4 + 4 input channels): diffusers' StableDiffusionInstructPix2PixPipeline's pixels at
 guidance 1 (one branch in both), and ComfyUI's API prompt runs."""
 import json
@@ -15,7 +15,7 @@ NAME = "tiny-ip2p"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from nodes.tiny_model import write_tiny_model
+    from nodes.loading.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("ip2p_models") / NAME, unet={"in_channels": 8})
 

@@ -1,4 +1,4 @@
-"""nodes.ksampling against references: k-diffusion's samplers (the PyPI package, tests/_kdiffusion.py)
+"""nodes.comfy.ksampling against references: k-diffusion's samplers (the PyPI package, tests/_kdiffusion.py)
 on the same denoiser and noise, ComfyUI's facts for schedules and noise, and for the samplers that
 only ComfyUI has, the exact answer of a Gaussian data distribution."""
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from nodes.ksampling import samplers as ours
-from nodes.ksampling.denoiser import DiscreteSchedule
-from nodes.ksampling.noise import BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise
-from nodes.ksampling.schedules import SCHEDULER_NAMES, calculate_sigmas, karras, ksampler_sigmas
+from nodes.comfy.ksampling import samplers as ours
+from nodes.comfy.ksampling.denoiser import DiscreteSchedule
+from nodes.comfy.ksampling.noise import BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise
+from nodes.comfy.ksampling.schedules import SCHEDULER_NAMES, calculate_sigmas, karras, ksampler_sigmas
 from tests._kdiffusion import load_sampling
 
 MU, SPREAD = 0.3, 0.5  # the Gaussian data: N(MU, SPREAD^2) per value
@@ -265,7 +265,7 @@ def test_scheduler_and_sampler_nodes():
     from types import SimpleNamespace
 
     from nodes.common import call
-    from nodes.comfy_sampling import BetaSamplingScheduler, SamplerER_SDE, SDTurboScheduler
+    from nodes.comfy.sampling import BetaSamplingScheduler, SamplerER_SDE, SDTurboScheduler
 
     model = SimpleNamespace(scheduler=SimpleNamespace(config=SD1))
     ms = DiscreteSchedule(SD1)

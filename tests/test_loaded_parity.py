@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from graph import Env, Loom
-from nodes.ldm_layout import controlnet_to_ldm, write_single_file
+from nodes.loading.ldm_layout import controlnet_to_ldm, write_single_file
 from tests._comfy_euler import ComfyEulerScheduler
 from tests._sd import run_node
 from tests._sd_families import picture
@@ -37,7 +37,7 @@ def setup(tiny_sd, tmp_path_factory):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from nodes.tiny_model import write_tiny_model
+    from nodes.loading.tiny import write_tiny_model
 
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("loaded_models")

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from graph import Env, Loom
-from nodes.ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
+from nodes.loading.ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 from tests._tolerances import single_file_atol
 
 ROOT = Path(__file__).resolve().parent
@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from nodes.tiny_model import VAE_8X, write_tiny_model
+    from nodes.loading.tiny import VAE_8X, write_tiny_model
 
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("loader_models")
@@ -69,7 +69,7 @@ def equal_weights(a, b) -> bool:
 
 
 def test_each_kind_lists_its_folders(setup):
-    from nodes.model_files import list_kind, list_models
+    from nodes.loading.model_files import list_kind, list_models
 
     loom, _ = setup
     models = loom.env.models_dir
@@ -161,7 +161,7 @@ def test_comfy_part_loaders_are_managed_and_routed(setup):
     declared model inputs, not a category, make the executor find room for a model before each runs
     and make routing name the models they load."""
     from loomqueue.routing import model_keys
-    from nodes.placement import TorchPlacement
+    from nodes.loading.placement import TorchPlacement
 
     loom, _ = setup
     managed = Loom(loom.env, placement=TorchPlacement(torch.device("cpu")), vram_bytes=1 << 40)

@@ -152,7 +152,7 @@ def test_sdxl_lora_matches_the_pipeline_model_by_model(tmp_path_factory, writer,
     after load_lora_weights of the same file (whole images: tests/test_loaded_parity.py)."""
     from diffusers import StableDiffusionXLPipeline
 
-    from nodes.tiny_model import write_tiny_model
+    from nodes.loading.tiny import write_tiny_model
 
     models = tmp_path_factory.mktemp("xl_lora")
     xl = write_tiny_model(models / "checkpoints" / "tiny-sdxl", family="sdxl")

@@ -1,12 +1,12 @@
-"""Model families from diffusers folders and single files (nodes.families, nodes.single_file,
-nodes.checkpoints): the real SD 1.5, 2.1, XL base and refiner layouts checked on the meta device
+"""Model families from diffusers folders and single files (nodes.families, nodes.loading.single_file,
+nodes.loading.checkpoints): the real SD 1.5, 2.1, XL base and refiner layouts checked on the meta device
 (shapes only: the published configs are built without memory and written in the single-file key
 layout), and the tiny models of each family written to files and loaded back tensor for tensor."""
 import numpy as np
 import pytest
 import torch
 
-from nodes.ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
+from nodes.loading.ldm_layout import text_encoders_to_ldm, unet_to_ldm, vae_to_ldm, write_single_file
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
@@ -79,7 +79,7 @@ def test_real_layouts_are_detected_and_rebuilt_on_meta(family):
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     from nodes.families import VAE_PREFIX, VAE_SCALING, family_of_state_dict, family_of_unet_state_dict
-    from nodes.single_file import text_encoder_from_ldm, unet_from_ldm, unet_config, vae_from_ldm
+    from nodes.loading.single_file import text_encoder_from_ldm, unet_from_ldm, unet_config, vae_from_ldm
     from nodes.families import TEXT_ENCODER_PREFIXES
 
     ldm, published = meta_checkpoint(family)
@@ -123,7 +123,7 @@ def test_sd2_prediction_type_from_the_weights():
 
 @pytest.fixture(scope="module")
 def tiny_families(tmp_path_factory):
-    from nodes.tiny_model import FAMILY_NAMES, write_tiny_model
+    from nodes.loading.tiny import FAMILY_NAMES, write_tiny_model
 
     root = tmp_path_factory.mktemp("families")
     return {family: write_tiny_model(root / name, family=family) for family, name in FAMILY_NAMES.items()}
@@ -133,7 +133,7 @@ def tiny_families(tmp_path_factory):
 def test_tiny_single_file_loads_as_its_folder(family, tiny_families, tmp_path):
     """Each family's tiny model, from its folder and from a single file: same family, same scheduler,
     same tokenizer ids, and every tensor of every part equal."""
-    from nodes.checkpoints import load_checkpoint, scheduler_config
+    from nodes.loading.checkpoints import load_checkpoint, scheduler_config
     from nodes.families import family_of_folder
 
     folder = tiny_families[family]

@@ -61,7 +61,7 @@ def test_comfyui_yaml_format(tmp_path, monkeypatch):
     assert env.model_folders("loras") == [tmp_path / "home" / "my-loras", models / "loras"]  # is_default: first
 
     # every kind's loader reads them through the same place: a LoRA and a UNet of the yaml's folders
-    from nodes.model_files import kind_path, list_kind
+    from nodes.loading.model_files import kind_path, list_kind
 
     for folder, name in ((tmp_path / "home" / "my-loras", "style.safetensors"), (comfy / "unet", "u.safetensors")):
         folder.mkdir(parents=True)
@@ -155,7 +155,7 @@ def test_links_are_followed_and_named_where_found(tmp_path):
 
     assert store.relative_name(store.find_by_sha256(hashlib.sha256(b"b").hexdigest())).endswith("b.safetensors")
 
-    from nodes.model_files import kind_path, list_kind, stat_fingerprint
+    from nodes.loading.model_files import kind_path, list_kind, stat_fingerprint
 
     env = Env.from_data_dir(tmp_path / "data", models_dir=models)
     names = list_kind(env, "checkpoints")
@@ -176,7 +176,7 @@ def test_links_are_followed_and_named_where_found(tmp_path):
 def layout(tmp_path_factory, tiny_sd):
     """A models folder whose checkpoints are links (to files and folders, inside and outside it), a
     broken link and a loop; a ComfyUI install's models folder named by an extra_model_paths.yaml."""
-    from nodes.ldm_layout import write_single_file
+    from nodes.loading.ldm_layout import write_single_file
 
     base = tmp_path_factory.mktemp("linked")
     outside, models, comfy = base / "outside", base / "data" / "models", base / "comfy" / "models"

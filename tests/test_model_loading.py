@@ -31,8 +31,8 @@ def real_inits(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["folder", "single file"])
 def test_loading_draws_no_random_weights(kind, tiny_sd, tmp_path, real_inits):
-    from nodes.checkpoints import load_diffusers_folder
-    from nodes.single_file import load_single_file
+    from nodes.loading.checkpoints import load_diffusers_folder
+    from nodes.loading.single_file import load_single_file
 
     if kind == "folder":
         parts = vars(load_diffusers_folder(tiny_sd, torch.device("cpu"), torch.float32))

@@ -1,4 +1,4 @@
-"""ComfyUI's prompt syntax in CLIPTextEncode (nodes.prompt_weights): the parser against the examples
+"""ComfyUI's prompt syntax in CLIPTextEncode (nodes.comfy.prompt_weights): the parser against the examples
 ComfyUI documents for its own parser, and the embeddings against values worked out by hand from
 ComfyUI's rules on the tiny models' text encoders (weights move a token's embedding relative to the
 empty prompt's; long prompts are 77-token chunks side by side; an embedding file's vectors are the
@@ -6,7 +6,7 @@ input embeddings at their places)."""
 import pytest
 import torch
 
-from nodes.prompt_weights import encode_comfy_prompt, parse_weights, tokenize_chunks
+from nodes.comfy.prompt_weights import encode_comfy_prompt, parse_weights, tokenize_chunks
 
 from ._sd_families import sd, sdxl
 

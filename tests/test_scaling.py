@@ -65,8 +65,8 @@ def test_upscale_model_runs_the_esrgan_file(loom):
 
 def test_identity_esrgan_upscales_by_nearest_neighbour(loom):
     """An ESRGAN whose main path is identity kernels is nearest-neighbour 4x: the node gives exactly that."""
-    from nodes.comfy import call
-    from nodes.comfy_scaling import ImageUpscaleWithModel
+    from nodes.comfy.core import call
+    from nodes.comfy.scaling import ImageUpscaleWithModel
 
     model = run(loom, {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "nearest_x4.safetensors"}}}, "1")[0]
     image = torch.rand(1, 10, 14, 3, generator=torch.Generator().manual_seed(2))
@@ -100,8 +100,8 @@ def test_image_upscale_with_model_in_a_workflow(loom):
     ({"width": 10, "height": 10, "crop": "center"}, (10, 10)),
 ])
 def test_image_scale_sizes(loom, inputs, size):
-    from nodes.comfy_scaling import ImageScale
-    from nodes.comfy import call
+    from nodes.comfy.scaling import ImageScale
+    from nodes.comfy.core import call
 
     image = torch.rand(1, 20, 30, 3)
     out = call(ImageScale, None, image=image, upscale_method="bilinear", **inputs)
@@ -130,8 +130,8 @@ def test_bislerp_keeps_directions_and_lengths():
 
 
 def test_total_pixels_and_latent_sizes(loom):
-    from nodes.comfy import call
-    from nodes.comfy_scaling import ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy
+    from nodes.comfy.core import call
+    from nodes.comfy.scaling import ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy
 
     image = torch.rand(1, 300, 400, 3)
     out = call(ImageScaleToTotalPixels, None, image=image, upscale_method="area", megapixels=0.25, resolution_steps=1)
@@ -148,8 +148,8 @@ def test_total_pixels_and_latent_sizes(loom):
 
 
 def test_latent_batches():
-    from nodes.comfy import call
-    from nodes.comfy_scaling import LatentFromBatch, RepeatLatentBatch
+    from nodes.comfy.core import call
+    from nodes.comfy.scaling import LatentFromBatch, RepeatLatentBatch
 
     samples = torch.arange(3.0)[:, None, None, None].expand(3, 4, 2, 2)
     latent = {"samples": samples, "seeds": [1, 2, 3], "generator": ["a", "b", "c"], "empty": True}

@@ -51,7 +51,7 @@ def decode(ctx, vae, latents) -> np.ndarray:
 
 
 def ksampler(ctx, m, positive, negative, sampler="euler", scheduler="normal", size=64, steps=STEPS, **inputs):
-    from nodes.comfy import EmptyLatentImage, KSampler
+    from nodes.comfy.core import EmptyLatentImage, KSampler
 
     latent = call(EmptyLatentImage, ctx, width=size, height=size, batch_size=1)
     out = call(KSampler, ctx, model=m["model"], seed=SEED, steps=steps, cfg=CFG, sampler_name=sampler,
@@ -73,7 +73,7 @@ def staged(ctx, m, positive, negative, size=64, steps=STEPS):
 
 
 def encode(ctx, clip, text):
-    from nodes.comfy import CLIPTextEncode
+    from nodes.comfy.core import CLIPTextEncode
 
     return call(CLIPTextEncode, ctx, clip=clip, text=text)
 
@@ -83,7 +83,7 @@ def encode(ctx, clip, text):
 def test_sdxl_prompt_encoding_is_the_pipelines(ctx, base):
     """Penultimate layers of both encoders concatenated, pooled output from the second: exactly
     encode_prompt's; CLIPTextEncodeSDXL's text_l / text_g are the pipeline's prompt / prompt_2."""
-    from nodes.comfy import CLIPTextEncodeSDXL
+    from nodes.comfy.core import CLIPTextEncodeSDXL
 
     pipe = xl_pipeline(base)
     (entry,) = encode(ctx, base["clip"], PROMPT)
@@ -117,7 +117,7 @@ def test_sdxl_size_conditioning_matches_pipeline(ctx, base):
     crops_coords_top_left and target_size (and they change the picture)."""
     from diffusers import EulerDiscreteScheduler
 
-    from nodes.comfy import CLIPTextEncodeSDXL
+    from nodes.comfy.core import CLIPTextEncodeSDXL
 
     sizes = dict(width=128, height=96, crop_w=16, crop_h=8, target_width=64, target_height=64)
     pos = call(CLIPTextEncodeSDXL, ctx, clip=base["clip"], text_g=PROMPT, text_l=PROMPT, **sizes)
@@ -137,7 +137,7 @@ def test_sdxl_size_conditioning_matches_pipeline(ctx, base):
 def test_sdxl_refiner_img2img_matches_pipeline(ctx):
     """The refiner (second encoder only, aesthetic-score time ids) refining an image:
     CLIPTextEncodeSDXLRefiner + VAEEncode + MakeNoiseLatents + Sample vs StableDiffusionXLImg2ImgPipeline."""
-    from nodes.comfy import CLIPTextEncodeSDXLRefiner
+    from nodes.comfy.core import CLIPTextEncodeSDXLRefiner
     from nodes.latent import MakeNoiseLatents, VAEEncode
     from nodes.sampling import Sample, SetScheduler
 
@@ -217,7 +217,7 @@ def test_sd2_v_prediction_matches_pipeline(ctx, sampler, scheduler):
 def test_clip_set_last_layer_per_family(ctx, base):
     """SD 1.x: -2 is clip skip 1 (the layer before the last, then the final norm). SD 2.x and SDXL:
     -1 and -2 are the default (the penultimate layer, as ComfyUI), -3 one earlier."""
-    from nodes.comfy import CLIPSetLastLayer
+    from nodes.comfy.core import CLIPSetLastLayer
     from nodes.text import EncodeText, EncodeTextSDXL, Tokenize
 
     def at(clip, layer):

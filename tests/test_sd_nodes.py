@@ -110,8 +110,8 @@ def test_invalid_sizes_and_steps_are_named(loom):
 
 
 def test_ensure_tiny_model_writes_only_into_an_empty_folder(tmp_path, tiny_sd):
-    from nodes.model_files import list_models
-    from nodes.tiny_model import ensure_tiny_model
+    from nodes.loading.model_files import list_models
+    from nodes.loading.tiny import ensure_tiny_model
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.safetensors").write_bytes(b"")

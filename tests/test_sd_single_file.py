@@ -1,6 +1,6 @@
 """Single-file SD 1.x checkpoints (LDM key layout) load offline and give the diffusers folder's pixels.
 
-The checkpoints are written here from diffusers weights (nodes/ldm_layout.py), in two shapes: the
+The checkpoints are written here from diffusers weights (nodes/loading/ldm_layout.py), in two shapes: the
 tiny demo model and one with three levels, one block per level, attention on the first two levels,
 a wider text encoder and a three-level VAE."""
 import pickle
@@ -24,14 +24,14 @@ SHAPE_B = dict(
 
 
 def write_ldm(folder, path, extra=None):
-    from nodes.ldm_layout import write_single_file
+    from nodes.loading.ldm_layout import write_single_file
 
     return write_single_file(folder, path, extra=extra)
 
 
 @pytest.fixture(scope="module")
 def loom(tiny_sd, tmp_path_factory):
-    from nodes.tiny_model import write_tiny_model
+    from nodes.loading.tiny import write_tiny_model
 
     pin_threads()
     models = tmp_path_factory.mktemp("sf_models")
@@ -54,7 +54,7 @@ def outputs_of(loom, wf, node):
 
 
 def test_models_folder_lists_folders_and_files(loom):
-    from nodes.model_files import list_models
+    from nodes.loading.model_files import list_models
 
     assert list_models(loom.env.models_dir) == ["checkpoints/shape-b.safetensors", "shape-b", "tiny-sd",
                                                "tiny.safetensors"]
@@ -83,7 +83,7 @@ def test_single_file_gives_the_folder_pixels(loom, single, folder):
 def test_ckpt_is_read_without_unpickling_code(loom, tmp_path):
     from safetensors.torch import load_file
 
-    from nodes.single_file import read_state_dict
+    from nodes.loading.single_file import read_state_dict
 
     state = load_file(str(loom.env.models_dir / "tiny.safetensors"))
     good = tmp_path / "good.ckpt"
@@ -126,8 +126,8 @@ def test_real_size_clip_vocabulary_uses_openai_merges():
     """A 49408-entry CLIP (real SD 1.x) gets OpenAI CLIP's BPE, read from open_clip's merges file
     (the real SD 1.5, 2.1 and XL layouts are checked in tests/test_model_families.py)
     (installed by setup.sh with --no-deps); ids as CLIP's own tokenizer gives them."""
-    from nodes.clip_bpe import real_clip_merges_file
-    from nodes.clip_bpe import tokenizer_for
+    from nodes.loading.clip_bpe import real_clip_merges_file
+    from nodes.loading.clip_bpe import tokenizer_for
 
     if real_clip_merges_file() is None:
         pytest.skip("open_clip_torch is not installed (setup.sh installs it)")
@@ -142,7 +142,7 @@ def test_shipped_merges_are_read_and_equal_learning_them(monkeypatch, tmp_path):
     """assets/bpe/ holds the merges of the built-in vocabularies, learned from the current word lists
     (scripts/bpe_merges.py): a single file of those models reads them instead of learning them again.
     A file learned from other words is not used."""
-    import nodes.clip_bpe as bpe
+    import nodes.loading.clip_bpe as bpe
 
     for name, words, n in (("tiny", bpe.WORDS, bpe.TINY_MERGES), ("shapes64", bpe.shapes_merge_words(), bpe.SHAPES_MERGES)):
         assert bpe.merges_file(name).read_text().split("\n", 1)[0] == bpe.merges_key(words, n), \
@@ -160,7 +160,7 @@ def test_half_precision_file_loads_in_the_asked_dtype(loom, tmp_path):
     """Weights are cast to the environment's dtype whatever the file holds (fp16 files are common)."""
     from safetensors.torch import load_file, save_file
 
-    from nodes.single_file import load_single_file
+    from nodes.loading.single_file import load_single_file
 
     state = load_file(str(loom.env.models_dir / "tiny.safetensors"))
     save_file({k: v.half() for k, v in state.items()}, str(tmp_path / "half.safetensors"))

@@ -14,7 +14,7 @@ from tests.test_zimage import FRONTEND_REQUEST
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from nodes.tiny_zimage import write_comfy_files
+    from nodes.families.zimage.tiny import write_comfy_files
 
     data = tmp_path_factory.mktemp("zimage") / "data"
     write_comfy_files(data / "models", seed=0)

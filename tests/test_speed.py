@@ -1,15 +1,15 @@
-"""Speed options (nodes.speed) on the tiny model, on the CPU: each leaves the pixels as they were (or
+"""Speed options (nodes.loading.speed) on the tiny model, on the CPU: each leaves the pixels as they were (or
 within a stated tolerance where the operation order legitimately changes), SDPA is what runs, and
 the defaults change nothing off CUDA."""
 import numpy as np
 import pytest
 import torch
 
-import nodes.speed as speed
+import nodes.loading.speed as speed
 from graph import Env, Loom
 from graph.env import Speed
 from nodes.common import dtype_of
-from nodes.speed import SDPA, attention_processors, prepare_unet, resolve
+from nodes.loading.speed import SDPA, attention_processors, prepare_unet, resolve
 from tests._sd import as_array, pin_threads, run_node, workflow
 
 STEPS = 8
@@ -139,7 +139,7 @@ def test_inductor_compile_stays_within_tolerance(baseline, tiny_sd, tmp_path_fac
 
 
 def test_cli_options_reach_the_engine(tiny_sd, tmp_path, monkeypatch):
-    import nodes.placement
+    import nodes.loading.placement
     from loomserver.cli import parse_args
     from loomserver.engine import make_loom
 
@@ -151,7 +151,7 @@ def test_cli_options_reach_the_engine(tiny_sd, tmp_path, monkeypatch):
     class Placement:  # what placement_for gives on a GPU
         device, host = "cuda:0", "cpu"
 
-    monkeypatch.setattr(nodes.placement, "placement_for", lambda env: Placement())
+    monkeypatch.setattr(nodes.loading.placement, "placement_for", lambda env: Placement())
     memory = make_loom(parse_args(argv)).executor.memory
     assert memory.budget == 123456 and memory.device == "cuda:0"
 

@@ -37,14 +37,14 @@ ISSUE_14 = CORE | {
     "LatentFromBatch", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
     "PrimitiveBoolean", "KSamplerSelect", "BasicScheduler", "KarrasScheduler", "RandomNoise", "CFGGuider",
     "BasicGuider", "SamplerCustomAdvanced", "SamplerCustom"}
-# Issue 23's nodes the SD templates use (nodes/comfy_images.py, nodes/comfy_sampling.py).
+# Issue 23's nodes the SD templates use (nodes/comfy/images.py, nodes/comfy/sampling.py).
 ISSUE_23 = {"Canny", "ImagePadForOutpaint", "ImageInvert", "SDTurboScheduler"}
 IN_SCOPE = ISSUE_14 | ISSUE_23
 # SD templates outside the SD-checkpoint set above (their models are not SD checkpoints by name), with
 # the node types Loom still lacks for them: the test states these rather than skipping the templates.
 # (gligen_textbox_example runs in tests/test_gligen.py, on a tiny GLIGEN model.)
 WAITING = {
-    "image_lotus_depth_v1_1": {"LotusConditioning", "SetFirstSigma"},  # SetFirstSigma: nodes/comfy_sigmas.py
+    "image_lotus_depth_v1_1": {"LotusConditioning", "SetFirstSigma"},  # SetFirstSigma: nodes/comfy/sigmas.py
 }
 MODEL_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name",
                 "control_net_name", "model_name"}
@@ -97,7 +97,7 @@ def sd_templates() -> dict[str, dict]:
 def loom(tmp_path_factory, tiny_sd):
     from diffusers import UNet2DConditionModel
 
-    from nodes.tiny_model import VAE_8X, write_tiny_model
+    from nodes.loading.tiny import VAE_8X, write_tiny_model
     from tests._tiny_assets import controlnet, tiny_esrgan_state, write_diffusers_lora, write_kohya_lora
 
     torch.set_num_threads(1)

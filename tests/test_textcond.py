@@ -37,7 +37,7 @@ def test_batches_are_deterministic_and_captions_name_colour_and_shape():
 
 
 def test_every_caption_word_is_one_token_of_a_vocabulary_unlike_tiny_sd():
-    from nodes.clip_bpe import TINY_VOCAB_SIZE
+    from nodes.loading.clip_bpe import TINY_VOCAB_SIZE
 
     tok = tm.tokenizer()
     assert len(tok) == 1024 != TINY_VOCAB_SIZE  # single-file loading tells them apart by size
@@ -196,7 +196,7 @@ def test_shipped_model_draws_what_the_prompt_says(shipped_loom):
 
 
 def test_single_file_export_loads_back_with_the_same_pixels(shipped_loom, tmp_path):
-    from nodes.ldm_layout import write_single_file
+    from nodes.loading.ldm_layout import write_single_file
 
     models = shipped_loom.env.models_dir
     write_single_file(models / tm.NAME, models / "shapes64.safetensors", dtype=torch.float16)
@@ -209,7 +209,7 @@ def test_single_file_export_loads_back_with_the_same_pixels(shipped_loom, tmp_pa
 
 def test_a_fresh_models_folder_gets_the_shapes_model_and_tiny_sd(tmp_path):
     from loomserver.engine import ensure_demo_model
-    from nodes.model_files import list_models
+    from nodes.loading.model_files import list_models
 
     ensure_demo_model(tmp_path / "fresh")
     assert list_models(tmp_path / "fresh") == ["shapes64", "tiny-sd"]

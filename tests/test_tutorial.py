@@ -8,8 +8,8 @@ from PIL import Image
 
 from graph import Env, Loom, Registry
 from graph.node import In, Node, Out
-from nodes.grid import layout, make_grid, parse_titles
-from nodes.inspection import AddNoise, AddNoiseToImage
+from nodes.inspect.grid import layout, make_grid, parse_titles
+from nodes.inspect.inspection import AddNoise, AddNoiseToImage
 from tests._sd import ROOT, make_loom, pin_threads
 
 TUTORIAL = ROOT / "workflows" / "tutorial"
@@ -101,7 +101,7 @@ def test_add_noise_equals_scheduler_add_noise(tiny_sd):
     from diffusers import PNDMScheduler
     from diffusers.utils.torch_utils import randn_tensor
 
-    from nodes.loaders import scheduler_config
+    from nodes.loading.loaders import scheduler_config
     from nodes.schedulers import CHECKPOINT, SchedulerSpec
 
     config = scheduler_config(json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text()))
@@ -175,7 +175,7 @@ def test_embeddings_shape(loom, shipped):
 
 
 def test_tensor_info_of_a_latent_with_nan():
-    from nodes.inspection import tensor_info, tensors_in
+    from nodes.inspect.inspection import tensor_info, tensors_in
 
     latent = {"samples": torch.tensor([[1.0, float("nan")]]), "seeds": [3], "dist": {"std": torch.ones(2)}}
     named = tensors_in(latent, "VAEEncode")

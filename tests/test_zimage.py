@@ -10,7 +10,7 @@ import torch
 
 import nodes.families as families
 from nodes.families.zimage import FAMILY, TEMPLATE
-from nodes.tiny_zimage import FILES, build_pipeline, comfy_files, tiny_tokenizer, write_comfy_files
+from nodes.families.zimage.tiny import FILES, build_pipeline, comfy_files, tiny_tokenizer, write_comfy_files
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,11 @@ def test_ksampler_on_the_tiny_model_matches_the_pipeline_with_comfyuis_euler(pip
     use v directly; both are ~1e-7 per step."""
     from diffusers import ZImagePipeline
 
-    from nodes.bundles import Model
+    from nodes.loading.bundles import Model
     from nodes.conditioning import Cond
-    from nodes.ksampling.denoiser import FlowSchedule
-    from nodes.ksampling.ksampler import SamplerChoice, sample, starting_noise
-    from nodes.ksampling.schedules import ksampler_sigmas
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.ksampler import SamplerChoice, sample, starting_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
 
     (caption,), _ = pipe.encode_prompt("a cat", do_classifier_free_guidance=False, max_sequence_length=64)
     model = Model(unet=pipe.transformer, scheduler=None, family="zimage", sampling=FlowSchedule(3.0, 1.0))
@@ -161,9 +161,9 @@ def test_the_default_workflows_graph_matches_the_pipeline(loaded):
     sampler test above; both are float32 rounding."""
     from diffusers import ZImagePipeline
 
-    from nodes.ksampling.denoiser import FlowSchedule
-    from nodes.ksampling.noise import prepare_noise
-    from nodes.ksampling.schedules import ksampler_sigmas
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
     from tests._sd import run_node
 
     loom, models = loaded
@@ -193,8 +193,8 @@ def test_the_default_workflow_runs_unchanged_settings(loaded):
 
 def test_a_loaded_model_samples_as_comfyuis_z_image_without_a_patch(loaded):
     """UNETLoader's MODEL alone: ComfyUI's Z-Image sampling settings (shift 3, multiplier 1)."""
-    from nodes.ksampling.denoiser import FlowSchedule
-    from nodes.ksampling.ksampler import model_sampling
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.ksampler import model_sampling
     from tests._sd import run_node
 
     model = run_node(loaded[0], {"1": {"class_type": "UNETLoader", "inputs": {

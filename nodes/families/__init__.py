@@ -24,7 +24,7 @@ import json
 import pkgutil
 from pathlib import Path
 
-from ..model_files import has_prefix
+from ..loading.model_files import has_prefix
 from .sd_common import SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX
 from .sd2 import V_PRED_NORM_STD
 from .spec import Family, UnknownModel

@@ -2,7 +2,7 @@
 attention projections (8 heads), the 0.18215 latent scale, epsilon prediction with PNDM."""
 from __future__ import annotations
 
-from ..model_files import has_prefix
+from ..loading.model_files import has_prefix
 from . import sd_common as sd
 from .spec import Conditioning, Family, LatentFormat, Sampling, TextEncoder, Tiny
 

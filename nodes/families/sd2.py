@@ -9,8 +9,8 @@ else the spread of one LayerNorm bias tells (standard deviation of
 """
 from __future__ import annotations
 
-from ..clip_bpe import OPEN_CLIP_PAD
-from ..model_files import has_prefix
+from ..loading.clip_bpe import OPEN_CLIP_PAD
+from ..loading.model_files import has_prefix
 from . import sd_common as sd
 from .spec import Conditioning, Family, LatentFormat, Sampling, TextEncoder, Tiny
 

@@ -12,7 +12,7 @@ the real layouts (tests/test_model_families.py) but only knows the published siz
 from __future__ import annotations
 
 from .spec import UnknownModel
-from ..model_files import has_prefix
+from ..loading.model_files import has_prefix
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -3,8 +3,8 @@ penultimate layer and concatenated; a UNet with the text_time added embedding (p
 ids); the 0.13025 latent scale; epsilon prediction with Euler."""
 from __future__ import annotations
 
-from ..clip_bpe import OPEN_CLIP_PAD
-from ..model_files import has_prefix
+from ..loading.clip_bpe import OPEN_CLIP_PAD
+from ..loading.model_files import has_prefix
 from . import sd_common as sd
 from .spec import Conditioning, Family, LatentFormat, Sampling, TextEncoder, Tiny
 

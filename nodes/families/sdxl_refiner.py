@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model_files import has_prefix
+from ..loading.model_files import has_prefix
 from . import sd_common as sd
 from .sdxl import BIG_G, SCHEDULER
 from .sdxl import TINY_UNET as BASE_TINY_UNET

@@ -62,13 +62,13 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Tiny:
-    """Scaled-down configs of the family's models for tests (nodes.tiny_model builds them with seeded
+    """Scaled-down configs of the family's models for tests (nodes.loading.tiny builds them with seeded
     random weights): the denoiser's and VAE's diffusers configs, one transformers config per encoder."""
 
     denoiser: dict
     vae: dict
     text_encoders: dict[str, dict]  # slot -> config (vocab and special tokens come from the tokenizer)
-    folder: str  # the folder name nodes.tiny_model writes
+    folder: str  # the folder name nodes.loading.tiny writes
     pipeline_options: dict = field(default_factory=dict)  # other arguments of the family's pipeline class
 
 

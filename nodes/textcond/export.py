@@ -52,7 +52,7 @@ def export(src: str | Path, dst: str | Path, single_file: str | Path | None = No
         vae = with_decoder(vae, decoder)
     tm.save_pipeline(dst, vae, text_encoder, unet, dtype=torch.float16)
     if single_file:
-        from nodes.ldm_layout import write_single_file
+        from nodes.loading.ldm_layout import write_single_file
 
         write_single_file(dst, single_file, dtype=torch.float16)
     return Path(dst)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from nodes.clip_bpe import SHAPES_MERGES as MERGES
-from nodes.clip_bpe import shapes_merges as merges
+from nodes.loading.clip_bpe import SHAPES_MERGES as MERGES
+from nodes.loading.clip_bpe import shapes_merges as merges
 from nodes.common import asset_dir
 from nodes.families import SD1_SCHEDULER as SCHEDULER
 
@@ -38,7 +38,7 @@ UNET = dict(sample_size=SIZE // 4, in_channels=4, out_channels=4, block_out_chan
 
 
 def tokenizer():
-    from nodes.clip_bpe import make_tokenizer
+    from nodes.loading.clip_bpe import make_tokenizer
 
     return make_tokenizer(merges(), CLIP["max_position_embeddings"])
 

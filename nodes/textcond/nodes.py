@@ -11,8 +11,8 @@ from pathlib import Path
 from graph.node import Combo, Float, Int, Node, Out, String
 from nodes.classcond.nodes import trained_model_folder
 from nodes.common import device_of
-from nodes.loaders import load_parts, scheduler_spec
-from nodes.model_files import stat_fingerprint
+from nodes.loading.loaders import load_parts, scheduler_spec
+from nodes.loading.model_files import stat_fingerprint
 
 from . import model as tm
 from .data import COLOUR_NAMES, SHAPES

@@ -1,0 +1,44 @@
+"""InstructPix2Pix conditioning (ComfyUI's InstructPixToPixConditioning): an image to edit, given to a
+UNet that takes its latents beside the noisy ones (SD 1.x InstructPix2Pix: 4 + 4 input channels).
+
+The image is cropped to multiples of the VAE's scale (centred, as ComfyUI), encoded, and its
+latent distribution's mean (unscaled, as StableDiffusionInstructPix2PixPipeline's `image_latents`)
+is put on every entry of both conditionings; the sampler (nodes.denoiser) appends it to the UNet's
+input. The LATENT output is zeros of the image's latent size, to sample from. As in ComfyUI, the
+negative prompt also sees the image (one guidance scale, not the pipeline's separate image guidance).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from graph import In, Node, Out
+
+from ..common import call
+from ..conditioning import as_conditioning
+from ..latent import VAEEncode
+
+
+class InstructPixToPixConditioning(Node):
+    """The image to edit, on both conditionings, and an empty latent of its size."""
+    category = "conditioning/instructpix2pix"
+    positive = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    vae = In("VAE")
+    pixels = In("IMAGE")
+    outputs = (Out("CONDITIONING", "positive"), Out("CONDITIONING", "negative"), Out("LATENT", "latent"))
+
+    @torch.no_grad()
+    def run(self, ctx):
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        _, h, w, _ = self.pixels.shape
+        top, left = (h % scale) // 2, (w % scale) // 2
+        pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
+        latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
+        image = latent["dist"]["mean"]
+
+        def conditioned(conditioning):
+            return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))
+
+        return conditioned(self.positive), conditioned(self.negative), {"samples": torch.zeros_like(latent["samples"])}

@@ -1,0 +1,155 @@
+"""One run of a ComfyUI sampler node, by ComfyUI's rules (comfy.samplers.KSampler / CFGGuider):
+the latents `latent_image + noise * sigma_0` (noise * sqrt(1 + sigma_0^2) when sigma_0 is the model's
+largest), the sampler function over the sigmas with the seed in extra_args, progress per step."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ...denoiser import Guide
+from ...loading.loaders import LATENT_SCALE_ATTR
+from ...sampling import latent_preview
+from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
+from .noise import prepare_noise
+from ...families.zimage.guide import ZImageGuide
+from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
+
+COMFY_LATENT_SCALE = 8  # ComfyUI's empty latents assume SD's 8 pixels per latent pixel
+_SCHEDULES: dict = {}
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """A sampler and its options (KSamplerSelect: none; SamplerER_SDE etc.: theirs)."""
+    name: str
+    options: tuple = field(default=())  # (key, value) pairs
+
+    def function(self):
+        if self.name not in SAMPLERS:
+            raise ValueError(unavailable_message(self.name))
+        return SAMPLERS[self.name]
+
+
+def unavailable_message(name: str) -> str:
+    if name in UNAVAILABLE:
+        return (f"ComfyUI's sampler '{name}' is not available in Loom; these ComfyUI samplers are not: "
+                f"{', '.join(UNAVAILABLE)}")
+    return f"unknown sampler '{name}'"
+
+
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+
+
+def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
+    """The model's sampling: the one a ModelSampling* node set, else its scheduler config's (a
+    flow-matching scheduler: flow sampling with its shift and the family's timestep multiplier),
+    made once per config."""
+    if getattr(model, "sampling", None) is not None:
+        return model.sampling
+    config = dict(model.scheduler.config)
+    key = (getattr(model, "family", None),) + tuple(sorted((k, repr(v)) for k, v in config.items()))
+    if key not in _SCHEDULES:
+        if config.get("_class_name") in FLOW_SCHEDULERS:
+            from ...families import family
+
+            _SCHEDULES[key] = FlowSchedule(config.get("shift", 1.0), family(model.family).sampling.multiplier)
+        else:
+            _SCHEDULES[key] = DiscreteSchedule(config)
+    return _SCHEDULES[key]
+
+
+def empty_latent(batch_size: int, channels: int, width: int, height: int, device) -> dict:
+    """ComfyUI's empty LATENT: zeros at its 8-pixel scale, marked empty with the asked size, so that
+    latent_image makes it again at the sampled model's own channels and scale."""
+    shape = (batch_size, channels, height // COMFY_LATENT_SCALE, width // COMFY_LATENT_SCALE)
+    return {"samples": torch.zeros(shape, device=device), "empty": True, "width": width, "height": height}
+
+
+def latent_image(model, latent: dict) -> torch.Tensor:
+    """The LATENT's samples as float32, an empty one at the model's latent shape (ComfyUI's
+    fix_empty_latent_channels: zeros with the model's channels)."""
+    unet = model.unet
+    samples = latent["samples"]
+    if latent.get("empty"):
+        scale = getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE)
+        h, w = samples.shape[-2:]
+        height, width = latent.get("height") or h * COMFY_LATENT_SCALE, latent.get("width") or w * COMFY_LATENT_SCALE
+        if width % scale or height % scale:
+            raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
+        channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
+        shape = (samples.shape[0], channels, height // scale, width // scale)
+        return torch.zeros(shape, dtype=torch.float32)
+    return samples.detach().float().cpu()
+
+
+def starting_noise(model, latent: dict, seed: int) -> torch.Tensor:
+    """ComfyUI's prepare_noise for this LATENT (its batch_index honoured), on the CPU."""
+    return prepare_noise(latent_image(model, latent).shape, seed, latent.get("batch_index"))
+
+
+def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, sigmas: torch.Tensor,
+           latent: dict, noise: torch.Tensor, seed: int) -> tuple[dict, torch.Tensor | None]:
+    """(the output LATENT, the last step's denoised latents or None) of one run."""
+    unet = model.unet
+    function = sampler.function()
+    device = unet.device
+    source = latent_image(model, latent).to(device)
+    out = {k: v for k, v in latent.items() if k not in _SPENT}
+    if sigmas.numel() == 0:
+        return {**out, "samples": source.to(unet.dtype)}, None
+    ms = model_sampling(model)
+    if isinstance(ms, FlowSchedule) and sampler.name in FLOW_PENDING:
+        raise ValueError(f"the sampler '{sampler.name}' does not run on flow-matching models in Loom yet; these do "
+                         f"not: {', '.join(FLOW_PENDING)}")
+    sigmas = sigmas.detach().float().to(device)
+    noise = noise.to(device=device, dtype=torch.float32)
+    first = float(sigmas[0])
+    full = math.isclose(float(ms.sigma_max), first, rel_tol=1e-5) or first > float(ms.sigma_max)
+    x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
+    mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
+    like = x.to(unet.dtype)
+    if getattr(model, "family", None) == "zimage":
+        if mask is not None:
+            raise ValueError("noise masks (inpainting) on Z-Image models are not supported yet")
+        guide = ZImageGuide(unet, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+    else:
+        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                      _generators(seed, x.shape), latent.get("inpaint_latents"),
+                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
+                      keep_uncond=sampler.name in NEEDS_UNCOND)
+    masked_noise = noise
+    if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
+        generator = torch.Generator("cpu").manual_seed(seed + 1)
+        masked_noise = torch.randn(noise.shape, generator=generator).to(device)
+    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise)
+    steps = len(sigmas) - 1
+    last = {}
+
+    def callback(info):
+        last["denoised"] = info["denoised"]
+        if ctx is not None and ctx.progress is not None:
+            ctx.progress(min(info["i"] + 1, steps), steps, lambda x=info["denoised"]: latent_preview(x))
+
+    with torch.no_grad():
+        samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,
+                           **dict(sampler.options))
+    out["samples"] = ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype)
+    if getattr(guide, "inpaint_latents", None) is not None:
+        out["inpaint_latents"] = guide.inpaint_latents
+    denoised = last.get("denoised")
+    return out, None if denoised is None else denoised.to(unet.dtype)
+
+
+# Keys of Loom's stage LATENTs that a ComfyUI sampler consumes or that no longer hold after it.
+_SPENT = ("noise", "empty", "dist", "sampler", "generator", "denoised", "width", "height", "seeds", "mask_source")
+
+
+def _generators(seed: int, shape) -> list[torch.Generator]:
+    """The stream for what Loom's Guide draws itself (an inpainting UNet's masked-image latents): the
+    seed's generator after the starting noise, one image after another (as the inpainting pipeline)."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    torch.randn(tuple(shape), generator=generator)
+    return [generator] * shape[0]
+

@@ -1,0 +1,48 @@
+"""The guided prediction of a flow-matching transformer for nodes.comfy.ksampling (in the convention of
+nodes.comfy.ksampling.denoiser.FlowSchedule: given x and the timestep (sigma: Z-Image's multiplier is 1), a velocity v
+with denoised = x - sigma * v). Z-Image: diffusers' ZImageTransformer2DModel takes a list of latents
+(C, 1, h, w), the time 1 - sigma and a list of caption features (L, D), and predicts minus v (what
+ComfyUI's Lumina 2 model and diffusers' ZImagePipeline both negate).
+
+CFG as ComfyUI: u + cfg * (c - u), the negative pass skipped at cfg 1. Plain conditioning only (one
+entry per side; areas, masks, ControlNets and the like are refused with a clear error)."""
+from __future__ import annotations
+
+import torch
+
+from ...conditioning import as_conditioning
+
+
+def _caption(conditioning, side: str) -> torch.Tensor:
+    entries = as_conditioning(conditioning)
+    if len(entries) != 1 or not entries[0].plain or entries[0].controls:
+        raise ValueError(f"the {side} conditioning of a Z-Image model must be one plain text encoding "
+                         "(areas, masks, ControlNets and combined conditionings are not supported yet)")
+    return entries[0].embeds
+
+
+class ZImageGuide:
+    def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
+        self.transformer, self.cfg = transformer, cfg
+        self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
+        self.keep_uncond, self.last_uncond = keep_uncond, None
+        self.sides = [_caption(negative, "negative")] if self.guided else []
+        self.sides.append(_caption(positive, "positive"))
+
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        if caption.shape[0] not in (1, batch):
+            raise ValueError(f"a conditioning batch of {caption.shape[0]} does not match the latent batch of {batch}")
+        captions = [caption[i if caption.shape[0] > 1 else 0].to(x.dtype) for i in range(batch)]
+        time = (1.0 - t).to(x.dtype).expand(batch)  # ComfyUI's Lumina 2 model: 1 - its timestep, as given
+        out = self.transformer(list(x.unsqueeze(2).unbind(0)), time, captions, return_dict=False)[0]
+        return -torch.stack([o.float() for o in out]).squeeze(2)
+
+    def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
+        preds = [self._velocity(x, torch.as_tensor(t, device=x.device), c.to(x.device)) for c in self.sides]
+        if not self.guided:
+            return preds[0]
+        uncond, cond = preds
+        if self.keep_uncond:
+            self.last_uncond = uncond
+        return uncond + self.cfg * (cond - uncond)

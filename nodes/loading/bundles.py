@@ -1,0 +1,40 @@
+"""ComfyUI's bundle types, as Loom values: MODEL (a denoiser with its scheduler settings) and CLIP
+(tokenizers with their text encoders). Loom's stage nodes pass the parts (UNET, TOKENIZER,
+TEXT_ENCODER, SCHEDULER); the ComfyUI-named nodes pass these bundles, made from the same parts.
+
+`family` names the model family the parts belong to (nodes read it to choose how to encode text and
+call the UNet): "sd1", "sd2", "sdxl" (base: two text encoders, pooled embeddings, size conditioning)
+or "sdxl_refiner" (the refiner: the second encoder only, aesthetic-score conditioning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..schedulers import SchedulerSpec
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
+    `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
+    `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
+    None: the one its scheduler config implies."""
+    unet: Any
+    scheduler: SchedulerSpec
+    family: str = "sd1"
+    loras: tuple = ()
+    sampling: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """ComfyUI's CLIP: the tokenizer and text encoder, and for SDXL the second pair.
+    `layer` is CLIPSetLastLayer's stop_at_clip_layer (-1: the last layer). `loras` as for Model."""
+    tokenizer: Any
+    text_encoder: Any
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    family: str = "sd1"
+    layer: int = -1
+    loras: tuple = ()
