@@ -26,7 +26,7 @@ SetAestheticScore are Loom's stage nodes for SDXL's extra conditioning.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -86,6 +86,10 @@ class Cond:
     inpaint: InpaintImage | None = None
     gligen: tuple | None = None  # (GLIGEN model, boxes): nodes.comfy.gligen
     concat: torch.Tensor | None = None  # InstructPix2Pix: latents (unscaled) given beside the noisy ones
+    # What a family's own conditioning carries besides embeds and pooled, by the names of ComfyUI's
+    # conditioning dict: "guidance" (FluxGuidance), "reference_latents" (ReferenceLatent), ... Set with
+    # `with_extra`; read by the family's runtime guide (nodes.families.spec.Runtime).
+    extra: dict = field(default_factory=dict)
 
     @property
     def plain(self) -> bool:
@@ -108,6 +112,11 @@ def as_conditioning(value) -> tuple[Cond, ...]:
 def update(conditioning, **changes) -> tuple[Cond, ...]:
     """Every entry with `changes` applied (a new value; the input is left as it is)."""
     return tuple(replace(c, **changes) for c in as_conditioning(conditioning))
+
+
+def with_extra(conditioning, **values) -> tuple[Cond, ...]:
+    """Every entry with these family-specific values set in its `extra` (a new value)."""
+    return tuple(replace(c, extra={**c.extra, **values}) for c in as_conditioning(conditioning))
 
 
 class ConditioningCombine(Node):

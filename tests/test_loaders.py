@@ -123,10 +123,10 @@ def test_separate_loaders_give_the_checkpoints_pixels(setup):
 
 def test_other_families_types_are_refused_by_name(setup):
     loom, _ = setup
-    validation = loom.validate({"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "sd8-clip-l", "type": "sd3"}}},
+    validation = loom.validate({"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "sd8-clip-l", "type": "mochi"}}},
                                outputs=["1"])
     assert not validation.ok
-    assert "type 'sd3' is not a Stable Diffusion family" in json.dumps(validation.response())
+    assert "type 'mochi' is a model family Loom does not load yet" in json.dumps(validation.response())
 
 
 @pytest.mark.parametrize("ckpt", ["tiny-sd2", "tiny-sd2.safetensors"])

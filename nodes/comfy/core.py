@@ -31,6 +31,7 @@ from graph import Boolean, Combo, Float, In, Int, Node, Out, String
 from ..loading.bundles import Clip, Model
 from .sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, Unmapped, check_names
 from ..common import MAX_RESOLUTION, call, device_of
+from ..families import runtime_of
 from ..conditioning import SetAestheticScore, SetSizeConditioning, update
 from ..controlnet import ApplyControlNet, LoadControlNet
 from ..inpaint import InpaintConditioning, SetLatentNoiseMask, crop_with_mask, fit_mask, mask_batch
@@ -77,12 +78,11 @@ def encode_prompt(ctx, clip: Clip, text: str, text_2: str | None = None) -> tupl
     """CONDITIONING of a prompt in ComfyUI's syntax (weights, embeddings, chunks of 75 tokens; see
     nodes.comfy.prompt_weights) with a CLIP bundle. SDXL: `text` for the first encoder (CLIP-L), `text_2`
     (default: the same) for the second (OpenCLIP bigG). A plain prompt of up to 75 tokens gives what
-    its family's pipeline encodes. Z-Image: its Qwen3 encoding (nodes.families.zimage.files.encode)."""
-    if clip.family == "zimage":
-        from ..conditioning import Cond
-        from ..families.zimage.files import encode
-
-        return (Cond(embeds=encode(clip.tokenizer, clip.text_encoder, text)),)
+    its family's pipeline encodes. A family with its own torch side encodes as its runtime says
+    (nodes.families.spec.Runtime.encode; Z-Image: its Qwen3 encoding)."""
+    runtime = runtime_of(clip.family)
+    if runtime is not None:
+        return runtime.encode(clip, text)
     for tokenizer, words in ((clip.tokenizer, text), (clip.tokenizer_2, text if text_2 is None else text_2)):
         if tokenizer is not None:  # long prompts go in chunks here: nothing is cut off, unknown words are named
             check_prompt(ctx, tokenizer, plain_text(words), cut=False)

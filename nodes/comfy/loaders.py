@@ -17,7 +17,7 @@ from graph import Combo, Float, In, Node, Out
 from ..loading.bundles import Clip, Model
 from ..loading.checkpoints import CheckpointError, clip_family
 from ..common import call
-from ..families import SDXL, SDXL_REFINER, family
+from ..families import SDXL, SDXL_REFINER, all_families, family
 from ..loading.loaders import LoadTextEncoder, LoadUNet, LoadVAE
 from ..lora import apply_lora, lora_node_inputs
 from ..loading.model_files import kind_choices, kind_fingerprint
@@ -30,9 +30,11 @@ WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 DEVICES = ["default", "cpu"]
 
 
-def _refuse_type(value, supported: tuple[str, ...], input_name: str) -> dict[str, str]:
+def _refuse_type(value) -> dict[str, str]:
+    """A `type` no family declares (nodes.families.spec.Family.clip_types) is refused at validation."""
+    supported = sorted({t for f in all_families() for t in f.clip_types})
     if isinstance(value, str) and value not in supported:
-        return {input_name: f"type {value!r} is not a Stable Diffusion family; Loom loads {', '.join(supported)}"}
+        return {"type": f"type {value!r} is a model family Loom does not load yet; Loom loads {', '.join(supported)}"}
     return {}
 
 
@@ -52,16 +54,16 @@ class UNETLoader(Node):
         return Model(unet, scheduler, unet.loom_family)
 
 
-def _encoders(ctx, names: list[str], open_clip: str) -> Clip:
+def _encoders(ctx, node: str, names: list[str], open_clip: str, clip_type: str) -> Clip:
+    """The CLIP of these text-encoder files: the family of `clip_type` whose encoders they are."""
     loaded = [call(LoadTextEncoder, ctx, clip_name=name, open_clip=open_clip) for name in names]
     kinds = [encoder.loom_clip_kind for _, encoder in loaded]
     try:
-        name = clip_family(kinds)
+        name = clip_family(kinds, clip_type)
     except CheckpointError as exc:
-        raise ValueError(f"{exc}: {', '.join(names)}") from None
+        raise ValueError(f"{node}: {exc}: {', '.join(names)}") from None
     by_kind = {kind: pair for kind, pair in zip(kinds, loaded)}
-    slots = {enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders}  # the slots its family declares
-    return Clip(*slots.get("text_encoder", (None, None)), *slots.get("text_encoder_2", (None, None)), family=name)
+    return Clip.of_slots({enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders}, name)
 
 
 class CLIPLoader(Node):
@@ -79,14 +81,10 @@ class CLIPLoader(Node):
 
     @classmethod
     def check(cls, env, type=None, **_):
-        return _refuse_type(type, ("stable_diffusion", "lumina2"), "type")
+        return _refuse_type(type)
 
     def run(self, ctx):
-        clip = _encoders(ctx, [self.clip_name], "clip_h")
-        if (self.type == "lumina2") != (clip.family == "zimage"):
-            raise ValueError(f"CLIPLoader: {self.clip_name} is a {family(clip.family).label} text encoder; "
-                             f"type {self.type!r} expects {'Z-Image' if self.type == 'lumina2' else 'Stable Diffusion'}'s")
-        return clip
+        return _encoders(ctx, "CLIPLoader", [self.clip_name], "clip_h", self.type)
 
 
 class DualCLIPLoader(Node):
@@ -104,13 +102,10 @@ class DualCLIPLoader(Node):
 
     @classmethod
     def check(cls, env, type=None, **_):
-        return _refuse_type(type, ("sdxl",), "type")
+        return _refuse_type(type)
 
     def run(self, ctx):
-        clip = _encoders(ctx, [self.clip_name1, self.clip_name2], "clip_g")
-        if clip.family != SDXL:
-            raise ValueError(f"DualCLIPLoader: {self.clip_name1} and {self.clip_name2} are not SDXL's CLIP-L and bigG")
-        return clip
+        return _encoders(ctx, "DualCLIPLoader", [self.clip_name1, self.clip_name2], "clip_g", self.type)
 
 
 class VAELoader(Node):

@@ -31,7 +31,7 @@ from .spec import Family, UnknownModel
 
 __all__ = ["Family", "UnknownModel", "all_families", "family", "family_of_clip_kinds", "family_of_folder",
            "family_of_state_dict", "family_of_unet_config", "family_of_unet_state_dict", "prediction_type_of",
-           "scheduler_for",
+           "runtime_of", "scheduler_for",
            # the names of the module before the registry
            "DEFAULT_SIZE", "FAMILIES", "SCHEDULERS", "SD1", "SD1_SCHEDULER", "SD2", "SD2_SCHEDULER", "SDXL",
            "SDXL_REFINER", "SDXL_SCHEDULER", "SGM_SD2_PREFIX", "TEXT_ENCODER_PREFIXES", "UNET_PREFIX", "VAE_PREFIX",
@@ -108,10 +108,18 @@ def scheduler_for(family_name: str, prediction_type: str | None = None) -> dict:
     return {"_class_name": config["_class_name"], **{k: v for k, v in explicit.items() if not k.startswith("_")}}
 
 
-def family_of_clip_kinds(kinds: list[str]) -> str | None:
-    """The family whose text encoders are exactly these kinds (CLIPLoader, DualCLIPLoader), or None."""
+def family_of_clip_kinds(kinds: list[str], clip_type: str | None = None) -> str | None:
+    """The family whose text encoders are exactly these kinds (CLIPLoader, DualCLIPLoader), among those
+    that ComfyUI's loader `type` names when one is given, or None."""
     wanted = tuple(sorted(kinds))
-    return next((f.name for f in all_families() if f.kinds == wanted), None)
+    return next((f.name for f in all_families()
+                 if f.kinds == wanted and (clip_type is None or clip_type in f.clip_types)), None)
+
+
+def runtime_of(name: str):
+    """The family's torch side (spec.Runtime), or None for the SD UNet families."""
+    declared = family(name)
+    return importlib.import_module(declared.runtime) if declared.runtime else None
 
 
 # --- diffusers folders --------------------------------------------------------------------------

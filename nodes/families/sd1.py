@@ -38,4 +38,5 @@ FAMILY = Family(
               pipeline_options=sd.NO_SAFETY_CHECKER),
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
     denoiser_overrides={"attention_head_dim": 8},  # 8 heads per transformer: shapes cannot tell
+    clip_types=("stable_diffusion",),
 )

@@ -64,4 +64,5 @@ FAMILY = Family(
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
     prediction_of_file=prediction_of_file,
     denoiser_overrides={"upcast_attention": True},  # as 2.1's config; only matters in half precision
+    clip_types=("stable_diffusion",),
 )

@@ -46,4 +46,5 @@ FAMILY = Family(
     tiny=Tiny(denoiser=TINY_UNET, vae=sd.TINY_VAE_8X,
               text_encoders={"text_encoder": sd.TINY_CLIP, "text_encoder_2": sd.TINY_OPEN_CLIP}, folder="tiny-sdxl"),
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
+    clip_types=("sdxl",),
 )

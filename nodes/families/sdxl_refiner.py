@@ -42,4 +42,5 @@ FAMILY = Family(
               vae=sd.TINY_VAE_8X, text_encoders={"text_encoder_2": sd.TINY_OPEN_CLIP}, folder="tiny-sdxl-refiner",
               pipeline_options=dict(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)),
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
+    clip_types=("stable_diffusion",),
 )

@@ -10,7 +10,7 @@ Nothing here imports torch: recognisers get state dicts and read shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 StateDict = dict  # tensor name -> tensor (only `.shape`, `.ndim` and the values asked for are read)
 
@@ -72,6 +72,31 @@ class Tiny:
     pipeline_options: dict = field(default_factory=dict)  # other arguments of the family's pipeline class
 
 
+class Runtime(Protocol):
+    """What a family's runtime module (`Family.runtime`, e.g. "nodes.families.zimage.runtime") defines:
+    the torch side that the generic code calls instead of branching on family names. A family whose
+    runtime is None is an SD UNet family, run by the SD code paths."""
+
+    def denoiser_from_file(self, sd: StateDict, prefix: str):
+        """Its denoiser from a single file's keys under `prefix` (UNETLoader; a whole checkpoint's),
+        built on the meta device, weights assigned, in eval mode (nodes.loading.checkpoints.load_unet)."""
+
+    def encode(self, clip, text: str) -> tuple:
+        """CONDITIONING (a tuple of nodes.conditioning.Cond) of a prompt with a CLIP bundle of this family
+        (CLIPTextEncode), as the family's pipeline encodes it; family-specific values go in Cond.extra."""
+
+    def guide(self, model, positive, negative, cfg: float, keep_uncond: bool):
+        """The guided prediction for nodes.comfy.ksampling: a callable (x, t, step, total) -> prediction
+        in the convention of the model's schedule (flow: a velocity v with denoised = x - sigma * v), with
+        `last_uncond` kept when keep_uncond (samplers that need the unconditional prediction)."""
+
+    def write_tiny(self, folder, seed: int = 0):
+        """A tiny random diffusers folder of the family (its pipeline's save_pretrained)."""
+
+    def write_tiny_files(self, models_dir, seed: int = 0) -> dict:
+        """Tiny random single files in ComfyUI's folders under the names its templates ask for: {name: path}."""
+
+
 @dataclass(frozen=True)
 class Family:
     name: str  # the id the family travels by (bundles' `family`), e.g. "sd1"
@@ -101,6 +126,10 @@ class Family:
     denoiser_converter: str = "convert_ldm_unet_checkpoint"  # in diffusers.loaders.single_file_utils
     prediction_of_file: Callable[[StateDict, str], str] | None = None
     denoiser_overrides: dict = field(default_factory=dict)  # published config values shapes cannot tell
+    # ComfyUI's CLIPLoader / DualCLIPLoader / TripleCLIPLoader `type` values that load this family's encoders
+    clip_types: tuple[str, ...] = ()
+    # the module of its torch side (see `Runtime`), for families whose denoiser is not an SD UNet
+    runtime: str | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ or "sdxl_refiner" (the refiner: the second encoder only, aesthetic-score conditi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..schedulers import SchedulerSpec
@@ -29,8 +29,10 @@ class Model:
 
 @dataclass(frozen=True, eq=False)
 class Clip:
-    """ComfyUI's CLIP: the tokenizer and text encoder, and for SDXL the second pair.
-    `layer` is CLIPSetLastLayer's stop_at_clip_layer (-1: the last layer). `loras` as for Model."""
+    """ComfyUI's CLIP: the tokenizer and text encoder, and for SDXL the second pair; a family with more
+    encoders (SD3: three, HiDream: four) keeps the others in `more`, by their diffusers pipeline slot
+    ("text_encoder_3": (tokenizer, model)). `layer` is CLIPSetLastLayer's stop_at_clip_layer (-1: the
+    last layer). `loras` as for Model."""
     tokenizer: Any
     text_encoder: Any
     tokenizer_2: Any = None
@@ -38,3 +40,19 @@ class Clip:
     family: str = "sd1"
     layer: int = -1
     loras: tuple = ()
+    more: dict = field(default_factory=dict)
+
+    def pair(self, slot: str) -> tuple[Any, Any]:
+        """(tokenizer, text encoder) of a pipeline slot: "text_encoder", "text_encoder_2", ... ((None, None): empty)."""
+        if slot == "text_encoder":
+            return self.tokenizer, self.text_encoder
+        if slot == "text_encoder_2":
+            return self.tokenizer_2, self.text_encoder_2
+        return self.more.get(slot, (None, None))
+
+    @classmethod
+    def of_slots(cls, slots: dict, family: str) -> "Clip":
+        """A CLIP from {slot: (tokenizer, text encoder)}."""
+        first, second = slots.get("text_encoder", (None, None)), slots.get("text_encoder_2", (None, None))
+        more = {k: v for k, v in slots.items() if k not in ("text_encoder", "text_encoder_2")}
+        return cls(*first, *second, family=family, more=more)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .clip_bpe import OPEN_CLIP_PAD, tokenizer_for
 from ..families import (SD1, SDXL, UNET_PREFIX, VAE_PREFIX, VAE_SCALING, all_families, family, family_of_clip_kinds,
                        family_of_folder, family_of_state_dict, family_of_unet_config, family_of_unet_state_dict,
-                       prediction_type_of, scheduler_for)
+                       prediction_type_of, runtime_of, scheduler_for)
+from .encoders import encoder_file
 from .model_files import has_prefix, key_indices, read_state_dict
 from .single_file import (CheckpointError, build_on_meta, load_single_file, load_weights, place, text_encoder_from_ldm,
                           unet_from_ldm, vae_from_ldm)
@@ -41,6 +42,14 @@ class Parts:
     text_encoder: Any = None
     tokenizer_2: Any = None
     text_encoder_2: Any = None
+    more: dict = field(default_factory=dict)  # further slots: {"text_encoder_3": (tokenizer, model)} (SD3, HiDream)
+
+    def set_encoder(self, slot: str, tokenizer, model) -> None:
+        if slot in ("text_encoder", "text_encoder_2"):
+            setattr(self, slot.replace("text_encoder", "tokenizer"), tokenizer)
+            setattr(self, slot, model)
+        else:
+            self.more[slot] = (tokenizer, model)
 
 
 def _json(path: Path) -> dict:
@@ -76,10 +85,10 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
     for enc in declared.text_encoders:
         if (path / enc.slot / "config.json").is_file():
-            tokenizer = "tokenizer" + enc.slot.removeprefix("text_encoder")
-            setattr(parts, tokenizer, getattr(transformers, enc.tokenizer_class).from_pretrained(path / tokenizer))
+            folder = "tokenizer" + enc.slot.removeprefix("text_encoder")
+            tokenizer = getattr(transformers, enc.tokenizer_class).from_pretrained(path / folder)
             model = getattr(transformers, enc.model_class).from_pretrained(path / enc.slot, dtype=dtype)
-            setattr(parts, enc.slot, model.to(device).eval())
+            parts.set_encoder(enc.slot, tokenizer, model.to(device).eval())
     return parts
 
 
@@ -105,10 +114,10 @@ def load_unet(path: Path, device, dtype) -> tuple[Any, str, dict]:
         return unet, name, _json(scheduler) if scheduler.is_file() else scheduler_for(name)
     sd = read_state_dict(path)
     prefix = UNET_PREFIX if has_prefix(sd, UNET_PREFIX) else ""
-    if family("zimage").is_denoiser(sd, prefix):
-        from ..families.zimage.files import transformer_from_file
-
-        return place(transformer_from_file(sd, prefix), device, dtype), "zimage", scheduler_for("zimage")
+    transformer = next((f for f in all_families() if f.runtime and f.is_denoiser(sd, prefix)), None)
+    if transformer is not None:  # a family with its own torch side (nodes.families.spec.Runtime)
+        model = runtime_of(transformer.name).denoiser_from_file(sd, prefix)
+        return place(model, device, dtype), transformer.name, scheduler_for(transformer.name)
     if "input_blocks.0.0.weight" not in {k[len(prefix):] for k in sd if k.startswith(prefix)}:
         raise CheckpointError(f"{path.name}: not a UNet in the LDM layout (no 'input_blocks.0.0.weight'); "
                               "diffusers-layout UNets load from their folder (config.json)")
@@ -188,11 +197,10 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
                                       None if kind == CLIP_L else OPEN_CLIP_PAD)
         return kind, tokenizer, cls.from_pretrained(path, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
-    from ..families.zimage.files import is_qwen3, text_encoder_from_file
-
-    if is_qwen3(sd):  # Z-Image's Qwen3 (ComfyUI's qwen_3_4b.safetensors)
-        tokenizer, model = text_encoder_from_file(sd, path)
-        return family("zimage").text_encoders[0].kind, tokenizer, place(model, device, dtype)
+    found = encoder_file(sd)  # T5, Qwen, ...: nodes.loading.encoders
+    if found is not None:
+        tokenizer, model = found.load(sd, path)
+        return found.kind, tokenizer, place(model, device, dtype)
     for declared in all_families():  # a whole checkpoint: its (first) encoder
         for enc in declared.text_encoders:
             if has_prefix(sd, enc.prefix) and has_prefix(sd, declared.denoiser_prefix):
@@ -229,9 +237,13 @@ def _hf_bigg(sd: dict, prefix: str):
         pad_token_id=tokenizer.pad_token_id), state)
 
 
-def clip_family(kinds: list[str]) -> str:
-    """The family a set of text encoders serves (CLIPLoader, DualCLIPLoader): the one declaring these kinds."""
-    found = family_of_clip_kinds(kinds)
+def clip_family(kinds: list[str], clip_type: str | None = None) -> str:
+    """The family a set of text encoders serves (CLIPLoader, DualCLIPLoader): the one declaring these
+    kinds (among those ComfyUI's loader `type` names, when given)."""
+    found = family_of_clip_kinds(kinds, clip_type)
     if found is None:
-        raise CheckpointError(f"text encoders {', '.join(sorted(kinds))} make no SD 1.x, 2.x or XL text encoder set")
+        sets = "; ".join(f"{f.label}: {', '.join(f.kinds)}" for f in all_families() if clip_type in f.clip_types)
+        raise CheckpointError(f"text encoders {', '.join(sorted(kinds))} make no text-encoder set of type "
+                              f"{clip_type!r} ({sets or 'no family loads that type'})" if clip_type else
+                              f"text encoders {', '.join(sorted(kinds))} make no known family's text-encoder set")
     return found

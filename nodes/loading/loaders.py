@@ -45,7 +45,8 @@ def load_parts(env, path: Path, what: str) -> Parts:
 def bundles(parts: Parts) -> tuple[Model, Clip]:
     """ComfyUI's MODEL and CLIP of a checkpoint's parts."""
     return (Model(parts.unet, scheduler_spec(parts.scheduler_config), parts.family),
-            Clip(parts.tokenizer, parts.text_encoder, parts.tokenizer_2, parts.text_encoder_2, parts.family))
+            Clip(parts.tokenizer, parts.text_encoder, parts.tokenizer_2, parts.text_encoder_2, parts.family,
+                 more=parts.more))
 
 
 class LoadCheckpoint(Node):

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from .clip_bpe import make_tokenizer, tiny_merges, vocab_from_merges
-from ..families import SD1, all_families, scheduler_for
+from ..families import SD1, all_families, runtime_of, scheduler_for
 from ..families import family as family_of
 from ..families.sd_common import TINY_CLIP as CLIP
 from ..families.sd_common import TINY_UNET as UNET
@@ -89,12 +89,11 @@ def write_tiny_model(folder: str | Path, seed: int = 0, family: str = SD1, **ove
     """Write the family's diffusers folder (model_index.json, unet/, vae/, text_encoder*/, tokenizer*/,
     scheduler/)."""
     folder = Path(folder)
-    if family == "zimage":  # a transformer family with its own writer (Qwen tokenizer, no CLIP)
-        from ..families.zimage.tiny import write_folder
-
+    runtime = runtime_of(family)
+    if runtime is not None:  # a transformer family writes its own (nodes.families.spec.Runtime)
         if overrides:
-            raise ValueError(f"the tiny Z-Image writer takes no overrides ({', '.join(overrides)})")
-        return write_folder(folder, seed)
+            raise ValueError(f"the tiny {family} writer takes no overrides ({', '.join(overrides)})")
+        return runtime.write_tiny(folder, seed)
     pipe = build_pipeline(seed, family=family, **overrides)
     pipe.save_pretrained(folder, safe_serialization=True)
     # The BPE source files, as in any CLIP tokenizer folder.

@@ -10,10 +10,10 @@ import torch
 
 from ...denoiser import Guide
 from ...loading.loaders import LATENT_SCALE_ATTR
+from ...families import family, runtime_of
 from ...sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .noise import prepare_noise
-from ...families.zimage.guide import ZImageGuide
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
 COMFY_LATENT_SCALE = 8  # ComfyUI's empty latents assume SD's 8 pixels per latent pixel
@@ -52,8 +52,6 @@ def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
     key = (getattr(model, "family", None),) + tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in _SCHEDULES:
         if config.get("_class_name") in FLOW_SCHEDULERS:
-            from ...families import family
-
             _SCHEDULES[key] = FlowSchedule(config.get("shift", 1.0), family(model.family).sampling.multiplier)
         else:
             _SCHEDULES[key] = DiscreteSchedule(config)
@@ -110,10 +108,11 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
-    if getattr(model, "family", None) == "zimage":
+    runtime = runtime_of(getattr(model, "family", "sd1"))
+    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
         if mask is not None:
-            raise ValueError("noise masks (inpainting) on Z-Image models are not supported yet")
-        guide = ZImageGuide(unet, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
+        guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
     else:
         guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
                       _generators(seed, x.shape), latent.get("inpaint_latents"),

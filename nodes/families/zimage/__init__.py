@@ -75,4 +75,5 @@ FAMILY = Family(
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
     denoiser_folder="transformer", denoiser_prefix=DENOISER_PREFIX, vae_prefix="vae.",
     denoiser_converter="convert_z_image_transformer_checkpoint_to_diffusers",
+    clip_types=("lumina2",), runtime="nodes.families.zimage.runtime",
 )

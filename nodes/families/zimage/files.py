@@ -1,36 +1,19 @@
-"""Z-Image's single files as ComfyUI names them, loaded into diffusers/transformers models, and its
-prompt encoding (nodes.families.zimage describes the family).
+"""Z-Image's transformer file as ComfyUI names it, loaded into diffusers' model, and its prompt
+encoding (nodes.families.zimage describes the family; its Qwen3 text-encoder file is read by
+nodes.loading.encoders.qwen).
 
 - the transformer (diffusion_models/z_image_turbo_bf16.safetensors): its config read off the shapes
   (widths, depths, heads; the rotary axes as published: not in the weights), its keys converted by
   diffusers' own convert_z_image_transformer_checkpoint_to_diffusers.
-- the text encoder (text_encoders/qwen_3_4b.safetensors): transformers' Qwen3 keys under `model.`; a
-  Qwen3Model sized from its shapes. Its tokenizer is Qwen2's byte-level BPE, which the file does not
-  hold: Loom reads it from a `qwen25_tokenizer/` folder (transformers' tokenizer files: vocab.json +
-  merges.txt or tokenizer.json) beside the file or in the text_encoders folder, as ComfyUI ships it
-  in comfy/text_encoders/qwen25_tokenizer.
 - a prompt: ComfyUI's chat template, no padding, the penultimate hidden state (ComfyUI's lumina2 /
   Z-Image text encoder; prompt weights are not parsed, as in ComfyUI).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from .. import family
+from ...loading.encoders import without_weights
 from ...loading.model_files import key_indices
-from ...loading.single_file import CheckpointError, load_weights
-
-TOKENIZER_FOLDER = "qwen25_tokenizer"
-QWEN3_MARK = "model.layers.0.self_attn.q_norm.weight"  # Qwen3 normalises q and k (Qwen2 does not)
-
-
-def _without_weights(make):
-    """A model whose parameters are placeholders (every weight comes from the file, assign=True) and
-    whose buffers (rotary tables) are computed as usual."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):
-        return make()
+from ...loading.single_file import load_weights
+from .. import family
 
 
 def transformer_config(sd: dict, prefix: str = "") -> dict:
@@ -58,46 +41,8 @@ def transformer_from_file(sd: dict, prefix: str = ""):
     converter = getattr(single_file_utils, family("zimage").denoiser_converter)
     config = transformer_config(sd, prefix)
     state = converter({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
-    model = _without_weights(lambda: ZImageTransformer2DModel(**config))
+    model = without_weights(lambda: ZImageTransformer2DModel(**config))
     return load_weights(model, state, "Z-Image transformer", assign=True).eval()
-
-
-def is_qwen3(sd: dict) -> bool:
-    return "model.embed_tokens.weight" in sd and QWEN3_MARK in sd
-
-
-def qwen3_config(sd: dict):
-    from transformers import Qwen3Config
-
-    vocab, hidden = sd["model.embed_tokens.weight"].shape
-    head_dim = sd[QWEN3_MARK].shape[0]
-    return Qwen3Config(vocab_size=vocab, hidden_size=hidden, head_dim=head_dim,
-                       intermediate_size=sd["model.layers.0.mlp.gate_proj.weight"].shape[0],
-                       num_hidden_layers=len(key_indices(sd, r"model\.layers\.(\d+)\.")),
-                       num_attention_heads=sd["model.layers.0.self_attn.q_proj.weight"].shape[0] // head_dim,
-                       num_key_value_heads=sd["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim,
-                       rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=40960)
-
-
-def tokenizer_beside(path: Path):
-    from transformers import Qwen2Tokenizer
-
-    for folder in (path.parent / TOKENIZER_FOLDER, path.parent.parent / TOKENIZER_FOLDER):
-        if folder.is_dir():
-            return Qwen2Tokenizer.from_pretrained(folder)
-    raise CheckpointError(f"{path.name}: a Qwen3 text encoder needs Qwen2's tokenizer files (vocab.json and "
-                          f"merges.txt, or tokenizer.json) in a '{TOKENIZER_FOLDER}' folder beside it")
-
-
-def text_encoder_from_file(sd: dict, path: Path):
-    """(tokenizer, Qwen3Model) of a ComfyUI-layout Qwen3 file."""
-    from transformers import Qwen3Model
-
-    tokenizer = tokenizer_beside(path)
-    config = qwen3_config(sd)
-    model = _without_weights(lambda: Qwen3Model(config))
-    state = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
-    return tokenizer, load_weights(model, state, "Qwen3 text encoder", assign=True).eval()
 
 
 def encode(tokenizer, text_encoder, text: str):

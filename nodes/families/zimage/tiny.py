@@ -5,8 +5,8 @@ three single files ComfyUI's Z-Image-Turbo workflow loads, under its file names:
     text_encoders/qwen_3_4b.safetensors               Qwen3 (transformers' keys under `model.`)
     vae/ae.safetensors                                the VAE, LDM layout, no prefix
 
-Built from nodes.families.zimage's tiny configs with seeded weights; the tokenizer is Qwen2's
-byte-level BPE over the 256 byte symbols (no merges) with Qwen's special tokens.
+Built from nodes.families.zimage's tiny configs with seeded weights; the tokenizer is
+nodes.loading.encoders.qwen's tiny one.
 
     python -m nodes.families.zimage.tiny MODELS_DIR
 """
@@ -15,40 +15,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import FAMILY, PAD_TOKEN
+from ...loading.encoders import qwen
+from . import FAMILY
 
 FILES = {"transformer": "diffusion_models/z_image_turbo_bf16.safetensors",
          "text_encoder": "text_encoders/qwen_3_4b.safetensors", "vae": "vae/ae.safetensors"}
-SPECIAL = ["<|im_start|>", "<|im_end|>"]
-# What Qwen3's chat template gives for one user message with a generation prompt (thinking enabled).
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def _byte_symbols() -> list[str]:
-    """GPT-2's byte -> printable symbol table (the alphabet of byte-level BPE)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    symbols, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            symbols[b] = chr(b)
-        else:
-            symbols[b] = chr(256 + extra)
-            extra += 1
-    return [symbols[b] for b in range(256)]
 
 
 def tiny_tokenizer():
-    from transformers import Qwen2Tokenizer
-
-    vocab = {s: i for i, s in enumerate(_byte_symbols())}
-    vocab[PAD_TOKEN] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=PAD_TOKEN, eos_token=PAD_TOKEN, pad_token=PAD_TOKEN)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.model_max_length = FAMILY.tiny.text_encoders["text_encoder"]["max_position_embeddings"]
-    return tokenizer
+    return qwen.tiny_tokenizer(FAMILY.tiny.text_encoders["text_encoder"]["max_position_embeddings"])
 
 
 def build_pipeline(seed: int = 0):
@@ -133,8 +108,8 @@ def write_comfy_files(models_dir: str | Path, seed: int = 0, pipe=None) -> dict[
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
         written[part] = path
-    # Qwen2's tokenizer where Loom looks for it (nodes.families.zimage.files.tokenizer_beside)
-    pipe.tokenizer.save_pretrained(written["text_encoder"].parent / "qwen25_tokenizer")
+    # Qwen2's tokenizer where Loom looks for it (nodes.loading.encoders.qwen.tokenizer_beside)
+    pipe.tokenizer.save_pretrained(written["text_encoder"].parent / qwen.TOKENIZER_FOLDER)
     return written
 
 
