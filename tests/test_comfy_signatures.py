@@ -213,6 +213,16 @@ COMFY.update({
     "ModelSamplingSD3": ("model:MODEL shift:FLOAT", "", "MODEL"),
     "ModelSamplingAuraFlow": ("model:MODEL shift:FLOAT", "sampling:COMBO", "MODEL"),
 })
+# comfy_extras/nodes_flux.py and nodes_edit_model.py: conditioning of flux transformers and edit models (nodes.comfy.edit)
+COMFY.update({
+    "FluxGuidance": ("conditioning:CONDITIONING guidance:FLOAT", "", "CONDITIONING"),
+    "FluxDisableGuidance": ("conditioning:CONDITIONING", "", "CONDITIONING"),
+    "ReferenceLatent": ("conditioning:CONDITIONING", "latent:LATENT", "CONDITIONING"),
+    "FluxKontextMultiReferenceLatentMethod": ("conditioning:CONDITIONING reference_latents_method:COMBO", "",
+                                              "CONDITIONING"),
+    "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
+})
+COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",
