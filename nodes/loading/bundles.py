@@ -19,12 +19,14 @@ class Model:
     """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
     `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
     `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
-    None: the one its scheduler config implies."""
+    None: the one its scheduler config implies. `post_cfg`: ComfyUI's post-CFG functions (CFGNorm), each
+    patch(cond_denoised=, uncond_denoised=, denoised=, cond_scale=, input=, sigma=) -> denoised."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
     sampling: Any = None
+    post_cfg: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)

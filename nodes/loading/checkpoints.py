@@ -89,7 +89,24 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
             tokenizer = getattr(transformers, enc.tokenizer_class).from_pretrained(path / folder)
             model = getattr(transformers, enc.model_class).from_pretrained(path / enc.slot, dtype=dtype)
             parts.set_encoder(enc.slot, tokenizer, model.to(device).eval())
+    return _family_vae(parts)
+
+
+def _family_vae(parts: Parts) -> Parts:
+    """A family whose VAE is not an AutoencoderKL gives it Loom's VAE face (Runtime.wrap_vae)."""
+    runtime = runtime_of(parts.family)
+    if runtime is not None and hasattr(runtime, "wrap_vae"):
+        parts.vae = runtime.wrap_vae(parts.vae)
     return parts
+
+
+def _vae_of_a_family(sd: dict):
+    """A VAE file in a layout a family's runtime reads (Runtime.is_vae / vae_from_file), else None."""
+    for declared in all_families():
+        runtime = runtime_of(declared.name)
+        if runtime is not None and hasattr(runtime, "is_vae") and runtime.is_vae(sd):
+            return runtime.vae_from_file(sd)
+    return None
 
 
 def load_checkpoint(path: Path, device, dtype) -> Parts:
@@ -147,8 +164,18 @@ def load_vae(path: Path, device, dtype):
 
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        declared = next((f for f in all_families() if f.runtime and f.vae_class != "AutoencoderKL"
+                         and f.vae_class == _json(folder / "config.json").get("_class_name")), None)
+        if declared is not None:  # a family's own VAE class (Qwen-Image's 3D VAE)
+            import diffusers
+
+            vae = getattr(diffusers, declared.vae_class).from_pretrained(folder, dtype=dtype)
+            return place(runtime_of(declared.name).wrap_vae(vae.eval()), device, dtype)
         return AutoencoderKL.from_pretrained(folder, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
+    own = _vae_of_a_family(sd)
+    if own is not None:
+        return place(own, device, dtype)
     scaling = vae_scaling_for_name(path.name)
     if has_prefix(sd, UNET_PREFIX):  # a whole checkpoint: its VAE, at its family's scale
         scaling = VAE_SCALING[family_of_state_dict(sd)]

@@ -113,6 +113,11 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
         if mask is not None:
             raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
         guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+        if getattr(model, "post_cfg", ()) and not getattr(guide, "applies_post_cfg", False):
+            raise ValueError(f"post-CFG model patches (CFGNorm) are not supported on {family(model.family).label} "
+                             "models yet")
+    elif getattr(model, "post_cfg", ()):
+        raise ValueError("post-CFG model patches (CFGNorm) are not supported on Stable Diffusion models yet")
     else:
         guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
                       _generators(seed, x.shape), latent.get("inpaint_latents"),

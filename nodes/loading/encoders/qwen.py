@@ -19,6 +19,9 @@ TOKENIZER_FOLDER = "qwen25_tokenizer"
 QWEN3_MARK = "model.layers.0.self_attn.q_norm.weight"  # Qwen3 normalises q and k (Qwen2 does not)
 PAD_TOKEN = "<|endoftext|>"  # Qwen's pad (id 151643 in the published vocabulary)
 SPECIAL = ["<|im_start|>", "<|im_end|>"]
+# Qwen2.5-VL's image markers (ids 151652, 151653, 151655 in the published vocabulary): after SPECIAL,
+# so a tiny tokenizer with them gives the text the same ids as one without.
+VISION = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
 # What Qwen's chat template gives for user messages with a generation prompt.
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -76,14 +79,15 @@ def _byte_symbols() -> list[str]:
     return [symbols[b] for b in range(256)]
 
 
-def tiny_tokenizer(max_length: int = 512):
-    """A Qwen2 tokenizer over the 256 byte symbols, no merges, with Qwen's special tokens."""
+def tiny_tokenizer(max_length: int = 512, vision: bool = False):
+    """A Qwen2 tokenizer over the 256 byte symbols, no merges, with Qwen's special tokens (and
+    Qwen2.5-VL's image markers with `vision`)."""
     from transformers import Qwen2Tokenizer
 
     vocab = {s: i for i, s in enumerate(_byte_symbols())}
     vocab[PAD_TOKEN] = len(vocab)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=PAD_TOKEN, eos_token=PAD_TOKEN, pad_token=PAD_TOKEN)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL + (VISION if vision else [])})
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.model_max_length = max_length
     return tokenizer
