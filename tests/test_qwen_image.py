@@ -1,0 +1,173 @@
+"""Qwen-Image (issue 22): the family declaration, the tiny models in ComfyUI's single files, and
+Loom's ComfyUI graphs from those files against diffusers' QwenImagePipeline (txt2img, CFG with a
+negative prompt) and QwenImageEditPlusPipeline (two reference images), batch 2, given ComfyUI's noise
+and sigmas. Tiny: 32-64 px, 3 steps."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import nodes.families as families
+from nodes.families.qwen_image import FAMILY, TEMPLATE
+from nodes.families.qwen_image import tiny
+from tests.test_zimage import ComfyFlowEuler
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return tiny.build_parts(0)
+
+
+@pytest.fixture(scope="module")
+def loaded(parts, tmp_path_factory):
+    from graph import Env, Loom
+
+    models = tmp_path_factory.mktemp("qwen_models")
+    written = tiny.write_comfy_files(models, parts=parts)
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("qwen_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    return loom, models, written
+
+
+def test_the_declaration():
+    assert (FAMILY.latent.channels, FAMILY.latent.scale, FAMILY.latent.packed) == (16, 1.0, 2)
+    assert (FAMILY.sampling.prediction, FAMILY.sampling.shift, FAMILY.sampling.multiplier) == ("flow", 1.15, 1.0)
+    assert families.family_of_clip_kinds(["qwen25_7b"], "qwen_image") == "qwen_image"
+    assert families.family_of_clip_kinds(["qwen25_7b"], "lumina2") is None
+
+
+def test_comfyuis_single_files_hold_the_same_weights(parts, loaded):
+    """Each file loads back (Loom's loaders) to the exact weights of the diffusers models; the VAE file is
+    in the original Wan layout that diffusers' own converter reads; -Edit-2511's marker sets zero_cond_t."""
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from nodes.loading.checkpoints import load_text_encoder, load_unet, load_vae
+
+    _, models, written = loaded
+    files = tiny.comfy_files(parts)
+    assert "decoder.upsamples.4.shortcut.weight" in files["vae"] and "encoder.middle.1.to_qkv.weight" in files["vae"]
+    vae_back = convert_wan_vae_to_diffusers(files["vae"])
+    expected = parts["vae"].state_dict()
+    assert vae_back.keys() == expected.keys() and all(torch.equal(vae_back[k], expected[k]) for k in expected)
+    assert "visual.blocks.0.attn.qkv.weight" in files["text_encoder"] and "model.layers.0.self_attn.q_proj.bias" in files["text_encoder"]
+
+    unet, name, scheduler = load_unet(written["transformer"], "cpu", torch.float32)
+    reference = parts["transformer"].state_dict()
+    assert name == "qwen_image" and scheduler["shift"] == 1.15 and not unet.config.zero_cond_t
+    assert all(torch.equal(unet.state_dict()[k], reference[k]) for k in reference)
+    assert dict(unet.config)["axes_dims_rope"] == tuple(FAMILY.tiny.denoiser["axes_dims_rope"])
+    assert load_unet(written[tiny.EDIT_2511_FILE], "cpu", torch.float32)[0].config.zero_cond_t
+    vae = load_vae(written["vae"], "cpu", torch.float32)
+    assert all(torch.equal(vae.vae.state_dict()[k], expected[k]) for k in expected)
+    kind, tokenizer, encoder = load_text_encoder(written["text_encoder"], "cpu", torch.float32)
+    reference = parts["text_encoder"].model.state_dict()
+    assert kind == "qwen25_7b" and all(torch.equal(encoder.state_dict()[k], reference[k]) for k in reference)
+
+
+def test_a_scaled_fp8_text_encoder_file_is_dequantised(parts):
+    """ComfyUI's scaled fp8 (`scale_weight` beside each float8 weight): weight * scale at load."""
+    from nodes.loading.encoders import qwen25vl
+    from nodes.loading.fp8 import dequantize
+
+    state = tiny.comfy_files(parts)["text_encoder"]
+    key = "model.layers.0.mlp.up_proj.weight"
+    scale = state[key].abs().max() / 448
+    quantised = {**state, key: (state[key] / scale).to(torch.float8_e4m3fn), key[:-len("weight")] + "scale_weight": scale,
+                 "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    assert qwen25vl.is_qwen25vl(quantised)
+    back = dequantize(quantised)
+    assert set(back) == set(state) and back[key].dtype == torch.float32
+    assert float((back[key] - state[key]).abs().max()) <= float(state[key].abs().max()) / 8  # e4m3: 3 mantissa bits
+
+
+def test_the_prompt_head_dropped_is_the_pipelines(parts):
+    """ComfyUI's rule (second <|im_start|>, then "user\\n") drops as many tokens as the pipelines'
+    fixed count does with the published tokenizer (34); with the tiny byte tokenizer it is the
+    system turn's bytes."""
+    from nodes.families.qwen_image.files import template_end
+
+    tok = parts["tokenizer"]
+    ids = tok(TEMPLATE.format("a cat")).input_ids
+    head = TEMPLATE[:TEMPLATE.index("{}")]
+    assert template_end(tok, ids) == len(tok(head).input_ids)
+    assert tok.decode(ids[template_end(tok, ids):]).startswith("a cat<|im_end|>")
+
+
+def txt2img_graph(steps=3, cfg=2.5, size=32, batch=2) -> dict:
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "qwen_image_fp8_e4m3fn.safetensors",
+                                                      "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                                      "type": "qwen_image", "device": "default"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "qwen_image_vae.safetensors"}},
+        "4": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.1}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "a red fox in snow"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "blurry"}},
+        "7": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
+        "8": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "positive": ["5", 0], "negative": ["6", 0],
+                                                   "latent_image": ["7", 0], "seed": 42, "steps": steps, "cfg": cfg,
+                                                   "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["3", 0]}},
+    }
+
+
+def without_norm_rescale(monkeypatch, module):
+    """The pipelines rescale true CFG to the positive prediction's norm per token; ComfyUI's CFG does not
+    (its CFGNorm node is another rule, on denoised latents per pixel). For the comparison the
+    pipeline's torch.norm answers ones, so its rescale is exactly * 1."""
+    proxy = types.ModuleType("torch_without_norm")
+    proxy.__dict__.update(torch.__dict__)
+    proxy.norm = lambda x, dim=None, keepdim=False: torch.ones_like(x.sum(dim=dim, keepdim=keepdim))
+    monkeypatch.setattr(module, "torch", proxy)
+
+
+def reference_pipeline(parts, edit_plus=False):
+    pipe = tiny.build_pipeline(edit_plus=edit_plus, parts=parts)
+    pipe.scheduler = ComfyFlowEuler()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def comfy_noise_and_sigmas(graph, shape):
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+
+    k = graph["8"]["inputs"]
+    sigmas = ksampler_sigmas(FlowSchedule(graph["4"]["inputs"]["shift"], 1.0), k["sampler_name"], k["scheduler"],
+                             k["steps"])
+    return prepare_noise(shape, k["seed"]), sigmas
+
+
+def test_txt2img_graph_matches_the_pipeline_with_cfg(parts, loaded, monkeypatch):
+    """UNETLoader + CLIPLoader (qwen_image) + VAELoader on ComfyUI's file names, ModelSamplingAuraFlow 3.1,
+    two CLIPTextEncode (positive, negative), EmptySD3LatentImage (32 px, batch 2), KSampler (euler,
+    simple, 3 steps, cfg 2.5), VAEDecode, against QwenImagePipeline (true_cfg_scale 2.5, the negative
+    prompt, its norm rescale off) on the same weights, given ComfyUI's noise and sigmas. The prompt head
+    dropped: the pipeline's fixed count set to the tiny tokenizer's (the published one's is 34).
+    Measured: 0.0. Tolerance 1e-5 on pixels in 0..1 all the same: the pipeline feeds the transformer
+    (1000 sigma) / 1000 where ComfyUI feeds sigma, equal here but not for every sigma in float32."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage
+
+    from nodes.families.qwen_image.files import template_end
+    from nodes.families.qwen_image.guide import pack
+    from tests._sd import run_node
+
+    loom, _, _ = loaded
+    graph = txt2img_graph()
+    ours = run_node(loom, graph, "9").numpy()
+    noise, sigmas = comfy_noise_and_sigmas(graph, (2, 16, 4, 4))
+    pipe = reference_pipeline(parts)
+    tok = parts["tokenizer"]
+    pipe.prompt_template_encode_start_idx = template_end(tok, tok(TEMPLATE.format("x")).input_ids)
+    without_norm_rescale(monkeypatch, pipeline_qwenimage)
+    theirs = pipe(graph["5"]["inputs"]["text"], negative_prompt=graph["6"]["inputs"]["text"], true_cfg_scale=2.5,
+                  num_images_per_prompt=2, height=32, width=32, latents=pack(noise),
+                  num_inference_steps=3, sigmas=sigmas[:-1].tolist(), output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print("txt2img max abs pixel difference", difference)
+    assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference
+    assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3  # two different images
