@@ -222,7 +222,15 @@ COMFY.update({
                                               "CONDITIONING"),
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
-COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno",
+                                                                                    "index_timestep_zero"]
+# Qwen-Image: comfy_extras/nodes_qwen.py (nodes.comfy.qwen_image) and nodes_cfg.py's CFGNorm (nodes.comfy.cfg_norm)
+COMFY.update({
+    "TextEncodeQwenImageEdit": ("clip:CLIP prompt:STRING", "vae:VAE image:IMAGE", "CONDITIONING"),
+    "TextEncodeQwenImageEditPlus": ("clip:CLIP prompt:STRING", "vae:VAE image1:IMAGE image2:IMAGE image3:IMAGE",
+                                    "CONDITIONING"),
+    "CFGNorm": ("model:MODEL strength:FLOAT", "pre_cfg:BOOLEAN", "MODEL:patched_model"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",
