@@ -17,8 +17,15 @@ from ...conditioning import as_conditioning
 REFERENCE_METHODS = ("index", "index_timestep_zero")
 
 
+def padded(x: torch.Tensor) -> torch.Tensor:
+    """Odd sides padded to even ones, wrapping around (ComfyUI's pad_to_patch_size); even ones unchanged."""
+    pad = (0, x.shape[3] % 2, 0, x.shape[2] % 2)
+    return torch.nn.functional.pad(x, pad, mode="circular") if any(pad) else x
+
+
 def pack(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h/2 * w/2, 4C), the pipelines' _pack_latents."""
+    """(B, C, h, w) -> (B, h/2 * w/2, 4C), the pipelines' _pack_latents (odd sides padded first)."""
+    x = padded(x)
     b, c, h, w = x.shape
     return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
 
@@ -69,16 +76,16 @@ class QwenImageGuide:
         embeds = embeds.expand(batch, -1, -1) if embeds.shape[0] == 1 else embeds
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=x.device)
         tokens = [pack(x)]
-        shapes = [(1, h // 2, w // 2)]
+        shapes = [(1, (h + 1) // 2, (w + 1) // 2)]
         for ref in side.references:
             ref = ref.to(device=x.device, dtype=x.dtype)
             ref = ref.repeat(batch // ref.shape[0], 1, 1, 1) if ref.shape[0] != batch else ref
             tokens.append(pack(ref))
-            shapes.append((1, ref.shape[2] // 2, ref.shape[3] // 2))
+            shapes.append((1, (ref.shape[2] + 1) // 2, (ref.shape[3] + 1) // 2))
         out = self.transformer(hidden_states=torch.cat(tokens, dim=1), encoder_hidden_states=embeds,
                                encoder_hidden_states_mask=mask, timestep=t.to(x.dtype).expand(batch),
                                img_shapes=[shapes] * batch, return_dict=False)[0]
-        return unpack(out[:, :tokens[0].shape[1]].float(), h, w)
+        return unpack(out[:, :tokens[0].shape[1]].float(), h + h % 2, w + w % 2)[:, :, :h, :w]
 
     def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device)

@@ -5,7 +5,7 @@ Qwen-Image templates load, under their names:
     diffusion_models/qwen_image_fp8_e4m3fn.safetensors          the transformer, diffusers' keys
     diffusion_models/qwen_image_2512_fp8_e4m3fn.safetensors     the same weights (Qwen-Image-2512's name)
     diffusion_models/qwen_image_edit_fp8_e4m3fn.safetensors     (-Edit's), qwen_image_edit_2509_fp8_e4m3fn
-    diffusion_models/qwen_image_edit_2511_fp8mixed.safetensors  the same with -Edit-2511's marker
+    diffusion_models/qwen_image_edit_2511_fp8mixed.safetensors  the same with -Edit-2511's marker (and _bf16)
     text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors          Qwen2.5-VL, original layout
     vae/qwen_image_vae.safetensors                               the VAE, Wan layout
 
@@ -26,6 +26,7 @@ from . import FAMILY, PUBLISHED_SCHEDULER, ZERO_COND_MARK
 TRANSFORMER_FILES = ("qwen_image_fp8_e4m3fn.safetensors", "qwen_image_2512_fp8_e4m3fn.safetensors",
                      "qwen_image_edit_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors")
 EDIT_2511_FILE = "qwen_image_edit_2511_fp8mixed.safetensors"
+EDIT_2511_FILES = (EDIT_2511_FILE, "qwen_image_edit_2511_bf16.safetensors")
 FILES = {"transformer": "diffusion_models/" + TRANSFORMER_FILES[0],
          "text_encoder": "text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors", "vae": "vae/qwen_image_vae.safetensors"}
 
@@ -169,9 +170,10 @@ def write_comfy_files(models_dir: str | Path, seed: int = 0, parts: dict | None 
             for name in TRANSFORMER_FILES[1:]:
                 written[name] = models_dir / "diffusion_models" / name
                 save_file({k: v.contiguous() for k, v in state.items()}, str(written[name]))
-            written[EDIT_2511_FILE] = models_dir / "diffusion_models" / EDIT_2511_FILE
-            save_file({**{k: v.contiguous() for k, v in state.items()}, ZERO_COND_MARK: torch.empty(0)},
-                      str(written[EDIT_2511_FILE]))
+            for name in EDIT_2511_FILES:
+                written[name] = models_dir / "diffusion_models" / name
+                save_file({**{k: v.contiguous() for k, v in state.items()}, ZERO_COND_MARK: torch.empty(0)},
+                          str(written[name]))
     parts["tokenizer"].save_pretrained(written["text_encoder"].parent / qwen.TOKENIZER_FOLDER)
     return written
 
