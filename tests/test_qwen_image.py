@@ -321,3 +321,32 @@ def test_the_qwen_templates_run_on_tiny_models(loaded, monkeypatch):
         elif not loom.image_paths(result):
             failed[name] = "no image"
     assert not failed, failed
+
+
+def test_cfgnorm_keeps_the_guided_prediction_within_the_positive_norm():
+    """ComfyUI's CFGNorm: after CFG, each latent pixel's norm over the channels is at most the positive
+    prediction's (strength 1); with pre_cfg the combined noise prediction gets the positive one's norm."""
+    from nodes.comfy.cfg_norm import CFGNormPatch
+
+    g = torch.Generator().manual_seed(0)
+    x, cond, uncond = (torch.randn(2, 16, 4, 4, generator=g) for _ in range(3))
+    denoised = uncond + 4.0 * (cond - uncond)
+    out = CFGNormPatch(1.0)(cond_denoised=cond, uncond_denoised=uncond, denoised=denoised, cond_scale=4.0, input=x,
+                            sigma=torch.tensor(0.5))
+    assert (out.norm(dim=1) <= cond.norm(dim=1) * (1 + 1e-6)).all()
+    assert torch.allclose(out / denoised, (out / denoised)[:, :1].expand_as(out), atol=1e-5)  # a scale per pixel
+    pre = CFGNormPatch(1.0, pre_cfg=True)(cond_denoised=cond, uncond_denoised=uncond, denoised=denoised,
+                                          cond_scale=4.0, input=x, sigma=torch.tensor(0.5))
+    assert torch.allclose((x - pre).norm(dim=1), (x - cond).norm(dim=1), rtol=1e-5)
+
+
+def test_cfgnorm_in_a_graph_changes_the_guided_result(loaded):
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    graph = txt2img_graph(steps=2, batch=1)
+    plain = run_node(loom, graph, "9")
+    graph["12"] = {"class_type": "CFGNorm", "inputs": {"model": ["4", 0], "strength": 1.0}}
+    graph["8"]["inputs"]["model"] = ["12", 0]
+    normed = run_node(loom, graph, "9")
+    assert normed.shape == plain.shape and float((normed - plain).abs().max()) > 1e-4
