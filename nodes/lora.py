@@ -156,12 +156,42 @@ def with_lora(model, state: dict, alphas, strength: float, target: str, metadata
     return view
 
 
+def transformer_lora(model, path, strength: float, pipeline: str):
+    """A LoraView of a diffusion transformer with a LoRA file read and injected by its family's diffusers
+    pipeline (`pipeline`: the class name; its LoRA mixin converts the file's format, e.g. ComfyUI's and
+    kohya's Qwen-Image LoRAs); the model itself when the file has nothing for it."""
+    import diffusers
+
+    mixin = getattr(diffusers, pipeline)
+    if not hasattr(mixin, "load_lora_into_transformer"):
+        raise ValueError(f"LoRAs on {pipeline}'s transformer are not supported")
+    state, metadata = mixin.lora_state_dict(str(path), return_lora_metadata=True)
+    if not state or not all("lora" in key for key in state):
+        raise ValueError(f"{path.name} is not a LoRA file (its tensors are not named lora_*)")
+    base = base_of(model)
+    _purge(base)
+    adapter = f"loom_lora_{next(_names)}"
+    if not _inject(base, adapter, lambda n: mixin.load_lora_into_transformer(state, transformer=base, adapter_name=n,
+                                                                              metadata=metadata)):
+        return model
+    view = LoraView(base, adapters_of(model) + ((adapter, float(strength)),),
+                    model if isinstance(model, LoraView) else None)
+    weakref.finalize(view, _retire, weakref.ref(base), adapter)
+    return view
+
+
 def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_unet: float = 1.0,
-               strength_text: float = 1.0, sdxl: bool = False) -> tuple:
-    """(unet, text encoders) with the LoRA file `name` applied (views; None stays None)."""
+               strength_text: float = 1.0, sdxl: bool = False, pipeline: str | None = None) -> tuple:
+    """(unet, text encoders) with the LoRA file `name` applied (views; None stays None). `pipeline`: a
+    transformer family's diffusers pipeline class, whose LoRA loader reads the file (its text encoders
+    are left as they are)."""
     from .loading.model_files import kind_path
 
     path = kind_path(env, "loras", name, "LoRA")
+    if pipeline is not None:
+        if unet is not None and strength_unet != 0:
+            unet = transformer_lora(unet, path, strength_unet, pipeline)
+        return unet, tuple(text_encoders)
     state, alphas, metadata = read_lora(path, sdxl, base_of(unet).config if unet is not None else None)
     if unet is not None and strength_unet != 0:
         unet = with_lora(unet, state, alphas, strength_unet, "unet", metadata)

@@ -257,18 +257,17 @@ def test_the_references_change_the_result(loaded, monkeypatch):
     assert float((with_refs - without).abs().max()) > 1e-3
 
 
-# Run end to end below. The other Qwen-Image templates are node-complete but load a LoRA into the
-# transformer (LoraLoaderModelOnly: not supported on Qwen-Image yet): image_qwen_image_2512_with_2steps_lora,
-# image_qwen_image_edit_2509, image_qwen_image_edit_2509_relight, templates-image_to_real,
-# template_qwen_image_illustration_lora, template_qwen_Image_2512_360_lora;
-# image-qwen_image_edit_2511_lora_inflation also fails conversion (a prompt text lands in the LoRA's strength).
-TEMPLATES = ("image_qwen_image", "image_qwen_Image_2512", "image_qwen_image_edit", "image_qwen_image_edit_2511")
+# Run end to end below, LoRAs included (tiny ones under the templates' names).
+# image-qwen_image_edit_2511_lora_inflation fails conversion (a prompt text lands in the LoRA's strength).
+TEMPLATES = ("image_qwen_image", "image_qwen_Image_2512", "image_qwen_image_2512_with_2steps_lora",
+             "image_qwen_image_edit", "image_qwen_image_edit_2509", "image_qwen_image_edit_2511",
+             "image_qwen_image_edit_2509_relight", "templates-image_to_real", "template_qwen_image_illustration_lora",
+             "template_qwen_Image_2512_360_lora")
 
 
-def template_prompt(loom, name: str) -> dict:
+def template_prompt(loom, name: str, transformer) -> dict:
     """ComfyUI's template as an API prompt on the tiny files (its own file names), small and short: empty
-    latents 32 px, 2 steps, input images 64 px; LoRA files present by name (empty: the templates ship
-    with their LoRA switches off, so a LoRA read would fail the run)."""
+    latents 32 px, 2 steps, input images 64 x 48 px; tiny LoRAs under the LoRA names."""
     import json
     from pathlib import Path
 
@@ -292,13 +291,13 @@ def template_prompt(loom, name: str) -> dict:
             Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(path)
         if "lora_name" in inputs:
             path = loom.env.models_dir / "loras" / inputs["lora_name"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")
+            if not path.exists():
+                write_comfy_lora(transformer, path)
     return prompt
 
 
 @pytest.mark.slow
-def test_the_qwen_templates_run_on_tiny_models(loaded, monkeypatch):
+def test_the_qwen_templates_run_on_tiny_models(parts, loaded, monkeypatch):
     """Each named template, as ComfyUI ships it, runs to an image on the tiny files under its file
     names. Sizes for tiny runs: ComfyUI's image areas (1024^2, 384^2) and Kontext resolutions scaled
     down to 64^2 (the graph is the template's)."""
@@ -311,7 +310,7 @@ def test_the_qwen_templates_run_on_tiny_models(loaded, monkeypatch):
                                                       for w, h in edit.KONTEXT_RESOLUTIONS])
     failed = {}
     for name in TEMPLATES:
-        validation = loom.validate(template_prompt(loom, name))
+        validation = loom.validate(template_prompt(loom, name, parts["transformer"]))
         if not validation.ok:
             failed[name] = str(validation.response())[:300]
             continue
@@ -350,3 +349,53 @@ def test_cfgnorm_in_a_graph_changes_the_guided_result(loaded):
     graph["8"]["inputs"]["model"] = ["12", 0]
     normed = run_node(loom, graph, "9")
     assert normed.shape == plain.shape and float((normed - plain).abs().max()) > 1e-4
+
+
+def write_comfy_lora(transformer, path, seed=7, rank=2):
+    """A LoRA in the layout ComfyUI's Qwen-Image LoRAs use (`diffusion_model.<module>.lora_down/lora_up`,
+    `alpha`) on the attention projections of the tiny transformer."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        if name.endswith(("attn.to_q", "attn.to_v", "attn.add_k_proj")):
+            state[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=g) * 0.3
+            state[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=g) * 0.3
+            state[f"diffusion_model.{name}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+
+
+def test_a_lora_on_the_transformer_matches_the_pipelines(parts, loaded):
+    """LoraLoaderModelOnly on Qwen-Image's transformer reads the file with diffusers' own Qwen-Image LoRA
+    loader (the pipeline's load_lora_weights does the same): the graph at strength 0.8 against the
+    pipeline with the LoRA at weight 0.8 (cfg 1, one image). Tolerance 1e-5 as above (measured 0.0)."""
+    from nodes.families.qwen_image.files import template_end
+    from nodes.families.qwen_image.guide import pack
+    from tests._sd import run_node
+
+    loom, models, _ = loaded
+    lora = models / "loras" / "tiny-qwen-lora.safetensors"
+    write_comfy_lora(parts["transformer"], lora)
+    graph = txt2img_graph(steps=2, cfg=1.0, batch=1)
+    plain = run_node(loom, graph, "9").numpy()
+    graph["13"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora.name,
+                                                                   "strength_model": 0.8}}
+    graph["4"]["inputs"]["model"] = ["13", 0]
+    ours = run_node(loom, graph, "9").numpy()
+    noise, sigmas = comfy_noise_and_sigmas(graph, (1, 16, 4, 4))
+    pipe = reference_pipeline(parts)
+    tok = parts["tokenizer"]
+    pipe.prompt_template_encode_start_idx = template_end(tok, tok(TEMPLATE.format("x")).input_ids)
+    pipe.load_lora_weights(str(lora), adapter_name="test")
+    pipe.set_adapters(["test"], adapter_weights=[0.8])
+    try:
+        theirs = pipe(graph["5"]["inputs"]["text"], true_cfg_scale=1.0, height=32, width=32, latents=pack(noise),
+                      num_inference_steps=2, sigmas=sigmas[:-1].tolist(), output_type="np").images
+    finally:
+        pipe.delete_adapters("test")
+    difference = float(np.abs(ours - theirs).max())
+    print("lora max abs pixel difference", difference)
+    assert difference < 1e-5, difference
+    assert float(np.abs(ours - plain).max()) > 1e-3  # the LoRA changes the image

@@ -125,7 +125,9 @@ class VAELoader(Node):
 def _with_lora(ctx, model: Model, clip: Clip | None, name: str, strength_model: float, strength_clip: float):
     sdxl = model.family in (SDXL, SDXL_REFINER)
     encoders = (clip.text_encoder, clip.text_encoder_2) if clip is not None else ()
-    unet, encoders = apply_lora(ctx.env, name, model.unet, encoders, strength_model, strength_clip, sdxl)
+    declared = family(model.family)
+    pipeline = declared.pipeline if declared.runtime else None  # a transformer family: its pipeline's LoRA loader
+    unet, encoders = apply_lora(ctx.env, name, model.unet, encoders, strength_model, strength_clip, sdxl, pipeline)
     model = replace(model, unet=unet, loras=model.loras + ((name, strength_model),)) if unet is not model.unet \
         else model
     if clip is not None and any(a is not b for a, b in zip(encoders, (clip.text_encoder, clip.text_encoder_2))):
