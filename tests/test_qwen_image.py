@@ -200,7 +200,8 @@ def reference_images(folder):
     return images
 
 
-def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, loaded, monkeypatch):
+@pytest.mark.parametrize("model", ["2509", "2511"])
+def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, loaded, monkeypatch, model):
     """TextEncodeQwenImageEditPlus with two images (vision tower and reference latents) on both sides,
     ModelSamplingAuraFlow 3, EmptySD3LatentImage (32 px, batch 2), KSampler (euler, simple, 3 steps, cfg
     2.5), VAEDecode, against QwenImageEditPlusPipeline (the two images, the negative prompt "",
@@ -211,6 +212,9 @@ def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, l
     of 32, resampling with Lanczos. For tiny runs both areas are set to 64^2 on both sides and the images
     are made at sizes that need no resizing, so both read the same pixels; the vision processor
     (Qwen2-VL's, the same code on both sides) then resizes them to multiples of 28.
+    2511: its file's marker makes the transformer give the reference tokens time 0 (zero_cond_t; the
+    pipeline's transformer configured so), the references placed by index_timestep_zero as the
+    template's FluxKontextMultiReferenceLatentMethod says.
     Measured: 0.0 (tolerance 1e-5: the time rounding of the txt2img test)."""
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as edit_plus
 
@@ -226,9 +230,22 @@ def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, l
         for name in names:
             monkeypatch.setattr(module, name, 64 * 64)
     graph = edit_plus_graph()
+    pipe_parts = parts
+    if model == "2511":
+        from diffusers import QwenImageTransformer2DModel
+
+        graph["1"]["inputs"]["unet_name"] = tiny.EDIT_2511_FILE
+        for node, source in (("14", "5"), ("15", "6")):
+            graph[node] = {"class_type": "FluxKontextMultiReferenceLatentMethod",
+                           "inputs": {"conditioning": [source, 0], "reference_latents_method": "index_timestep_zero"}}
+        graph["8"]["inputs"].update(positive=["14", 0], negative=["15", 0])
+        config = {k: v for k, v in parts["transformer"].config.items() if not k.startswith("_")}
+        transformer = QwenImageTransformer2DModel(**{**config, "zero_cond_t": True})
+        transformer.load_state_dict(parts["transformer"].state_dict())
+        pipe_parts = {**parts, "transformer": transformer.eval()}
     ours = run_node(loom, graph, "9").numpy()
     noise, sigmas = comfy_noise_and_sigmas(graph, (2, 16, 4, 4))
-    pipe = reference_pipeline(parts, edit_plus=True)
+    pipe = reference_pipeline(pipe_parts, edit_plus=True)
     tok = parts["tokenizer"]
     pipe.prompt_template_encode_start_idx = template_end(tok, tok(EDIT_TEMPLATE.format("x")).input_ids)
     without_norm_rescale(monkeypatch, edit_plus)
@@ -236,7 +253,7 @@ def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, l
                   negative_prompt="", true_cfg_scale=2.5, num_images_per_prompt=2, height=32, width=32,
                   latents=pack(noise), num_inference_steps=3, sigmas=sigmas[:-1].tolist(), output_type="np").images
     difference = float(np.abs(ours - theirs).max())
-    print("edit plus max abs pixel difference", difference)
+    print(f"edit plus {model} max abs pixel difference", difference)
     assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference
 
 
