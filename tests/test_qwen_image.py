@@ -257,6 +257,47 @@ def test_edit_plus_graph_matches_the_pipeline_with_two_reference_images(parts, l
     assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference
 
 
+def test_edit_graph_matches_the_edit_pipeline(parts, loaded, monkeypatch):
+    """TextEncodeQwenImageEdit (one image: vision tower and reference latent) on both sides against
+    QwenImageEditPipeline, as the Edit Plus test (cfg 2.5, batch 2, norm rescale off), the image area
+    (1024^2 on both sides) set to 64^2 on both and a 64 x 64 image, so neither resizes it.
+    Measured: 0.0 (tolerance 1e-5 as above)."""
+    from diffusers import QwenImageEditPipeline
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as edit
+
+    from nodes.comfy import qwen_image as nodes_qwen
+    from nodes.families.qwen_image import IMAGE_TEMPLATE
+    from nodes.families.qwen_image.files import template_end
+    from nodes.families.qwen_image.guide import pack
+    from tests._sd import run_node
+
+    loom, _, _ = loaded
+    images = reference_images(loom.env.input_dir)
+    monkeypatch.setattr(nodes_qwen, "EDIT_AREA", 64 * 64)
+    dimensions = edit.calculate_dimensions
+    monkeypatch.setattr(edit, "calculate_dimensions", lambda area, ratio: dimensions(64 * 64, ratio))
+    graph = edit_plus_graph()
+    graph["1"]["inputs"]["unet_name"] = "qwen_image_edit_fp8_e4m3fn.safetensors"
+    for node, text in (("5", "make it night"), ("6", "")):
+        graph[node] = {"class_type": "TextEncodeQwenImageEdit", "inputs": {
+            "clip": ["2", 0], "prompt": text, "vae": ["3", 0], "image": ["10", 0]}}
+    del graph["11"]
+    ours = run_node(loom, graph, "9").numpy()
+    noise, sigmas = comfy_noise_and_sigmas(graph, (2, 16, 4, 4))
+    pipe = QwenImageEditPipeline(**parts)
+    pipe.scheduler = ComfyFlowEuler()
+    pipe.set_progress_bar_config(disable=True)
+    tok = parts["tokenizer"]
+    pipe.prompt_template_encode_start_idx = template_end(tok, tok(IMAGE_TEMPLATE.format("x")).input_ids)
+    without_norm_rescale(monkeypatch, edit)
+    theirs = pipe(image=images["first.png"], prompt="make it night", negative_prompt="", true_cfg_scale=2.5,
+                  num_images_per_prompt=2, height=32, width=32, latents=pack(noise), num_inference_steps=3,
+                  sigmas=sigmas[:-1].tolist(), output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print("edit max abs pixel difference", difference)
+    assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference
+
+
 def test_the_references_change_the_result(loaded, monkeypatch):
     """Without the reference latents (no VAE given) the edit is another image: they are used."""
     from nodes.comfy import qwen_image as nodes_qwen

@@ -125,7 +125,9 @@ class Processor:
 
         texts = [text] if isinstance(text, str) else list(text)
         pixels = {}
-        if images is not None and len(images):
+        if images is not None and not isinstance(images, (list, tuple)):
+            images = [images]  # one image, as QwenImageEditPipeline passes it
+        if images:
             pixels = dict(self.image_processor(images=images, return_tensors=return_tensors))
             merge = self.image_processor.merge_size ** 2
             counts = iter((pixels["image_grid_thw"].prod(-1) // merge).tolist())
