@@ -31,7 +31,8 @@ def test_a_declaration_names_what_exists(family: Family):
 
     for name in (family.pipeline, family.denoiser_class, family.vae_class):
         assert hasattr(diffusers, name), name
-    assert callable(getattr(single_file_utils, family.denoiser_converter)), family.denoiser_converter
+    if family.denoiser_converter:  # none: the family's single files hold diffusers' keys (Qwen-Image)
+        assert callable(getattr(single_file_utils, family.denoiser_converter)), family.denoiser_converter
     for enc in family.text_encoders:
         assert hasattr(transformers, enc.model_class), enc.model_class
         assert hasattr(transformers, enc.tokenizer_class), enc.tokenizer_class
@@ -69,7 +70,7 @@ def test_a_new_declaration_is_recognised_and_an_overlapping_one_reported(monkeyp
 
 
 def test_unknown_family_names_the_known_ones():
-    with pytest.raises(families.UnknownModel, match="known: sd1, sd2"):
+    with pytest.raises(families.UnknownModel, match="known: .*sd1, sd2"):
         families.family("sd9")
 
 

@@ -104,7 +104,7 @@ FAMILY = Family(
                    use_dynamic_shifting=False),
     default_size=1328,
     tiny=Tiny(denoiser=TINY_TRANSFORMER, vae=TINY_VAE,
-              text_encoders={"text_encoder": TINY_TEXT, "vision": TINY_VISION}, folder="tiny-qwen-image"),
+              text_encoders={"text_encoder": dict(TINY_TEXT, vision_config=TINY_VISION)}, folder="tiny-qwen-image"),
     is_folder=is_folder, is_checkpoint=is_checkpoint, is_denoiser=is_denoiser, is_denoiser_config=is_denoiser_config,
     denoiser_folder="transformer", denoiser_prefix=DENOISER_PREFIX, vae_prefix="vae.",
     denoiser_converter="",  # ComfyUI's file holds diffusers' key names: none needed

@@ -39,14 +39,15 @@ def text_encoder(tokenizer, seed: int):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tiny = FAMILY.tiny.text_encoders
+    tiny = dict(FAMILY.tiny.text_encoders["text_encoder"])
+    vision = tiny.pop("vision_config")
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
            (("image_token_id", "<|image_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
             ("vision_end_token_id", "<|vision_end|>"))}
-    text = dict(tiny["text_encoder"], vocab_size=len(tokenizer), bos_token_id=None,
+    text = dict(tiny, vocab_size=len(tokenizer), bos_token_id=None,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=tiny["vision"],
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision,
                                                                 **ids)).eval()
 
 
