@@ -4,7 +4,8 @@ Qwen-Image templates load, under their names:
 
     diffusion_models/qwen_image_fp8_e4m3fn.safetensors          the transformer, diffusers' keys
     diffusion_models/qwen_image_2512_fp8_e4m3fn.safetensors     the same weights (Qwen-Image-2512's name)
-    diffusion_models/qwen_image_edit_fp8_e4m3fn.safetensors     (-Edit's), qwen_image_edit_2509_fp8_e4m3fn
+    diffusion_models/qwen_image_edit_fp8_e4m3fn.safetensors     (-Edit's), qwen_image_edit_2509_fp8_e4m3fn,
+                                                                 FireRed-Image-Edit-1.1-transformer
     diffusion_models/qwen_image_edit_2511_fp8mixed.safetensors  the same with -Edit-2511's marker (and _bf16)
     text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors          Qwen2.5-VL, original layout
     vae/qwen_image_vae.safetensors                               the VAE, Wan layout
@@ -24,7 +25,8 @@ from ...loading.encoders import qwen
 from . import FAMILY, PUBLISHED_SCHEDULER, ZERO_COND_MARK
 
 TRANSFORMER_FILES = ("qwen_image_fp8_e4m3fn.safetensors", "qwen_image_2512_fp8_e4m3fn.safetensors",
-                     "qwen_image_edit_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors")
+                     "qwen_image_edit_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors",
+                     "FireRed-Image-Edit-1.1-transformer.safetensors")  # FireRed: a Qwen-Image-Edit fine-tune
 EDIT_2511_FILE = "qwen_image_edit_2511_fp8mixed.safetensors"
 EDIT_2511_FILES = (EDIT_2511_FILE, "qwen_image_edit_2511_bf16.safetensors")
 FILES = {"transformer": "diffusion_models/" + TRANSFORMER_FILES[0],
