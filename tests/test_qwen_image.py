@@ -462,3 +462,32 @@ def test_a_lora_on_the_transformer_matches_the_pipelines(parts, loaded):
     print("lora max abs pixel difference", difference)
     assert difference < 1e-5, difference
     assert float(np.abs(ours - plain).max()) > 1e-3  # the LoRA changes the image
+
+
+def test_the_text_encoder_is_dropped_under_memory_pressure_and_loaded_again(parts, loaded):
+    """The Qwen2.5-VL encoder is an ordinary cached model: with a host budget that holds the transformer
+    and the VAE but not the text encoder too, it is dropped once the prompts are encoded (it is the least
+    recently used), the image is the same, and a new prompt loads it again."""
+    from graph import Env, Loom
+    from graph.cache import models as models_in
+
+    from nodes.loading.checkpoints import load_text_encoder, load_unet, load_vae
+    from tests._sd import run_node
+
+    loom, models, written = loaded
+    sizes = {part: sum(p.numel() * 4 for p in model.parameters()) for part, model in (
+        ("transformer", load_unet(written["transformer"], "cpu", torch.float32)[0]),
+        ("vae", load_vae(written["vae"], "cpu", torch.float32)),
+        ("text_encoder", load_text_encoder(written["text_encoder"], "cpu", torch.float32)[2]))}
+    budget = sizes["transformer"] + sizes["vae"] + sizes["text_encoder"] // 2
+    tight = Loom(Env.from_data_dir(loom.env.data_dir, models_dir=models, device="cpu", dtype="float32"),
+                 cache_bytes=budget)
+    graph = txt2img_graph(steps=2, batch=1)
+    image = run_node(tight, graph, "9")
+    held = {type(m).__name__ for _, entry in tight.executor.cache.items() for m in models_in(entry.outputs)}
+    assert "Qwen2_5_VLModel" not in held and "QwenImageTransformer2DModel" in held, held
+    assert torch.equal(image, run_node(loom, graph, "9"))
+    roomy = {type(m).__name__ for _, entry in loom.executor.cache.items() for m in models_in(entry.outputs)}
+    assert "Qwen2_5_VLModel" in roomy  # without the pressure it stays
+    graph["5"]["inputs"]["text"] = "a blue fox"
+    assert run_node(tight, graph, "9").shape == image.shape
