@@ -266,3 +266,38 @@ def test_custom_sampling_gives_the_ksamplers_pixels(loaded):
                   "latent_image": ["4", 0]}}})
     g["9"]["inputs"]["samples"] = ["14", 0]
     assert np.array_equal(run_node(loom, g, "9").numpy(), ksampler)
+
+
+TEMPLATES = ["flux_dev_checkpoint_example", "flux_dev_full_text_to_image", "flux_schnell",
+             "flux_schnell_full_text_to_image", "flux1_krea_dev"]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_the_flux_templates_run_on_the_tiny_files(loaded, name):
+    """Each Flux.1 template of comfyui-workflow-templates (its JSON as the package ships it, subgraphs
+    expanded) runs end to end on the tiny files written under the names it asks for; only the image
+    size (32 px) and the steps (2) are made small."""
+    pytest.importorskip("comfyui_workflow_templates_json")
+    from importlib import resources
+
+    from graph import Registry
+    from graph.formats import to_api
+
+    loom, _ = loaded
+    template = json.loads((resources.files("comfyui_workflow_templates_json") / "templates" / f"{name}.json").read_text())
+    registry = Registry()
+    registry.add_package("nodes")
+    prompt = to_api(template, registry)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "EmptySD3LatentImage":
+            inputs.update(width=32, height=32)
+        if node["class_type"] == "KSampler":
+            inputs["steps"] = 2
+    validation = loom.validate(prompt)
+    assert validation.ok, validation.response()
+    result = loom.run(validation)
+    assert result.ok, result.error
+    saves = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    images = [image for k in saves for image in result.outputs[k]["images"]]
+    assert len(saves) == 1 and len(images) == 1 and images[0]["filename"].endswith(".png")
