@@ -301,3 +301,43 @@ def test_the_flux_templates_run_on_the_tiny_files(loaded, name):
     saves = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
     images = [image for k in saves for image in result.outputs[k]["images"]]
     assert len(saves) == 1 and len(images) == 1 and images[0]["filename"].endswith(".png")
+
+
+def test_packing_and_ids_are_the_pipelines_and_odd_sizes_are_padded(pipes):
+    """pack / image_ids equal FluxPipeline's _pack_latents / _prepare_latent_image_ids; unpack inverts
+    pack; an odd latent side is padded as ComfyUI pads it and the prediction cropped back."""
+    import copy
+
+    from diffusers import FluxPipeline
+
+    from nodes.families.flux.guide import image_ids, pack, unpack, velocity
+
+    x = torch.randn(2, 16, 6, 4)
+    assert torch.equal(pack(x), FluxPipeline._pack_latents(x, 2, 16, 6, 4))
+    assert torch.equal(unpack(pack(x), 6, 4), x)
+    assert torch.equal(image_ids(6, 4), FluxPipeline._prepare_latent_image_ids(2, 3, 2, "cpu", torch.float32))
+    dev = pipes["dev"].transformer
+    embeds, pooled = torch.randn(1, 5, 32), torch.randn(1, 32)
+    odd = torch.randn(1, 16, 5, 7)
+    with torch.no_grad():
+        assert velocity(dev, odd, 0.5, embeds, pooled, 3.5).shape == (1, 16, 5, 7)
+        # FluxDisableGuidance (guidance None) on dev: no guidance term, as a model whose guidance
+        # embedding gives zeros
+        silent = copy.deepcopy(dev)
+        silent.time_text_embed.guidance_embedder.linear_2.weight.zero_()
+        silent.time_text_embed.guidance_embedder.linear_2.bias.zero_()
+        off = velocity(dev, x, 0.5, embeds, pooled, None)
+        assert torch.equal(off, velocity(silent, x, 0.5, embeds, pooled, 7.0))
+        assert not torch.equal(off, velocity(dev, x, 0.5, embeds, pooled, 0.0))
+        assert dev.time_text_embed is not silent.time_text_embed and "Without" not in type(dev.time_text_embed).__name__
+
+
+def test_cfg_above_one_runs_the_negative(loaded):
+    """cfg 2 with ConditioningZeroOut as the negative (templates' wiring): a different image than cfg 1."""
+    from tests._sd import run_node
+
+    loom, _ = loaded
+    g = graph("schnell", "simple", steps=2)
+    one = run_node(loom, g, "9").numpy()
+    g["7"]["inputs"]["cfg"] = 2.0
+    assert not np.array_equal(one, run_node(loom, g, "9").numpy())
