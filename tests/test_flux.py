@@ -341,3 +341,17 @@ def test_cfg_above_one_runs_the_negative(loaded):
     one = run_node(loom, g, "9").numpy()
     g["7"]["inputs"]["cfg"] = 2.0
     assert not np.array_equal(one, run_node(loom, g, "9").numpy())
+
+
+def test_ksampler_advanced_over_all_steps_is_ksampler(loaded):
+    from tests._sd import run_node
+
+    loom, _ = loaded
+    g = graph("dev", "simple", steps=2)
+    plain = run_node(loom, g, "9").numpy()
+    k = g["7"]["inputs"]
+    g["7"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": k["model"], "positive": k["positive"], "negative": k["negative"], "latent_image": k["latent_image"],
+        "add_noise": "enable", "noise_seed": k["seed"], "steps": 2, "cfg": 1.0, "sampler_name": "euler",
+        "scheduler": "simple", "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    assert np.array_equal(run_node(loom, g, "9").numpy(), plain)
