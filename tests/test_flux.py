@@ -355,3 +355,25 @@ def test_ksampler_advanced_over_all_steps_is_ksampler(loaded):
         "add_noise": "enable", "noise_seed": k["seed"], "steps": 2, "cfg": 1.0, "sampler_name": "euler",
         "scheduler": "simple", "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
     assert np.array_equal(run_node(loom, g, "9").numpy(), plain)
+
+
+def test_comfyuis_clip_l_file_with_its_projection_loads_as_clip_l(tmp_path):
+    """ComfyUI's clip_l.safetensors keeps CLIP-L's (unused) text projection and logit scale: still CLIP-L,
+    those tensors left out. (768 wide, one layer: the width is what says CLIP-L.)"""
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodes.loading.checkpoints import load_text_encoder
+
+    torch.manual_seed(0)
+    model = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=64, num_attention_heads=12,
+                                         num_hidden_layers=1, vocab_size=1000, max_position_embeddings=77))
+    state = {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in model.state_dict().items()
+             if "position_ids" not in k}
+    save_file({**state, "text_projection.weight": torch.randn(768, 768), "logit_scale": torch.tensor(4.6)},
+              tmp_path / "clip_l.safetensors")
+    kind, _, loaded = load_text_encoder(tmp_path / "clip_l.safetensors", torch.device("cpu"), torch.float32)
+    assert kind == "clip_l" and type(loaded).__name__ == "CLIPTextModel"
+    ids = torch.tensor([[0, 5, 6, 999]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)

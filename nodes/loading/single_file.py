@@ -221,8 +221,8 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
                 state = {k: v for k, v in state.items() if f"layers.{last}." not in k}
         layers = len(key_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
         config = open_clip_config(sd, prefix, layers)
-        if not projection:
-            state.pop("text_projection.weight", None)
+    if not projection:  # also ComfyUI's clip_l.safetensors, which keeps CLIP-L's unused projection
+        state.pop("text_projection.weight", None)
     tokenizer = tokenizer_for(config["vocab_size"], config["max_position_embeddings"],
                               OPEN_CLIP_PAD if layout == "open_clip" else None)
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
