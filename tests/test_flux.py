@@ -377,3 +377,26 @@ def test_comfyuis_clip_l_file_with_its_projection_loads_as_clip_l(tmp_path):
     ids = torch.tensor([[0, 5, 6, 999]])
     with torch.no_grad():
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("guidance", [True, False])
+def test_the_published_shapes_give_the_published_config(guidance):
+    """FLUX.1 dev's / schnell's full-size transformer (on the meta device: shapes only) written in BFL's
+    layout reads back as the published config, and converts to exactly its keys and shapes."""
+    from diffusers import FluxTransformer2DModel
+
+    from nodes.families.flux import TRANSFORMER
+    from nodes.families.flux.files import convert, transformer_config
+    from nodes.families.flux.tiny import transformer_to_original
+
+    published = {**TRANSFORMER, "guidance_embeds": guidance}
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**published)
+    state = model.state_dict()
+    original = transformer_to_original(state)
+    # weights and biases: q, k, v fused twice per double block (-8), with the MLP input per single block (-6)
+    assert len(original) == len(state) - 19 * 8 - 38 * 6
+    config = transformer_config(original)
+    assert config == {**published, "out_channels": None}
+    back = convert(dict(original), 3072)
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in state.items()}
