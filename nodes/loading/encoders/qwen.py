@@ -19,9 +19,12 @@ TOKENIZER_FOLDER = "qwen25_tokenizer"
 QWEN3_MARK = "model.layers.0.self_attn.q_norm.weight"  # Qwen3 normalises q and k (Qwen2 does not)
 PAD_TOKEN = "<|endoftext|>"  # Qwen's pad (id 151643 in the published vocabulary)
 SPECIAL = ["<|im_start|>", "<|im_end|>"]
-# What Qwen's chat template gives for user messages with a generation prompt.
+# What Qwen3's chat template gives for user messages with a generation prompt (thinking turned off:
+# an empty thinking block, as Flux.2 Klein's pipeline asks).
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+                 "{% endif %}")
 
 
 def is_qwen3(sd: dict) -> bool:
