@@ -19,7 +19,8 @@ FLUX2_CHANNELS = 128  # ComfyUI's Flux.2 LATENT: the VAE's 32 channels in 2x2 pa
 
 
 class EmptyFlux2LatentImage(Node):
-    """ComfyUI's empty Flux.2 latent: (batch, 128, height / 16, width / 16) zeros."""
+    """ComfyUI's empty Flux.2 latent: (batch, 128, height // 16, width // 16) zeros (sides that are not
+    multiples of 16, as an edit template's image size gives them, are floored as ComfyUI floors them)."""
     category = "latent"  # ComfyUI's
     display_name = "Empty Flux 2 Latent"
     width = Int(1024, min=16, max=MAX_RESOLUTION, step=16)
@@ -28,8 +29,8 @@ class EmptyFlux2LatentImage(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        latent = empty_latent(self.batch_size, FLUX2_CHANNELS, self.width, self.height, device_of(ctx.env))
         h, w = self.height // 16, self.width // 16
+        latent = empty_latent(self.batch_size, FLUX2_CHANNELS, w * 16, h * 16, device_of(ctx.env))
         return {**latent, "samples": latent["samples"].new_zeros((self.batch_size, FLUX2_CHANNELS, h, w))}
 
 
