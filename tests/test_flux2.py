@@ -56,8 +56,11 @@ def test_comfyuis_single_files_hold_the_same_weights(variant, dev, klein, tmp_pa
     vae = vae_from_file(files["vae"])
     assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.state_dict().items())
     written = write_comfy_files(tmp_path, pipe=pipe, variant=variant)
-    kind, _, encoder = load_text_encoder(written[next(n for n in written if "text_encoders" in n)], "cpu", torch.float32)
+    kind, tokenizer, encoder = load_text_encoder(written[next(n for n in written if "text_encoders" in n)], "cpu",
+                                                 torch.float32)
     assert kind == ("mistral3_24b" if variant == "dev" else "qwen3_4b")
+    text = DEV_TEMPLATE.format("a red cat, é")  # Dev: the tokenizer is the file's own tekken.json (as ComfyUI's)
+    assert tokenizer(text, add_special_tokens=False).input_ids == pipe.tokenizer(text, add_special_tokens=False).input_ids
     assert all(torch.equal(v, pipe.text_encoder.state_dict()[k]) for k, v in encoder.state_dict().items())
 
 

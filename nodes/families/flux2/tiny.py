@@ -2,7 +2,7 @@
 Flux2KleinPipeline) and the single files ComfyUI's Flux.2 templates load, under their names:
 
     diffusion_models/flux2_dev_fp8mixed.safetensors, flux-2-klein-4b.safetensors, ...   BFL's layout
-    text_encoders/mistral_3_small_flux2_bf16.safetensors (Dev)  Mistral's keys under `model.`
+    text_encoders/mistral_3_small_flux2_bf16.safetensors (Dev)  Mistral's keys under `model.`, tekken_model
     text_encoders/qwen_3_4b.safetensors (Klein)                 Qwen3's keys under `model.`
     vae/flux2-vae.safetensors, full_encoder_small_decoder.safetensors   LDM layout + `bn.*`
 
@@ -148,8 +148,14 @@ def vae_to_original(vae) -> dict:
 
 
 def comfy_files(pipe) -> dict[str, dict]:
-    return {"transformer": transformer_to_original(pipe.transformer.state_dict()),
-            "text_encoder": {"model." + k: v for k, v in pipe.text_encoder.state_dict().items()},
+    """The single files' state dicts by part; Mistral's carries its tokenizer as ComfyUI's does (the
+    tekken.json bytes in a `tekken_model` uint8 tensor)."""
+    import torch
+
+    text = {"model." + k: v for k, v in pipe.text_encoder.state_dict().items()}
+    if type(pipe.text_encoder).__name__.startswith("Mistral"):
+        text[mistral.TEKKEN_KEY] = torch.frombuffer(bytearray(mistral.tiny_tekken()), dtype=torch.uint8)
+    return {"transformer": transformer_to_original(pipe.transformer.state_dict()), "text_encoder": text,
             "vae": vae_to_original(pipe.vae)}
 
 
@@ -166,8 +172,8 @@ def write_comfy_files(models_dir: str | Path, seed: int = 0, pipe=None, variant:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in state.items()}, str(path))
             written[name] = path
-    folder = mistral.TOKENIZER_FOLDER if variant == "dev" else qwen.TOKENIZER_FOLDER
-    pipe.tokenizer.save_pretrained(models_dir / "text_encoders" / folder)
+    if variant == "klein":  # Qwen's tokenizer where Loom looks for it (Mistral's is in its file)
+        pipe.tokenizer.save_pretrained(models_dir / "text_encoders" / qwen.TOKENIZER_FOLDER)
     return written
 
 

@@ -104,6 +104,20 @@ def tiny_tokenizer(max_length: int = 512):
     return tokenizer
 
 
+def tiny_tekken() -> bytes:
+    """tiny_tokenizer's vocabulary as a tekken.json (what ComfyUI's Mistral files carry): the same
+    control tokens, then the 256 bytes as the BPE's ranks, no merges."""
+    import base64
+    import json
+
+    specials = [{"rank": i, "token_str": SPECIAL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+                for i in range(NUM_SPECIAL)]
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode()} for i in range(256)]
+    config = {"pattern": r"\s?\S+|\s+", "num_vocab_tokens": NUM_SPECIAL + 256,
+              "default_vocab_size": NUM_SPECIAL + 256, "default_num_special_tokens": NUM_SPECIAL, "version": "v7"}
+    return json.dumps({"config": config, "vocab": vocab, "special_tokens": specials}).encode()
+
+
 # Mistral's chat format for a system and a user message (content as text or a list of text parts).
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}"
                  "{% set text = m['content'] if m['content'] is string else m['content'][0]['text'] %}"
