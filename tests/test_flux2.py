@@ -253,3 +253,47 @@ def test_dev_graph_matches_flux2_pipeline(dev, dev_loom, edit):
     OUTPUTS.setdefault("dev", ours)
     assert not edit or float(np.abs(ours - OUTPUTS["dev"]).max()) > 1e-3
     assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("variant", ["dev", "klein"])
+def test_a_diffusers_folder_loads_and_encodes_as_the_single_files(variant, dev, klein, tmp_path):
+    """The pipeline's save_pretrained folder: recognised, its VAE in Loom's latent convention, its text
+    encoder (AutoModel / AutoTokenizer, as published folders hold them) encoding as the files do."""
+    from nodes.families import family_of_folder, runtime_of
+    from nodes.families.flux2.files import encode_dev, encode_klein
+    from nodes.loading.bundles import Clip
+    from nodes.loading.checkpoints import load_checkpoint
+
+    pipe = dev if variant == "dev" else klein
+    pipe.save_pretrained(tmp_path / variant, safe_serialization=True)
+    name = "flux2" if variant == "dev" else "flux2_klein"
+    assert family_of_folder(tmp_path / variant) == name
+    parts = load_checkpoint(tmp_path / variant, "cpu", torch.float32)
+    assert parts.family == name and type(parts.vae).__name__ == "Flux2VAE"
+    (cond,) = runtime_of(name).encode(Clip(parts.tokenizer, parts.text_encoder, None, None, name), "a red cat")
+    encode = encode_dev if variant == "dev" else encode_klein
+    assert torch.equal(cond.embeds, encode(pipe.tokenizer, pipe.text_encoder, "a red cat"))
+
+
+def test_a_loaded_model_samples_as_comfyuis_flux2_without_a_patch(klein_loom):
+    """UNETLoader's MODEL alone: ComfyUI's Flux2 sampling (ModelSamplingFlux shift 2.02 = flow shift
+    e^2.02, timestep = sigma), so KSampler runs on it."""
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.ksampler import model_sampling
+    from tests._sd import run_node
+
+    loom, _ = klein_loom
+    model = run_node(loom, {"1": {"class_type": "UNETLoader", "inputs": {
+        "unet_name": "flux-2-klein-4b.safetensors", "weight_dtype": "default"}}}, "1")
+    ms = model_sampling(model)
+    assert model.family == "flux2_klein" and isinstance(ms, FlowSchedule) and ms.multiplier == 1.0
+    assert abs(ms.shift - np.exp(2.02)) < 1e-9
+    g = graph("flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "a red cat", {})
+    for key in ("7", "8", "9", "10", "11"):
+        del g[key]
+    g["5"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": ""}}
+    g["11"] = {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": SEED, "steps": 2, "cfg": 1.0,
+               "sampler_name": "euler", "scheduler": "simple", "positive": ["4", 0], "negative": ["5", 0],
+               "latent_image": ["6", 0], "denoise": 1.0}}
+    image = run_node(loom, g, "12")
+    assert image.shape == (2, SIZE, SIZE, 3) and float(image.std()) > 0.01

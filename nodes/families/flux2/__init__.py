@@ -97,7 +97,7 @@ FAMILY = Family(
     name="flux2", label="Flux.2 Dev", published="black-forest-labs/FLUX.2-dev",
     pipeline="Flux2Pipeline", denoiser_class="Flux2Transformer2DModel", vae_class="AutoencoderKLFlux2",
     text_encoders=(TextEncoder("text_encoder", "mistral3_24b", "text_encoders.mistral3_24b.transformer.", "hf",
-                               "Mistral3ForConditionalGeneration", tokenizer_class="AutoProcessor"),),
+                               "AutoModel", tokenizer_class="AutoTokenizer"),),
     conditioning=Conditioning("CLIPTextEncode"),
     latent=LatentFormat(channels=128, scale=1.0, shift=0.0, downscale=16),
     sampling=sampling(), scheduler=SCHEDULER, default_size=1024,

@@ -37,7 +37,7 @@ FAMILY = Family(
     name="flux2_klein", label="Flux.2 Klein", published="black-forest-labs/FLUX.2-klein-4B",
     pipeline="Flux2KleinPipeline", denoiser_class="Flux2Transformer2DModel", vae_class="AutoencoderKLFlux2",
     text_encoders=(TextEncoder("text_encoder", "qwen3_4b", "text_encoders.qwen3_4b.transformer.", "hf",
-                               "Qwen3ForCausalLM", pad_token=PAD_TOKEN, tokenizer_class="Qwen2Tokenizer"),),
+                               "AutoModel", pad_token=PAD_TOKEN, tokenizer_class="Qwen2Tokenizer"),),
     conditioning=Conditioning("CLIPTextEncode"),
     latent=LatentFormat(channels=128, scale=1.0, shift=0.0, downscale=16),
     sampling=sampling(), scheduler=SCHEDULER, default_size=1024,
