@@ -40,6 +40,10 @@ class Side:
         self.text = entry.embeds
         self.guidance = entry.extra.get("guidance", DEFAULT_GUIDANCE) if with_guidance else None
         self.references = list(entry.extra.get("reference_latents", ()))
+        method = entry.extra.get("reference_latents_method", "index")
+        if self.references and method != "index":  # the pipeline's placement is ComfyUI's "index"
+            raise ValueError(f"Flux.2 places reference latents by index (time 10, 20, ...); the reference method "
+                             f"{method!r} is not supported for Flux.2 yet")
 
     def reference_tokens(self, batch: int, dtype, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.references:
