@@ -301,3 +301,13 @@ def test_a_loaded_model_samples_as_comfyuis_flux2_without_a_patch(klein_loom):
                "latent_image": ["6", 0], "denoise": 1.0}}
     image = run_node(loom, g, "12")
     assert image.shape == (2, SIZE, SIZE, 3) and float(image.std()) > 0.01
+
+
+def test_empty_flux2_latent_floors_its_sides_as_comfyui(klein_loom):
+    """(B, 128, H // 16, W // 16) zeros, also for sides an edit template takes from a scaled image."""
+    from tests._sd import run_node
+
+    latent = run_node(klein_loom[0], {"1": {"class_type": "EmptyFlux2LatentImage",
+                                            "inputs": {"width": 102, "height": 70, "batch_size": 2}}}, "1")
+    assert latent["samples"].shape == (2, 128, 4, 6) and not latent["samples"].any()
+    assert (latent["width"], latent["height"]) == (96, 64)
