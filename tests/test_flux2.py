@@ -27,6 +27,18 @@ def test_the_declarations_and_the_loader_types():
     assert families.family_of_clip_kinds(["mistral3_24b"], "flux2") == "flux2"
     assert families.family_of_clip_kinds(["qwen3_4b"], "flux2") == "flux2_klein"
     assert families.family_of_clip_kinds(["qwen3_4b"], "lumina2") == "zimage"  # Z-Image keeps its Qwen3
+    assert families.family_of_clip_kinds(["qwen3_8b"], "flux2") == "flux2_klein9b"  # Klein 9B's Qwen3-8B
+
+
+def test_qwen3_files_are_told_apart_by_size():
+    """ComfyUI's kinds: Qwen3-8B (width 4096) is "qwen3_8b", the 4B (2560) "qwen3_4b"; shapes only (meta)."""
+    from nodes.loading.encoders import encoder_file
+
+    def qwen3(width):
+        return {"model.embed_tokens.weight": torch.empty(151936, width, device="meta"),
+                "model.layers.0.self_attn.q_norm.weight": torch.empty(128, device="meta")}
+
+    assert encoder_file(qwen3(2560)).kind == "qwen3_4b" and encoder_file(qwen3(4096)).kind == "qwen3_8b"
     for name in ("flux2", "flux2_klein"):
         declared = families.family(name)
         assert (declared.latent.channels, declared.latent.downscale, declared.latent.scale) == (128, 16, 1.0)

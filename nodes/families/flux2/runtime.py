@@ -9,7 +9,7 @@ def encode(clip, text: str) -> tuple:
     from ...conditioning import Cond
     from .files import encode_dev, encode_klein
 
-    embed = encode_klein if clip.family == "flux2_klein" else encode_dev
+    embed = encode_klein if clip.family.startswith("flux2_klein") else encode_dev
     return (Cond(embeds=embed(clip.tokenizer, clip.text_encoder, text)),)
 
 
