@@ -229,7 +229,11 @@ COMFY.update({
     "ModelSamplingFlux": ("model:MODEL max_shift:FLOAT base_shift:FLOAT width:INT height:INT", "", "MODEL"),
     "CLIPTextEncodeFlux": ("clip:CLIP clip_l:STRING t5xxl:STRING guidance:FLOAT", "", "CONDITIONING"),
 })
-
+# Flux.2 (issue 22, nodes.comfy.flux2): comfy_extras/nodes_flux.py's empty latent and schedule
+COMFY.update({
+    "EmptyFlux2LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
+    "Flux2Scheduler": ("steps:INT width:INT height:INT", "", "SIGMAS"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",
