@@ -22,7 +22,8 @@ import re
 from types import SimpleNamespace
 
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
-from ..families import SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict, scheduler_for
+from ..families import (SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict,
+                        runtime_of, scheduler_for)
 from .model_files import has_prefix, key_indices, read_state_dict
 
 CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
@@ -255,6 +256,10 @@ def load_single_file(path, device, dtype) -> dict:
     try:
         name = family_of_state_dict(sd)
         declared = family(name)
+        runtime = runtime_of(name)
+        if hasattr(runtime, "parts_from_checkpoint"):  # a family with its own torch side reads its parts
+            return _placed({"family": name, **runtime.parts_from_checkpoint(sd, path)}, device, dtype,
+                           scheduler_for(name))
         if not has_prefix(sd, declared.vae_prefix):
             raise UnknownModel(f"holds no VAE (no '{declared.vae_prefix}*' keys)")
         parts = {"family": name}
@@ -269,8 +274,16 @@ def load_single_file(path, device, dtype) -> dict:
         raise CheckpointError(f"{path.name}: {exc}") from None
     except KeyError as exc:
         raise CheckpointError(f"{path.name}: expected tensor {exc} of the {name} layout is missing") from None
+    return _placed(parts, device, dtype, scheduler_for(name, declared.prediction_type(sd)))
+
+
+def _placed(parts: dict, device, dtype, scheduler_config: dict) -> dict:
+    """The parts on the device and dtype, encoders past the second in `more` ({slot: (tokenizer, model)})."""
+    more = {}
+    for slot in [k for k in parts if k.startswith("text_encoder") and k not in ("text_encoder", "text_encoder_2")]:
+        more[slot] = (parts.pop("tokenizer" + slot.removeprefix("text_encoder"), None), place(parts.pop(slot), device,
+                                                                                              dtype))
     for slot in ("text_encoder", "text_encoder_2", "unet", "vae"):
         if parts.get(slot) is not None:
             parts[slot] = place(parts[slot], device, dtype)
-    parts["scheduler_config"] = scheduler_for(name, declared.prediction_type(sd))
-    return parts
+    return {**parts, "scheduler_config": scheduler_config, **({"more": more} if more else {})}
