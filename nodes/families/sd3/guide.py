@@ -20,13 +20,28 @@ from ...conditioning import as_conditioning
 @dataclass(frozen=True)
 class SkipLayers:
     """ComfyUI's SkipLayerGuidanceDiTSimple: the negative pass skips these joint blocks while
-    sigma_end <= sigma <= sigma_start (ComfyUI's percent_to_sigma of its start and end percents)."""
+    sigma_end < sigma <= sigma_start (ComfyUI's percent_to_sigma of its start and end percents)."""
     blocks: tuple[int, ...]
     sigma_start: float
     sigma_end: float
 
     def active(self, sigma: float) -> bool:
-        return bool(self.blocks) and self.sigma_end <= sigma <= self.sigma_start
+        return bool(self.blocks) and self.sigma_end < sigma <= self.sigma_start
+
+
+@dataclass(frozen=True)
+class SkipLayersAfterCfg:
+    """ComfyUI's SkipLayerGuidanceDiT / SkipLayerGuidanceSD3: after CFG, + scale * (positive - positive
+    with these blocks skipped) in the same sigma range (velocities; the pipeline's skip_guidance_layers
+    does the same), then optionally rescaled towards the positive prediction's spread."""
+    blocks: tuple[int, ...]
+    scale: float
+    sigma_start: float
+    sigma_end: float
+    rescaling_scale: float = 0.0
+
+    def active(self, sigma: float) -> bool:
+        return bool(self.blocks) and self.scale > 0 and self.sigma_end < sigma <= self.sigma_start
 
 
 def _side(conditioning, side: str, joint: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +59,9 @@ def _side(conditioning, side: str, joint: int) -> tuple[torch.Tensor, torch.Tens
 
 class SD3Guide:
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False,
-                 skip: SkipLayers | None = None, multiplier: float = 1000):
+                 skip: SkipLayers | None = None, multiplier: float = 1000, after: SkipLayersAfterCfg | None = None):
         self.transformer, self.cfg, self.skip, self.multiplier = transformer, cfg, skip, multiplier
+        self.after = after
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
         self.keep_uncond, self.last_uncond = keep_uncond, None
         joint = transformer.config.joint_attention_dim
@@ -72,7 +88,7 @@ class SD3Guide:
         t = torch.as_tensor(t, device=x.device)
         skipping = self.guided and self.skip is not None and self.skip.active(float(t) / self.multiplier)
         if not self.guided:
-            return self._velocity(x, t, self.sides)
+            return self._after(x, t, self._velocity(x, t, self.sides), None)
         if skipping:  # ComfyUI: the positive pass as usual, the negative one with the blocks skipped
             cond = self._velocity(x, t, self.sides[1:])
             uncond = self._velocity(x, t, self.sides[:1], list(self.skip.blocks))
@@ -82,4 +98,15 @@ class SD3Guide:
             uncond, cond = (self._velocity(x, t, [s]) for s in self.sides)
         if self.keep_uncond:
             self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self._after(x, t, uncond + self.cfg * (cond - uncond), cond)
+
+    def _after(self, x, t, guided: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """SkipLayersAfterCfg's term (ComfyUI's post-CFG function: also at cfg 1)."""
+        if self.after is not None and self.after.active(float(t) / self.multiplier):
+            cond = guided if cond is None else cond
+            skipped = self._velocity(x, t, self.sides[-1:], list(self.after.blocks))
+            guided = guided + (cond - skipped) * self.after.scale
+            if self.after.rescaling_scale:
+                factor = cond.std() / guided.std()
+                guided = guided * (self.after.rescaling_scale * factor + (1 - self.after.rescaling_scale))
+        return guided

@@ -19,8 +19,9 @@ def encode(clip, text: str, **texts) -> tuple:
 
 def guide(model, positive, negative, cfg: float, keep_uncond: bool):
     from ...comfy.ksampling.ksampler import model_sampling
-    from .guide import SD3Guide, SkipLayers
+    from .guide import SD3Guide, SkipLayers, SkipLayersAfterCfg
 
     skip = next((p for p in reversed(model.patches) if isinstance(p, SkipLayers)), None)
+    after = next((p for p in reversed(model.patches) if isinstance(p, SkipLayersAfterCfg)), None)
     return SD3Guide(model.unet, positive, negative, cfg, keep_uncond=keep_uncond, skip=skip,
-                    multiplier=getattr(model_sampling(model), "multiplier", 1000))
+                    multiplier=getattr(model_sampling(model), "multiplier", 1000), after=after)

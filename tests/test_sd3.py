@@ -1,0 +1,156 @@
+"""SD 3.5 (issue 21): the family declaration, tiny models (large and medium) in ComfyUI's files, and
+Loom's ComfyUI graph from those files against StableDiffusion3Pipeline on the same weights, given
+ComfyUI's noise and sigmas. Tiny: 32 px, 3 steps, batch 2."""
+import numpy as np
+import pytest
+import torch
+
+import nodes.families as families
+from nodes.families.sd3 import FAMILY, TINY_LARGE, TINY_MEDIUM
+from nodes.families.sd3.tiny import (CHECKPOINTS, TRANSFORMERS, build_pipeline, comfy_files, write_comfy_files)
+from tests.test_zimage import ComfyFlowEuler
+
+VARIANTS = ("large", "medium")
+POSITIVE, NEGATIVE = "a red cat on a wooden table", "blurry dog"
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {v: build_pipeline(0, v) for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def loaded(pipes, tmp_path_factory):
+    from graph import Env, Loom
+
+    models = tmp_path_factory.mktemp("sd3_models")
+    written = write_comfy_files(models, pipes=pipes)
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("sd3_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    return loom, models, written
+
+
+def test_the_declaration_is_the_published_models():
+    assert FAMILY.latent.channels == 16 and (FAMILY.latent.scale, FAMILY.latent.shift) == (1.5305, 0.0609)
+    assert (FAMILY.sampling.prediction, FAMILY.sampling.shift, FAMILY.sampling.multiplier) == ("flow", 3.0, 1000)
+    config = families.scheduler_for("sd3")
+    assert config["_class_name"] == "FlowMatchEulerDiscreteScheduler" and config["shift"] == 3.0
+    assert TINY_LARGE["dual_attention_layers"] == () and TINY_MEDIUM["dual_attention_layers"] == (0,)
+
+
+def test_comfyuis_loader_types_pick_sd3_for_any_part_of_its_encoders():
+    for kinds in (["clip_l", "clip_g", "t5xxl"], ["t5xxl", "clip_l"], ["clip_g", "clip_l"], ["t5xxl"]):
+        assert families.family_of_clip_kinds(kinds, "sd3") == "sd3"
+    assert families.family_of_clip_kinds(["clip_l", "clip_l"], "sd3") is None
+    assert families.family_of_clip_kinds(["clip_g"]) == "sdxl_refiner"  # an exact family first
+    assert families.family_of_clip_kinds(["clip_g", "clip_l"], "sdxl") == "sdxl"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_comfyuis_transformer_file_holds_the_same_weights(pipes, variant):
+    """The original MMDiT keys convert back (diffusers' own converter) to the exact diffusers weights;
+    the config read off the shapes is the pipeline's; the registry calls it SD3."""
+    from diffusers.loaders import single_file_utils
+
+    from nodes.families.sd3.files import transformer_config
+
+    pipe = pipes[variant]
+    original = comfy_files(pipe)["transformer"]
+    assert ("joint_blocks.0.x_block.attn2.qkv.weight" in original) == (variant == "medium")
+    back = getattr(single_file_utils, FAMILY.denoiser_converter)(dict(original))
+    expected = pipe.transformer.state_dict()
+    assert back.keys() == expected.keys() and all(torch.equal(back[k], expected[k]) for k in expected)
+    config = transformer_config(original)
+    assert {k: v for k, v in config.items() if k != "sample_size"} == \
+        {k: v for k, v in {**pipe.transformer.config, "dual_attention_layers": tuple(
+            pipe.transformer.config.dual_attention_layers)}.items() if k in config and k != "sample_size"}
+    assert families.family_of_unet_state_dict(original, "") == "sd3"
+    whole = {"model.diffusion_model." + k: v for k, v in original.items()}
+    assert families.family_of_unet_state_dict(whole) == "sd3"
+
+
+def test_a_whole_checkpoint_loads_every_part(loaded, pipes):
+    from nodes.loading.checkpoints import load_checkpoint
+
+    _, models, _ = loaded
+    parts = load_checkpoint(models / CHECKPOINTS["large"], "cpu", torch.float32)
+    assert parts.family == "sd3" and type(parts.unet).__name__ == "SD3Transformer2DModel"
+    assert (parts.vae.config.scaling_factor, parts.vae.config.shift_factor) == (1.5305, 0.0609)
+    pipe = pipes["large"]
+    for ours, theirs in ((parts.unet, pipe.transformer), (parts.vae, pipe.vae)):
+        expected = theirs.state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
+    ids = pipe.tokenizer_2("a cat", return_tensors="pt").input_ids
+    assert torch.equal(parts.text_encoder_2(ids).text_embeds, pipe.text_encoder_2(ids).text_embeds)
+
+
+def sd3_graph(ckpt: str, seed: int, cfg: float, scheduler: str, steps: int = 3, batch: int = 2, size: int = 32,
+              separate: str | None = None) -> dict:
+    """sd3.5_simple_example's graph (CheckpointLoaderSimple, two CLIPTextEncode, EmptySD3LatentImage,
+    KSampler, VAEDecode) at a tiny size; `separate`: the transformer file with UNETLoader and the CLIPs
+    with DualCLIPLoader type sd3 instead (what ComfyUI's SD3 examples also do)."""
+    graph = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["4", 1]}},
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+            "scheduler": scheduler, "denoise": 1.0, "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    }
+    if separate:
+        graph["10"] = {"class_type": "UNETLoader", "inputs": {"unet_name": separate, "weight_dtype": "default"}}
+        graph["11"] = {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "clip_g.safetensors", "clip_name2": "clip_l.safetensors", "type": "sd3"}}
+        graph["3"]["inputs"]["model"] = ["10", 0]
+        graph["6"]["inputs"]["clip"] = graph["7"]["inputs"]["clip"] = ["11", 0]
+    return graph
+
+
+def reference_images(pipe, seed: int, cfg: float, scheduler: str, steps: int = 3, batch: int = 2, size: int = 32):
+    """StableDiffusion3Pipeline with ComfyUI's euler, sigmas and noise. Without T5 the pipeline would put
+    zeros of max_sequence_length tokens after the CLIP tokens, ComfyUI nothing: max_sequence_length 0."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+
+    sigmas = ksampler_sigmas(FlowSchedule(3.0, 1000), "euler", scheduler, steps)
+    noise = prepare_noise((batch, 16, size // 8, size // 8), seed)
+    reference = StableDiffusion3Pipeline(**{**pipe.components, "scheduler": ComfyFlowEuler()})
+    reference.set_progress_bar_config(disable=True)
+    return reference(POSITIVE, negative_prompt=NEGATIVE, num_images_per_prompt=batch, guidance_scale=cfg,
+                     latents=noise, height=size, width=size, num_inference_steps=steps, sigmas=sigmas[:-1].tolist(),
+                     max_sequence_length=0 if pipe.text_encoder_3 is None else 77, output_type="np").images
+
+
+@pytest.mark.parametrize("variant,scheduler", [("large", "simple"), ("large", "sgm_uniform"),
+                                               ("medium", "simple"), ("medium", "beta")])
+def test_the_simple_examples_graph_matches_the_pipeline(loaded, pipes, variant, scheduler):
+    """Loom's graph from ComfyUI's whole checkpoint (seed 7, 3 steps, cfg 4 with a negative prompt,
+    batch 2) against StableDiffusion3Pipeline on the same weights. Max abs pixel difference 0: the same
+    encoders, one transformer call on cat([negative, positive]) with timestep sigma * 1000, u + g(c - u),
+    ComfyUI's Euler step on both sides, the same decode."""
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    ours = run_node(loom, sd3_graph(CHECKPOINTS[variant].split("/")[1], 7, 4.0, scheduler), "8").numpy()
+    theirs = reference_images(pipes[variant], 7, 4.0, scheduler)
+    difference = float(np.abs(ours - theirs).max())
+    assert ours.shape == (2, 32, 32, 3) and difference == 0.0, difference
+    assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3  # two different images
+
+
+def test_the_separate_files_give_the_checkpoints_pixels(loaded):
+    """UNETLoader (diffusion_models/sd3.5_large.safetensors) + DualCLIPLoader type sd3 (clip_g, clip_l in
+    either order) give exactly the whole checkpoint's pixels."""
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    whole = run_node(loom, sd3_graph(CHECKPOINTS["large"].split("/")[1], 3, 3.0, "simple"), "8")
+    apart = run_node(loom, sd3_graph(CHECKPOINTS["large"].split("/")[1], 3, 3.0, "simple",
+                                     separate=TRANSFORMERS["large"].split("/")[1]), "8")
+    assert torch.equal(whole, apart)
