@@ -223,6 +223,13 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# Flux.1 (nodes.families.flux): comfy_extras/nodes_model_advanced.py's ModelSamplingFlux (nodes.comfy.flow),
+# nodes_flux.py's CLIPTextEncodeFlux (nodes.comfy.flux)
+COMFY.update({
+    "ModelSamplingFlux": ("model:MODEL max_shift:FLOAT base_shift:FLOAT width:INT height:INT", "", "MODEL"),
+    "CLIPTextEncodeFlux": ("clip:CLIP clip_l:STRING t5xxl:STRING guidance:FLOAT", "", "CONDITIONING"),
+})
+
 # SD 3.5 (comfy_extras/nodes_sd3.py, nodes_slg.py): nodes.comfy.loaders, nodes.comfy.sd3
 COMFY.update({
     "TripleCLIPLoader": ("clip_name1:COMBO clip_name2:COMBO clip_name3:COMBO", "device:COMBO", "CLIP"),

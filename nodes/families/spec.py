@@ -97,6 +97,11 @@ class Runtime(Protocol):
         on the meta device with the file's weights, not yet placed; the caller adds the family, places
         them and adds the scheduler. `path` is the file (a tokenizer may be read beside it)."""
 
+    def model_sampling(self, unet):
+        """Optional: ComfyUI's model sampling of this denoiser when no ModelSampling* node set one (a
+        nodes.comfy.ksampling FlowSchedule; Flux.1 dev: FluxSchedule, schnell: discrete flow). Without
+        it, the scheduler config decides (nodes.comfy.ksampling.ksampler.model_sampling)."""
+
     def write_tiny(self, folder, seed: int = 0):
         """A tiny random diffusers folder of the family (its pipeline's save_pretrained)."""
 

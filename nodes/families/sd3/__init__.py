@@ -43,8 +43,7 @@ MEDIUM = dict(LARGE, num_layers=24, num_attention_heads=24, caption_projection_d
 # Tiny ones (diffusers' own SD3 tests' widths): 32-wide CLIPs (pooled 64), a 64-wide T5 (the joint
 # width: the CLIPs' 64 fit it), two blocks of 4 heads of 8; medium's first block has dual attention.
 TINY_T5 = dict(d_model=64, d_ff=64, d_kv=16, num_heads=4, num_layers=2, relative_attention_num_buckets=8,
-               relative_attention_max_distance=32, dropout_rate=0.0, feed_forward_proj="gated-gelu",
-               is_encoder_decoder=False, use_cache=False)
+               dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
 TINY_LARGE = dict(LARGE, sample_size=32, num_layers=2, attention_head_dim=8, num_attention_heads=4,
                   joint_attention_dim=TINY_T5["d_model"], caption_projection_dim=32, pooled_projection_dim=64,
                   pos_embed_max_size=16)

@@ -99,12 +99,10 @@ def _clip(tokenizer, model, text: str):
 
 
 def _t5(tokenizer, model, text: str):
-    import torch
+    """ComfyUI's T5 tokens (`</s>`, padded to at least 77, no truncation), the last hidden state."""
+    from ...loading.encoders import t5
 
-    length = max(T5_MIN_TOKENS, len(tokenizer(text).input_ids))  # ComfyUI: no upper limit
-    ids = tokenizer(text, padding="max_length", max_length=length, return_tensors="pt").input_ids.to(model.device)
-    with torch.no_grad():
-        return model(ids)[0]
+    return t5.encode(tokenizer, model, text, T5_MIN_TOKENS)
 
 
 def encode(clip, text: str, clip_l: str | None = None, clip_g: str | None = None, t5xxl: str | None = None):

@@ -195,8 +195,8 @@ def write_comfy_files(models_dir: str | Path, seed: int = 0, pipes: dict | None 
             if slot in files:
                 written[slot] = _save(files[slot], models_dir / name)
     t5 = _t5_module()
-    if t5 is not None and hasattr(t5, "save_tiny_tokenizer") and "text_encoder_3" in written:
-        t5.save_tiny_tokenizer(written["text_encoder_3"].parent)
+    if t5 is not None and "text_encoder_3" in written:  # T5's tokenizer where the loader looks for it
+        t5.write_tiny_tokenizer(written["text_encoder_3"].parent)
     return written
 
 
