@@ -88,7 +88,7 @@ def sd3_graph(ckpt: str, seed: int, cfg: float, scheduler: str, steps: int = 3, 
               separate: str | None = None) -> dict:
     """sd3.5_simple_example's graph (CheckpointLoaderSimple, two CLIPTextEncode, EmptySD3LatentImage,
     KSampler, VAEDecode) at a tiny size; `separate`: the transformer file with UNETLoader and the CLIPs
-    with DualCLIPLoader type sd3 instead (what ComfyUI's SD3 examples also do)."""
+    with TripleCLIPLoader instead (what ComfyUI's SD3 examples also do)."""
     graph = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["4", 1]}},
@@ -102,8 +102,9 @@ def sd3_graph(ckpt: str, seed: int, cfg: float, scheduler: str, steps: int = 3, 
     }
     if separate:
         graph["10"] = {"class_type": "UNETLoader", "inputs": {"unet_name": separate, "weight_dtype": "default"}}
-        graph["11"] = {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "clip_g.safetensors", "clip_name2": "clip_l.safetensors", "type": "sd3"}}
+        graph["11"] = {"class_type": "TripleCLIPLoader", "inputs": {
+            "clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_g.safetensors",
+            "clip_name3": "clip_l.safetensors"}}
         graph["3"]["inputs"]["model"] = ["10", 0]
         graph["6"]["inputs"]["clip"] = graph["7"]["inputs"]["clip"] = ["11", 0]
     return graph
@@ -149,8 +150,8 @@ def test_the_simple_examples_graph_matches_the_pipeline(loaded, pipes, variant, 
 
 
 def test_the_separate_files_give_the_checkpoints_pixels(loaded):
-    """UNETLoader (diffusion_models/sd3.5_large.safetensors) + DualCLIPLoader type sd3 (clip_g, clip_l in
-    either order) give the whole checkpoint's pixels. The transformer and the hidden states are exactly
+    """UNETLoader (diffusion_models/sd3.5_large.safetensors) + TripleCLIPLoader (T5, bigG, CLIP-L: any
+    order) give the whole checkpoint's pixels. The transformer and the hidden states are exactly
     equal; bigG's pooled output read from clip_g.safetensors differs from the checkpoint's by 1.8e-7 (the
     same weights and code; cause not found yet), so 1e-5 on pixels (measured 4.1e-6)."""
     from tests._sd import run_node
@@ -160,3 +161,42 @@ def test_the_separate_files_give_the_checkpoints_pixels(loaded):
     apart = run_node(loom, sd3_graph(CHECKPOINTS["large"].split("/")[1], 3, 3.0, "simple",
                                      separate=TRANSFORMERS["large"].split("/")[1]), "8")
     assert float((whole - apart).abs().max()) < 1e-5
+
+
+def test_dual_clip_loader_sd3_without_t5_encodes_the_clip_tokens_alone(loaded):
+    """DualCLIPLoader type sd3 with CLIP-L and bigG: 77 CLIP tokens, no T5 tokens (ComfyUI's), and the
+    sampler pads them to the transformer's joint width; CLIPTextEncodeSD3 with empty_padding none and
+    an empty t5xxl text gives the same; CLIPLoader refuses a type no family loads."""
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    graph = {"1": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                              "clip_name2": "clip_g.safetensors", "type": "sd3"}},
+             "2": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["1", 0]}},
+             "3": {"class_type": "CLIPTextEncodeSD3", "inputs": {
+                 "clip": ["1", 0], "clip_l": POSITIVE, "clip_g": POSITIVE, "t5xxl": "", "empty_padding": "none"}}}
+    plain, per_encoder = run_node(loom, graph, "2")[0], run_node(loom, graph, "3")[0]
+    assert plain.embeds.shape == (1, 77, 64) and plain.pooled.shape == (1, 64)
+    assert torch.equal(plain.embeds, per_encoder.embeds) and torch.equal(plain.pooled, per_encoder.pooled)
+    bad = {"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors", "type": "wan"}}}
+    assert not loom.validate(bad, outputs=["1"]).ok
+
+
+def test_skip_layer_guidance_changes_the_negative_pass_only_in_its_range(loaded):
+    """SkipLayerGuidanceDiTSimple on block 1: a different image when the range covers the steps, the
+    plain image when the range is empty (start == end), as ComfyUI's sigma test says."""
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    ckpt = CHECKPOINTS["large"].split("/")[1]
+    plain = run_node(loom, sd3_graph(ckpt, 5, 3.0, "simple", batch=1), "8")
+
+    def with_slg(start, end):
+        graph = sd3_graph(ckpt, 5, 3.0, "simple", batch=1)
+        graph["20"] = {"class_type": "SkipLayerGuidanceDiTSimple", "inputs": {
+            "model": ["4", 0], "double_layers": "1", "single_layers": "", "start_percent": start, "end_percent": end}}
+        graph["3"]["inputs"]["model"] = ["20", 0]
+        return run_node(loom, graph, "8")
+
+    assert float((with_slg(0.0, 1.0) - plain).abs().max()) > 1e-3
+    assert torch.equal(with_slg(0.5, 0.5), plain)

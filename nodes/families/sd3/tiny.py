@@ -159,7 +159,8 @@ def comfy_files(pipe) -> dict[str, dict]:
         model = getattr(pipe, enc.slot)
         if model is not None:
             state = model.state_dict()
-            files[enc.slot] = {k: v for k, v in state.items() if not (enc.kind == "clip_l" and "text_projection" in k)}
+            files[enc.slot] = {k: v for k, v in state.items() if not (enc.kind == "clip_l" and "text_projection" in k)
+                               and k != "encoder.embed_tokens.weight"}  # T5's: `shared`, as ComfyUI's files
     return files
 
 
