@@ -73,7 +73,7 @@ FAMILY = Family(
     pipeline="StableDiffusion3Pipeline", denoiser_class="SD3Transformer2DModel", vae_class="AutoencoderKL",
     text_encoders=(
         TextEncoder("text_encoder", "clip_l", ENCODER_PREFIX.format("clip_l"), "hf", "CLIPTextModelWithProjection",
-                    optional=True),
+                    projection=True, optional=True),  # the identity projection (diffusers' folders hold it)
         TextEncoder("text_encoder_2", "clip_g", ENCODER_PREFIX.format("clip_g"), "hf", "CLIPTextModelWithProjection",
                     projection=True, pad_token=OPEN_CLIP_PAD, optional=True),
         TextEncoder("text_encoder_3", "t5xxl", ENCODER_PREFIX.format("t5xxl"), "file", "T5EncoderModel",
