@@ -200,3 +200,43 @@ def test_skip_layer_guidance_changes_the_negative_pass_only_in_its_range(loaded)
 
     assert float((with_slg(0.0, 1.0) - plain).abs().max()) > 1e-3
     assert torch.equal(with_slg(0.5, 0.5), plain)
+
+
+def template(name: str) -> dict:
+    import json
+    from pathlib import Path
+
+    import comfyui_workflow_templates_json
+
+    folder = Path(comfyui_workflow_templates_json.__file__).parent / "templates"
+    return json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def test_the_sd35_simple_example_template_runs_unchanged_but_for_its_size(loaded):
+    """comfyui-workflow-templates' sd3.5_simple_example (CheckpointLoaderSimple with
+    sd3.5_large_fp8_scaled.safetensors, euler + sgm_uniform, cfg 4.01, empty negative prompt) through
+    Loom's editor-format loader, at 32 px and 2 steps: an image, saved."""
+    from graph.formats import to_api
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    prompt = to_api(template("sd3.5_simple_example"), loom.registry)
+    by_type = {n["class_type"]: key for key, n in prompt.items()}
+    assert prompt[by_type["CheckpointLoaderSimple"]]["inputs"]["ckpt_name"] == "sd3.5_large_fp8_scaled.safetensors"
+    prompt[by_type["EmptySD3LatentImage"]]["inputs"].update(width=32, height=32)
+    prompt[by_type["KSampler"]]["inputs"]["steps"] = 2
+    image = run_node(loom, prompt, by_type["VAEDecode"])
+    assert image.shape == (1, 32, 32, 3) and float(image.std()) > 0.01
+    validation = loom.validate(prompt)
+    assert validation.ok, validation.response()
+    assert loom.run(validation).ok
+
+
+def test_the_diffusers_folder_loads_as_sd3(pipes, tmp_path):
+    from nodes.loading.checkpoints import load_checkpoint
+
+    pipes["medium"].save_pretrained(tmp_path / "tiny-sd3", safe_serialization=True)
+    assert families.family_of_folder(tmp_path / "tiny-sd3") == "sd3"
+    parts = load_checkpoint(tmp_path / "tiny-sd3", "cpu", torch.float32)
+    assert parts.family == "sd3" and tuple(parts.unet.config.dual_attention_layers) == (0,)
+    assert type(parts.more["text_encoder_3"][1]).__name__ == "T5EncoderModel"
