@@ -240,3 +240,29 @@ def test_the_diffusers_folder_loads_as_sd3(pipes, tmp_path):
     parts = load_checkpoint(tmp_path / "tiny-sd3", "cpu", torch.float32)
     assert parts.family == "sd3" and tuple(parts.unet.config.dual_attention_layers) == (0,)
     assert type(parts.more["text_encoder_3"][1]).__name__ == "T5EncoderModel"
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_custom_sampling_gives_ksamplers_pixels(loaded, sampler):
+    """SamplerCustomAdvanced (RandomNoise, CFGGuider, KSamplerSelect, BasicScheduler) on SD3 runs the same
+    sampling as KSampler: exactly its pixels, for euler and a second-order multistep sampler."""
+    from tests._sd import run_node
+
+    loom = loaded[0]
+    graph = sd3_graph(CHECKPOINTS["medium"].split("/")[1], 11, 4.0, "sgm_uniform")
+    graph["3"]["inputs"]["sampler_name"] = sampler
+    plain = run_node(loom, graph, "8")
+    k = graph["3"]["inputs"]
+    graph.update({
+        "20": {"class_type": "RandomNoise", "inputs": {"noise_seed": k["seed"]}},
+        "21": {"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                     "cfg": k["cfg"]}},
+        "22": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}},
+        "23": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": k["scheduler"],
+                                                          "steps": k["steps"], "denoise": 1.0}},
+        "24": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["20", 0], "guider": ["21", 0],
+                                                                 "sampler": ["22", 0], "sigmas": ["23", 0],
+                                                                 "latent_image": ["5", 0]}},
+    })
+    graph["8"]["inputs"]["samples"] = ["24", 0]
+    assert torch.equal(run_node(loom, graph, "8"), plain)
