@@ -266,3 +266,25 @@ def test_custom_sampling_gives_ksamplers_pixels(loaded, sampler):
     })
     graph["8"]["inputs"]["samples"] = ["24", 0]
     assert torch.equal(run_node(loom, graph, "8"), plain)
+
+
+def test_a_scaled_fp8_transformer_is_multiplied_back(pipes):
+    """ComfyUI's *_fp8_scaled files: fp8 weights with a `scale_weight` per layer and a `scaled_fp8` marker;
+    the loaded weight is exactly fp8 * scale (in float32), the rest as stored."""
+    from nodes.families.sd3.files import transformer_from_file
+
+    original = comfy_files(pipes["large"])["transformer"]
+    stored, expected = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}, {}
+    for key, value in original.items():
+        if key.endswith(".weight") and value.ndim == 2:
+            scale = value.abs().max() / 448.0
+            stored[key] = (value / scale).to(torch.float8_e4m3fn)
+            stored[key[:-len("weight")] + "scale_weight"] = scale.reshape(1)
+            expected[key] = stored[key].float() * scale
+        else:
+            stored[key] = value
+    model = transformer_from_file({"model.diffusion_model." + k: v for k, v in stored.items()}, "model.diffusion_model.")
+    qkv = torch.cat([model.transformer_blocks[0].attn.to_q.weight, model.transformer_blocks[0].attn.to_k.weight,
+                     model.transformer_blocks[0].attn.to_v.weight])
+    assert torch.equal(qkv, expected["joint_blocks.0.x_block.attn.qkv.weight"])
+    assert torch.equal(model.context_embedder.bias, original["context_embedder.bias"])

@@ -1,7 +1,8 @@
 """SD3's single files as ComfyUI users hold them, loaded into diffusers' and transformers' models, and
 its prompt encoding (nodes.families.sd3 describes the family).
 
-- the transformer (a whole checkpoint's `model.diffusion_model.*`, or a file of it alone): its config
+- the transformer (a whole checkpoint's `model.diffusion_model.*`, or a file of it alone; ComfyUI's
+  scaled fp8 weights multiplied back by their `scale_weight`, as nodes.loading.encoders.t5 does): its config
   read off the shapes (width, depth, heads from the q/k norms, patch, position grid, dual-attention
   blocks), its keys converted by diffusers' own convert_sd3_transformer_checkpoint_to_diffusers.
 - a whole checkpoint (sd3.5_large_fp8_scaled.safetensors, sd3.5_medium_incl_clips_t5xxlfp8scaled...):
@@ -46,9 +47,12 @@ def transformer_from_file(sd: dict, prefix: str = ""):
 
     if prefix + MARK not in sd:
         raise CheckpointError("not an SD3 transformer (no 'joint_blocks.0.context_block.attn.qkv.weight')")
+    from ...loading.encoders import t5
+
     converter = getattr(single_file_utils, FAMILY.denoiser_converter)
-    config = transformer_config(sd, prefix)
-    state = converter({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    own = t5.dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})  # scaled fp8 files
+    config = transformer_config(own)
+    state = converter(own)
     model = without_weights(lambda: SD3Transformer2DModel(**config))
     return load_weights(model, state, "SD3 transformer", assign=True).eval()
 
