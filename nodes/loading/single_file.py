@@ -173,7 +173,17 @@ def place(model, device, dtype):
     model = model.to(device)
     if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
+    _own_aligned_memory(model)
     return model.eval()
+
+
+def _own_aligned_memory(model) -> None:
+    """CPU tensors still in a memory-mapped file sit at any offset; some CPU kernels take another
+    (differently rounding) path on unaligned data, so the same weights gave results ~1e-7 apart.
+    Those are copied into fresh (aligned) memory; a GPU copy is aligned already."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+            tensor.data = tensor.data.clone()
 
 
 def unet_from_ldm(sd: dict, family_name: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):

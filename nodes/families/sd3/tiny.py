@@ -50,9 +50,9 @@ def build_pipeline(seed: int = 0, variant: str = "large", t5: bool = True):
 
     tiny = FAMILY.tiny
     torch.manual_seed(seed)
-    transformer = diffusers.SD3Transformer2DModel(**VARIANTS[variant])
+    transformer = diffusers.SD3Transformer2DModel(**VARIANTS[variant]).eval()  # as from_pretrained gives them
     torch.manual_seed(seed + 1)
-    vae = diffusers.AutoencoderKL(**tiny.vae)
+    vae = diffusers.AutoencoderKL(**tiny.vae).eval()
     encoders = {}
     for number, enc in enumerate(FAMILY.text_encoders[:2], start=2):
         tokenizer = tiny_tokenizer(enc.pad_token)
