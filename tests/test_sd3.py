@@ -282,3 +282,22 @@ def test_a_scaled_fp8_transformer_is_multiplied_back(pipes):
                      model.transformer_blocks[0].attn.to_v.weight])
     assert torch.equal(qkv, expected["joint_blocks.0.x_block.attn.qkv.weight"])
     assert torch.equal(model.context_embedder.bias, original["context_embedder.bias"])
+
+
+def test_a_checkpoint_without_t5_loads_and_encodes_the_clip_tokens(pipes, tmp_path):
+    """ComfyUI's sd3_medium_incl_clips.safetensors style: no `text_encoders.t5xxl.*` keys; the CLIP
+    holds CLIP-L and bigG only and a prompt is their 77 tokens."""
+    from safetensors.torch import save_file
+
+    from nodes.families.sd3.runtime import encode
+    from nodes.families.sd3.tiny import checkpoint
+    from nodes.loading.checkpoints import load_checkpoint
+    from nodes.loading.loaders import bundles
+
+    files = {k: v for k, v in comfy_files(pipes["medium"]).items() if k != "text_encoder_3"}
+    path = tmp_path / "sd3_medium_incl_clips.safetensors"
+    save_file({k: v.contiguous() for k, v in checkpoint(files).items()}, str(path))
+    parts = load_checkpoint(path, "cpu", torch.float32)
+    assert parts.family == "sd3" and "text_encoder_3" not in parts.more
+    (cond,) = encode(bundles(parts)[1], POSITIVE)
+    assert cond.embeds.shape == (1, 77, 64) and cond.pooled.shape == (1, 64)
