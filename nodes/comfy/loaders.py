@@ -5,8 +5,9 @@ models/text_encoders (or clip), models/vae, models/loras.
 
 Loom runs what these files hold in diffusers form, so ComfyUI's options that only choose a storage
 format are accepted and ignored where they change nothing here: UNETLoader's `weight_dtype` (the
-server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that is not
-an SD family (flux, sd3, wan, ...) is refused by name at validation.
+server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that no
+family declares (nodes.families.spec.Family.clip_types: wan, mochi, ...) is refused by name at validation.
+SD3's type takes any part of its three encoders (CLIP-L, bigG, T5-XXL), as ComfyUI.
 """
 from __future__ import annotations
 
