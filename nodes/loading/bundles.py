@@ -19,12 +19,15 @@ class Model:
     """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
     `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
     `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
-    None: the one its scheduler config implies."""
+    None: the one its scheduler config implies.
+    `patches`: guidance patches a family's guide reads (nodes.families.sd3.guide.SkipLayers: ComfyUI's
+    SkipLayerGuidanceDiTSimple), in the order the nodes added them."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
     sampling: Any = None
+    patches: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
