@@ -223,6 +223,10 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# Flux.1 editing (kontext helper): comfy_extras/nodes_differential_diffusion.py (nodes.comfy.differential)
+COMFY.update({
+    "DifferentialDiffusion": ("model:MODEL", "strength:FLOAT", "MODEL"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

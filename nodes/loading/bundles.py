@@ -19,12 +19,15 @@ class Model:
     """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
     `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
     `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
-    None: the one its scheduler config implies."""
+    None: the one its scheduler config implies.
+    `denoise_mask_function`: ComfyUI's per-step noise-mask patch (DifferentialDiffusion),
+    f(sigma, mask, sigmas, model_sampling) -> the mask for this step; None: the mask as it is."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
     sampling: Any = None
+    denoise_mask_function: Any = None
 
 
 @dataclass(frozen=True, eq=False)

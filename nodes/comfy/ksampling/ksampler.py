@@ -122,7 +122,8 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
         masked_noise = torch.randn(noise.shape, generator=generator).to(device)
-    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise)
+    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise,
+                        getattr(model, "denoise_mask_function", None))
     steps = len(sigmas) - 1
     last = {}
 
