@@ -54,3 +54,91 @@ def test_fill_mask_channels_are_fluxfills():
     s = 4
     expected = mask[:, 0].view(2, 6, s, 8, s).permute(0, 2, 4, 1, 3).reshape(2, s * s, 6, 8)
     assert torch.equal(fill_mask_channels(mask, 6, 8, s), expected)
+
+
+def tiny_transformer(in_channels: int = 64, seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(patch_size=1, in_channels=in_channels, out_channels=64, num_layers=1,
+                                  num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                                  joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+                                  axes_dims_rope=(4, 6, 6)).eval()
+
+
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                         latent_channels=16, norm_num_groups=8, use_quant_conv=False, use_post_quant_conv=False,
+                         shift_factor=0.1159, scaling_factor=0.3611).eval()
+
+
+def first_call(pipe_cls, transformer, **call):
+    """The transformer's inputs at the pipeline's first step (hidden_states, img_ids)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    seen = {}
+
+    def hook(module, args, kwargs):
+        seen.setdefault("in", (kwargs["hidden_states"].clone(), kwargs["img_ids"].clone()))
+
+    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    pipe = pipe_cls(scheduler=FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(), text_encoder=None, tokenizer=None,
+                    text_encoder_2=None, tokenizer_2=None, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        pipe(prompt_embeds=torch.randn(2, 5, 32), pooled_prompt_embeds=torch.randn(2, 32), num_inference_steps=1,
+             generator=torch.Generator().manual_seed(3), output_type="latent", **call)
+    handle.remove()
+    return pipe, seen["in"]
+
+
+def test_kontext_transformer_input_is_the_pipelines():
+    """FluxKontextPipeline's first transformer call (batch 2, a 32 x 32 image, a 48 x 32 output) against
+    transformer_inputs on its noise with the image's scaled latents as the reference (ReferenceLatent)."""
+    from diffusers import FluxKontextPipeline
+    from PIL import Image
+
+    from nodes.conditioning import Cond
+    from nodes.families.flux.edit import transformer_inputs
+
+    image = Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy())
+    pipe, (hidden, img_ids) = first_call(FluxKontextPipeline, tiny_transformer(), image=image, height=48, width=32,
+                                         _auto_resize=False, max_area=48 * 32)
+    pixels = pipe.image_processor.preprocess(image, 32, 32)
+    with torch.no_grad():
+        ref = (pipe.vae.encode(pixels).latent_dist.mean - 0.1159) * 0.3611
+    x = unpatchify(hidden[:, :12 * 8], 24, 16)
+    cond = Cond(embeds=torch.zeros(1, 5, 32), extra={"reference_latents": [ref]})
+    tokens, ids, count = transformer_inputs(x, cond, 64 // 4, 0.3611, 0.1159)
+    assert count == 12 * 8 and torch.equal(ids, img_ids)
+    assert torch.equal(tokens, hidden)
+
+
+def test_fill_transformer_input_is_the_pipelines(monkeypatch):
+    """FluxFillPipeline's first transformer call (batch 2): the latents, the masked image's latents and
+    the mask's 2 x 2 pixel blocks (the tiny VAE's scale). The pipeline samples the masked image's latent
+    distribution, ComfyUI takes its mean: here the pipeline takes the mean too."""
+    import diffusers.pipelines.flux.pipeline_flux_fill as fill
+    from diffusers import FluxFillPipeline
+
+    from nodes.conditioning import Cond, InpaintImage
+    from nodes.families.flux.edit import transformer_inputs
+
+    monkeypatch.setattr(fill, "retrieve_latents", lambda out, generator=None: out.latent_dist.mean)
+    image = torch.rand(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 4:20] = 1
+    pipe, (hidden, img_ids) = first_call(FluxFillPipeline, tiny_transformer(16 * 4 * 2 + 4 * 4), image=image,
+                                         mask_image=mask, height=32, width=32)
+    with torch.no_grad():
+        mean = pipe.vae.encode(pipe.image_processor.preprocess(image) * (1 - mask)).latent_dist.mean
+    x = unpatchify(hidden[..., :64], 16, 16)
+    cond = Cond(embeds=torch.zeros(1, 5, 32), inpaint=InpaintImage(mask, mean, torch.zeros_like(mean), 0.3611))
+    tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4, 0.3611, 0.1159)
+    assert count == 64 and torch.equal(ids, img_ids)
+    assert torch.equal(tokens, hidden)

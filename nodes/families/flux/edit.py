@@ -90,3 +90,48 @@ def _to_batch(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     if batch % x.shape[0]:
         raise ValueError(f"a {what} batch of {x.shape[0]} does not divide the latent batch of {batch}")
     return x.repeat(batch // x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def image_channels(entry, x: torch.Tensor, extra: int, scale: float, shift: float) -> torch.Tensor | None:
+    """The channels a Fill or Canny/Depth model reads after the latents x (B, C, H, W), from the
+    conditioning entry (nodes.conditioning.Cond), `extra` of them (its in_channels less C): the image
+    latents, shifted and scaled as the latents are (Cond.inpaint's blanked image or Cond.concat's
+    image, both VAE means), then for Fill the mask. None: the model takes none. Without an image, as
+    ComfyUI: a zero VAE latent and a mask of ones."""
+    if extra <= 0:
+        return None
+    b, c, h, w = x.shape
+    source = entry.inpaint.mean if entry.inpaint is not None else entry.concat
+    if source is None:
+        image = torch.full_like(x, -shift * scale)
+    else:
+        factor = entry.inpaint.scaling_factor if entry.inpaint is not None else scale
+        image = (source.to(device=x.device, dtype=torch.float32) - shift) * factor
+        if image.shape[-2:] != (h, w):
+            image = F.interpolate(image, size=(h, w), mode="bilinear")
+        image = _to_batch(image, b, "conditioning image").to(x.dtype)
+    if extra == image.shape[1]:
+        return image
+    squares = extra - image.shape[1]
+    side = math.isqrt(squares)
+    if side * side != squares:
+        raise ValueError(f"this Flux model takes {extra} extra input channels: neither an image's {c} nor an image "
+                         f"and a square mask's")
+    mask = entry.inpaint.mask if entry.inpaint is not None else torch.ones(b, 1, h * side, w * side)
+    channels = _to_batch(fill_mask_channels(mask.to(x.device), h, w, side), b, "mask").to(x.dtype)
+    return torch.cat([image, channels], dim=1)
+
+
+def transformer_inputs(x: torch.Tensor, entry, in_channels: int, scale: float, shift: float):
+    """(tokens (B, N, D), ids (N, 3), the image's token count) for a Flux.1 transformer of
+    `in_channels` (its x_embedder's inputs over 4) on latents x, with what the conditioning entry adds:
+    Fill / Canny / Depth channels, Kontext reference latents. The prediction is the first count tokens."""
+    extra = image_channels(entry, x, in_channels - x.shape[1], scale, shift)
+    tokens, ids = patchify(x if extra is None else torch.cat([x, extra], dim=1))
+    count = tokens.shape[1]
+    refs = reference_tokens(entry.extra.get("reference_latents"), entry.extra.get("reference_latents_method"),
+                            x.shape[-2], x.shape[-1], x.shape[0])
+    if refs is not None:
+        tokens = torch.cat([tokens, refs[0].to(device=x.device, dtype=tokens.dtype)], dim=1)
+        ids = torch.cat([ids, refs[1].to(ids.device)], dim=0)
+    return tokens, ids, count
