@@ -96,3 +96,38 @@ def test_differential_diffusion_in_ksampler_is_comfyuis(ctx, m):
     # Without the patch the soft mask blends at every step instead: a different result.
     plain = run(m["model"])
     assert float((plain - ours).abs().max()) > 1e-3
+
+
+def test_noise_mask_and_differential_diffusion_on_a_flow_transformer():
+    """A noise mask on a family with its own runtime (Z-Image, flow matching): the kept area ends as the
+    source latents (to float rounding of the last Euler step: 1e-5), the masked area is repainted; with
+    DifferentialDiffusion a gradient mask gives another result than without."""
+    from nodes.comfy.differential import DifferentialDiffusion
+    from nodes.comfy.ksampling.denoiser import FlowSchedule
+    from nodes.comfy.ksampling.ksampler import SamplerChoice, sample, starting_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+    from nodes.conditioning import Cond
+    from nodes.families.zimage.tiny import build_pipeline
+    from nodes.loading.bundles import Model
+
+    pipe = build_pipeline(0)
+    (caption,), _ = pipe.encode_prompt("a cat", do_classifier_free_guidance=False, max_sequence_length=64)
+    model = Model(unet=pipe.transformer, scheduler=None, family="zimage", sampling=FlowSchedule(3.0, 1.0))
+    source = torch.randn(2, 16, 4, 4, generator=torch.Generator().manual_seed(5))
+    block = torch.zeros(1, 32, 32)
+    block[:, 8:24, 8:24] = 1
+    sigmas = ksampler_sigmas(model.sampling, "euler", "simple", 3)
+
+    def run(model, mask):
+        latent = {"samples": source, "noise_mask": mask}
+        out, _ = sample(None, model, (Cond(embeds=caption[None]),), None, 1.0, SamplerChoice("euler"), sigmas,
+                        latent, starting_noise(model, latent, 42), 42)
+        return out["samples"]
+
+    out = run(model, block)
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[1:3, 1:3] = True
+    assert float((out - source)[..., ~inside].abs().max()) < 1e-5
+    assert float((out - source)[..., inside].abs().max()) > 1e-2
+    patched = call(DifferentialDiffusion, None, model=model, strength=1.0)
+    assert float((run(patched, gradient_mask(32)) - run(model, gradient_mask(32))).abs().max()) > 1e-3

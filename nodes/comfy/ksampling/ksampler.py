@@ -109,9 +109,8 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
-    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
-        if mask is not None:
-            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
+    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime); a noise
+        # mask is the Denoiser's, as for any model
         guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
     else:
         guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
