@@ -3,7 +3,7 @@ against diffusers' packing (FluxKontextPipeline, FluxFillPipeline) and ComfyUI's
 import pytest
 import torch
 
-from nodes.families.flux.edit import fill_mask_channels, patchify, reference_tokens, unpatchify
+from nodes.families.flux.edit import fill_mask_channels, inputs, patchify, reference_tokens, unpatchify
 
 
 def test_patchify_is_diffusers_packing_and_comes_back():
@@ -56,6 +56,17 @@ def test_fill_mask_channels_are_fluxfills():
     assert torch.equal(fill_mask_channels(mask, 6, 8, s), expected)
 
 
+def transformer_inputs(x, cond, in_channels):
+    """The sequence the guide gives the transformer (nodes.families.flux.guide.velocity): the latents
+    with their channels patchified, then the reference tokens; and the image's token count."""
+    model_x, extra = inputs(x, cond, in_channels)
+    tokens, ids = patchify(model_x)
+    count = tokens.shape[1]
+    for more, more_ids in extra:
+        tokens, ids = torch.cat([tokens, more], dim=1), torch.cat([ids, more_ids])
+    return tokens, ids, count
+
+
 def tiny_transformer(in_channels: int = 64, seed: int = 0):
     from diffusers import FluxTransformer2DModel
 
@@ -104,7 +115,6 @@ def test_kontext_transformer_input_is_the_pipelines():
     from PIL import Image
 
     from nodes.conditioning import Cond
-    from nodes.families.flux.edit import transformer_inputs
 
     image = Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy())
     pipe, (hidden, img_ids) = first_call(FluxKontextPipeline, tiny_transformer(), image=image, height=48, width=32,
@@ -114,7 +124,7 @@ def test_kontext_transformer_input_is_the_pipelines():
         ref = (pipe.vae.encode(pixels).latent_dist.mean - 0.1159) * 0.3611
     x = unpatchify(hidden[:, :12 * 8], 24, 16)
     cond = Cond(embeds=torch.zeros(1, 5, 32), extra={"reference_latents": [ref]})
-    tokens, ids, count = transformer_inputs(x, cond, 64 // 4, 0.3611, 0.1159)
+    tokens, ids, count = transformer_inputs(x, cond, 64 // 4)
     assert count == 12 * 8 and torch.equal(ids, img_ids)
     assert torch.equal(tokens, hidden)
 
@@ -127,7 +137,6 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
     from diffusers import FluxFillPipeline
 
     from nodes.conditioning import Cond, InpaintImage
-    from nodes.families.flux.edit import transformer_inputs
 
     monkeypatch.setattr(fill, "retrieve_latents", lambda out, generator=None: out.latent_dist.mean)
     image = torch.rand(1, 3, 32, 32)
@@ -139,6 +148,6 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
         mean = pipe.vae.encode(pipe.image_processor.preprocess(image) * (1 - mask)).latent_dist.mean
     x = unpatchify(hidden[..., :64], 16, 16)
     cond = Cond(embeds=torch.zeros(1, 5, 32), inpaint=InpaintImage(mask, mean, torch.zeros_like(mean), 0.3611))
-    tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4, 0.3611, 0.1159)
+    tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4)
     assert count == 64 and torch.equal(ids, img_ids)
     assert torch.equal(tokens, hidden)

@@ -20,30 +20,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-PATCH = 2
+from . import FAMILY
+from .guide import PATCH, image_ids, pack, pad_to_patches, unpack
 
 
 def patchify(x: torch.Tensor, index: float = 0, h_offset: int = 0, w_offset: int = 0):
     """(B, C, H, W) -> tokens (B, h*w, C*4) and their position ids (h*w, 3): (index, row, column), rows
-    and columns counted from the offsets (given in latent pixels). Odd sides are padded as ComfyUI
-    does (circular)."""
-    b, c, h, w = x.shape
-    x = F.pad(x, (0, (-w) % PATCH, 0, (-h) % PATCH), mode="circular") if h % PATCH or w % PATCH else x
-    rows, cols = x.shape[-2] // PATCH, x.shape[-1] // PATCH
-    tokens = x.reshape(b, c, rows, PATCH, cols, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, c * PATCH ** 2)
-    ids = torch.zeros(rows, cols, 3, dtype=torch.float32, device=x.device)
-    ids[..., 0] = index
-    ids[..., 1] += torch.arange(rows, device=x.device, dtype=torch.float32)[:, None] + (h_offset + 1) // PATCH
-    ids[..., 2] += torch.arange(cols, device=x.device, dtype=torch.float32)[None, :] + (w_offset + 1) // PATCH
-    return tokens, ids.reshape(rows * cols, 3)
+    and columns counted from the offsets (given in latent pixels, rounded to patches as ComfyUI)."""
+    x = pad_to_patches(x)
+    ids = image_ids(x.shape[-2], x.shape[-1], index, (h_offset + 1) // PATCH, (w_offset + 1) // PATCH, device=x.device)
+    return pack(x), ids
 
 
 def unpatchify(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The image tokens (B, h*w, C*4) back to (B, C, height, width) (padding cut off)."""
-    b, _, d = tokens.shape
-    rows, cols, c = math.ceil(height / PATCH), math.ceil(width / PATCH), d // PATCH ** 2
-    x = tokens.reshape(b, rows, cols, c, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, c, rows * PATCH, cols * PATCH)[..., :height, :width]
+    return unpack(tokens, height + height % PATCH, width + width % PATCH)[..., :height, :width]
 
 
 def reference_tokens(references, method: str | None, height: int, width: int, batch: int):
@@ -92,7 +83,8 @@ def _to_batch(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     return x.repeat(batch // x.shape[0], *([1] * (x.ndim - 1)))
 
 
-def image_channels(entry, x: torch.Tensor, extra: int, scale: float, shift: float) -> torch.Tensor | None:
+def image_channels(entry, x: torch.Tensor, extra: int, scale: float = FAMILY.latent.scale,
+                   shift: float = FAMILY.latent.shift) -> torch.Tensor | None:
     """The channels a Fill or Canny/Depth model reads after the latents x (B, C, H, W), from the
     conditioning entry (nodes.conditioning.Cond), `extra` of them (its in_channels less C): the image
     latents, shifted and scaled as the latents are (Cond.inpaint's blanked image or Cond.concat's
@@ -122,16 +114,12 @@ def image_channels(entry, x: torch.Tensor, extra: int, scale: float, shift: floa
     return torch.cat([image, channels], dim=1)
 
 
-def transformer_inputs(x: torch.Tensor, entry, in_channels: int, scale: float, shift: float):
-    """(tokens (B, N, D), ids (N, 3), the image's token count) for a Flux.1 transformer of
-    `in_channels` (its x_embedder's inputs over 4) on latents x, with what the conditioning entry adds:
-    Fill / Canny / Depth channels, Kontext reference latents. The prediction is the first count tokens."""
+def inputs(x: torch.Tensor, entry, in_channels: int, scale: float = FAMILY.latent.scale,
+           shift: float = FAMILY.latent.shift):
+    """(the latents with the Fill / Canny / Depth channels the conditioning entry gives, the Kontext
+    reference tokens as `velocity`'s extra_tokens) for a Flux.1 transformer taking `in_channels` per
+    latent pixel (its x_embedder's inputs over 4)."""
     extra = image_channels(entry, x, in_channels - x.shape[1], scale, shift)
-    tokens, ids = patchify(x if extra is None else torch.cat([x, extra], dim=1))
-    count = tokens.shape[1]
     refs = reference_tokens(entry.extra.get("reference_latents"), entry.extra.get("reference_latents_method"),
                             x.shape[-2], x.shape[-1], x.shape[0])
-    if refs is not None:
-        tokens = torch.cat([tokens, refs[0].to(device=x.device, dtype=tokens.dtype)], dim=1)
-        ids = torch.cat([ids, refs[1].to(ids.device)], dim=0)
-    return tokens, ids, count
+    return (x if extra is None else torch.cat([x, extra], dim=1)), (() if refs is None else (refs,))
