@@ -151,3 +151,89 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
     tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4)
     assert count == 64 and torch.equal(ids, img_ids)
     assert torch.equal(tokens, hidden)
+
+
+# --- Kontext: ComfyUI's graph from the single files against FluxKontextPipeline -----------------
+
+KONTEXT_PROMPT = "make the cat wear a hat"
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory):
+    """Loom on the tiny Flux.1 files (Kontext dev has dev's architecture: the dev transformer stands in)
+    with an input picture, and FluxKontextPipeline of the same weights."""
+    from diffusers import FluxKontextPipeline
+    from PIL import Image
+
+    from graph import Env, Loom
+    from nodes.families.flux.tiny import build_pipeline, write_comfy_files
+    from tests._sd_families import picture
+
+    torch.set_num_threads(1)
+    dev = build_pipeline(0, guidance=True)
+    models = tmp_path_factory.mktemp("kontext_models")
+    write_comfy_files(models, dev=dev, schnell=build_pipeline(0, guidance=False))
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("kontext_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    loom.env.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture(32)).save(loom.env.input_dir / "kontext_input.png")
+    pipe = FluxKontextPipeline(**{k: v for k, v in dev.components.items()})
+    pipe.set_progress_bar_config(disable=True)
+    return loom, pipe
+
+
+def kontext_graph(scheduler: str, guidance: float, seed: int, steps: int = 3) -> dict:
+    """flux_kontext_dev_basic's chain at 32 px, batch 2: LoadImage -> VAEEncode -> ReferenceLatent on the
+    prompt -> FluxGuidance -> KSampler (euler, cfg 1, the encoded image as its latent; ConditioningZeroOut
+    negative) -> VAEDecode."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "kontext_input.png"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": KONTEXT_PROMPT, "clip": ["2", 0]}},
+        "6": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["5", 0]}},
+        "10": {"class_type": "VAEEncode", "inputs": {"pixels": ["4", 0], "vae": ["3", 0]}},
+        "11": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["10", 0], "amount": 2}},
+        "12": {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["5", 0], "latent": ["10", 0]}},
+        "8": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["12", 0], "guidance": guidance}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["8", 0], "negative": ["6", 0], "latent_image": ["11", 0], "seed": seed,
+            "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": scheduler, "denoise": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["3", 0]}},
+    }
+
+
+@pytest.mark.parametrize("scheduler,guidance", [("simple", 2.5), ("beta", 3.5)])
+def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
+    """Image editing, batch 2, from ComfyUI's files, against FluxKontextPipeline given ComfyUI's noise and
+    sigmas (tests.test_flux.ComfyFlowEuler). Tolerance: test_flux.PIXELS (the pipeline gives the
+    transformer (1000 sigma) / 1000 where ComfyUI gives sigma: float32 rounding of the time)."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.comfy.ksampling.denoiser import FluxSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+    from tests._sd import run_node
+    from tests.test_flux import PIXELS, ComfyFlowEuler
+
+    loom, pipe = kontext
+    ours = run_node(loom, kontext_graph(scheduler, guidance, 7), "9").numpy()
+    sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", scheduler, 3)
+    noise = prepare_noise((2, 16, 4, 4), 7)
+    pipe.scheduler = ComfyFlowEuler()
+    image = Image.open(loom.env.input_dir / "kontext_input.png")
+    theirs = pipe(image=image, prompt=KONTEXT_PROMPT, num_images_per_prompt=2, guidance_scale=guidance,
+                  latents=pipe._pack_latents(noise * sigmas[0], 2, 16, 4, 4), height=32, width=32,
+                  num_inference_steps=3, sigmas=sigmas[:-1].tolist(), max_sequence_length=256,
+                  _auto_resize=False, max_area=32 * 32, output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print(f"\nKontext ({scheduler}, guidance {guidance}) vs FluxKontextPipeline: max abs difference {difference}")
+    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
+    assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
+    # The reference changes the result: without ReferenceLatent the prediction differs.
+    plain = kontext_graph(scheduler, guidance, 7)
+    plain["8"]["inputs"]["conditioning"] = ["5", 0]
+    assert float(np.abs(run_node(loom, plain, "9").numpy() - ours).max()) > 1e-3
