@@ -147,7 +147,8 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
     with torch.no_grad():
         mean = pipe.vae.encode(pipe.image_processor.preprocess(image) * (1 - mask)).latent_dist.mean
     x = unpatchify(hidden[..., :64], 16, 16)
-    cond = Cond(embeds=torch.zeros(1, 5, 32), inpaint=InpaintImage(mask, mean, torch.zeros_like(mean), 0.3611))
+    # what InpaintModelConditioning gives for a shifted VAE: the scaled latents over the scale (mean - shift)
+    cond = Cond(embeds=torch.zeros(1, 5, 32), inpaint=InpaintImage(mask, mean - 0.1159, torch.zeros_like(mean), 0.3611))
     tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4)
     assert count == 64 and torch.equal(ids, img_ids)
     assert torch.equal(tokens, hidden)
@@ -237,3 +238,61 @@ def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
     plain = kontext_graph(scheduler, guidance, 7)
     plain["8"]["inputs"]["conditioning"] = ["5", 0]
     assert float(np.abs(run_node(loom, plain, "9").numpy() - ours).max()) > 1e-3
+
+
+# --- ComfyUI's Flux editing templates, end to end on the tiny models under their file names --------
+
+EDIT_TEMPLATES = ["flux_kontext_dev_basic", "flux_fill_inpaint_example", "flux_fill_outpaint_example",
+                  "image_flux.1_fill_dev_OneReward", "flux_canny_model_example"]
+
+
+@pytest.fixture(scope="module")
+def template_loom(tmp_path_factory):
+    from graph import Env, Loom
+    from nodes.families import runtime_of
+
+    torch.set_num_threads(1)
+    models = tmp_path_factory.mktemp("flux_edit_models")
+    runtime_of("flux").write_tiny_files(models, seed=0)
+    return Loom(Env.from_data_dir(tmp_path_factory.mktemp("flux_edit_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+
+
+def template_prompt(loom, name: str) -> dict:
+    """The template as an API prompt: 2 steps, outpainting pads / 8, a 64 px RGBA input (its alpha: a mask)."""
+    import json
+    from pathlib import Path
+
+    import comfyui_workflow_templates_json as templates
+    import numpy as np
+    from PIL import Image
+
+    from graph.formats import to_api
+
+    workflow = json.loads((Path(templates.__file__).parent / "templates" / f"{name}.json").read_text())
+    prompt = to_api(workflow, loom.registry)
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "KSampler":
+            inputs["steps"] = 2
+        elif kind == "ImagePadForOutpaint":
+            for key in ("left", "top", "right", "bottom", "feathering"):
+                inputs[key] = inputs[key] // 64 * 8
+        elif kind == "LoadImage":
+            path = loom.env.input_dir / inputs["image"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+            rgba[..., 3] = np.where(np.arange(64)[None, :] < 40, 255, 0)  # the right part transparent: the mask
+            picture = Image.fromarray(rgba, "RGBA")
+            (picture if path.suffix == ".png" else picture.convert("RGB")).save(path)
+    return prompt
+
+
+@pytest.mark.parametrize("name", EDIT_TEMPLATES)
+def test_flux_edit_templates_run_on_tiny_models(template_loom, name):
+    loom = template_loom
+    validation = loom.validate(template_prompt(loom, name))
+    assert validation.ok, validation.response()
+    result = loom.run(validation)
+    assert result.ok, result.error
+    assert loom.image_paths(result)

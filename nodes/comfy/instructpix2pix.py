@@ -1,5 +1,6 @@
 """InstructPix2Pix conditioning (ComfyUI's InstructPixToPixConditioning): an image to edit, given to a
-UNet that takes its latents beside the noisy ones (SD 1.x InstructPix2Pix: 4 + 4 input channels).
+UNet that takes its latents beside the noisy ones (SD 1.x InstructPix2Pix: 4 + 4 input channels; Flux.1
+Canny / Depth: 16 + 16, nodes.families.flux.edit).
 
 The image is cropped to multiples of the VAE's scale (centred, as ComfyUI), encoded, and its
 latent distribution's mean (unscaled, as StableDiffusionInstructPix2PixPipeline's `image_latents`)
@@ -36,7 +37,8 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        image = latent["dist"]["mean"]
+        dist = latent.get("dist")  # a shifted VAE's (Flux) has none: its latents unscaled, less the shift
+        image = dist["mean"] if dist is not None else latent["samples"] / self.vae.config.scaling_factor
 
         def conditioned(conditioning):
             return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))

@@ -86,22 +86,23 @@ def _to_batch(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 def image_channels(entry, x: torch.Tensor, extra: int, scale: float = FAMILY.latent.scale,
                    shift: float = FAMILY.latent.shift) -> torch.Tensor | None:
     """The channels a Fill or Canny/Depth model reads after the latents x (B, C, H, W), from the
-    conditioning entry (nodes.conditioning.Cond), `extra` of them (its in_channels less C): the image
-    latents, shifted and scaled as the latents are (Cond.inpaint's blanked image or Cond.concat's
-    image, both VAE means), then for Fill the mask. None: the model takes none. Without an image, as
-    ComfyUI: a zero VAE latent and a mask of ones."""
+    conditioning entry (nodes.conditioning.Cond), `extra` of them (its in_channels less C): the image's
+    latents as the model's latents are made (Cond.inpaint's blanked image: its scaling_factor * mean;
+    Cond.concat's image: concat * scale; both unscaled VAE latents less the VAE's shift, as VAEEncode
+    makes them for a shifted VAE), then for Fill the mask. None: the model takes none. Without an
+    image, as ComfyUI: a zero VAE latent ((0 - shift) * scale) and a mask of ones."""
     if extra <= 0:
         return None
     b, c, h, w = x.shape
-    source = entry.inpaint.mean if entry.inpaint is not None else entry.concat
-    if source is None:
-        image = torch.full_like(x, -shift * scale)
+    if entry.inpaint is not None:
+        image = entry.inpaint.scaling_factor * entry.inpaint.mean.to(device=x.device, dtype=torch.float32)
+    elif entry.concat is not None:
+        image = entry.concat.to(device=x.device, dtype=torch.float32) * scale
     else:
-        factor = entry.inpaint.scaling_factor if entry.inpaint is not None else scale
-        image = (source.to(device=x.device, dtype=torch.float32) - shift) * factor
-        if image.shape[-2:] != (h, w):
-            image = F.interpolate(image, size=(h, w), mode="bilinear")
-        image = _to_batch(image, b, "conditioning image").to(x.dtype)
+        image = torch.full_like(x, -shift * scale)
+    if image.shape[-2:] != (h, w):
+        image = F.interpolate(image, size=(h, w), mode="bilinear")
+    image = _to_batch(image, b, "conditioning image").to(x.dtype)
     if extra == image.shape[1]:
         return image
     squares = extra - image.shape[1]
