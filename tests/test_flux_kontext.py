@@ -296,3 +296,75 @@ def test_flux_edit_templates_run_on_tiny_models(template_loom, name):
     result = loom.run(validation)
     assert result.ok, result.error
     assert loom.image_paths(result)
+
+
+# --- Fill: ComfyUI's inpainting graph against FluxFillPipeline -----------------------------------
+
+def fill_graph(scheduler: str, guidance: float, seed: int, steps: int = 3) -> dict:
+    """flux_fill_inpaint_example's chain at 32 px, batch 2, without its noise mask (the pipeline has
+    none): LoadImage (its alpha: the mask) -> InpaintModelConditioning -> KSampler (euler, cfg 1)."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-fill-dev.safetensors",
+                                                     "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "fill_input.png"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": KONTEXT_PROMPT, "clip": ["2", 0]}},
+        "6": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["5", 0]}},
+        "8": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["5", 0], "guidance": guidance}},
+        "10": {"class_type": "InpaintModelConditioning", "inputs": {
+            "positive": ["8", 0], "negative": ["6", 0], "vae": ["3", 0], "pixels": ["4", 0], "mask": ["4", 1],
+            "noise_mask": False}},
+        "11": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["10", 2], "amount": 2}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["10", 0], "negative": ["10", 1], "latent_image": ["11", 0],
+            "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": scheduler,
+            "denoise": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["3", 0]}},
+    }
+
+
+@pytest.mark.parametrize("scheduler,guidance", [("simple", 30.0), ("beta", 3.5)])
+def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, guidance):
+    """Inpainting with the Fill model, batch 2, from ComfyUI's files, against FluxFillPipeline given
+    ComfyUI's noise and sigmas. The pipeline samples the masked image's latent distribution where
+    ComfyUI takes its mean: here it takes the mean. Tolerance test_flux.PIXELS (the pipeline's t/1000)."""
+    import diffusers.pipelines.flux.pipeline_flux_fill as fill
+    import numpy as np
+    from diffusers import FluxFillPipeline
+    from PIL import Image
+
+    from nodes.comfy.ksampling.denoiser import FluxSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+    from nodes.families.flux.tiny import build_pipeline
+    from nodes.families.flux.tiny_edit import edit_transformer
+    from tests._sd import run_node
+    from tests.test_flux import PIXELS, ComfyFlowEuler
+
+    loom = template_loom
+    rgba = np.random.default_rng(1).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[8:24, 16:, 3] = 0  # transparent: LoadImage's mask 1, repaint
+    loom.env.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgba, "RGBA").save(loom.env.input_dir / "fill_input.png")
+    ours = run_node(loom, fill_graph(scheduler, guidance, 7), "9").numpy()
+
+    monkeypatch.setattr(fill, "retrieve_latents", lambda out, generator=None: out.latent_dist.mean)
+    parts = {k: v for k, v in build_pipeline(0, guidance=True).components.items()
+             if k not in ("image_encoder", "feature_extractor")}
+    pipe = FluxFillPipeline(**{**parts, "transformer": edit_transformer(96, 0)})
+    pipe.scheduler = ComfyFlowEuler()
+    pipe.set_progress_bar_config(disable=True)
+    sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", scheduler, 3)
+    noise = prepare_noise((2, 16, 4, 4), 7)
+    theirs = pipe(image=Image.fromarray(rgba[..., :3]), mask_image=Image.fromarray(255 - rgba[..., 3]),
+                  prompt=KONTEXT_PROMPT, num_images_per_prompt=2, guidance_scale=guidance,
+                  latents=pipe._pack_latents(noise * sigmas[0], 2, 16, 4, 4), height=32, width=32,
+                  num_inference_steps=3, sigmas=sigmas[:-1].tolist(), max_sequence_length=256,
+                  output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print(f"\nFill ({scheduler}, guidance {guidance}) vs FluxFillPipeline: max abs difference {difference}")
+    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
+    assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
