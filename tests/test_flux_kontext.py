@@ -242,8 +242,11 @@ def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
 
 # --- ComfyUI's Flux editing templates, end to end on the tiny models under their file names --------
 
-EDIT_TEMPLATES = ["flux_kontext_dev_basic", "flux_fill_inpaint_example", "flux_fill_outpaint_example",
-                  "image_flux.1_fill_dev_OneReward", "flux_canny_model_example"]
+# flux_kontext_dev_basic samples at 1024 px whatever the input (FluxKontextImageScale): ~40 s on tiny models.
+EDIT_TEMPLATES = [pytest.param("flux_kontext_dev_basic", marks=pytest.mark.slow), "flux_fill_inpaint_example",
+                  "flux_fill_outpaint_example", "flux_canny_model_example"]
+# Templates that do not run yet, with what they lack (the test checks it is that and nothing else).
+WAITING = {"image_flux.1_fill_dev_OneReward": "LoraLoaderModelOnly"}  # LoRA on Flux transformers: not in Loom
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +371,11 @@ def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, 
     print(f"\nFill ({scheduler}, guidance {guidance}) vs FluxFillPipeline: max abs difference {difference}")
     assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
     assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(WAITING))
+def test_flux_edit_templates_waiting_name_what_they_lack(template_loom, name):
+    validation = template_loom.validate(template_prompt(template_loom, name))
+    assert not validation.ok
+    failing = {error["class_type"] for error in validation.response()["node_errors"].values()}
+    assert failing == {WAITING[name]}, validation.response()
