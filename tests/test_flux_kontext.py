@@ -379,3 +379,52 @@ def test_flux_edit_templates_waiting_name_what_they_lack(template_loom, name):
     assert not validation.ok
     failing = {error["class_type"] for error in validation.response()["node_errors"].values()}
     assert failing == {WAITING[name]}, validation.response()
+
+
+# --- Canny / Depth: InstructPixToPixConditioning on a Flux model against FluxControlPipeline -------
+
+@pytest.mark.parametrize("scheduler,guidance", [("simple", 30.0), ("beta", 10.0)])
+def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, guidance):
+    """flux_canny_model_example's chain at 32 px, batch 2 (its control image given directly):
+    LoadImage -> InstructPixToPixConditioning -> KSampler (euler, cfg 1) on flux1-canny-dev.safetensors,
+    against FluxControlPipeline given ComfyUI's noise and sigmas. The pipeline samples the control image's
+    latent distribution where ComfyUI takes its mean: here it takes the mean. Tolerance test_flux.PIXELS."""
+    import numpy as np
+    from diffusers import FluxControlPipeline
+    from diffusers.models.autoencoders import vae as vae_module
+    from PIL import Image
+
+    from nodes.comfy.ksampling.denoiser import FluxSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+    from nodes.families.flux.tiny import build_pipeline
+    from nodes.families.flux.tiny_edit import edit_transformer
+    from tests._sd import run_node
+    from tests.test_flux import PIXELS, ComfyFlowEuler
+
+    loom = template_loom
+    rgb = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    loom.env.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(loom.env.input_dir / "control_input.png")
+    g = fill_graph(scheduler, guidance, 7)
+    g["1"]["inputs"]["unet_name"] = "flux1-canny-dev.safetensors"
+    g["4"]["inputs"]["image"] = "control_input.png"
+    g["10"] = {"class_type": "InstructPixToPixConditioning", "inputs": {
+        "positive": ["8", 0], "negative": ["6", 0], "vae": ["3", 0], "pixels": ["4", 0]}}
+    ours = run_node(loom, g, "9").numpy()
+
+    monkeypatch.setattr(vae_module.DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
+    parts = {k: v for k, v in build_pipeline(0, guidance=True).components.items()
+             if k not in ("image_encoder", "feature_extractor")}
+    pipe = FluxControlPipeline(**{**parts, "transformer": edit_transformer(32, 0)})
+    pipe.scheduler = ComfyFlowEuler()
+    pipe.set_progress_bar_config(disable=True)
+    sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", scheduler, 3)
+    noise = prepare_noise((2, 16, 4, 4), 7)
+    theirs = pipe(control_image=Image.fromarray(rgb), prompt=KONTEXT_PROMPT, num_images_per_prompt=2,
+                  guidance_scale=guidance, latents=pipe._pack_latents(noise * sigmas[0], 2, 16, 4, 4), height=32,
+                  width=32, num_inference_steps=3, sigmas=sigmas[:-1].tolist(), max_sequence_length=256,
+                  output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print(f"\nCanny/Depth ({scheduler}, guidance {guidance}) vs FluxControlPipeline: max abs difference {difference}")
+    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
