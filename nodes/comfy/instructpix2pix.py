@@ -19,6 +19,7 @@ from graph import In, Node, Out
 from ..common import call
 from ..conditioning import as_conditioning
 from ..latent import VAEEncode
+from ..latent_value import Latent
 
 
 class InstructPixToPixConditioning(Node):
@@ -37,10 +38,10 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        dist = latent.get("dist")  # a shifted VAE's (Flux) has none: its latents unscaled, less the shift
-        image = dist["mean"] if dist is not None else latent["samples"] / self.vae.config.scaling_factor
+        # a shifted VAE's (Flux) has no distribution: its latents unscaled, less the shift
+        image = latent.dist.mean if latent.dist is not None else latent.samples / self.vae.config.scaling_factor
 
         def conditioned(conditioning):
             return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))
 
-        return conditioned(self.positive), conditioned(self.negative), {"samples": torch.zeros_like(latent["samples"])}
+        return conditioned(self.positive), conditioned(self.negative), Latent(torch.zeros_like(latent.samples), space=latent.space)

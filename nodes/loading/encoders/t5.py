@@ -10,8 +10,9 @@ is multiplied back (`dequantize`) before it is assigned.
 
 Its tokenizer is T5's SentencePiece unigram, which the file does not hold: Loom reads a `t5_tokenizer/`
 folder (transformers' tokenizer files: tokenizer.json, or spiece.model) beside the file or in the
-text_encoders folder, as ComfyUI ships it in comfy/text_encoders/t5_tokenizer. `tiny_tokenizer` makes a
-small one for tests (`write_tiny_tokenizer` puts it beside tiny files).
+text_encoders folder (also for a whole checkpoint in checkpoints/), as ComfyUI ships it in
+comfy/text_encoders/t5_tokenizer. `tiny_tokenizer` makes a small one for tests (`write_tiny_tokenizer`
+puts it beside tiny files).
 
 ComfyUI's prompt path (`encode`): the pieces, then `</s>`, padded with `<pad>` up to a family's minimum
 length (Flux 256, SD3 77), never truncated; the last hidden state (after the final layer norm); without
@@ -88,7 +89,8 @@ def t5_from_state(sd: dict, prefix: str = ""):
 def tokenizer_beside(path: Path):
     from transformers import T5TokenizerFast
 
-    for folder in (path.parent / TOKENIZER_FOLDER, path.parent.parent / TOKENIZER_FOLDER):
+    for folder in (path.parent / TOKENIZER_FOLDER, path.parent.parent / TOKENIZER_FOLDER,
+                   path.parent.parent / "text_encoders" / TOKENIZER_FOLDER):  # a checkpoint's: checkpoints/..
         if folder.is_dir():
             return T5TokenizerFast.from_pretrained(folder)
     raise CheckpointError(f"{path.name}: a T5 text encoder needs T5's tokenizer files (tokenizer.json or "
