@@ -136,7 +136,7 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
     import diffusers.pipelines.flux.pipeline_flux_fill as fill
     from diffusers import FluxFillPipeline
 
-    from nodes.conditioning import Cond, InpaintImage
+    from nodes.conditioning import Cond
 
     monkeypatch.setattr(fill, "retrieve_latents", lambda out, generator=None: out.latent_dist.mean)
     image = torch.rand(1, 3, 32, 32)
@@ -147,8 +147,9 @@ def test_fill_transformer_input_is_the_pipelines(monkeypatch):
     with torch.no_grad():
         mean = pipe.vae.encode(pipe.image_processor.preprocess(image) * (1 - mask)).latent_dist.mean
     x = unpatchify(hidden[..., :64], 16, 16)
-    # what InpaintModelConditioning gives for a shifted VAE: the scaled latents over the scale (mean - shift)
-    cond = Cond(embeds=torch.zeros(1, 5, 32), inpaint=InpaintImage(mask, mean - 0.1159, torch.zeros_like(mean), 0.3611))
+    # what InpaintModelConditioning gives: the blanked image's latents as VAEEncode makes them, the mask
+    cond = Cond(embeds=torch.zeros(1, 5, 32),
+                extra={"concat_latent_image": (mean - 0.1159) * 0.3611, "concat_mask": mask})
     tokens, ids, count = transformer_inputs(x, cond, (16 * 4 * 2 + 16) // 4)
     assert count == 64 and torch.equal(ids, img_ids)
     assert torch.equal(tokens, hidden)
@@ -178,9 +179,23 @@ def kontext(tmp_path_factory):
                                   dtype="float32"))
     loom.env.input_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture(32)).save(loom.env.input_dir / "kontext_input.png")
-    pipe = FluxKontextPipeline(**{k: v for k, v in dev.components.items()})
-    pipe.set_progress_bar_config(disable=True)
+    pipe = saved(FluxKontextPipeline, dev, tmp_path_factory.mktemp("kontext_folder"))
     return loom, pipe
+
+
+def saved(pipeline_cls, pipe, folder, transformer=None):
+    """`pipeline_cls` of the pipeline's parts (and another transformer) loaded from a saved folder, as
+    Loom loads its parts from files: tensors made in memory can lie in another layout and round differently."""
+    from diffusers import FluxTransformer2DModel
+
+    pipe.save_pretrained(folder / "pipe", safe_serialization=True)
+    parts = {}
+    if transformer is not None:
+        transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+        parts["transformer"] = FluxTransformer2DModel.from_pretrained(folder / "transformer")
+    loaded = pipeline_cls.from_pretrained(folder / "pipe", **parts)
+    loaded.set_progress_bar_config(disable=True)
+    return loaded
 
 
 def kontext_graph(scheduler: str, guidance: float, seed: int, steps: int = 3) -> dict:
@@ -209,8 +224,8 @@ def kontext_graph(scheduler: str, guidance: float, seed: int, steps: int = 3) ->
 @pytest.mark.parametrize("scheduler,guidance", [("simple", 2.5), ("beta", 3.5)])
 def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
     """Image editing, batch 2, from ComfyUI's files, against FluxKontextPipeline given ComfyUI's noise and
-    sigmas (tests.test_flux.ComfyFlowEuler). Tolerance: test_flux.PIXELS (the pipeline gives the
-    transformer (1000 sigma) / 1000 where ComfyUI gives sigma: float32 rounding of the time)."""
+    sigmas (tests.test_flux.ComfyFlowEuler). Exact (test_flux.PIXELS: the same operations in the same order;
+    the pipeline's time (1000 sigma) / 1000 is sigma exactly for these sigmas)."""
     import numpy as np
     from PIL import Image
 
@@ -232,7 +247,7 @@ def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
                   _auto_resize=False, max_area=32 * 32, output_type="np").images
     difference = float(np.abs(ours - theirs).max())
     print(f"\nKontext ({scheduler}, guidance {guidance}) vs FluxKontextPipeline: max abs difference {difference}")
-    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
+    assert ours.shape == (2, 32, 32, 3) and difference <= PIXELS, difference
     assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
     # The reference changes the result: without ReferenceLatent the prediction differs.
     plain = kontext_graph(scheduler, guidance, 7)
@@ -329,10 +344,10 @@ def fill_graph(scheduler: str, guidance: float, seed: int, steps: int = 3) -> di
 
 
 @pytest.mark.parametrize("scheduler,guidance", [("simple", 30.0), ("beta", 3.5)])
-def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, guidance):
+def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, tmp_path, scheduler, guidance):
     """Inpainting with the Fill model, batch 2, from ComfyUI's files, against FluxFillPipeline given
     ComfyUI's noise and sigmas. The pipeline samples the masked image's latent distribution where
-    ComfyUI takes its mean: here it takes the mean. Tolerance test_flux.PIXELS (the pipeline's t/1000)."""
+    ComfyUI takes its mean: here it takes the mean. Exact (test_flux.PIXELS)."""
     import diffusers.pipelines.flux.pipeline_flux_fill as fill
     import numpy as np
     from diffusers import FluxFillPipeline
@@ -355,11 +370,8 @@ def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, 
     ours = run_node(loom, fill_graph(scheduler, guidance, 7), "9").numpy()
 
     monkeypatch.setattr(fill, "retrieve_latents", lambda out, generator=None: out.latent_dist.mean)
-    parts = {k: v for k, v in build_pipeline(0, guidance=True).components.items()
-             if k not in ("image_encoder", "feature_extractor")}
-    pipe = FluxFillPipeline(**{**parts, "transformer": edit_transformer(96, 0)})
+    pipe = saved(FluxFillPipeline, build_pipeline(0, guidance=True), tmp_path, edit_transformer(96, 0))
     pipe.scheduler = ComfyFlowEuler()
-    pipe.set_progress_bar_config(disable=True)
     sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", scheduler, 3)
     noise = prepare_noise((2, 16, 4, 4), 7)
     theirs = pipe(image=Image.fromarray(rgba[..., :3]), mask_image=Image.fromarray(255 - rgba[..., 3]),
@@ -369,7 +381,7 @@ def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, 
                   output_type="np").images
     difference = float(np.abs(ours - theirs).max())
     print(f"\nFill ({scheduler}, guidance {guidance}) vs FluxFillPipeline: max abs difference {difference}")
-    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
+    assert ours.shape == (2, 32, 32, 3) and difference <= PIXELS, difference
     assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
 
 
@@ -384,11 +396,13 @@ def test_flux_edit_templates_waiting_name_what_they_lack(template_loom, name):
 # --- Canny / Depth: InstructPixToPixConditioning on a Flux model against FluxControlPipeline -------
 
 @pytest.mark.parametrize("scheduler,guidance", [("simple", 30.0), ("beta", 10.0)])
-def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, scheduler, guidance):
+def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, tmp_path, scheduler, guidance):
     """flux_canny_model_example's chain at 32 px, batch 2 (its control image given directly):
     LoadImage -> InstructPixToPixConditioning -> KSampler (euler, cfg 1) on flux1-canny-dev.safetensors,
     against FluxControlPipeline given ComfyUI's noise and sigmas. The pipeline samples the control image's
-    latent distribution where ComfyUI takes its mean: here it takes the mean. Tolerance test_flux.PIXELS."""
+    latent distribution where ComfyUI takes its mean: here it takes the mean. Tolerance 1e-5 on pixels: the
+    pipeline encodes the control image as a batch of 2 (the image repeated), Loom once; the VAE's
+    convolutions round differently by batch size (1.3e-6 on the latents; measured 2.0e-6 / 1.9e-6 here)."""
     import numpy as np
     from diffusers import FluxControlPipeline
     from diffusers.models.autoencoders import vae as vae_module
@@ -400,7 +414,7 @@ def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, schedule
     from nodes.families.flux.tiny import build_pipeline
     from nodes.families.flux.tiny_edit import edit_transformer
     from tests._sd import run_node
-    from tests.test_flux import PIXELS, ComfyFlowEuler
+    from tests.test_flux import ComfyFlowEuler
 
     loom = template_loom
     rgb = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -414,11 +428,8 @@ def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, schedule
     ours = run_node(loom, g, "9").numpy()
 
     monkeypatch.setattr(vae_module.DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
-    parts = {k: v for k, v in build_pipeline(0, guidance=True).components.items()
-             if k not in ("image_encoder", "feature_extractor")}
-    pipe = FluxControlPipeline(**{**parts, "transformer": edit_transformer(32, 0)})
+    pipe = saved(FluxControlPipeline, build_pipeline(0, guidance=True), tmp_path, edit_transformer(32, 0))
     pipe.scheduler = ComfyFlowEuler()
-    pipe.set_progress_bar_config(disable=True)
     sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", scheduler, 3)
     noise = prepare_noise((2, 16, 4, 4), 7)
     theirs = pipe(control_image=Image.fromarray(rgb), prompt=KONTEXT_PROMPT, num_images_per_prompt=2,
@@ -427,4 +438,4 @@ def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, schedule
                   output_type="np").images
     difference = float(np.abs(ours - theirs).max())
     print(f"\nCanny/Depth ({scheduler}, guidance {guidance}) vs FluxControlPipeline: max abs difference {difference}")
-    assert ours.shape == (2, 32, 32, 3) and difference < PIXELS, difference
+    assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference

@@ -41,7 +41,8 @@ class InstructPixToPixConditioning(Node):
         # a shifted VAE's (Flux) has no distribution: its latents unscaled, less the shift
         image = latent.dist.mean if latent.dist is not None else latent.samples / self.vae.config.scaling_factor
 
-        def conditioned(conditioning):
-            return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))
+        def conditioned(conditioning):  # concat_latent_image (ComfyUI's name): the latents as they are (Flux)
+            return tuple(replace(c, concat=image, extra={**c.extra, "concat_latent_image": latent.samples})
+                         for c in as_conditioning(conditioning))
 
         return conditioned(self.positive), conditioned(self.negative), Latent(torch.zeros_like(latent.samples), space=latent.space)

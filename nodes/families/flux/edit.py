@@ -8,8 +8,8 @@
   beside or below the ones before), "index" (index 1, 2, ... at the same place) or "uxo" (index 0,
   placed past the image's own corner). The prediction keeps the image's tokens only.
 - Fill (in_channels 16 + 16 + s*s) and Canny/Depth (16 + 16): channels concatenated to the latents
-  before patchifying: the image latents (InpaintModelConditioning / InstructPixToPixConditioning),
-  then for Fill the mask with each s x s pixel block unshuffled into channels (s: the VAE's scale,
+  before patchifying: the image latents (InpaintModelConditioning / InstructPixToPixConditioning's
+  "concat_latent_image"), then for Fill the mask ("concat_mask") with each s x s pixel block unshuffled into channels (s: the VAE's scale,
   8 for the published models; diffusers' FluxFillPipeline and ComfyUI's Flux.concat_cond).
 Latents are Loom's (VAE latents shifted and scaled); patches 2 x 2, channels-first inside a token.
 """
@@ -85,21 +85,19 @@ def _to_batch(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 
 def image_channels(entry, x: torch.Tensor, extra: int, scale: float = FAMILY.latent.scale,
                    shift: float = FAMILY.latent.shift) -> torch.Tensor | None:
-    """The channels a Fill or Canny/Depth model reads after the latents x (B, C, H, W), from the
-    conditioning entry (nodes.conditioning.Cond), `extra` of them (its in_channels less C): the image's
-    latents as the model's latents are made (Cond.inpaint's blanked image: its scaling_factor * mean;
-    Cond.concat's image: concat * scale; both unscaled VAE latents less the VAE's shift, as VAEEncode
-    makes them for a shifted VAE), then for Fill the mask. None: the model takes none. Without an
-    image, as ComfyUI: a zero VAE latent ((0 - shift) * scale) and a mask of ones."""
+    """The channels a Fill or Canny/Depth model reads after the latents x (B, C, H, W), `extra` of them
+    (its in_channels less C), from the conditioning entry's values under ComfyUI's names:
+    "concat_latent_image" (InpaintModelConditioning's blanked image, InstructPixToPixConditioning's
+    image: latents as VAEEncode makes them) and for Fill "concat_mask" (the pixel mask). None: the
+    model takes none. Without an image, as ComfyUI: a zero VAE latent ((0 - shift) * scale) and a mask
+    of ones."""
     if extra <= 0:
         return None
     b, c, h, w = x.shape
-    if entry.inpaint is not None:
-        image = entry.inpaint.scaling_factor * entry.inpaint.mean.to(device=x.device, dtype=torch.float32)
-    elif entry.concat is not None:
-        image = entry.concat.to(device=x.device, dtype=torch.float32) * scale
-    else:
+    image = entry.extra.get("concat_latent_image")
+    if image is None:
         image = torch.full_like(x, -shift * scale)
+    image = image.to(device=x.device, dtype=torch.float32)
     if image.shape[-2:] != (h, w):
         image = F.interpolate(image, size=(h, w), mode="bilinear")
     image = _to_batch(image, b, "conditioning image").to(x.dtype)
@@ -110,7 +108,8 @@ def image_channels(entry, x: torch.Tensor, extra: int, scale: float = FAMILY.lat
     if side * side != squares:
         raise ValueError(f"this Flux model takes {extra} extra input channels: neither an image's {c} nor an image "
                          f"and a square mask's")
-    mask = entry.inpaint.mask if entry.inpaint is not None else torch.ones(b, 1, h * side, w * side)
+    mask = entry.extra.get("concat_mask")
+    mask = torch.ones(b, 1, h * side, w * side) if mask is None else mask
     channels = _to_batch(fill_mask_channels(mask.to(x.device), h, w, side), b, "mask").to(x.dtype)
     return torch.cat([image, channels], dim=1)
 
