@@ -259,9 +259,7 @@ def test_kontext_graph_matches_the_pipeline(kontext, scheduler, guidance):
 
 # flux_kontext_dev_basic samples at 1024 px whatever the input (FluxKontextImageScale): ~40 s on tiny models.
 EDIT_TEMPLATES = [pytest.param("flux_kontext_dev_basic", marks=pytest.mark.slow), "flux_fill_inpaint_example",
-                  "flux_fill_outpaint_example", "flux_canny_model_example"]
-# Templates that do not run yet, with what they lack (the test checks it is that and nothing else).
-WAITING = {"image_flux.1_fill_dev_OneReward": "LoraLoaderModelOnly"}  # LoRA on Flux transformers: not in Loom
+                  "flux_fill_outpaint_example", "flux_canny_model_example", "image_flux.1_fill_dev_OneReward"]
 
 
 @pytest.fixture(scope="module")
@@ -385,13 +383,6 @@ def test_fill_graph_matches_the_pipeline(template_loom, monkeypatch, tmp_path, s
     assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
 
 
-@pytest.mark.parametrize("name", sorted(WAITING))
-def test_flux_edit_templates_waiting_name_what_they_lack(template_loom, name):
-    validation = template_loom.validate(template_prompt(template_loom, name))
-    assert not validation.ok
-    failing = {error["class_type"] for error in validation.response()["node_errors"].values()}
-    assert failing == {WAITING[name]}, validation.response()
-
 
 # --- Canny / Depth: InstructPixToPixConditioning on a Flux model against FluxControlPipeline -------
 
@@ -439,3 +430,43 @@ def test_control_graph_matches_the_pipeline(template_loom, monkeypatch, tmp_path
     difference = float(np.abs(ours - theirs).max())
     print(f"\nCanny/Depth ({scheduler}, guidance {guidance}) vs FluxControlPipeline: max abs difference {difference}")
     assert ours.shape == (2, 32, 32, 3) and difference < 1e-5, difference
+
+
+# --- LoRA on a Flux transformer (LoraLoaderModelOnly), against FluxPipeline.load_lora_weights ------
+
+def test_lora_on_flux_matches_the_pipeline(template_loom, tmp_path):
+    """LoraLoaderModelOnly (strength 0.7) on flux1-dev.safetensors with the tiny LoRA in diffusers'
+    layout, txt2img at 32 px, batch 2, against FluxPipeline with load_lora_weights and the adapter at
+    0.7: the same PEFT layers on both sides. Without the LoRA the image differs."""
+    import numpy as np
+    from diffusers import FluxPipeline
+
+    from nodes.comfy.ksampling.denoiser import FluxSchedule
+    from nodes.comfy.ksampling.noise import prepare_noise
+    from nodes.comfy.ksampling.schedules import ksampler_sigmas
+    from nodes.families.flux.tiny import build_pipeline
+    from nodes.families.flux.tiny_edit import LORA
+    from tests._sd import run_node
+    from tests.test_flux import PROMPT, ComfyFlowEuler, graph
+
+    loom = template_loom
+    g = graph("dev", "simple", guidance=3.5)
+    g["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": LORA,
+                                                               "strength_model": 0.7}}
+    g["7"]["inputs"]["model"] = ["20", 0]
+    ours = run_node(loom, g, "9").numpy()
+    plain = run_node(loom, graph("dev", "simple", guidance=3.5), "9").numpy()
+    assert float(np.abs(ours - plain).max()) > 1e-3
+
+    pipe = saved(FluxPipeline, build_pipeline(0, guidance=True), tmp_path)
+    pipe.load_lora_weights(str(loom.env.models_dir / "loras" / LORA), adapter_name="tiny")
+    pipe.set_adapters(["tiny"], [0.7])
+    pipe.scheduler = ComfyFlowEuler()
+    sigmas = ksampler_sigmas(FluxSchedule(1.15), "euler", "simple", 3)
+    noise = prepare_noise((2, 16, 4, 4), 7)
+    theirs = pipe(PROMPT, num_images_per_prompt=2, guidance_scale=3.5, height=32, width=32,
+                  latents=pipe._pack_latents(noise * sigmas[0], 2, 16, 4, 4), num_inference_steps=3,
+                  sigmas=sigmas[:-1].tolist(), max_sequence_length=256, output_type="np").images
+    difference = float(np.abs(ours - theirs).max())
+    print(f"\nLoRA on Flux vs FluxPipeline.load_lora_weights: max abs difference {difference}")
+    assert difference == 0.0
