@@ -229,6 +229,11 @@ COMFY.update({
     "ModelSamplingFlux": ("model:MODEL max_shift:FLOAT base_shift:FLOAT width:INT height:INT", "", "MODEL"),
     "CLIPTextEncodeFlux": ("clip:CLIP clip_l:STRING t5xxl:STRING guidance:FLOAT", "", "CONDITIONING"),
 })
+# Flux.2 (issue 22, nodes.comfy.flux2): comfy_extras/nodes_flux.py's empty latent and schedule
+COMFY.update({
+    "EmptyFlux2LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
+    "Flux2Scheduler": ("steps:INT width:INT height:INT", "", "SIGMAS"),
+})
 # Flux.1 editing (kontext helper): comfy_extras/nodes_differential_diffusion.py (nodes.comfy.differential)
 COMFY.update({
     "DifferentialDiffusion": ("model:MODEL", "strength:FLOAT", "MODEL"),

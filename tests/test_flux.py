@@ -239,6 +239,10 @@ def test_clip_text_encode_flux_sets_its_prompts_and_guidance(loaded):
     assert both[0].extra == {"guidance": 2.5} and not plain[0].extra
     assert torch.equal(both[0].embeds, plain[0].embeds) and torch.equal(both[0].pooled, dog[0].pooled)
     assert plain[0].embeds.shape == (1, 256, 32) and plain[0].pooled.shape == (1, 32)
+    # ComfyUI's prompt syntax: weights move T5's tokens, CLIP-L's pooled output reads the words alone
+    weighted = run_node(loom, {**clip, "5": {"class_type": "CLIPTextEncode", "inputs": {
+        "clip": ["2", 0], "text": "(a dog:1.3)"}}}, "5")
+    assert torch.equal(weighted[0].pooled, dog[0].pooled) and not torch.equal(weighted[0].embeds, dog[0].embeds)
 
 
 def test_the_folders_are_recognised(loaded):
@@ -377,3 +381,26 @@ def test_comfyuis_clip_l_file_with_its_projection_loads_as_clip_l(tmp_path):
     ids = torch.tensor([[0, 5, 6, 999]])
     with torch.no_grad():
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("guidance", [True, False])
+def test_the_published_shapes_give_the_published_config(guidance):
+    """FLUX.1 dev's / schnell's full-size transformer (on the meta device: shapes only) written in BFL's
+    layout reads back as the published config, and converts to exactly its keys and shapes."""
+    from diffusers import FluxTransformer2DModel
+
+    from nodes.families.flux import TRANSFORMER
+    from nodes.families.flux.files import convert, transformer_config
+    from nodes.families.flux.tiny import transformer_to_original
+
+    published = {**TRANSFORMER, "guidance_embeds": guidance}
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**published)
+    state = model.state_dict()
+    original = transformer_to_original(state)
+    # weights and biases: q, k, v fused twice per double block (-8), with the MLP input per single block (-6)
+    assert len(original) == len(state) - 19 * 8 - 38 * 6
+    config = transformer_config(original)
+    assert config == {**published, "out_channels": None}
+    back = convert(dict(original), 3072)
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in state.items()}

@@ -5,8 +5,8 @@ models/text_encoders (or clip), models/vae, models/loras.
 
 Loom runs what these files hold in diffusers form, so ComfyUI's options that only choose a storage
 format are accepted and ignored where they change nothing here: UNETLoader's `weight_dtype` (the
-server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that is not
-an SD family (flux, sd3, wan, ...) is refused by name at validation.
+server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that no family
+declares (sd3, wan, ...) is refused by name at validation.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from ..loading.model_files import kind_choices, kind_fingerprint
 
 # ComfyUI's choices; Loom loads the SD families among them.
 CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
-              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image",
+              "flux2"]
 DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 DEVICES = ["default", "cpu"]
@@ -88,7 +89,8 @@ class CLIPLoader(Node):
 
 
 class DualCLIPLoader(Node):
-    """ComfyUI's two-encoder loader: two LoadTextEncoder, as SDXL's CLIP (CLIP-L and bigG, any order)."""
+    """ComfyUI's two-encoder loader: two LoadTextEncoder, as the CLIP of the family `type` names (sdxl:
+    CLIP-L and bigG; flux: CLIP-L and T5-XXL; any order)."""
     category = "advanced/loaders"  # ComfyUI's
     clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")

@@ -8,7 +8,8 @@ CLIP-L file by nodes.loading.checkpoints).
   convert_flux_transformer_checkpoint_to_diffusers. That converter splits the single blocks' fused
   `linear1` at the published width (3072); the split is redone here at the file's width, so smaller
   (tiny) models load too. ComfyUI's scaled fp8 files are multiplied back first.
-- a prompt: CLIP-L's pooled output and T5-XXL's last hidden state, as ComfyUI's Flux text encoder.
+- a prompt (ComfyUI's syntax: `(word:1.2)` weights): CLIP-L's pooled output and T5-XXL's last hidden
+  state, as ComfyUI's Flux text encoder.
 """
 from __future__ import annotations
 
@@ -70,14 +71,15 @@ def transformer_from_file(sd: dict, prefix: str = ""):
     return load_weights(model, state, "Flux transformer", assign=True).eval()
 
 
-def clip_pooled(tokenizer, text_encoder, texts):
-    """CLIP-L's pooled output (B, width) of prompts padded (with the end token) to 77 tokens."""
+def clip_pooled(tokenizer, text_encoder, text: str):
+    """CLIP-L's pooled output (1, width) of a prompt as ComfyUI pools it: its first chunk of 77 tokens
+    in ComfyUI's syntax (start, the words without weight marks, end, padding; weights change only
+    the hidden states, which Flux does not use)."""
     import torch
 
-    from . import CLIP_LENGTH
+    from ...comfy.prompt_weights import tokenize_chunks
 
-    ids = tokenizer(list(texts), padding="max_length", max_length=CLIP_LENGTH, truncation=True,
-                    return_tensors="pt").input_ids.to(text_encoder.device)
+    ids = torch.tensor(tokenize_chunks(tokenizer, text).rows[:1], device=text_encoder.device)
     with torch.no_grad():
         return text_encoder(ids, output_hidden_states=False).pooler_output
 
@@ -91,4 +93,4 @@ def encode(clip, clip_l_text: str, t5xxl_text: str):
     if clip_model is None or t5_model is None:
         raise ValueError("a Flux CLIP needs CLIP-L and T5-XXL (DualCLIPLoader type 'flux')")
     embeds = t5.encode(t5_tokenizer, t5_model, t5xxl_text, T5_MIN_LENGTH)
-    return embeds, clip_pooled(clip_tokenizer, clip_model, [clip_l_text])
+    return embeds, clip_pooled(clip_tokenizer, clip_model, clip_l_text)
