@@ -108,6 +108,7 @@ def test_noise_mask_and_differential_diffusion_on_a_flow_transformer():
     from nodes.comfy.ksampling.schedules import ksampler_sigmas
     from nodes.conditioning import Cond
     from nodes.families.zimage.tiny import build_pipeline
+    from nodes.latent_value import Latent
     from nodes.loading.bundles import Model
 
     pipe = build_pipeline(0)
@@ -119,7 +120,7 @@ def test_noise_mask_and_differential_diffusion_on_a_flow_transformer():
     sigmas = ksampler_sigmas(model.sampling, "euler", "simple", 3)
 
     def run(model, mask):
-        latent = {"samples": source, "noise_mask": mask}
+        latent = Latent(source, noise_mask=mask)
         out, _ = sample(None, model, (Cond(embeds=caption[None]),), None, 1.0, SamplerChoice("euler"), sigmas,
                         latent, starting_noise(model, latent, 42), 42)
         return out["samples"]
