@@ -248,6 +248,10 @@ COMFY.update({
 })
 COMFY_CHOICES[("CLIPTextEncodeSD3", "empty_padding")] = ["none", "empty_prompt"]
 COMFY_CHOICES[("TripleCLIPLoader", "device")] = ["default", "cpu"]
+# Flux.1 editing (kontext helper): comfy_extras/nodes_differential_diffusion.py (nodes.comfy.differential)
+COMFY.update({
+    "DifferentialDiffusion": ("model:MODEL", "strength:FLOAT", "MODEL"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

@@ -21,13 +21,16 @@ class Model:
     `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
     None: the one its scheduler config implies.
     `patches`: guidance patches a family's guide reads (nodes.families.sd3.guide.SkipLayers: ComfyUI's
-    SkipLayerGuidanceDiTSimple), in the order the nodes added them."""
+    SkipLayerGuidanceDiTSimple), in the order the nodes added them.
+    `denoise_mask_function`: ComfyUI's per-step noise-mask patch (DifferentialDiffusion),
+    f(sigma, mask, sigmas, model_sampling) -> the mask for this step; None: the mask as it is."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
     sampling: Any = None
     patches: tuple = ()
+    denoise_mask_function: Any = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -120,9 +120,8 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.noise_mask is None else prepare_mask(latent.noise_mask, source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
-    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
-        if mask is not None:
-            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
+    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime); a noise
+        # mask is the Denoiser's, as for any model
         guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
     else:
         guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
@@ -133,7 +132,8 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
         masked_noise = torch.randn(noise.shape, generator=generator).to(device)
-    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise)
+    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise,
+                        getattr(model, "denoise_mask_function", None))
     steps = len(sigmas) - 1
     last = {}
 
