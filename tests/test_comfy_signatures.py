@@ -223,6 +223,10 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options)
+COMFY.update({
+    "T5TokenizerOptions": ("clip:CLIP min_padding:INT min_length:INT", "", "CLIP"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

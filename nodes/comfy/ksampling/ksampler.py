@@ -76,7 +76,10 @@ def latent_image(model, latent: dict) -> torch.Tensor:
         height, width = latent.get("height") or h * COMFY_LATENT_SCALE, latent.get("width") or w * COMFY_LATENT_SCALE
         if width % scale or height % scale:
             raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
+        declared = family(getattr(model, "family", "sd1")).latent
         channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
+        if declared.packed > 1:  # the transformer sees patches packed into channels (Flux, Chroma)
+            channels = declared.channels
         shape = (samples.shape[0], channels, height // scale, width // scale)
         return torch.zeros(shape, dtype=torch.float32)
     return samples.detach().float().cpu()
