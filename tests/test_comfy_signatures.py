@@ -223,9 +223,11 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
-# Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options)
+# Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options),
+# comfy_extras/nodes_hidream.py's QuadrupleCLIPLoader (nodes.comfy.loaders)
 COMFY.update({
     "T5TokenizerOptions": ("clip:CLIP min_padding:INT min_length:INT", "", "CLIP"),
+    "QuadrupleCLIPLoader": ("clip_name1:COMBO clip_name2:COMBO clip_name3:COMBO clip_name4:COMBO", "", "CLIP"),
 })
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
