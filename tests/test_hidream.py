@@ -134,3 +134,55 @@ def test_the_templates_match_the_pipeline(loaded, name, scheduler):
                        output_type="np").images
     difference = float(np.abs(ours - theirs).max())
     assert ours.shape == (2, 32, 32, 3) and difference == 0.0, difference
+
+
+def test_dual_cfg_combines_three_predictions_as_comfyui():
+    """DualGuide's regular and nested combinations, and ComfyUI's skips (regular: no negative pass at
+    cfg2 1, no middle one either at cfg1 1), on constant predictions."""
+    from nodes.comfy.ksampling.dual import DualCFG, DualGuide
+
+    values = {"p": 3.0, "m": 2.0, "n": 0.5}
+    made = []
+
+    def single(name):
+        made.append(name)
+        return lambda x, t, step, total: torch.full_like(x, values[name])
+
+    x = torch.zeros(1)
+    regular = DualGuide(single, "p", "n", DualCFG("m", 5.0, 2.0))(x, 0, 0, 1)
+    assert float(regular) == 0.5 + 2.0 * (2.0 - 0.5) + 5.0 * (3.0 - 2.0)
+    nested = DualGuide(single, "p", "n", DualCFG("m", 5.0, 2.0, nested=True))(x, 0, 0, 1)
+    assert float(nested) == 0.5 + 2.0 * ((2.0 + 5.0 * (3.0 - 2.0)) - 0.5)
+    made.clear()
+    assert float(DualGuide(single, "p", "n", DualCFG("m", 5.0, 1.0))(x, 0, 0, 1)) == 2.0 + 5.0 * (3.0 - 2.0)
+    assert made == ["p", "m"]
+    made.clear()
+    assert float(DualGuide(single, "p", "n", DualCFG("m", 1.0, 1.0))(x, 0, 0, 1)) == 3.0 and made == ["p"]
+
+
+def test_the_e1_template_runs(loaded):
+    """hidream_e1_full as posted (the tiny transformer under E1's name; the image scaled to 32 px):
+    InstructPixToPixConditioning gives the image beside the noisy latents (ComfyUI's image_cond),
+    DualCFGGuider (5, 2, regular) guides the three passes; two seeds, two images of the input's size."""
+    import comfyui_workflow_templates_json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from graph.formats import load
+    from tests._sd import run_node
+
+    loom, _ = loaded
+    path = Path(comfyui_workflow_templates_json.__file__).parent / "templates" / "hidream_e1_full.json"
+    prompt = load(json.loads(path.read_text()), loom.registry).prompt
+    name = prompt["13"]["inputs"]["image"]
+    pixels = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    loom.env.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(loom.env.input_dir / name)
+    prompt["44"]["inputs"].update(width=32, height=32)
+    prompt["49"]["inputs"]["steps"] = 2
+    images = []
+    for seed in (1, 2):
+        prompt["47"]["inputs"]["noise_seed"] = seed
+        images.append(run_node(loom, prompt, "8"))
+    assert images[0].shape == (1, 32, 32, 3) and float((images[0] - images[1]).abs().max()) > 1e-3

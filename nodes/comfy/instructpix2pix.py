@@ -36,7 +36,10 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        image = latent["dist"]["mean"]
+        if "dist" in latent:
+            image = latent["dist"]["mean"]
+        else:  # a shifted (Flux-style) VAE gives the scaled mean only: back to raw latents (HiDream E1)
+            image = latent["samples"] / self.vae.config.scaling_factor + self.vae.config.shift_factor
 
         def conditioned(conditioning):
             return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))

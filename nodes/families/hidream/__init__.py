@@ -81,8 +81,10 @@ FAMILY = Family(
     ),
     conditioning=Conditioning("EncodeTextHiDream", pooled=True),
     latent=LatentFormat(channels=16, scale=0.3611, shift=0.1159, downscale=8),
-    sampling=Sampling("flow", shift=3.0, multiplier=1000),
-    scheduler=dict(_class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0,
+    # ComfyUI's default sampling of a HiDream file (shift 1: the E1 templates set none; the I1 ones set
+    # ModelSamplingSD3); the published folders bring their own scheduler (Full: shift 3)
+    sampling=Sampling("flow", shift=1.0, multiplier=1000),
+    scheduler=dict(_class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=1.0,
                    use_dynamic_shifting=False),
     default_size=1024,
     tiny=Tiny(denoiser=TINY_TRANSFORMER, vae=TINY_VAE, folder="tiny-hidream",

@@ -1,7 +1,8 @@
 """Tiny random HiDream I1 models for tests: the diffusers folder (HiDreamImagePipeline.save_pretrained)
 and the single files ComfyUI's HiDream I1 templates load, under their file names:
 
-    diffusion_models/hidream_i1_{full,dev,fast}_fp8.safetensors   the transformer (one tiny model, three names)
+    diffusion_models/hidream_i1_{full,dev,fast}_fp8.safetensors   the transformer (one tiny model, four names)
+    diffusion_models/hidream_e1_full_bf16.safetensors
     text_encoders/clip_l_hidream.safetensors                     CLIP-L with its projection (transformers' keys)
     text_encoders/clip_g_hidream.safetensors                     CLIP-G with its projection
     text_encoders/t5xxl_fp8_e4m3fn_scaled.safetensors            T5 (float32 here)
@@ -21,7 +22,8 @@ from pathlib import Path
 from ..chroma.tiny import flux_vae_file, randomise_zeros, save_files, tiny_t5
 from . import FAMILY
 
-TRANSFORMER_FILES = {v: f"diffusion_models/hidream_i1_{v}_fp8.safetensors" for v in ("full", "dev", "fast")}
+TRANSFORMER_FILES = {**{v: f"diffusion_models/hidream_i1_{v}_fp8.safetensors" for v in ("full", "dev", "fast")},
+                     "e1": "diffusion_models/hidream_e1_full_bf16.safetensors"}  # E1: the same architecture
 FILES = {"clip_l": "text_encoders/clip_l_hidream.safetensors", "clip_g": "text_encoders/clip_g_hidream.safetensors",
          "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn_scaled.safetensors",
          "llama": "text_encoders/llama_3.1_8b_instruct_fp8_scaled.safetensors", "vae": "vae/ae.safetensors",
