@@ -223,6 +223,11 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# Flux.2 (issue 22, nodes.comfy.flux2): comfy_extras/nodes_flux.py's empty latent and schedule
+COMFY.update({
+    "EmptyFlux2LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
+    "Flux2Scheduler": ("steps:INT width:INT height:INT", "", "SIGMAS"),
+})
 # Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options),
 # comfy_extras/nodes_hidream.py's QuadrupleCLIPLoader (nodes.comfy.loaders), nodes_custom_sampler.py's
 # DualCFGGuider (nodes.comfy.sampling)

@@ -80,8 +80,11 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
     declared = family(name)
     denoiser, vae = getattr(diffusers, declared.denoiser_class), getattr(diffusers, declared.vae_class)
     unet = denoiser.from_pretrained(path, subfolder=declared.denoiser_folder, dtype=dtype)
-    parts = Parts(family=name, unet=unet.to(device).eval(),
-                  vae=vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval(),
+    vae = vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval()
+    if type(vae).__name__ == "AutoencoderKLFlux2":  # Flux.2's latents are its transformer's (patched, normalised)
+        from ..families.flux2.vae import loom_vae
+        vae = loom_vae(vae)
+    parts = Parts(family=name, unet=unet.to(device).eval(), vae=vae,
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
     for enc in declared.text_encoders:
         if (path / enc.slot / "config.json").is_file():
@@ -154,6 +157,9 @@ def load_vae(path: Path, device, dtype):
         scaling = VAE_SCALING[family_of_state_dict(sd)]
     prefix = VAE_PREFIX if has_prefix(sd, VAE_PREFIX) else ""
     try:
+        from ..families.flux2.vae import is_flux2_vae, vae_from_file
+        if is_flux2_vae(sd, prefix):  # Flux.2's (flux2-vae.safetensors): LDM layout with batch-norm statistics
+            return place(vae_from_file(sd, prefix), device, dtype)
         if f"{prefix}encoder.down.0.block.0.conv1.weight" in sd:  # LDM layout
             latent = family("zimage").latent
             if sd[f"{prefix}decoder.conv_in.weight"].shape[1] == latent.channels:  # Flux's VAE (ae.safetensors)

@@ -27,9 +27,12 @@ Q = "model.layers.0.self_attn.q_proj.weight"
 
 
 def is_llama(sd: dict) -> bool:
-    """Llama's keys: no q/k norms (Qwen3) and no q bias (Qwen2)."""
+    """Llama's keys: no q/k norms (Qwen3), no q bias (Qwen2), not Mistral's tekken vocabulary (the same
+    layout: nodes.loading.encoders.mistral)."""
+    from .mistral import is_mistral
+
     return ("model.embed_tokens.weight" in sd and Q in sd and "model.layers.0.self_attn.q_norm.weight" not in sd
-            and "model.layers.0.self_attn.q_proj.bias" not in sd)
+            and "model.layers.0.self_attn.q_proj.bias" not in sd and not is_mistral(sd))
 
 
 def llama_config(sd: dict):
