@@ -322,4 +322,4 @@ def test_empty_flux2_latent_floors_its_sides_as_comfyui(klein_loom):
     latent = run_node(klein_loom[0], {"1": {"class_type": "EmptyFlux2LatentImage",
                                             "inputs": {"width": 102, "height": 70, "batch_size": 2}}}, "1")
     assert latent["samples"].shape == (2, 128, 4, 6) and not latent["samples"].any()
-    assert (latent["width"], latent["height"]) == (96, 64)
+    assert (latent.width, latent.height) == (96, 64)

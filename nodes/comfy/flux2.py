@@ -31,7 +31,7 @@ class EmptyFlux2LatentImage(Node):
     def run(self, ctx):
         h, w = self.height // 16, self.width // 16
         latent = empty_latent(self.batch_size, FLUX2_CHANNELS, w * 16, h * 16, device_of(ctx.env))
-        return {**latent, "samples": latent["samples"].new_zeros((self.batch_size, FLUX2_CHANNELS, h, w))}
+        return latent.replace(samples=latent.samples.new_zeros((self.batch_size, FLUX2_CHANNELS, h, w)))
 
 
 def empirical_mu(tokens: int, steps: int) -> float:

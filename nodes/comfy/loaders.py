@@ -5,8 +5,8 @@ models/text_encoders (or clip), models/vae, models/loras.
 
 Loom runs what these files hold in diffusers form, so ComfyUI's options that only choose a storage
 format are accepted and ignored where they change nothing here: UNETLoader's `weight_dtype` (the
-server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that is not
-an SD family (flux, sd3, wan, ...) is refused by name at validation.
+server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that no family
+declares (sd3, wan, ...) is refused by name at validation.
 """
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ class CLIPLoader(Node):
 
 
 class DualCLIPLoader(Node):
-    """ComfyUI's two-encoder loader: two LoadTextEncoder, as SDXL's CLIP (CLIP-L and bigG, any order)."""
+    """ComfyUI's two-encoder loader: two LoadTextEncoder, as the CLIP of the family `type` names (sdxl:
+    CLIP-L and bigG; flux: CLIP-L and T5-XXL; any order)."""
     category = "advanced/loaders"  # ComfyUI's
     clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")

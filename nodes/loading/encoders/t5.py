@@ -10,12 +10,14 @@ is multiplied back (`dequantize`) before it is assigned.
 
 Its tokenizer is T5's SentencePiece unigram, which the file does not hold: Loom reads a `t5_tokenizer/`
 folder (transformers' tokenizer files: tokenizer.json, or spiece.model) beside the file or in the
-text_encoders folder, as ComfyUI ships it in comfy/text_encoders/t5_tokenizer. `tiny_tokenizer` makes a
-small one for tests (`write_tiny_tokenizer` puts it beside tiny files).
+text_encoders folder (also for a whole checkpoint in checkpoints/), as ComfyUI ships it in
+comfy/text_encoders/t5_tokenizer. `tiny_tokenizer` makes a small one for tests (`write_tiny_tokenizer`
+puts it beside tiny files).
 
-ComfyUI's prompt path (`encode`): the pieces, then `</s>`, padded with `<pad>` up to a family's minimum
-length (Flux 256, SD3 77), never truncated; the last hidden state (after the final layer norm); without
-an attention mask unless the family asks for one (Chroma does).
+ComfyUI's prompt path (`encode`): the prompt in ComfyUI's syntax (weights `(word:1.2)`), its pieces,
+then `</s>`, padded with `<pad>` up to a family's minimum length (Flux 256, SD3 77), never truncated;
+the last hidden state (after the final layer norm), weighted tokens moved from the empty prompt's
+as ComfyUI does; without an attention mask unless the family asks for one (Chroma does).
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ def t5_from_state(sd: dict, prefix: str = ""):
 def tokenizer_beside(path: Path):
     from transformers import T5TokenizerFast
 
-    for folder in (path.parent / TOKENIZER_FOLDER, path.parent.parent / TOKENIZER_FOLDER):
+    for folder in (path.parent / TOKENIZER_FOLDER, path.parent.parent / TOKENIZER_FOLDER,
+                   path.parent.parent / "text_encoders" / TOKENIZER_FOLDER):  # a checkpoint's: checkpoints/..
         if folder.is_dir():
             return T5TokenizerFast.from_pretrained(folder)
     raise CheckpointError(f"{path.name}: a T5 text encoder needs T5's tokenizer files (tokenizer.json or "
@@ -100,28 +103,55 @@ def t5_from_file(sd: dict, path: Path):
     return tokenizer_beside(path), t5_from_state(sd)
 
 
+def weighted_tokens(tokenizer, text: str, min_length: int) -> tuple[list[int], list[float]]:
+    """ComfyUI's T5 tokens of a prompt in ComfyUI's syntax (`(word:1.2)`, nodes.comfy.prompt_weights):
+    each weighted piece tokenized on its own, `</s>`, then `<pad>` up to min_length; no truncation.
+    (ids, the weight of each)."""
+    from ...comfy.prompt_weights import parse_weights
+
+    ids, weights = [], []
+    for segment, weight in parse_weights(text):
+        if segment:
+            piece = tokenizer(segment, add_special_tokens=False, truncation=False).input_ids
+            ids, weights = ids + piece, weights + [weight] * len(piece)
+    ids, weights = ids + [tokenizer.eos_token_id], weights + [1.0]
+    padding = max(0, min_length - len(ids))
+    return ids + [tokenizer.pad_token_id] * padding, weights + [1.0] * padding
+
+
 def token_ids(tokenizer, text: str, min_length: int) -> list[int]:
-    """ComfyUI's T5 tokens: the pieces, `</s>`, then `<pad>` up to min_length; no truncation."""
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    return ids + [tokenizer.pad_token_id] * max(0, min_length - len(ids))
+    return weighted_tokens(tokenizer, text, min_length)[0]
 
 
 def encode(tokenizer, text_encoder, texts, min_length: int, attention_mask: bool = False):
     """The last hidden states (B, tokens, width) of prompts, as ComfyUI's T5-XXL encoder gives them
-    (prompts of one batch padded to the longest)."""
+    (prompts of one batch padded to the longest). A token of weight w != 1 at position j becomes
+    e_j + w * (z_j - e_j), e the encoding of the empty prompt (`</s>` and padding) run beside it."""
     import torch
 
     texts = [texts] if isinstance(texts, str) else list(texts)
-    rows = [token_ids(tokenizer, t, min_length) for t in texts]
-    length = max(len(r) for r in rows)
-    rows = [r + [tokenizer.pad_token_id] * (length - len(r)) for r in rows]
-    ids = torch.tensor(rows, device=text_encoder.device)
-    mask = None
-    if attention_mask:  # the pieces and </s> are seen, the padding is not
-        lengths = [len(token_ids(tokenizer, t, 0)) for t in texts]
-        mask = torch.tensor([[1] * n + [0] * (length - n) for n in lengths], device=ids.device)
-    with torch.no_grad():
-        return text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    tokens = [weighted_tokens(tokenizer, t, min_length) for t in texts]
+    length = max(len(ids) for ids, _ in tokens)
+    pad, out = tokenizer.pad_token_id, []
+    empty = [tokenizer.eos_token_id] + [pad] * (length - 1)
+    for ids, weights in tokens:
+        seen = len(ids) - ids[::-1].index(tokenizer.eos_token_id)  # the pieces and </s>
+        ids, weights = ids + [pad] * (length - len(ids)), weights + [1.0] * (length - len(ids))
+        weighted = any(w != 1.0 for w in weights)
+        rows = torch.tensor([ids, empty] if weighted else [ids], device=text_encoder.device)
+        mask = None
+        if attention_mask:  # the pieces and </s> are seen, the padding is not
+            mask = torch.tensor([[1] * n + [0] * (length - n) for n in ([seen, 1] if weighted else [seen])],
+                                device=rows.device)
+        with torch.no_grad():
+            hidden = text_encoder(input_ids=rows, attention_mask=mask).last_hidden_state
+        z = hidden[:1]
+        if weighted:  # only where the weight is not 1, as ComfyUI
+            w = torch.tensor(weights, device=z.device, dtype=torch.float32)[None, :, None]
+            moved = (z.float() - hidden[1:].float()) * w + hidden[1:].float()
+            z = torch.where(w != 1.0, moved, z.float()).to(hidden.dtype)
+        out.append(z)
+    return torch.cat(out)
 
 
 def tiny_tokenizer():
