@@ -252,6 +252,16 @@ COMFY_CHOICES[("TripleCLIPLoader", "device")] = ["default", "cpu"]
 COMFY.update({
     "DifferentialDiffusion": ("model:MODEL", "strength:FLOAT", "MODEL"),
 })
+# Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options),
+# comfy_extras/nodes_hidream.py's QuadrupleCLIPLoader (nodes.comfy.loaders), nodes_custom_sampler.py's
+# DualCFGGuider (nodes.comfy.sampling)
+COMFY.update({
+    "T5TokenizerOptions": ("clip:CLIP min_padding:INT min_length:INT", "", "CLIP"),
+    "QuadrupleCLIPLoader": ("clip_name1:COMBO clip_name2:COMBO clip_name3:COMBO clip_name4:COMBO", "", "CLIP"),
+    "DualCFGGuider": ("model:MODEL cond1:CONDITIONING cond2:CONDITIONING negative:CONDITIONING cfg_conds:FLOAT "
+                      "cfg_cond2_negative:FLOAT style:COMBO", "", "GUIDER"),
+})
+COMFY_CHOICES[("DualCFGGuider", "style")] = ["regular", "nested"]
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

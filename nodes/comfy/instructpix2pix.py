@@ -38,8 +38,10 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        # a shifted VAE's (Flux) has no distribution: its latents unscaled, less the shift
-        image = latent.dist.mean if latent.dist is not None else latent.samples / self.vae.config.scaling_factor
+        if latent.dist is not None:
+            image = latent.dist.mean
+        else:  # a shifted (Flux-style) VAE gives the scaled mean only: back to raw latents (HiDream E1)
+            image = latent.samples / latent.space.scale + latent.space.shift
 
         def conditioned(conditioning):  # concat_latent_image (ComfyUI's name): the latents as they are (Flux)
             return tuple(replace(c, concat=image, extra={**c.extra, "concat_latent_image": latent.samples})

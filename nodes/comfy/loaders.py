@@ -131,6 +131,25 @@ class TripleCLIPLoader(Node):
                          "sd3")
 
 
+class QuadrupleCLIPLoader(Node):
+    """ComfyUI's four-encoder loader (HiDream: CLIP-L, CLIP-G, T5-XXL, Llama 3.1 8B, any order): four
+    LoadTextEncoder, as the CLIP of the family whose encoders they are (ComfyUI's has no `type`)."""
+    category = "advanced/loaders"  # ComfyUI's
+    clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name3 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name4 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    outputs = (Out("CLIP", "CLIP"),)
+
+    @classmethod
+    def fingerprint(cls, env, clip_name1=None, clip_name2=None, clip_name3=None, clip_name4=None, **_):
+        return [kind_fingerprint(env, "text_encoders", name) for name in (clip_name1, clip_name2, clip_name3, clip_name4)]
+
+    def run(self, ctx):
+        names = [self.clip_name1, self.clip_name2, self.clip_name3, self.clip_name4]
+        return _encoders(ctx, "QuadrupleCLIPLoader", names, "clip_g", None)
+
+
 class VAELoader(Node):
     """ComfyUI's VAE loader: LoadVAE."""
     category = "loaders"  # ComfyUI's

@@ -38,7 +38,8 @@ class Clip:
     """ComfyUI's CLIP: the tokenizer and text encoder, and for SDXL the second pair; a family with more
     encoders (SD3: three, HiDream: four) keeps the others in `more`, by their diffusers pipeline slot
     ("text_encoder_3": (tokenizer, model)). `layer` is CLIPSetLastLayer's stop_at_clip_layer (-1: the
-    last layer). `loras` as for Model."""
+    last layer). `loras` as for Model. `tokenizer_options`: ComfyUI's tokenizer options by their names
+    (T5TokenizerOptions: "t5xxl_min_padding", "t5xxl_min_length"), read by the family's encode."""
     tokenizer: Any
     text_encoder: Any
     tokenizer_2: Any = None
@@ -47,6 +48,7 @@ class Clip:
     layer: int = -1
     loras: tuple = ()
     more: dict = field(default_factory=dict)
+    tokenizer_options: dict = field(default_factory=dict)
 
     def pair(self, slot: str) -> tuple[Any, Any]:
         """(tokenizer, text encoder) of a pipeline slot: "text_encoder", "text_encoder_2", ... ((None, None): empty)."""

@@ -236,6 +236,8 @@ def clip_encoder_file(sd: dict, path: Path, open_clip_kind: str = CLIP_H) -> tup
         width = sd[hf + "text_model.embeddings.token_embedding.weight"].shape[1]
         bigg = WIDTH_KIND.get(width) == CLIP_G or (width not in WIDTH_KIND and hf + "text_projection.weight" in sd)
         tokenizer, model = text_encoder_from_ldm(sd, hf, "hf") if not bigg else _hf_bigg(sd, hf)
+        if not bigg and hf + "text_projection.weight" in sd:  # kept for the families that pool through it (HiDream)
+            model.register_buffer("loom_text_projection", sd[hf + "text_projection.weight"], persistent=False)
         return (CLIP_G if bigg else CLIP_L), tokenizer, model
     oc = next((k.split("transformer.resblocks.")[0] for k in sd if "transformer.resblocks.0.attn.in_proj_weight" in k),
               None)

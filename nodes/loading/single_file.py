@@ -221,7 +221,9 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
     if layout == "hf":
         config = clip_config(sd, prefix)
         own = {k: v for k, v in sd.items() if k.startswith(prefix)}
-        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else own  # the converter strips the prefix
+        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else dict(own)  # the converter strips the prefix
+        if not projection:  # a CLIP-L file may carry its projection (ComfyUI's clip_l_hidream); the model has none
+            state.pop("text_projection.weight", None)
     else:
         width = sd[prefix + "token_embedding.weight"].shape[1]
         state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
