@@ -173,11 +173,11 @@ def place(model, device, dtype):
     model = model.to(device)
     if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
-    _own_aligned_memory(model)
+    own_aligned_memory(model)
     return model.eval()
 
 
-def _own_aligned_memory(model) -> None:
+def own_aligned_memory(model) -> None:
     """CPU tensors still in a memory-mapped file sit at any offset; some CPU kernels take another
     (differently rounding) path on unaligned data, so the same weights gave results ~1e-7 apart.
     Those are copied into fresh (aligned) memory; a GPU copy is aligned already."""
