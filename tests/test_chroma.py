@@ -38,7 +38,7 @@ def test_comfyuis_single_files_hold_the_same_weights(pipe, tmp_path):
     assert "double_blocks.0.img_attn.qkv.weight" in original and "single_blocks.0.linear1.weight" in original
     assert families.family_of_unet_state_dict(original, "") == "chroma"
     assert families.family_of_unet_state_dict({"model.diffusion_model." + k: v for k, v in original.items()}) == "chroma"
-    back, expected = convert(dict(original)), pipe.transformer.state_dict()
+    back, expected = convert(dict(original), FAMILY.denoiser_converter), pipe.transformer.state_dict()
     assert back.keys() == expected.keys() and all(torch.equal(back[k], expected[k]) for k in expected)
     config = transformer_config(original)
     assert all(config[k] == pipe.transformer.config[k] for k in config if not isinstance(config[k], list))

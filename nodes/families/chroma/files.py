@@ -3,9 +3,8 @@ diffusers' ChromaTransformer2DModel, and its prompt encoding (nodes.families.chr
 family; the T5-XXL file is read by nodes.loading.encoders.t5).
 
 The config is read off the shapes (width, heads from the q/k norm, depths, the approximator's); the
-keys are converted by diffusers' own convert_chroma_transformer_checkpoint_to_diffusers. That converter
-splits each single block's fused `linear1` at the published width (3072) only, so Loom splits those
-at the file's own width and hands the converter placeholders on the meta device for them.
+keys are converted by diffusers' own convert_chroma_transformer_checkpoint_to_diffusers, with the single
+blocks' fused `linear1` split at the file's own width as for Flux (nodes.families.flux.files.convert).
 """
 from __future__ import annotations
 
@@ -15,9 +14,7 @@ from ...loading.encoders import without_weights
 from ...loading.model_files import key_indices
 from ...loading.single_file import load_weights
 from .. import family
-
-PUBLISHED_WIDTH, MLP_RATIO = 3072, 4
-
+from ..flux.files import convert  # Chroma's transformer keeps Flux's single blocks
 
 def transformer_config(sd: dict, prefix: str = "") -> dict:
     declared = family("chroma").tiny.denoiser  # the published values of what shapes cannot tell
@@ -36,27 +33,6 @@ def transformer_config(sd: dict, prefix: str = "") -> dict:
         else [head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8])
 
 
-def convert(state: dict) -> dict:
-    """Original (ComfyUI's) keys without prefix -> diffusers' keys, by diffusers' converter."""
-    import torch
-    from diffusers.loaders import single_file_utils
-
-    converter = getattr(single_file_utils, family("chroma").denoiser_converter)
-    state, own = dict(state), {}
-    width = state["img_in.weight"].shape[0]
-    published = (PUBLISHED_WIDTH * (3 + MLP_RATIO),)
-    for i in key_indices(state, r"single_blocks\.(\d+)\."):
-        for kind in ("weight", "bias"):
-            fused = state.pop(f"single_blocks.{i}.linear1.{kind}")
-            q, k, v, mlp = torch.split(fused, (width, width, width, width * MLP_RATIO), dim=0)
-            for name, part in (("attn.to_q", q), ("attn.to_k", k), ("attn.to_v", v), ("proj_mlp", mlp)):
-                own[f"single_transformer_blocks.{i}.{name}.{kind}"] = part
-            state[f"single_blocks.{i}.linear1.{kind}"] = torch.empty(published + fused.shape[1:], device="meta")
-    converted = converter(state)
-    converted.update(own)
-    return converted
-
-
 def transformer_from_file(sd: dict, prefix: str = ""):
     from diffusers import ChromaTransformer2DModel
 
@@ -65,7 +41,8 @@ def transformer_from_file(sd: dict, prefix: str = ""):
     state = dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     config = transformer_config(state)
     model = without_weights(lambda: ChromaTransformer2DModel(**config))
-    return load_weights(model, convert(state), "Chroma transformer", assign=True).eval()
+    return load_weights(model, convert(state, family("chroma").denoiser_converter), "Chroma transformer",
+                        assign=True).eval()
 
 
 def token_ids(tokenizer, text: str, min_padding: int = 0, min_length: int = 0) -> list[int]:

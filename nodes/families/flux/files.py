@@ -41,17 +41,18 @@ def transformer_config(sd: dict, prefix: str = "") -> dict:
         guidance_embeds=prefix + GUIDANCE_KEY in sd, axes_dims_rope=list(axes))
 
 
-def convert(sd: dict, inner: int) -> dict:
-    """BFL's keys (no prefix) -> diffusers', by diffusers' converter; the single blocks' fused q, k, v
-    and MLP input are split here at `inner` (the converter assumes the published 3072)."""
+def convert(sd: dict, converter_name: str) -> dict:
+    """BFL's keys (no prefix) -> diffusers', by diffusers' converter `converter_name` (Flux's, Chroma's:
+    the same single blocks); the single blocks' fused q, k, v and MLP input are split here at the
+    file's width (the converters assume the published 3072) and the converter gets meta placeholders."""
     import torch
     from diffusers.loaders import single_file_utils
 
+    inner = sd["img_in.weight"].shape[0]
     published = (3 * 3072 + 4 * 3072,)
     fused = {k: v for k, v in sd.items() if re.fullmatch(r"single_blocks\.\d+\.linear1\.(weight|bias)", k)}
     placeholders = {k: torch.empty(published + tuple(v.shape[1:]), device="meta") for k, v in fused.items()}
-    converter = getattr(single_file_utils, family("flux").denoiser_converter)
-    state = converter({**sd, **placeholders})
+    state = getattr(single_file_utils, converter_name)({**sd, **placeholders})
     for key, value in fused.items():
         block, kind = re.match(r"(single_blocks\.\d+)\.linear1\.(weight|bias)", key).groups()
         target = "single_transformer_blocks." + block.split(".")[1] + "."
@@ -66,7 +67,7 @@ def transformer_from_file(sd: dict, prefix: str = ""):
 
     own = t5.dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     config = transformer_config(own)
-    state = convert(own, config["num_attention_heads"] * config["attention_head_dim"])
+    state = convert(own, family("flux").denoiser_converter)
     model = without_weights(lambda: FluxTransformer2DModel(**config))
     return load_weights(model, state, "Flux transformer", assign=True).eval()
 
