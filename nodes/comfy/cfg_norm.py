@@ -4,8 +4,8 @@ latents: denoised * clamp(|cond_denoised| / (|denoised| + 1e-8), 0, 1) * strengt
 (ComfyUI's newer option, the norm-scaled CFG of models like Lens) it rescales the CFG combination of
 the noise predictions to the positive one's norm, unclamped, strength blending back to plain CFG.
 
-Loom keeps the patch in Model.post_cfg; a family's guide applies it (nodes.families.qwen_image.guide);
-KSampler refuses it on models whose guide would not."""
+Loom keeps the patch in the MODEL's `patches` (a CFGNormPatch, `post_cfg` true); a family's guide
+applies it (nodes.families.qwen_image.guide); KSampler refuses it on models whose guide would not."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -19,6 +19,7 @@ from graph import Boolean, Float, In, Node, Out
 class CFGNormPatch:
     strength: float = 1.0
     pre_cfg: bool = False
+    post_cfg = True  # applied to the guided prediction (ComfyUI's sampler post-CFG / CFG functions)
 
     def __call__(self, cond_denoised, uncond_denoised, denoised, cond_scale, input, sigma):
         if self.pre_cfg:
@@ -55,4 +56,4 @@ class CFGNorm(Node):
 
     def run(self, ctx):
         patch = CFGNormPatch(self.strength, bool(self.pre_cfg))
-        return replace(self.model, post_cfg=(*getattr(self.model, "post_cfg", ()), patch))
+        return replace(self.model, patches=(*self.model.patches, patch))

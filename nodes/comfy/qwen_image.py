@@ -45,7 +45,7 @@ def _runtime(node: str, clip):
 
 
 def _reference(ctx, vae, image):
-    return call(VAEEncode, ctx, pixels=image, vae=vae)["samples"]
+    return call(VAEEncode, ctx, pixels=image, vae=vae).samples
 
 
 class TextEncodeQwenImageEdit(Node):

@@ -26,4 +26,4 @@ def guide(model, positive, negative, cfg: float, keep_uncond: bool):
     from .guide import QwenImageGuide
 
     return QwenImageGuide(model.unet, positive, negative, cfg, keep_uncond=keep_uncond,
-                          post_cfg=getattr(model, "post_cfg", ()))
+                          post_cfg=[p for p in model.patches if getattr(p, "post_cfg", False)])
