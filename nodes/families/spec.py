@@ -108,6 +108,12 @@ class Runtime(Protocol):
     def write_tiny_files(self, models_dir, seed: int = 0) -> dict:
         """Tiny random single files in ComfyUI's folders under the names its templates ask for: {name: path}."""
 
+    # Optional, for a family whose VAE is not an AutoencoderKL (Qwen-Image's 3D VAE); looked up with hasattr:
+    # is_vae(sd) -> bool: a VAE file alone (VAELoader) is in this family's layout;
+    # vae_from_file(sd): that VAE, built on meta, weights assigned, with Loom's VAE face (encode / decode
+    #   of (B, C, H, W), config.scaling_factor / shift_factor / block_out_channels);
+    # wrap_vae(vae): a diffusers folder's VAE of the family given that face (nodes.loading.checkpoints).
+
 
 @dataclass(frozen=True)
 class Family:
