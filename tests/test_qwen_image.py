@@ -491,3 +491,20 @@ def test_the_text_encoder_is_dropped_under_memory_pressure_and_loaded_again(part
     assert "Qwen2_5_VLModel" in roomy  # without the pressure it stays
     graph["5"]["inputs"]["text"] = "a blue fox"
     assert run_node(tight, graph, "9").shape == image.shape
+
+
+def test_the_diffusers_folder_loads_with_the_same_models(parts, tmp_path):
+    """A QwenImagePipeline folder: recognised, its VAE given Loom's face, its encoder giving the same
+    features as the ComfyUI file's."""
+    from nodes.families.qwen_image.files import encode
+    from nodes.families.qwen_image.vae import LatentImageVAE
+    from nodes.loading.checkpoints import load_checkpoint, load_vae
+
+    folder = tmp_path / "tiny-qwen-image"
+    tiny.build_pipeline(parts=parts).save_pretrained(folder, safe_serialization=True)
+    assert families.family_of_folder(folder) == "qwen_image"
+    loaded = load_checkpoint(folder, "cpu", torch.float32)
+    assert loaded.family == "qwen_image" and isinstance(loaded.vae, LatentImageVAE)
+    assert isinstance(load_vae(folder, "cpu", torch.float32), LatentImageVAE)
+    features = encode(loaded.tokenizer, loaded.text_encoder, "a cat")
+    assert torch.equal(features, encode(parts["tokenizer"], parts["text_encoder"], "a cat"))
