@@ -13,7 +13,7 @@ MARKERS = ("scaled_fp8",)
 
 
 def is_scaled(sd: dict) -> bool:
-    return any(k.endswith(WEIGHT_SCALES) for k in sd) or any(m in sd for m in MARKERS)
+    return any(k.endswith(WEIGHT_SCALES) or k.rsplit(".", 1)[-1] in MARKERS for k in sd)
 
 
 def dequantize(sd: dict) -> dict:
@@ -23,7 +23,7 @@ def dequantize(sd: dict) -> dict:
         return sd
     out = {}
     for key, value in sd.items():
-        if key in MARKERS or key.endswith(DROPPED + WEIGHT_SCALES):
+        if key.rsplit(".", 1)[-1] in MARKERS or key.endswith(DROPPED + WEIGHT_SCALES):
             continue
         if key.endswith(".weight"):
             scale = next((sd[key[:-len(".weight")] + s] for s in WEIGHT_SCALES

@@ -36,7 +36,7 @@ def transformer_config(sd: dict, prefix: str = "") -> dict:
 def transformer_from_file(sd: dict, prefix: str = ""):
     from diffusers import ChromaTransformer2DModel
 
-    from ...loading.encoders.t5 import dequantize
+    from ...loading.fp8 import dequantize
 
     state = dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     config = transformer_config(state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from ...loading.encoders import t5, without_weights
+from ...loading.fp8 import dequantize
 from ...loading.model_files import key_indices
 from ...loading.single_file import load_weights
 from .. import family
@@ -65,7 +66,7 @@ def convert(sd: dict, converter_name: str) -> dict:
 def transformer_from_file(sd: dict, prefix: str = ""):
     from diffusers import FluxTransformer2DModel
 
-    own = t5.dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    own = dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     config = transformer_config(own)
     state = convert(own, family("flux").denoiser_converter)
     model = without_weights(lambda: FluxTransformer2DModel(**config))

@@ -44,7 +44,7 @@ def transformer_from_file(sd: dict, prefix: str = ""):
     from diffusers import HiDreamImageTransformer2DModel
     from diffusers.loaders import single_file_utils
 
-    from ...loading.encoders.t5 import dequantize
+    from ...loading.fp8 import dequantize
 
     converter = getattr(single_file_utils, family("hidream").denoiser_converter)
     state = converter(dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}))

@@ -47,10 +47,10 @@ def transformer_from_file(sd: dict, prefix: str = ""):
 
     if prefix + MARK not in sd:
         raise CheckpointError("not an SD3 transformer (no 'joint_blocks.0.context_block.attn.qkv.weight')")
-    from ...loading.encoders import t5
+    from ...loading.fp8 import dequantize
 
     converter = getattr(single_file_utils, FAMILY.denoiser_converter)
-    own = t5.dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})  # scaled fp8 files
+    own = dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})  # scaled fp8 files
     config = transformer_config(own)
     state = converter(own)
     model = without_weights(lambda: SD3Transformer2DModel(**config))

@@ -1,7 +1,7 @@
 """Llama 3.1 8B Instruct in ComfyUI's files (text_encoders/llama_3.1_8b_instruct_fp8_scaled.safetensors:
 HiDream I1/E1): transformers' Llama keys under `model.` (an `lm_head.weight` is ignored), a LlamaModel
 sized from its shapes, built on meta; ComfyUI's scaled-fp8 weights multiplied back
-(nodes.loading.encoders.t5.dequantize). What shapes cannot tell is Llama 3.1's published config: rope
+(nodes.loading.fp8.dequantize). What shapes cannot tell is Llama 3.1's published config: rope
 theta 500000 with its "llama3" rope scaling (diffusers' HiDreamImagePipeline loads that config;
 ComfyUI's own Llama leaves the scaling out), RMS-norm epsilon 1e-5.
 
@@ -66,7 +66,7 @@ def llama_from_file(sd: dict, path: Path):
     """(tokenizer, LlamaModel) of a ComfyUI-layout Llama file."""
     from transformers import LlamaModel
 
-    from .t5 import dequantize
+    from ..fp8 import dequantize
 
     tokenizer = tokenizer_beside(path)
     state = dequantize({k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")})

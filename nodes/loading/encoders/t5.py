@@ -27,35 +27,18 @@ from pathlib import Path
 
 from ..model_files import key_indices
 from ..single_file import CheckpointError, load_weights
+from ..fp8 import dequantize
 from . import EncoderFile, without_weights
 
 KIND = "t5xxl"
 TOKENIZER_FOLDER = "t5_tokenizer"
 BIAS = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"  # (buckets, heads)
 UMT5_MARK = "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"  # UMT5: a bias per block
-SCALE_KEYS = (".scale_weight", ".scale_input")
 
 
 def is_t5(sd: dict, prefix: str = "") -> bool:
     return (prefix + "shared.weight" in sd and prefix + BIAS in sd and prefix + "encoder.final_layer_norm.weight" in sd
             and prefix + UMT5_MARK not in sd and not any(k.startswith(prefix + "decoder.") for k in sd))
-
-
-def dequantize(sd: dict) -> dict:
-    """ComfyUI's scaled fp8 layout back to plain weights (weight * scale_weight, in float32); other
-    state dicts are returned as they are."""
-    import torch
-
-    scaled = {k[: -len(".scale_weight")] for k in sd if k.endswith(".scale_weight")}
-    if not scaled:
-        return sd
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(SCALE_KEYS) or k.rsplit(".", 1)[-1] == "scaled_fp8":
-            continue
-        layer = k[: -len(".weight")] if k.endswith(".weight") else None
-        out[k] = v.to(torch.float32) * sd[layer + ".scale_weight"].to(torch.float32) if layer in scaled else v
-    return out
 
 
 def t5_config(sd: dict, prefix: str = ""):
