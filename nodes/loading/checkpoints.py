@@ -81,9 +81,6 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
     denoiser, vae = getattr(diffusers, declared.denoiser_class), getattr(diffusers, declared.vae_class)
     unet = denoiser.from_pretrained(path, subfolder=declared.denoiser_folder, dtype=dtype)
     vae = vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval()
-    if type(vae).__name__ == "AutoencoderKLFlux2":  # Flux.2's latents are its transformer's (patched, normalised)
-        from ..families.flux2.vae import loom_vae
-        vae = loom_vae(vae)
     parts = Parts(family=name, unet=unet.to(device).eval(), vae=vae,
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
     for enc in declared.text_encoders:
@@ -179,7 +176,7 @@ def load_vae(path: Path, device, dtype):
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
         declared = next((f for f in all_families() if f.runtime and f.vae_class != "AutoencoderKL"
                          and f.vae_class == _json(folder / "config.json").get("_class_name")), None)
-        if declared is not None:  # a family's own VAE class (Qwen-Image's 3D VAE)
+        if declared is not None:  # a family's own VAE class (Qwen-Image's 3D VAE, Flux.2's)
             import diffusers
 
             vae = getattr(diffusers, declared.vae_class).from_pretrained(folder, dtype=dtype)
@@ -195,9 +192,6 @@ def load_vae(path: Path, device, dtype):
         scaling = whole.latent.scale
     prefix = VAE_PREFIX if has_prefix(sd, VAE_PREFIX) else ""
     try:
-        from ..families.flux2.vae import is_flux2_vae, vae_from_file
-        if is_flux2_vae(sd, prefix):  # Flux.2's (flux2-vae.safetensors): LDM layout with batch-norm statistics
-            return place(vae_from_file(sd, prefix), device, dtype)
         if f"{prefix}encoder.down.0.block.0.conv1.weight" in sd:  # LDM layout
             channels = sd[f"{prefix}decoder.conv_in.weight"].shape[1]
             latent = whole.latent if whole is not None else wide_vae_latent(path.name, channels)

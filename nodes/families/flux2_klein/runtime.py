@@ -1,7 +1,7 @@
 """Flux.2 Klein's torch side: Flux.2's (nodes.families.flux2.runtime) with Klein's tiny models."""
 from __future__ import annotations
 
-from ..flux2.runtime import denoiser_from_file, encode, guide  # noqa: F401  (the Runtime's names)
+from ..flux2.runtime import denoiser_from_file, encode, guide, is_vae, vae_from_file, wrap_vae  # noqa: F401
 
 
 def write_tiny(folder, seed: int = 0):
