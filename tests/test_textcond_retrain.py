@@ -52,6 +52,10 @@ def test_progress_hook_per_training_stage_and_cli(tmp_path):
     args = parse(["retrain", "--out", str(tmp_path), "--colour-probe", "0.5"])
     assert (args.command, args.colour_probe) == ("retrain", 0.5)
     assert rt.configs(rt.RECIPE)["unet"].steps == rt.RECIPE["unet"]["steps"]
+    # today's default: the colour probe on in the VAE stage only (the decoder stage keeps the latent space)
+    made = rt.configs(rt.RECIPE)
+    assert (made["vae"].colour_probe, made["decoder"].colour_probe) == (1.0, 0.0)
+    assert parse(["vae", "--out", str(tmp_path)]).colour_probe == 1.0
 
 
 @pytest.mark.slow  # real training steps of all three models: ~20 s alone, minutes on a busy machine

@@ -35,7 +35,7 @@ def parse(argv):
         if stage != "unet":
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
             if stage == "vae":
-                s.add_argument("--colour-probe", type=float, default=0.0,
+                s.add_argument("--colour-probe", type=float, default=1.0,
                                help="weight of the colour probe loss (latent cells carry their RGB linearly); 0: off")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
@@ -49,7 +49,7 @@ def parse(argv):
         s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; ~6 CPU-hours)")
     r.add_argument("--out", required=True, help="run folder; rerun the command to resume")
-    r.add_argument("--colour-probe", type=float, default=0.0, help="the VAE stage's colour probe weight")
+    r.add_argument("--colour-probe", type=float, default=1.0, help="the VAE stage's colour probe weight; 0: off")
     r.add_argument("--save-every", type=int, default=250)
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--device", default=None)

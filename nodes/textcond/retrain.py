@@ -2,6 +2,9 @@
 
     python -m nodes.textcond retrain --out RUN [--colour-probe W]
 
+The VAE stage adds the colour probe loss (weight 1 by default; `--colour-probe 0` gives the shipped
+model's VAE recipe): see train.StageConfig.colour_probe and docs/builtin-models.md.
+
 Each stage writes RUN/<stage>.done (its settings and time, JSON) when it finishes; a rerun skips the
 stages that have one, resumes an unfinished stage from its last checkpoint (RUN/<stage>_state.pt,
 every `save_every` steps) and starts the rest. The settings (RECIPE) are those of the shipped model's
@@ -42,7 +45,7 @@ def plan(out: str | Path) -> list[tuple[str, str]]:
             for stage in STAGES]
 
 
-def configs(recipe: dict, colour_probe: float = 0.0, save_every: int = 250, seed: int = 0) -> dict:
+def configs(recipe: dict, colour_probe: float = 1.0, save_every: int = 250, seed: int = 0) -> dict:
     """The stages' config objects from a recipe (stage -> StageConfig/UNetConfig fields)."""
     from .train import StageConfig, UNetConfig
 
@@ -55,7 +58,7 @@ def configs(recipe: dict, colour_probe: float = 0.0, save_every: int = 250, seed
     return made
 
 
-def retrain(out: str | Path, device: str = "cpu", recipe: dict = RECIPE, colour_probe: float = 0.0,
+def retrain(out: str | Path, device: str = "cpu", recipe: dict = RECIPE, colour_probe: float = 1.0,
             save_every: int = 250, progress: Progress | None = None, stages: dict | None = None) -> Path:
     """Run every stage not yet done (see the module docstring); returns the exported folder.
     `stages` replaces stage functions (name -> fn(config, out, device, on_step, resume)), for tests."""
