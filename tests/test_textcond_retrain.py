@@ -86,3 +86,18 @@ def test_render_with_masks_is_render_plus_the_coverage():
     # where the mask is 1, the pixels are the shape's colour: far brighter than the background
     bright = images.amax(1, keepdim=True)
     assert bool((bright[mask == 1].mean() > bright[mask == 0].mean() + 0.4))
+
+
+def test_colour_probe_rows_have_unit_norm_so_the_latent_cannot_shrink_the_colour():
+    from nodes.textcond.train import ColourProbe
+
+    probe = ColourProbe(4)
+    latents = torch.randn(2, 4, 5, 5)
+    before = probe(latents)
+    with torch.no_grad():
+        probe.weight *= 7.0  # a larger weight maps the same: only the rows' directions count
+    assert torch.allclose(probe(latents), before, atol=1e-5)  # float32 rounding of the normalisation
+    # so to map colours apart by d, the latent cells must lie at least d apart
+    shift = torch.zeros(1, 4, 1, 1)
+    shift[0, 0] = 1.0
+    assert (probe(latents + shift) - probe(latents)).abs().max() <= 1.0 + 1e-5

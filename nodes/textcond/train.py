@@ -141,7 +141,7 @@ def train_vae(cfg: StageConfig, out: str | Path, device="cpu", on_step: StepHook
     gen = torch.Generator().manual_seed(cfg.seed)
     step, spent = 0, 0.0
     if state:
-        if probe:
+        if probe and state.get("probe"):  # a run begun without the probe starts one afresh
             probe.load_state_dict(state["probe"])
         vae.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
