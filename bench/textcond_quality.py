@@ -8,11 +8,22 @@ the classifier scores them. At guidance 0 the sample is the unconditional predic
 should not matter (near chance: 1/6 for colour, 1/10 for shape). Also prints the VAE's round-trip
 PSNR on fresh images and writes one grid per guidance under bench/out/.
 
+Accuracy alone does not catch smeared pictures (a blotchy green circle is still a green circle), so
+per colour and per shape the bench also reports the classifier's mean probability for the true
+colour and the true shape, and the foreground spread: the standard deviation of the foreground
+pixels (those whose brightest channel exceeds FOREGROUND, i.e. not the dark background, and whose 8
+neighbours do too, so that anti-aliased edges do not count) of each
+picture, averaged over channels and pictures, for the generated pictures and for real ones of the
+same colours and shapes. A clean flat shape has the spread of the data's noise and anti-aliased
+edges; blotches, patches of another colour and dim areas raise it. A contact sheet (one picture
+per prompt: a row per colour, a column per shape, the first seed) goes under bench/out/ too.
+
     python bench/textcond_quality.py [--model FOLDER] [--guidance 7.5 0] [--seeds 4] [--steps 20]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -104,6 +115,69 @@ def generate(loom, model: str, guidance: float, seeds: int, steps: int, kind: st
     return torch.cat(images), torch.tensor(colours), torch.tensor(shapes)
 
 
+FOREGROUND = 0.35  # brightest channel above this: not background (the background is at most ~0.2)
+
+
+def foreground_spread(images):
+    """Per picture (N, H, W, 3 in 0..1): std of its inner foreground pixels, the mean over channels (NaN
+    where a picture has under 8 foreground pixels)."""
+    import torch
+    import torch.nn.functional as F
+
+    fg = (images.amax(-1) > FOREGROUND).float()[:, None]
+    fg = (-F.max_pool2d(-fg, 3, 1, 1))[:, 0] > 0.5  # eroded: the anti-aliased edges are left out
+    spreads = []
+    for image, mask in zip(images, fg):
+        pixels = image[mask]
+        spreads.append(pixels.std(0).mean() if len(pixels) >= 8 else torch.tensor(float("nan")))
+    return torch.stack(spreads)
+
+
+def real_like(colours, shapes, seed: int = 99):
+    """Real data-set pictures (N, H, W, 3) of these colours and shapes."""
+    import torch
+
+    from nodes.textcond.data import make_batch
+
+    return make_batch(len(colours), torch.Generator().manual_seed(seed), colours, shapes)[0].permute(0, 2, 3, 1)
+
+
+def detail(title: str, names, key, colours, shapes, p_colour, p_shape, spread, spread_real) -> list[dict]:
+    """Per colour or per shape (`key`: the index tensor grouped by): accuracies, mean true-class
+    probabilities, foreground spread of generated vs real pictures. Printed; returned as rows."""
+    print(f"  per {title}: colour acc, shape acc, mean p(true colour), mean p(true shape), "
+          f"foreground spread generated / real (ratio)")
+    rows = []
+    for k, name in enumerate(names):
+        mine = key == k
+        pc, ps = p_colour[mine], p_shape[mine]
+        row = dict(name=name, colour=(pc.argmax(1) == colours[mine]).float().mean().item(),
+                   shape=(ps.argmax(1) == shapes[mine]).float().mean().item(),
+                   p_colour=pc.gather(1, colours[mine, None]).mean().item(),
+                   p_shape=ps.gather(1, shapes[mine, None]).mean().item(),
+                   p_shape_min=ps.gather(1, shapes[mine, None]).min().item(),
+                   spread=spread[mine].nanmean().item(), spread_real=spread_real[mine].nanmean().item())
+        rows.append(row)
+        print(f"    {name:<20} {row['colour']:6.1%} {row['shape']:6.1%}   {row['p_colour']:.3f}  "
+              f"{row['p_shape']:.3f} (min {row['p_shape_min']:.2f})   {row['spread']:.3f} / "
+              f"{row['spread_real']:.3f} ({row['spread'] / row['spread_real']:.2f}x)")
+    return rows
+
+
+def contact_sheet(images, colours: int, shapes: int, seeds: int, scale: int = 2):
+    """The first seed of every prompt, a row per colour and a column per shape, scaled up, 2 px gaps."""
+    import torch
+
+    first = images.view(colours, shapes, seeds, *images.shape[1:])[:, :, 0]
+    first = first.repeat_interleave(scale, 2).repeat_interleave(scale, 3)  # (C, S, h, w, 3)
+    h, w = first.shape[2:4]
+    sheet = torch.full((colours * (h + 2) + 2, shapes * (w + 2) + 2, 3), 0.5)
+    for c in range(colours):
+        for s in range(shapes):
+            sheet[2 + c * (h + 2):2 + c * (h + 2) + h, 2 + s * (w + 2):2 + s * (w + 2) + w] = first[c, s]
+    return sheet
+
+
 def table(title: str, names, asked, predicted) -> float:
     print(f"  {title}")
     for k, name in enumerate(names):
@@ -159,11 +233,24 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 colour, shape = net(images.permute(0, 3, 1, 2))
+            p_colour, p_shape = colour.softmax(1), shape.softmax(1)
+            spread, spread_real = foreground_spread(images), foreground_spread(real_like(colours, shapes))
             print(f"\nguidance {guidance}: {len(images)} images ({args.sampler}, {args.steps} steps) in {seconds:.0f} s")
             c = table("colour accuracy", COLOUR_NAMES, colours, colour.argmax(1))
             s = table("shape accuracy", SHAPES, shapes, shape.argmax(1))
             goal = "goal: colour >= 90%, shape >= 75%" if guidance > 1 else "goal: near chance"
             print(f"  guidance {guidance}: colour {c:.1%}, shape {s:.1%} ({goal})")
+            details = {
+                "colours": detail("colour", COLOUR_NAMES, colours, colours, shapes, p_colour, p_shape, spread,
+                                  spread_real),
+                "shapes": detail("shape", SHAPES, shapes, colours, shapes, p_colour, p_shape, spread, spread_real)}
+            out = Path(args.out) / f"textcond_detail_g{guidance:g}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(dict(guidance=guidance, colour=c, shape=s, seeds=args.seeds,
+                                           steps=args.steps, sampler=args.sampler, **details), indent=1))
+            sheet = Path(args.out) / f"textcond_contact_g{guidance:g}.png"
+            image_to_pil(contact_sheet(images, len(COLOUR_NAMES), len(SHAPES), args.seeds)[None])[0].save(sheet)
+            print(f"  figures: {out}; contact sheet (a row per colour, a column per shape, first seed): {sheet}")
             rows, cols = len(COLOUR_NAMES) * len(SHAPES) // 10, 10 * args.seeds
             grid = images.view(rows, cols, 64, 64, 3).permute(0, 2, 1, 3, 4).reshape(rows * 64, cols * 64, 3)
             out = Path(args.out) / f"textcond_grid_g{guidance:g}.png"

@@ -4,6 +4,7 @@
     python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (optional: the encoder frozen)
     python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
     python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/vae] [--single-file FILE.safetensors]
+    python -m nodes.textcond retrain --out RUN [--colour-probe W]   (all of it, resumable: see retrain.py)
 
 CPU threads are set before torch is imported (--threads, default one per physical core).
 """
@@ -33,6 +34,9 @@ def parse(argv):
         s.add_argument("--save-every", type=int, default=250)
         if stage != "unet":
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
+            if stage == "vae":
+                s.add_argument("--colour-probe", type=float, default=1.0,
+                               help="weight of the colour probe loss (latent cells carry their RGB linearly); 0: off")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
             s.add_argument("--offset-noise", type=float, default=0.3, help="std of the per-channel noise offset")
@@ -43,6 +47,12 @@ def parse(argv):
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; ~6 CPU-hours)")
+    r.add_argument("--out", required=True, help="run folder; rerun the command to resume")
+    r.add_argument("--colour-probe", type=float, default=1.0, help="the VAE stage's colour probe weight; 0: off")
+    r.add_argument("--save-every", type=int, default=250)
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--device", default=None)
     e = sub.add_parser("export", help="write a float16 diffusers folder (and optionally a single file)")
     e.add_argument("src", help="a trained pipeline folder, e.g. RUN/pipeline")
     e.add_argument("dst")
@@ -50,6 +60,23 @@ def parse(argv):
     e.add_argument("--decoder", default=None, help="a VAE folder whose decoder replaces the run's (from `decoder`)")
     e.add_argument("--threads", type=int, default=None)
     return p.parse_args(argv)
+
+
+def progress_bar(desc: str, steps: int):
+    """A tqdm bar and the on_step hook (step, total, loss) that moves it, showing the smoothed loss."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=desc, mininterval=5)
+    smooth = None
+
+    def on_step(step, total, loss):
+        nonlocal smooth
+        smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+        bar.total, bar.n = total, step
+        bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+        bar.refresh()
+
+    return bar, on_step
 
 
 def main(argv=None) -> None:
@@ -62,29 +89,34 @@ def main(argv=None) -> None:
         print(f"wrote {args.dst}" + (f" and {args.single_file}" if args.single_file else ""))
         return
     import torch
-    from tqdm import tqdm
 
     from . import train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "retrain":
+        from .retrain import retrain
+
+        bars = []
+
+        def progress(stage, steps):
+            bars.append(progress_bar(stage, steps))
+            return bars[-1][1]
+
+        folder = retrain(args.out, device, colour_probe=args.colour_probe, save_every=args.save_every,
+                         progress=progress)
+        for bar, _ in bars:
+            bar.close()
+        print(f"wrote {folder}")
+        return
     if args.command == "unet":
         stage = dict(snr_gamma=args.snr_gamma or None, offset_noise=args.offset_noise,
                      x0_weight_cap=args.x0_weight_cap or None)
     else:
-        stage = dict(crop=args.crop)
+        stage = dict(crop=args.crop, colour_probe=getattr(args, "colour_probe", 0.0))
     config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
         seed=args.seed, **stage)
-    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=args.command, mininterval=5)
-    smooth = None
-
-    def on_step(step, total, loss):
-        nonlocal smooth
-        smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
-        bar.total, bar.n = total, step
-        bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
-        bar.refresh()
-
+    bar, on_step = progress_bar(args.command, config.steps)
     if args.command in ("vae", "decoder"):
         vae = train.train_vae(config, args.out, device, on_step, resume=args.resume,
                               decoder_only=args.command == "decoder")

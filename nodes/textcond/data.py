@@ -52,6 +52,11 @@ def caption(colour: int, shape: int, template: str) -> str:
 
 def render(colours: torch.Tensor, shapes: torch.Tensor, g: torch.Generator, noise: float = 0.01) -> torch.Tensor:
     """Images (N, 3, SIZE, SIZE) in 0..1 of the given colour and shape indices."""
+    return render_with_masks(colours, shapes, g, noise)[0]
+
+
+def render_with_masks(colours: torch.Tensor, shapes: torch.Tensor, g: torch.Generator, noise: float = 0.01):
+    """As `render`, also the shapes' coverage (N, 1, SIZE, SIZE) in 0..1 (what is foreground)."""
     n = shapes.numel()
     mask = F.avg_pool2d(masks(shapes, g, 2 * SIZE).unsqueeze(1), 2)  # 2x2 supersampling
     base = torch.tensor(list(COLOURS.values()))[colours]  # (N, 3)
@@ -60,7 +65,7 @@ def render(colours: torch.Tensor, shapes: torch.Tensor, g: torch.Generator, nois
     fg, bg = fg.clamp(0, 1)[:, :, None, None], bg.clamp(0, 1)[:, :, None, None]
     images = bg + (fg - bg) * mask
     images = images + noise * torch.randn(images.shape, generator=g)
-    return images.clamp(0, 1)
+    return images.clamp(0, 1), mask
 
 
 def make_batch(n: int, generator: torch.Generator | None = None, colours: torch.Tensor | None = None,

@@ -1,0 +1,103 @@
+"""`python -m nodes.textcond retrain`: the stages chained, each skipped once done, an unfinished one
+resumed from its checkpoint. The chaining is checked with stand-in stages (no training); one slow
+test runs the real stages for 2 steps each."""
+import json
+
+import pytest
+import torch
+
+from nodes.textcond import retrain as rt
+from nodes.textcond.__main__ import parse
+from nodes.textcond.data import render, render_with_masks
+
+TINY = {"vae": dict(steps=2, batch=2, lr=1e-3, crop=32), "decoder": dict(steps=2, batch=2, lr=1e-3),
+        "unet": dict(steps=2, batch=2, lr=1e-3, pool=4, preview_every=0)}
+
+
+def fake_stages(calls, fail=None):
+    """Stand-ins that record (stage, resume), write the stage's checkpoint and fail at `fail`."""
+    def stage(name):
+        def run(cfg, out, device, hook, resume):
+            calls.append((name, resume))
+            if name in rt.CHECKPOINT:
+                (out / rt.CHECKPOINT[name]).write_text("state")
+            if name == fail:
+                raise RuntimeError(f"{name} interrupted")
+        return run
+    return {name: stage(name) for name in rt.STAGES}
+
+
+def test_stages_run_in_order_skip_when_done_and_resume_when_interrupted(tmp_path):
+    calls = []
+    with pytest.raises(RuntimeError, match="unet interrupted"):
+        rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls, fail="unet"))
+    assert calls == [("vae", False), ("decoder", False), ("unet", False)]
+    assert rt.plan(tmp_path) == [("vae", "skip"), ("decoder", "skip"), ("unet", "resume"), ("export", "start")]
+    record = json.loads(rt.done_file(tmp_path, "decoder").read_text())
+    assert record["config"]["steps"] == 2 and record["resumed"] is False
+
+    calls.clear()
+    rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls))
+    assert calls == [("unet", True), ("export", False)]
+    assert [action for _, action in rt.plan(tmp_path)] == ["skip"] * 4
+    calls.clear()
+    rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls))
+    assert calls == []
+
+
+def test_progress_hook_per_training_stage_and_cli(tmp_path):
+    seen = []
+    rt.retrain(tmp_path, recipe=TINY, stages=fake_stages([]), progress=lambda stage, steps: seen.append(stage))
+    assert seen == ["vae", "decoder", "unet"]  # export has no steps
+    args = parse(["retrain", "--out", str(tmp_path), "--colour-probe", "0.5"])
+    assert (args.command, args.colour_probe) == ("retrain", 0.5)
+    assert rt.configs(rt.RECIPE)["unet"].steps == rt.RECIPE["unet"]["steps"]
+    # today's default: the colour probe on in the VAE stage only (the decoder stage keeps the latent space)
+    made = rt.configs(rt.RECIPE)
+    assert (made["vae"].colour_probe, made["decoder"].colour_probe) == (1.0, 0.0)
+    assert parse(["vae", "--out", str(tmp_path)]).colour_probe == 1.0
+
+
+@pytest.mark.slow  # real training steps of all three models: ~20 s alone, minutes on a busy machine
+def test_tiny_real_chain_resumes_from_checkpoints_and_exports(tmp_path):
+    """The real stage functions, 2 steps each, with the colour probe on: a loadable float16 folder;
+    then the VAE stage, undone, resumes from its checkpoint (probe state included)."""
+    folder = rt.retrain(tmp_path, recipe=TINY, colour_probe=1.0, save_every=1)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    state = torch.load(tmp_path / "vae_state.pt", weights_only=False)
+    assert state["step"] == 2 and state["probe"] is not None and state["config"]["colour_probe"] == 1.0
+    for stage in rt.STAGES:  # undo everything: each stage resumes at its last step
+        rt.done_file(tmp_path, stage).unlink()
+    assert [a for _, a in rt.plan(tmp_path)] == ["resume", "resume", "resume", "start"]
+    rt.retrain(tmp_path, recipe=TINY, colour_probe=1.0, save_every=1)
+    records = [json.loads(rt.done_file(tmp_path, s).read_text()) for s in rt.STAGES[:3]]
+    assert all(r["resumed"] for r in records)
+    assert torch.load(tmp_path / "unet_state.pt", weights_only=False)["step"] == 2  # nothing trained twice
+
+
+def test_render_with_masks_is_render_plus_the_coverage():
+    colours, shapes = torch.arange(6), torch.arange(6)
+    images = render(colours, shapes, torch.Generator().manual_seed(3))
+    again, mask = render_with_masks(colours, shapes, torch.Generator().manual_seed(3))
+    assert torch.equal(images, again) and mask.shape == (6, 1, 64, 64)
+    assert bool((mask.amax((1, 2, 3)) == 1).all())  # every picture has a fully covered pixel
+    # where the mask is 1, the pixels are the shape's colour: far brighter than the background
+    bright = images.amax(1, keepdim=True)
+    assert bool((bright[mask == 1].mean() > bright[mask == 0].mean() + 0.4))
+
+
+def test_colour_probe_rows_have_unit_norm_so_the_latent_cannot_shrink_the_colour():
+    from nodes.textcond.train import ColourProbe
+
+    probe = ColourProbe(4)
+    latents = torch.randn(2, 4, 5, 5)
+    before = probe(latents)
+    with torch.no_grad():
+        probe.weight *= 7.0  # a larger weight maps the same: only the rows' directions count
+    assert torch.allclose(probe(latents), before, atol=1e-5)  # float32 rounding of the normalisation
+    # so to map colours apart by d, the latent cells must lie at least d apart
+    shift = torch.zeros(1, 4, 1, 1)
+    shift[0, 0] = 1.0
+    assert (probe(latents + shift) - probe(latents)).abs().max() <= 1.0 + 1e-5
