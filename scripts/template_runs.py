@@ -395,7 +395,7 @@ def run_prompt(loom: Loom, prompt: dict, workflow: dict) -> tuple[str, str]:
     if not result.ok:
         error = result.error or {}
         return "failed", f"node {error.get('node_id')} {error.get('node_type')}: {error.get('exception_message')}"
-    images = loom.image_paths(result)
+    images = [path for path in loom.image_paths(result) if path.is_file()]
     made = f"{len(images)} image{'s' if len(images) != 1 else ''}"
     if any(line.startswith("No LoRA keys") for line in heard.lines):
         made += "; its LoRA changed nothing (Loom's LoRA loading reads no keys for this family's model)"
