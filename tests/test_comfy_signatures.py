@@ -223,6 +223,12 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# general nodes the current templates use (branch templates): nodes.comfy.sampling, nodes.comfy.tiled
+COMFY.update({
+    "DualCFGGuider": ("model:MODEL cond1:CONDITIONING cond2:CONDITIONING negative:CONDITIONING cfg_conds:FLOAT "
+                      "cfg_cond2_negative:FLOAT style:COMBO", "", "GUIDER"),
+})
+COMFY_CHOICES[("DualCFGGuider", "style")] = ["regular", "nested"]
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

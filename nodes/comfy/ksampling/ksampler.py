@@ -13,6 +13,7 @@ from ...loading.loaders import LATENT_SCALE_ATTR
 from ...families import family, runtime_of
 from ...sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
+from .dual import Dual, DualGuide
 from .noise import prepare_noise
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
@@ -88,8 +89,9 @@ def starting_noise(model, latent: dict, seed: int) -> torch.Tensor:
 
 
 def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, sigmas: torch.Tensor,
-           latent: dict, noise: torch.Tensor, seed: int) -> tuple[dict, torch.Tensor | None]:
-    """(the output LATENT, the last step's denoised latents or None) of one run."""
+           latent: dict, noise: torch.Tensor, seed: int, dual: Dual | None = None) -> tuple[dict, torch.Tensor | None]:
+    """(the output LATENT, the last step's denoised latents or None) of one run; `dual`: a second
+    conditioning and scale (DualCFGGuider, nodes.comfy.ksampling.dual)."""
     unet = model.unet
     function = sampler.function()
     device = unet.device
@@ -109,15 +111,20 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
-    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
-        if mask is not None:
-            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
-        guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+    if runtime is not None and mask is not None:
+        raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
+
+    def guide_of(positive, negative, cfg: float, keep_uncond: bool):
+        if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
+            return runtime.guide(model, positive, negative, cfg, keep_uncond=keep_uncond)
+        return Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                     _generators(seed, x.shape), latent.get("inpaint_latents"),
+                     None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)), keep_uncond=keep_uncond)
+
+    if dual is None:
+        guide = guide_of(positive, negative, cfg, sampler.name in NEEDS_UNCOND)
     else:
-        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                      _generators(seed, x.shape), latent.get("inpaint_latents"),
-                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
-                      keep_uncond=sampler.name in NEEDS_UNCOND)
+        guide = DualGuide(lambda conditioning: guide_of(conditioning, None, 1.0, False), positive, dual, negative, cfg)
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
