@@ -228,6 +228,12 @@ COMFY.update({
     "DualCFGGuider": ("model:MODEL cond1:CONDITIONING cond2:CONDITIONING negative:CONDITIONING cfg_conds:FLOAT "
                       "cfg_cond2_negative:FLOAT style:COMBO", "", "GUIDER"),
 })
+COMFY.update({
+    "VAEDecodeTiled": ("samples:LATENT vae:VAE tile_size:INT overlap:INT temporal_size:INT temporal_overlap:INT", "",
+                       "IMAGE"),
+    "VAEEncodeTiled": ("pixels:IMAGE vae:VAE tile_size:INT overlap:INT temporal_size:INT temporal_overlap:INT", "",
+                       "LATENT"),
+})
 COMFY_CHOICES[("DualCFGGuider", "style")] = ["regular", "nested"]
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
