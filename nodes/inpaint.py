@@ -22,6 +22,7 @@ from graph import In, Int, Node, Out
 from .common import call
 from .conditioning import InpaintImage, update
 from .latent import VAEEncode, crop_to_vae
+from .latent_value import Dist, Latent
 
 
 def mask_batch(mask: torch.Tensor) -> torch.Tensor:
@@ -67,12 +68,11 @@ class InpaintConditioning(Node):
         image, repaint = crop_with_mask(self.vae, self.image, fit_mask(mask_batch(self.mask), self.image))
         repaint = (repaint >= 0.5).float()
         encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blank_masked(image, repaint.to(image.device)))
-        dist = encoded.get("dist")
+        dist = encoded.dist
         if dist is None:  # an encoder without a distribution: its latents, deterministic
             factor = self.vae.config.scaling_factor
-            dist = {"mean": encoded["samples"] / factor, "std": torch.zeros_like(encoded["samples"]),
-                    "scaling_factor": factor}
-        source = InpaintImage(repaint, dist["mean"], dist["std"], dist["scaling_factor"])
+            dist = Dist(encoded.samples / factor, torch.zeros_like(encoded.samples), factor)
+        source = InpaintImage(repaint, dist.mean, dist.std, dist.scaling_factor)
         return update(self.positive, inpaint=source), update(self.negative, inpaint=source)
 
 
@@ -87,7 +87,7 @@ class SetLatentNoiseMask(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        return {**self.samples, "noise_mask": mask_batch(self.mask)}
+        return self.samples.replace(noise_mask=mask_batch(self.mask))
 
 
 class VAEEncodeForInpaint(Node):
@@ -109,7 +109,7 @@ class VAEEncodeForInpaint(Node):
                                       fit_mask(mask_batch(self.mask).to(self.pixels.device), self.pixels))
         blanked = blank_masked(pixels, mask.round())
         encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blanked)
-        return {"samples": encoded["samples"], "noise_mask": grow(mask, self.grow_mask_by).round()}
+        return Latent(encoded.samples, space=encoded.space, noise_mask=grow(mask, self.grow_mask_by).round())
 
 
 def grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:

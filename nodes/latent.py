@@ -1,37 +1,9 @@
 """Latent stages: noise, VAE encode and decode.
 
-LATENT is a plain dict; nodes never change one they receive, they return a new dict:
-
-- "samples": Tensor (B, C, h, w) on the model's device and dtype, in the UNet's space (VAE latents
-  times the VAE's scaling factor). The only key every LATENT has.
-- "noise": Tensor like samples, optional: unit Gaussian noise not yet applied. The next sampler
-  (Sample/UNetStep) applies it at its first step: `scheduler.add_noise(samples, noise, t)` (img2img),
-  or `noise * scheduler.init_noise_sigma` when "empty" is true (txt2img: samples are zeros).
-- "empty": bool, optional: samples hold no picture (made from nothing, not from an image).
-- "generator": list of B torch.Generator states (CPU ByteTensors), optional: where each image's seed
-  stream stands after the draws made so far; ancestral schedulers continue from it.
-- "seeds": list of B ints, optional: the seed of each image (image i uses seed + i).
-- "dist": optional (VAEEncode): {"mean", "std", "scaling_factor"} of the VAE's latent distribution,
-  unscaled; MakeNoiseLatents samples it with the image's seed, as the img2img pipeline does.
-- "sampler": optional nodes.sampling.SamplerState: the scheduler after the last step taken (with
-  its multistep history), so a following Sample/UNetStep continues exactly.
-
-Inpainting (nodes.inpaint, nodes.sampling.denoise):
-- "noise_mask": Tensor (B or 1, 1, H, W) in 0..1, optional: 1 = repaint. After each step the area
-  outside it is reset to "mask_source" noised to the next step's level (SetLatentNoiseMask,
-  VAEEncodeForInpaint, InpaintModelConditioning).
-- "mask_source": (clean latents, noise), set by the sampler: what the unmasked area is reset to, so a
-  following sampler keeps resetting to the same image.
-- "inpaint_latents": a 9-channel UNet's extra channels (mask, masked image latents), drawn once by
-  the first sampler and kept for the next.
-
-ComfyUI's nodes (nodes.comfy.core*):
-- "width", "height": ints, optional (EmptyLatentImage): the pixel size asked for; "samples" then has
-  ComfyUI's SD shape (1/8) and the sampler makes the noise at the model's own latent scale.
-- "batch_index": list of ints, optional (LatentFromBatch, RepeatLatentBatch): ComfyUI's image
-  numbers of a sliced or repeated batch.
-- "denoised": Tensor like samples, optional (SamplerCustom*): the last step's prediction of the clean
-  latents, their `denoised_output`.
+LATENT is a nodes.latent_value.Latent (its fields and what sampling, resizing and batching do to
+each are documented there). MakeNoiseLatents gives `samples` (zeros for txt2img, `empty`) with
+`noise` that the next sampler (Sample/UNetStep) applies at its first step, each image's `seeds` and
+`generator` states; VAEEncode gives the image's scaled latents, its `dist` and its VAE's `space`.
 
 Noise per image: image i of a batch uses its own CPU generator seeded with seed + i, so it equals the
 same image made alone with that seed (and a batch equals the pipeline given a list of generators).
@@ -43,6 +15,7 @@ import torch
 from graph import In, Int, Node, Out
 
 from .common import MAX_RESOLUTION
+from .latent_value import Dist, Latent, space_of_vae
 from .loading.loaders import LATENT_SCALE_ATTR
 
 MAX_SEED = 2**64 - 1
@@ -102,22 +75,23 @@ class MakeNoiseLatents(Node):
         else:
             samples, empty = self._image_latents(gens), False
         noise = randn(tuple(samples.shape), gens, device, dtype)
-        return {"samples": samples, "noise": noise, "empty": empty, "seeds": seeds,
-                "generator": [g.get_state() for g in gens]}
+        space = None if self.image is None else self.image.space
+        return Latent(samples, space=space, noise=noise, empty=empty, seeds=seeds,
+                      generator=[g.get_state() for g in gens])
 
     def _image_latents(self, gens) -> torch.Tensor:
         image = self.image
-        count = image["samples"].shape[0]
+        count = image.batch
         if self.batch_size % count:
             raise ValueError(f"MakeNoiseLatents: batch_size {self.batch_size} is not a multiple of the "
                              f"{count} images given")
-        dist = image.get("dist")
+        dist = image.dist
         if dist is None:  # latents without a distribution are used as they are
-            return _repeat(image["samples"], self.batch_size // count)
-        mean, std = (_repeat(dist[k], self.batch_size // count) for k in ("mean", "std"))
+            return _repeat(image.samples, self.batch_size // count)
+        mean, std = (_repeat(t, self.batch_size // count) for t in (dist.mean, dist.std))
         # As DiagonalGaussianDistribution.sample, then the pipeline's scaling.
         sample = mean + std * randn(tuple(mean.shape), gens, mean.device, mean.dtype)
-        return dist["scaling_factor"] * sample
+        return dist.scaling_factor * sample
 
 
 def crop_to_vae(pixels: torch.Tensor, vae) -> torch.Tensor:
@@ -148,15 +122,15 @@ class VAEEncode(Node):
         # As VaeImageProcessor: (B, H, W, C) -> (B, C, H, W) view, then 2x - 1.
         x = 2.0 * pixels[..., :3].permute(0, 3, 1, 2) - 1.0
         dist = self.vae.encode(x.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
-        factor = self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None)
-        if shift:  # Flux-style VAEs: a shifted latent space (the sampling of `dist` is not shifted: SD only)
-            return {"samples": factor * (dist.mean - shift)}
-        return {"samples": factor * dist.mean, "dist": {"mean": dist.mean, "std": dist.std, "scaling_factor": factor}}
+        space = space_of_vae(self.vae)
+        if space.shift:  # Flux-style VAEs: a shifted latent space (the sampling of `dist` is not shifted: SD only)
+            return Latent(space.scale * (dist.mean - space.shift), space=space)
+        return Latent(space.scale * dist.mean, space=space, dist=Dist(dist.mean, dist.std, space.scale))
 
 
 class VAEDecode(Node):
-    """Decodes latents into images (dividing by the VAE's scaling factor first).
+    """Decodes latents into images (dividing by the latent space's scale first: the LATENT's own when
+    it has one, else the VAE config's).
     ComfyUI's signature: VAEDecode(samples, vae) -> IMAGE."""
 
     category = "latent"
@@ -167,10 +141,10 @@ class VAEDecode(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        z = self.samples["samples"].to(device=self.vae.device, dtype=self.vae.dtype)
-        z = z / self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None)
-        if shift:  # Flux-style VAEs (Z-Image, Flux): latents = (vae latents - shift) * scale
-            z = z + shift
+        space = self.samples.space or space_of_vae(self.vae)
+        z = self.samples.samples.to(device=self.vae.device, dtype=self.vae.dtype)
+        z = z / space.scale
+        if space.shift:  # Flux-style VAEs (Z-Image, Flux): latents = (vae latents - shift) * scale
+            z = z + space.shift
         image = self.vae.decode(z, return_dict=False)[0]
         return (image * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()

@@ -8,7 +8,7 @@ one UNet call on cat([x, x]) with cat([negative, positive]) for plain conditioni
 inpainting pipeline's reset of the unmasked area after each step. (The pipelines skip the negative
 pass for every g <= 1 and use c alone: the pixels match them for g >= 1, not for 0 <= g < 1.)
 
-A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT as a SamplerState that
+A scheduler's state (PNDM/DPM++ history, step counter) travels in the LATENT (its `sampler`) as a SamplerState that
 holds a scheduler owned by that LATENT alone: a sampler deep-copies it before stepping, so cached
 values are never changed and re-running from any cached LATENT gives the same result.
 """
@@ -23,6 +23,7 @@ from PIL import Image
 from graph import Combo, Float, In, Int, Node, Out
 
 from .denoiser import Guide
+from .latent_value import Latent
 from .loading.loaders import LATENT_SCALE_ATTR
 from .schedulers import KINDS, SchedulerSpec, start_at, step_kwargs
 
@@ -63,10 +64,10 @@ def latent_preview(samples: torch.Tensor, max_side: int = 256) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def _resume(spec: SchedulerSpec, latents: dict, start: int, device):
+def _resume(spec: SchedulerSpec, latents: Latent, start: int, device):
     """The scheduler for step `start`: a copy of the LATENT's own when it continues this schedule,
     else a fresh one placed at `start` (a multistep scheduler then starts without history)."""
-    state = latents.get("sampler")
+    state = latents.sampler
     if state is not None and state.key == spec.key() and state.step == start:
         return copy.deepcopy(state.scheduler)
     scheduler = spec.make(device)
@@ -75,10 +76,10 @@ def _resume(spec: SchedulerSpec, latents: dict, start: int, device):
     return scheduler
 
 
-def _generators(latents: dict) -> list[torch.Generator]:
-    states = latents.get("generator")
+def _generators(latents: Latent) -> list[torch.Generator]:
+    states = latents.generator
     if states is None:  # latents from elsewhere: a fixed stream per image
-        return [torch.Generator("cpu").manual_seed(i) for i in range(latents["samples"].shape[0])]
+        return [torch.Generator("cpu").manual_seed(i) for i in range(latents.batch)]
     gens = []
     for state in states:
         g = torch.Generator("cpu")
@@ -87,9 +88,9 @@ def _generators(latents: dict) -> list[torch.Generator]:
     return gens
 
 
-def _noise_mask(latents: dict, like: torch.Tensor) -> torch.Tensor | None:
+def _noise_mask(latents: Latent, like: torch.Tensor) -> torch.Tensor | None:
     """The LATENT's noise_mask (1: denoise) at the latents' size (bilinear, as ComfyUI resizes it)."""
-    mask = latents.get("noise_mask")
+    mask = latents.noise_mask
     if mask is None:
         return None
     mask = mask.to(device=like.device, dtype=like.dtype)
@@ -99,13 +100,13 @@ def _noise_mask(latents: dict, like: torch.Tensor) -> torch.Tensor | None:
     return mask
 
 
-def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidance_scale: float, start: int,
-            end: int, progress=None, keep_denoised: bool = False) -> dict:
+def denoise(unet, spec: SchedulerSpec, latents: Latent, positive, negative, guidance_scale: float, start: int,
+            end: int, progress=None, keep_denoised: bool = False) -> Latent:
     """Steps start..end-1 of the schedule; returns the new LATENT. `progress(k, n, preview)` per step.
     keep_denoised: the LATENT also holds "denoised", the last step's prediction of the clean latents
     (when the scheduler reports one).
 
-    With a "noise_mask" in the LATENT (1: repaint), after each step the area outside it is reset to
+    With a noise_mask in the LATENT (1: repaint), after each step the area outside it is reset to
     the source latents noised to the next step's level, as StableDiffusionInpaintPipeline does."""
     device = unet.device
     scheduler = _resume(spec, latents, start, device)
@@ -116,25 +117,25 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
         raise ValueError(f"start step {start} leaves no step to take: this schedule has {total} steps")
     # A copy (same layout): schedulers keep references to the samples they are given, and the
     # input LATENT may be a cached value that must stay as it is.
-    x = latents["samples"].to(device=device, dtype=unet.dtype).clone()
+    x = latents.samples.to(device=device, dtype=unet.dtype).clone()
     batch = x.shape[0]
     gens = _generators(latents)
     if len(gens) != batch:
         raise ValueError(f"the latents carry {len(gens)} generator states for {batch} images")
-    mask, source = _noise_mask(latents, x), latents.get("mask_source")
+    mask, source = _noise_mask(latents, x), latents.mask_source
     if mask is not None:  # as the inpainting pipeline, whose image latents are copied per image: the
         x = x.contiguous()  # UNet's convolutions round differently on the VAE's channels-last layout
-    if latents.get("noise") is not None:
-        noise = latents["noise"].to(device=device, dtype=x.dtype)
+    if latents.noise is not None:
+        noise = latents.noise.to(device=device, dtype=x.dtype)
         source = (x, noise) if mask is not None else None
-        if latents.get("empty"):
+        if latents.empty:
             x = noise * scheduler.init_noise_sigma
         else:
             x = scheduler.add_noise(x, noise, scheduler.timesteps[offset + start:offset + start + 1].repeat(batch))
     elif mask is not None and source is None:  # latents from elsewhere: keep what is outside the mask as it is
         source = (x.clone(), torch.zeros_like(x))
     guide = Guide(unet, positive, negative, guidance_scale, x, getattr(unet, LATENT_SCALE_ATTR, 8), gens,
-                  latents.get("inpaint_latents"), None if mask is None else (mask, source[0]))
+                  latents.inpaint_latents, None if mask is None else (mask, source[0]))
     kwargs = step_kwargs(scheduler, gens)
     denoised = None
     with torch.no_grad():
@@ -148,15 +149,10 @@ def denoise(unet, spec: SchedulerSpec, latents: dict, positive, negative, guidan
                 x = _keep_outside(scheduler, x, mask, source, offset + i + 1)
             if progress is not None:
                 progress(i - start + 1, end - start, lambda x=x: latent_preview(x))
-    out = {k: v for k, v in latents.items() if k not in ("noise", "empty", "dist", "denoised")}
-    out.update(samples=x, generator=[g.get_state() for g in gens], sampler=SamplerState(spec.key(), scheduler, end))
-    if guide.inpaint_latents is not None:
-        out["inpaint_latents"] = guide.inpaint_latents
-    if source is not None:
-        out["mask_source"] = source
-    if keep_denoised and denoised is not None:
-        out["denoised"] = denoised
-    return out
+    return latents.sampled(x, generator=[g.get_state() for g in gens], seeds=latents.seeds,
+                           sampler=SamplerState(spec.key(), scheduler, end), mask_source=source,
+                           inpaint_latents=guide.inpaint_latents,
+                           denoised=denoised if keep_denoised else None)
 
 
 def _keep_outside(scheduler, x, mask, source, next_index: int) -> torch.Tensor:

@@ -105,11 +105,11 @@ def keep_aspect(w: int, h: int, width: int, height: int, minimum: int = 1) -> tu
     return max(minimum, width), max(minimum, height)
 
 
-def resized_latent(latent: dict, width: int, height: int, method: str, crop: str = "disabled") -> dict:
-    """A new LATENT of the resized samples. Noise not yet added, the VAE distribution and the sampler
-    state belong to the old size and are dropped; the next sampler starts from these samples."""
-    samples = resize(latent["samples"], width, height, method, crop)
-    return {"samples": samples, **{k: latent[k] for k in ("seeds", "batch_index") if k in latent}}
+def resized_latent(latent, width: int, height: int, method: str, crop: str = "disabled"):
+    """A new LATENT of the resized samples (nodes.latent_value.Latent.resized: noise not yet added, the
+    VAE distribution and the sampler state belong to the old size and are dropped; the next sampler
+    starts from these samples; a noise mask is kept, resized when sampled, as ComfyUI does)."""
+    return latent.resized(resize(latent.samples, width, height, method, crop))
 
 
 class ResizeImage(Node):
@@ -142,7 +142,7 @@ class ResizeLatent(Node):
     outputs = (Out("LATENT", "latents"),)
 
     def run(self, ctx):
-        h, w = self.latents["samples"].shape[-2:]
+        h, w = self.latents.samples.shape[-2:]
         width, height = keep_aspect(w, h, self.width, self.height)
         return resized_latent(self.latents, width, height, self.method, self.crop)
 

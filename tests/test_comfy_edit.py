@@ -6,6 +6,7 @@ from nodes.comfy.edit import (FluxDisableGuidance, FluxGuidance, FluxKontextImag
                               FluxKontextMultiReferenceLatentMethod, ReferenceLatent, kontext_size)
 from nodes.common import call
 from nodes.conditioning import Cond
+from nodes.latent_value import Latent
 
 
 def run(cls, **inputs):
@@ -23,8 +24,8 @@ def test_guidance_is_set_on_every_entry_and_the_input_is_left_alone():
 def test_reference_latents_append_in_order_and_none_changes_nothing():
     cond = (Cond(torch.zeros(1, 2, 4)),)
     a, b = torch.zeros(1, 16, 4, 4), torch.ones(1, 16, 2, 2)
-    once = run(ReferenceLatent, conditioning=cond, latent={"samples": a})
-    twice = run(ReferenceLatent, conditioning=once, latent={"samples": b})
+    once = run(ReferenceLatent, conditioning=cond, latent=Latent(a))
+    twice = run(ReferenceLatent, conditioning=once, latent=Latent(b))
     refs = twice[0].extra["reference_latents"]
     assert len(refs) == 2 and refs[0] is a and refs[1] is b
     assert len(once[0].extra["reference_latents"]) == 1

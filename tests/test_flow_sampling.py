@@ -10,6 +10,7 @@ from nodes.comfy.ksampling import samplers
 from nodes.comfy.ksampling.denoiser import Denoiser, FlowSchedule
 from nodes.comfy.ksampling.ksampler import model_sampling
 from nodes.comfy.ksampling.schedules import calculate_sigmas, ksampler_sigmas
+from nodes.latent_value import Latent
 
 
 def shifted(shift, s):
@@ -111,7 +112,7 @@ def test_empty_sd3_latent_is_16_channels_of_zeros():
         env = None
 
     latent = call(EmptySD3LatentImage, Ctx(), width=64, height=32, batch_size=2)
-    assert latent["samples"].shape == (2, 16, 4, 8) and not latent["samples"].any() and latent["empty"]
+    assert latent["samples"].shape == (2, 16, 4, 8) and not latent["samples"].any() and latent.empty
 
 
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "lcm", "dpmpp_2m_sde",
@@ -140,7 +141,7 @@ def test_half_log_snr_samplers_refuse_flow_models_with_a_clear_error():
         device, dtype, config = torch.device("cpu"), torch.float32, None
 
     model = Model(unet=Unet(), scheduler=None, sampling=FlowSchedule(3.0, 1.0))
-    latent = {"samples": torch.zeros(1, 16, 2, 2)}
+    latent = Latent(torch.zeros(1, 16, 2, 2))
     with pytest.raises(ValueError, match="'er_sde' does not run on flow-matching models"):
         sample(None, model, [], [], 1.0, SamplerChoice("er_sde"), torch.tensor([1.0, 0.0]), latent,
                torch.zeros(1, 16, 2, 2), 0)

@@ -103,7 +103,7 @@ def test_noise_mask_matches_pipeline_with_a_plain_unet(ctx, image, mask_array):
         output_type="np").images
     assert report("noise mask, 4-channel UNet vs StableDiffusionInpaintPipeline", ours, expected) == 0.0
     # Outside the mask the picture stays the image's (what the VAE round trip gives), inside it changes.
-    unmasked = sample(ctx, m, {k: v for k, v in latents.items() if k != "noise_mask"}, positive, negative, "ddim",
+    unmasked = sample(ctx, m, latents.replace(noise_mask=None), positive, negative, "ddim",
                       strength=0.8)
     inside = mask_array > 0
     assert np.abs(ours - unmasked)[0][inside].max() > 1e-3 and np.abs(ours - unmasked)[0][~inside].max() > 1e-3

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from graph import Env, Loom
 from tests._tiny_assets import tiny_esrgan_state
+from nodes.latent_value import Latent
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +139,9 @@ def test_total_pixels_and_latent_sizes(loom):
     assert tuple(out.shape[1:3]) == (443, 591)  # 400x300 * sqrt(0.25 MiB / 120000 px)
     out = call(ImageScaleToTotalPixels, None, image=image, upscale_method="area", megapixels=0.25, resolution_steps=64)
     assert tuple(out.shape[1:3]) == (448, 576)
-    latent = {"samples": torch.randn(2, 4, 8, 12), "noise": torch.randn(2, 4, 8, 12), "seeds": [5, 6]}
+    latent = Latent(torch.randn(2, 4, 8, 12), noise=torch.randn(2, 4, 8, 12), seeds=[5, 6])
     up = call(LatentUpscale, None, samples=latent, upscale_method="bislerp", width=192, height=128, crop="disabled")
-    assert up["samples"].shape == (2, 4, 16, 24) and "noise" not in up and up["seeds"] == [5, 6]
+    assert up["samples"].shape == (2, 4, 16, 24) and up.noise is None and up.seeds == [5, 6]
     by = call(LatentUpscaleBy, None, samples=latent, upscale_method="nearest-exact", scale_by=1.5)
     assert by["samples"].shape == (2, 4, 12, 18)
     aspect = call(LatentUpscale, None, samples=latent, upscale_method="bilinear", width=0, height=128, crop="disabled")
@@ -152,12 +153,12 @@ def test_latent_batches():
     from nodes.comfy.scaling import LatentFromBatch, RepeatLatentBatch
 
     samples = torch.arange(3.0)[:, None, None, None].expand(3, 4, 2, 2)
-    latent = {"samples": samples, "seeds": [1, 2, 3], "generator": ["a", "b", "c"], "empty": True}
+    latent = Latent(samples, seeds=[1, 2, 3], generator=["a", "b", "c"], empty=True)
     rep = call(RepeatLatentBatch, None, samples=latent, amount=2)
-    assert rep["samples"][:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2] and rep["seeds"] == [1, 2, 3, 1, 2, 3]
+    assert rep["samples"][:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2] and rep.seeds == [1, 2, 3, 1, 2, 3]
     one = call(LatentFromBatch, None, samples=latent, batch_index=1, length=5)
-    assert one["samples"][:, 0, 0, 0].tolist() == [1, 2] and one["seeds"] == [2, 3] and one["batch_index"] == [1, 2]
-    assert one["generator"] == ["b", "c"] and latent["seeds"] == [1, 2, 3]  # the input is not changed
+    assert one["samples"][:, 0, 0, 0].tolist() == [1, 2] and one.seeds == [2, 3] and one["batch_index"] == [1, 2]
+    assert one.generator == ["b", "c"] and latent.seeds == [1, 2, 3]  # the input is not changed
     again = call(RepeatLatentBatch, None, samples=one, amount=2)
     assert again["batch_index"] == [1, 2, 3, 4]
 

@@ -159,8 +159,8 @@ def test_batch_is_reproducible_per_image(loom, pipe):
     and the batch equals the pipeline given one generator per image."""
     steps = 6  # enough to show the ancestral noise stream per image, short for the suite's budget
     wf = workflow("txt2img", **{"6": {"kind": "euler_ancestral", "steps": steps}, "7": {"batch_size": 2, "seed": SEED}})
-    noise = run_node(loom, wf, "7")["noise"]
-    alone = run_node(loom, workflow("txt2img", **{"7": {"seed": SEED + 1}}), "7")["noise"]
+    noise = run_node(loom, wf, "7").noise
+    alone = run_node(loom, workflow("txt2img", **{"7": {"seed": SEED + 1}}), "7").noise
     assert torch.equal(noise[1:], alone)
     batch = as_array(run_node(loom, wf))
     pipe.scheduler = pipeline_scheduler(pipe.base_config, "euler_ancestral")

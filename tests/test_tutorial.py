@@ -11,6 +11,7 @@ from graph.node import In, Node, Out
 from nodes.inspect.grid import layout, make_grid, parse_titles
 from nodes.inspect.inspection import AddNoise, AddNoiseToImage
 from tests._sd import ROOT, make_loom, pin_threads
+from nodes.latent_value import Latent
 
 TUTORIAL = ROOT / "workflows" / "tutorial"
 
@@ -27,7 +28,7 @@ class ConstLatent(Node):
     outputs = (Out("LATENT"),)
 
     def run(self, ctx):
-        return {"samples": constructed_latent()}
+        return Latent(constructed_latent())
 
 
 def constructed_latent() -> torch.Tensor:
@@ -107,7 +108,7 @@ def test_add_noise_equals_scheduler_add_noise(tiny_sd):
     config = scheduler_config(json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text()))
     x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     node = AddNoise()
-    node.scheduler, node.latents, node.timesteps, node.seed = SchedulerSpec(CHECKPOINT, config), {"samples": x0}, \
+    node.scheduler, node.latents, node.timesteps, node.seed = SchedulerSpec(CHECKPOINT, config), Latent(x0), \
         "0, 500,999", 7
     out = node.run(None)["samples"]
     reference = PNDMScheduler.from_config(config)  # the checkpoint's own scheduler class
@@ -177,9 +178,11 @@ def test_embeddings_shape(loom, shipped):
 def test_tensor_info_of_a_latent_with_nan():
     from nodes.inspect.inspection import tensor_info, tensors_in
 
-    latent = {"samples": torch.tensor([[1.0, float("nan")]]), "seeds": [3], "dist": {"std": torch.ones(2)}}
+    from nodes.latent_value import Dist
+
+    latent = Latent(torch.tensor([[1.0, float("nan")]]), seeds=[3], dist=Dist(torch.zeros(2), torch.ones(2), 1.0))
     named = tensors_in(latent, "VAEEncode")
-    assert [name for name, _ in named] == ["VAEEncode.samples", "VAEEncode.dist.std"]
+    assert [name for name, _ in named] == ["VAEEncode.samples", "VAEEncode.dist.mean", "VAEEncode.dist.std"]
     info = tensor_info(*named[0])
     assert info["shape"] == [1, 2] and info["max"] == "nan"
     json.dumps(info, allow_nan=False)

@@ -11,6 +11,7 @@ import torch
 import nodes.families as families
 from nodes.families.zimage import FAMILY, TEMPLATE
 from nodes.families.zimage.tiny import FILES, build_pipeline, comfy_files, tiny_tokenizer, write_comfy_files
+from nodes.latent_value import Latent
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_ksampler_on_the_tiny_model_matches_the_pipeline_with_comfyuis_euler(pip
 
     (caption,), _ = pipe.encode_prompt("a cat", do_classifier_free_guidance=False, max_sequence_length=64)
     model = Model(unet=pipe.transformer, scheduler=None, family="zimage", sampling=FlowSchedule(3.0, 1.0))
-    latent = {"samples": torch.zeros(2, 16, 4, 4), "empty": True, "width": 32, "height": 32}
+    latent = Latent(torch.zeros(2, 16, 4, 4), empty=True, width=32, height=32)
     noise = starting_noise(model, latent, 42)
     sigmas = ksampler_sigmas(model.sampling, "euler", "simple", 4)
     ours, _ = sample(None, model, (Cond(embeds=caption[None]),), None, 1.0, SamplerChoice("euler"), sigmas,

@@ -39,6 +39,7 @@ from .ksampling.ksampler import SamplerChoice, empty_latent, latent_image, model
 from .ksampling.ksampler import sample as ksampling_run
 from .ksampling.schedules import ksampler_sigmas
 from ..latent import MAX_SEED, VAEEncode, crop_to_vae
+from ..latent_value import Latent
 from ..loading.loaders import bundles, load_parts
 from ..loading.model_files import kind_choices, kind_fingerprint, kind_path
 from ..sampling import MAX_STEP
@@ -182,8 +183,8 @@ def sampler_problems(sampler_name, scheduler) -> dict[str, str]:
 
 
 def ksample(ctx, model: Model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
-            negative, latent: dict, denoise: float = 1.0, add_noise: bool = True, start_step: int | None = None,
-            last_step: int | None = None, force_full_denoise: bool = False) -> dict:
+            negative, latent: Latent, denoise: float = 1.0, add_noise: bool = True, start_step: int | None = None,
+            last_step: int | None = None, force_full_denoise: bool = False) -> Latent:
     """ComfyUI's common_ksampler: its noise (the whole batch from one generator seeded with `seed`, or
     none), its schedule for `steps` and `denoise`, cut to start_step..last_step, and its sampler."""
     sigmas = ksampler_sigmas(model_sampling(model), sampler_name, scheduler, steps, denoise)
@@ -193,7 +194,7 @@ def ksample(ctx, model: Model, seed: int, steps: int, cfg: float, sampler_name: 
             sigmas[-1] = 0
     if start_step is not None:
         if start_step >= len(sigmas) - 1:  # nothing left to do: the latent as it is
-            return {k: v for k, v in latent.items() if k not in ("empty", "width", "height")}
+            return latent.replace(empty=False, width=None, height=None)
         sigmas = sigmas[start_step:]
     image = latent_image(model, latent)
     noise = starting_noise(model, latent, seed) if add_noise else torch.zeros_like(image)

@@ -52,7 +52,7 @@ class ReferenceLatent(Node):
     def run(self, ctx):
         if self.latent is None:
             return as_conditioning(self.conditioning)
-        samples = self.latent["samples"]
+        samples = self.latent.samples
         return tuple(c for entry in as_conditioning(self.conditioning)
                      for c in with_extra((entry,), reference_latents=[*entry.extra.get("reference_latents", ()),
                                                                       samples]))

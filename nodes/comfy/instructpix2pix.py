@@ -18,6 +18,7 @@ from graph import In, Node, Out
 from ..common import call
 from ..conditioning import as_conditioning
 from ..latent import VAEEncode
+from ..latent_value import Latent
 
 
 class InstructPixToPixConditioning(Node):
@@ -36,9 +37,9 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        image = latent["dist"]["mean"]
+        image = latent.dist.mean
 
         def conditioned(conditioning):
             return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))
 
-        return conditioned(self.positive), conditioned(self.negative), {"samples": torch.zeros_like(latent["samples"])}
+        return conditioned(self.positive), conditioned(self.negative), Latent(torch.zeros_like(latent.samples), space=latent.space)

@@ -26,6 +26,7 @@ from .ksampling.samplers import PowerNoiseScaler
 from .ksampling.schedules import beta as beta_schedule
 from .ksampling.schedules import calculate_sigmas, karras
 from ..latent import MAX_SEED
+from ..latent_value import Latent
 from ..sampling import MAX_STEP
 
 
@@ -225,7 +226,7 @@ class BasicGuider(Node):
         return Guider(self.model, self.conditioning, None, 1.0)
 
 
-def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: Sigmas, latent: dict) -> tuple:
+def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: Sigmas, latent: Latent) -> tuple:
     """(output, denoised_output) LATENTs: the run SamplerCustom(Advanced) describe."""
     model = guider.model
     if noise.seed is None:
@@ -235,7 +236,7 @@ def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: S
     out, denoised = ksampling_run(ctx, model, guider.positive, guider.negative, guider.cfg, sampler,
                                   torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed,
                                   guider.dual)
-    return out, (out if denoised is None else {**out, "samples": denoised})
+    return out, (out if denoised is None else out.replace(samples=denoised))
 
 
 class SamplerCustomAdvanced(Node):
@@ -276,4 +277,4 @@ class SamplerCustom(Node):
         out, denoised = ksampling_run(ctx, model, self.positive, self.negative, self.cfg, self.sampler,
                                       torch.as_tensor(self.sigmas.values, dtype=torch.float32), self.latent_image,
                                       start, self.noise_seed)
-        return out, (out if denoised is None else {**out, "samples": denoised})
+        return out, (out if denoised is None else out.replace(samples=denoised))

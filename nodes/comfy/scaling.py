@@ -28,7 +28,7 @@ class LatentUpscale(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        h, w = self.samples["samples"].shape[-2:]
+        h, w = self.samples.samples.shape[-2:]
         if self.width == 0 and self.height == 0:
             return self.samples
         width, height = keep_aspect(w, h, self.width, self.height, minimum=64)  # pixels (the ratio is w:h)
@@ -45,7 +45,7 @@ class LatentUpscaleBy(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        h, w = self.samples["samples"].shape[-2:]
+        h, w = self.samples.samples.shape[-2:]
         return resized_latent(self.samples, round(w * self.scale_by), round(h * self.scale_by), self.upscale_method)
 
 
@@ -121,23 +121,7 @@ class ImageUpscaleWithModel(Node):
 
 # --- latent batches -------------------------------------------------------------------------------
 
-BATCHED = ("samples", "noise")  # tensors with one row per image
-LISTED = ("generator", "seeds")  # lists with one entry per image
-
-
-def _batch_op(latent: dict, tensor_op, list_op) -> dict:
-    """A new LATENT with every per-image entry changed the same way; the sampler state (one batch
-    size's) is dropped."""
-    out = {k: v for k, v in latent.items() if k not in ("sampler",)}
-    for key in BATCHED:
-        if key in latent:
-            out[key] = tensor_op(latent[key])
-    for key in LISTED:
-        if key in latent:
-            out[key] = list_op(list(latent[key]))
-    if "dist" in latent:
-        out["dist"] = {**latent["dist"], "mean": tensor_op(latent["dist"]["mean"]), "std": tensor_op(latent["dist"]["std"])}
-    return out
+# Batch ops derive the LATENT by its fields' rules (nodes.latent_value.Latent.rows).
 
 
 class RepeatLatentBatch(Node):
@@ -148,13 +132,12 @@ class RepeatLatentBatch(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        out = _batch_op(self.samples, lambda t: t.repeat((self.amount,) + (1,) * (t.ndim - 1)),
-                        lambda items: items * self.amount)
-        if "batch_index" in self.samples:
-            index = list(self.samples["batch_index"])
+        index = self.samples.batch_index
+        if index is not None:
             offset = max(index) - min(index) + 1
-            out["batch_index"] = index + [i + k * offset for k in range(1, self.amount) for i in index]
-        return out
+            index = list(index) + [i + k * offset for k in range(1, self.amount) for i in index]
+        return self.samples.rows(lambda t: t.repeat((self.amount,) + (1,) * (t.ndim - 1)),
+                                 lambda items: items * self.amount, batch_index=index)
 
 
 class LatentFromBatch(Node):
@@ -166,11 +149,10 @@ class LatentFromBatch(Node):
     outputs = (Out("LATENT", "LATENT"),)
 
     def run(self, ctx):
-        n = self.samples["samples"].shape[0]
+        n = self.samples.batch
         start = min(n - 1, self.batch_index)
         stop = start + min(n - start, self.length)
-        out = _batch_op(self.samples, lambda t: t[start:stop].clone(), lambda items: items[start:stop])
-        index = self.samples.get("batch_index", list(range(n)))
-        out["batch_index"] = list(index)[start:stop]
-        return out
+        index = self.samples.batch_index or list(range(n))
+        return self.samples.rows(lambda t: t[start:stop].clone(), lambda items: items[start:stop],
+                                 batch_index=list(index)[start:stop])
 

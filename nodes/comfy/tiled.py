@@ -15,6 +15,7 @@ from graph import In, Int, Node, Out
 
 from ..common import call
 from ..latent import VAEDecode, VAEEncode, crop_to_vae
+from ..latent_value import Latent
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -72,12 +73,12 @@ class VAEDecodeTiled(Node):
         scale = _vae_scale(self.vae)
         overlap = self.tile_size // 4 if self.tile_size < self.overlap * 4 else self.overlap
         tile, overlap = max(self.tile_size // scale, 1), overlap // scale
-        z = self.samples["samples"]
+        z = self.samples.samples
         if z.shape[-2] <= tile and z.shape[-1] <= tile:
             return call(VAEDecode, ctx, samples=self.samples, vae=self.vae)
 
         def decode(part):  # (B, h, w, C) latents -> (B, H, W, 3) pixels
-            return call(VAEDecode, ctx, samples={"samples": part.permute(0, 3, 1, 2)}, vae=self.vae)
+            return call(VAEDecode, ctx, samples=Latent(part.permute(0, 3, 1, 2), space=self.samples.space), vae=self.vae)
 
         return tiled(z.permute(0, 2, 3, 1), tile, overlap, scale, decode)
 
@@ -99,12 +100,17 @@ class VAEEncodeTiled(Node):
         scale = _vae_scale(self.vae)
         pixels = crop_to_vae(self.pixels, self.vae)
         if pixels.shape[1] <= self.tile_size and pixels.shape[2] <= self.tile_size:
-            return {"samples": call(VAEEncode, ctx, pixels=pixels, vae=self.vae)["samples"]}
+            whole = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
+            return Latent(whole.samples, space=whole.space)
         tile = max(self.tile_size // scale * scale, scale)  # whole latent pixels
         overlap = min(self.overlap // scale * scale, tile // 2)
 
+        spaces = []
+
         def encode(part):  # (B, H, W, C) pixels -> (B, h, w, C) latents
-            return call(VAEEncode, ctx, pixels=part, vae=self.vae)["samples"].permute(0, 2, 3, 1)
+            latent = call(VAEEncode, ctx, pixels=part, vae=self.vae)
+            spaces.append(latent.space)
+            return latent.samples.permute(0, 2, 3, 1)
 
         samples = tiled(pixels, tile, overlap, 1 / scale, encode)
-        return {"samples": samples.permute(0, 3, 1, 2).contiguous()}
+        return Latent(samples.permute(0, 3, 1, 2).contiguous(), space=spaces[0])

@@ -15,6 +15,7 @@ lays them out, with no chain of concat nodes to build and titles that follow the
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 
@@ -27,6 +28,7 @@ from ..conditioning import Cond
 from .grid import make_grid, parse_titles
 from ..image import save_images
 from ..latent import MAX_SEED, VAEDecode, generators, randn, seeds_for
+from ..latent_value import Dist, Latent
 from ..sampling import latent_preview
 
 MAX_TIMESTEPS = 64
@@ -85,8 +87,9 @@ class AddNoise(_AddNoiseBase):
 
     @torch.no_grad()
     def run(self, ctx):
-        samples = self.latents["samples"]
-        return {"samples": forward_noise(self.scheduler, samples, parse_timesteps(self.timesteps), self.seed)}
+        samples = self.latents.samples
+        return Latent(forward_noise(self.scheduler, samples, parse_timesteps(self.timesteps), self.seed),
+                      space=self.latents.space)
 
 
 class AddNoiseToImage(_AddNoiseBase):
@@ -188,10 +191,13 @@ def tensor_info(name: str, t: torch.Tensor) -> dict:
 
 
 def tensors_in(value, name: str = "value") -> list[tuple[str, object]]:
-    """The tensors (and other leaves) of a socket value: a tensor, a LATENT dict, lists of them."""
+    """The tensors (and other leaves) of a socket value: a tensor, a LATENT, lists of them."""
     if isinstance(value, torch.Tensor):
         return [(name, value)]
-    if isinstance(value, dict):  # a LATENT: its tensors (samples, noise, dist), not its seeds or states
+    if isinstance(value, (Latent, Dist)):  # its tensors (samples, noise, dist, mask), not its seeds or states
+        return [item for f in dataclasses.fields(value) if isinstance(getattr(value, f.name), (torch.Tensor, Dist))
+                for item in tensors_in(getattr(value, f.name), f"{name}.{f.name}")]
+    if isinstance(value, dict):
         return [item for k, v in value.items() if isinstance(v, (torch.Tensor, torch.nn.Module, dict))
                 for item in tensors_in(v, f"{name}.{k}")]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
@@ -267,7 +273,7 @@ class PreviewLatentChannels(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        x = self.latents["samples"].detach().float()
+        x = self.latents.samples.detach().float()
         batch, channels = x.shape[:2]
         maps = _normalize(x, (2, 3) if self.normalize == "per channel" else (1, 2, 3))
         k = self.pixel_size
@@ -300,7 +306,7 @@ class PreviewLatent(Node):
             decode.vae, decode.samples = self.vae, self.latents
             images = decode.run(ctx)
         else:
-            samples = self.latents["samples"]
+            samples = self.latents.samples
             device = device_of(ctx.env)
             images = torch.cat([pil_to_image(latent_preview(samples[i:i + 1]), device)
                                 for i in range(samples.shape[0])])

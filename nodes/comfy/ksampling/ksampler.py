@@ -11,6 +11,7 @@ import torch
 from ...denoiser import Guide
 from ...loading.loaders import LATENT_SCALE_ATTR
 from ...families import family, runtime_of
+from ...latent_value import Latent, space_of_family
 from ...sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
 from .dual import Dual, DualGuide
@@ -59,46 +60,51 @@ def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
     return _SCHEDULES[key]
 
 
-def empty_latent(batch_size: int, channels: int, width: int, height: int, device) -> dict:
+def empty_latent(batch_size: int, channels: int, width: int, height: int, device) -> Latent:
     """ComfyUI's empty LATENT: zeros at its 8-pixel scale, marked empty with the asked size, so that
     latent_image makes it again at the sampled model's own channels and scale."""
     shape = (batch_size, channels, height // COMFY_LATENT_SCALE, width // COMFY_LATENT_SCALE)
-    return {"samples": torch.zeros(shape, device=device), "empty": True, "width": width, "height": height}
+    return Latent(torch.zeros(shape, device=device), empty=True, width=width, height=height)
 
 
-def latent_image(model, latent: dict) -> torch.Tensor:
-    """The LATENT's samples as float32, an empty one at the model's latent shape (ComfyUI's
-    fix_empty_latent_channels: zeros with the model's channels)."""
+def latent_image(model, latent: Latent) -> torch.Tensor:
+    """The LATENT's samples as float32 in the model's latent space, an empty one at the model's latent
+    shape (ComfyUI's fix_empty_latent_channels: zeros with the model's channels)."""
     unet = model.unet
-    samples = latent["samples"]
-    if latent.get("empty"):
+    samples = latent.samples
+    if latent.empty:
         scale = getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE)
         h, w = samples.shape[-2:]
-        height, width = latent.get("height") or h * COMFY_LATENT_SCALE, latent.get("width") or w * COMFY_LATENT_SCALE
+        height, width = latent.height or h * COMFY_LATENT_SCALE, latent.width or w * COMFY_LATENT_SCALE
         if width % scale or height % scale:
             raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
         channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
         shape = (samples.shape[0], channels, height // scale, width // scale)
         return torch.zeros(shape, dtype=torch.float32)
-    return samples.detach().float().cpu()
+    return latent.in_space(model_space(model)).detach().float().cpu()
 
 
-def starting_noise(model, latent: dict, seed: int) -> torch.Tensor:
+def model_space(model):
+    """The latent space of the model's family (nodes.latent_value.Space)."""
+    return space_of_family(getattr(model, "family", None))
+
+
+def starting_noise(model, latent: Latent, seed: int) -> torch.Tensor:
     """ComfyUI's prepare_noise for this LATENT (its batch_index honoured), on the CPU."""
-    return prepare_noise(latent_image(model, latent).shape, seed, latent.get("batch_index"))
+    return prepare_noise(latent_image(model, latent).shape, seed, latent.batch_index)
 
 
 def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, sigmas: torch.Tensor,
-           latent: dict, noise: torch.Tensor, seed: int, dual: Dual | None = None) -> tuple[dict, torch.Tensor | None]:
+           latent: Latent, noise: torch.Tensor, seed: int, dual: Dual | None = None) -> tuple[Latent, torch.Tensor | None]:
     """(the output LATENT, the last step's denoised latents or None) of one run; `dual`: a second
     conditioning and scale (DualCFGGuider, nodes.comfy.ksampling.dual)."""
     unet = model.unet
     function = sampler.function()
     device = unet.device
     source = latent_image(model, latent).to(device)
-    out = {k: v for k, v in latent.items() if k not in _SPENT}
+    space = model_space(model) or latent.space  # latent_image re-expressed the samples in the model's
     if sigmas.numel() == 0:
-        return {**out, "samples": source.to(unet.dtype)}, None
+        return latent.sampled(source.to(unet.dtype), space=space), None
     ms = model_sampling(model)
     if isinstance(ms, FlowSchedule) and sampler.name in FLOW_PENDING:
         raise ValueError(f"the sampler '{sampler.name}' does not run on flow-matching models in Loom yet; these do "
@@ -108,7 +114,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     first = float(sigmas[0])
     full = math.isclose(float(ms.sigma_max), first, rel_tol=1e-5) or first > float(ms.sigma_max)
     x = ms.noise_scaling(sigmas[0] if isinstance(ms, FlowSchedule) else first, noise, source, full)
-    mask = None if latent.get("noise_mask") is None else prepare_mask(latent["noise_mask"], source)
+    mask = None if latent.noise_mask is None else prepare_mask(latent.noise_mask, source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
     if runtime is not None and mask is not None:
@@ -118,7 +124,7 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
         if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
             return runtime.guide(model, positive, negative, cfg, keep_uncond=keep_uncond)
         return Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                     _generators(seed, x.shape), latent.get("inpaint_latents"),
+                     _generators(seed, x.shape), latent.inpaint_latents,
                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)), keep_uncond=keep_uncond)
 
     if dual is None:
@@ -141,15 +147,11 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     with torch.no_grad():
         samples = function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=callback, disable=True,
                            **dict(sampler.options))
-    out["samples"] = ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype)
-    if getattr(guide, "inpaint_latents", None) is not None:
-        out["inpaint_latents"] = guide.inpaint_latents
+    drawn = getattr(guide, "inpaint_latents", None)  # an inpainting UNet's, drawn by this run or given
+    out = latent.sampled(ms.inverse_noise_scaling(sigmas[-1], samples).to(unet.dtype), space=space,
+                         inpaint_latents=latent.inpaint_latents if drawn is None else drawn)
     denoised = last.get("denoised")
     return out, None if denoised is None else denoised.to(unet.dtype)
-
-
-# Keys of Loom's stage LATENTs that a ComfyUI sampler consumes or that no longer hold after it.
-_SPENT = ("noise", "empty", "dist", "sampler", "generator", "denoised", "width", "height", "seeds", "mask_source")
 
 
 def _generators(seed: int, shape) -> list[torch.Generator]:
