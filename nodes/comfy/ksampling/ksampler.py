@@ -117,20 +117,22 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.noise_mask is None else prepare_mask(latent.noise_mask, source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
-    if runtime is not None and mask is not None:
-        raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
-
-    def guide_of(positive, negative, cfg: float, keep_uncond: bool):
-        if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
-            return runtime.guide(model, positive, negative, cfg, keep_uncond=keep_uncond)
-        return Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                     _generators(seed, x.shape), latent.inpaint_latents,
-                     None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)), keep_uncond=keep_uncond)
-
-    if dual is None:
-        guide = guide_of(positive, negative, cfg, sampler.name in NEEDS_UNCOND)
+    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
+        if mask is not None:
+            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
+        guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
     else:
-        guide = DualGuide(lambda conditioning: guide_of(conditioning, None, 1.0, False), positive, dual, negative, cfg)
+        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                      _generators(seed, x.shape), latent.inpaint_latents,
+                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
+                      keep_uncond=sampler.name in NEEDS_UNCOND)
+    if dual is not None:  # DualCFGGuider: single-conditioning guides of the same kind, combined
+        guide = DualGuide(lambda conditioning: (
+            runtime.guide(model, conditioning, None, 1.0, keep_uncond=False) if runtime is not None else
+            Guide(unet, conditioning, None, 1.0, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                  _generators(seed, x.shape), latent.inpaint_latents,
+                  None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)))),
+            positive, dual, negative, cfg)
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
