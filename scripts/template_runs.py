@@ -35,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -322,6 +322,12 @@ def asked_models(prompt: dict, registry: Registry) -> list[tuple[str, str]]:
     return asked
 
 
+def classify(workflow: dict, tags: list[str], registry: Registry) -> str:
+    """The table family of a template (without running it)."""
+    asked = asked_models(load(workflow, registry).prompt, registry)
+    return template_family(tags, [n for kind, n in asked if kind in DENOISER_KINDS])
+
+
 def measure(name: str, workflow: dict, tags: list[str], registry: Registry, tiny: TinyModels,
             work: Path, run: bool = True) -> Outcome:
     prompt = load(workflow, registry).prompt
@@ -432,10 +438,8 @@ def measure_all(folder: Path | None = None, only: list[str] | None = None, run: 
         tiny = TinyModels(Path(tmp) / "tiny")
         for name in image_templates(folder):
             workflow = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-            if only:
-                family = template_family(tags.get(name, []), [])
-                if name not in only and family not in only:
-                    continue
+            if only and name not in only and classify(workflow, tags.get(name, []), registry) not in only:
+                continue
             outcome = measure(name, workflow, tags.get(name, []), registry, tiny, Path(tmp), run)
             outcomes.append(outcome)
             if log:
@@ -496,7 +500,23 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=Path, help="write the markdown report here")
     parser.add_argument("--no-run", action="store_true", help="classify only; run nothing")
     parser.add_argument("--verbose", action="store_true", help="a line per template as it is measured")
+    parser.add_argument("--json", type=Path, help="also write the outcomes as JSON")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: the report of outcomes written by --json runs (for families measured on "
+                             "different checkouts; a template's last outcome counts)")
+    parser.add_argument("--measured-on", default="", help="what the report says was measured (default: HEAD)")
     args = parser.parse_args(argv)
+    commit = args.measured_on or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip()
+    if args.combine:
+        found = {}
+        for path in args.combine:
+            for entry in json.loads(path.read_text(encoding="utf-8")):
+                found[entry["name"]] = Outcome(**entry)
+        outcomes = list(found.values())
+        print(table(outcomes))
+        if args.report:
+            args.report.write_text(report(outcomes, commit), encoding="utf-8")
+        return 0
     logging.basicConfig(level=logging.ERROR)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -505,8 +525,9 @@ def main(argv=None) -> int:
     outcomes = measure_all(args.templates, args.only, not args.no_run,
                            (lambda line: print(line, flush=True)) if args.verbose else None)
     print(table(outcomes))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=1), encoding="utf-8")
     if args.report:
-        commit = os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip()
         args.report.write_text(report(outcomes, commit), encoding="utf-8")
     return 0
 
