@@ -167,11 +167,17 @@ class TinyModels:
             os.link(source, dest)
         except OSError:
             shutil.copy2(source, dest)
-        for folder in {source.parent}:  # tokenizers and the like kept beside the file
-            for extra in folder.iterdir():
-                if extra.is_dir() and not (dest.parent / extra.name).exists():
-                    shutil.copytree(extra, dest.parent / extra.name)
+        for extra in self.folders(family):  # tokenizers the family keeps beside its files
+            if not (dest.parent / extra.name).exists():
+                shutil.copytree(extra, dest.parent / extra.name)
         return None
+
+    def folders(self, family: str) -> list[Path]:
+        """The folders (not model files) a family's writer put beside its files, e.g. tokenizers."""
+        root = self.root / family
+        if family not in self.staged or not root.is_dir():
+            return []
+        return [d for kind in root.iterdir() if kind.is_dir() for d in kind.iterdir() if d.is_dir()]
 
     def pick(self, family: str, kind: str, name: str) -> Path | None:
         files = self.files(family)
@@ -307,7 +313,8 @@ def write_inputs(prompt: dict, input_dir: Path) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 rgba = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 4), dtype=np.uint8)
                 rgba[..., 3] = np.where(np.arange(SIZE)[:, None] < SIZE // 2, 255, 0)
-                Image.fromarray(rgba, "RGBA").save(path)
+                picture = Image.fromarray(rgba, "RGBA")
+                (picture if path.suffix.lower() in (".png", ".webp") else picture.convert("RGB")).save(path)
 
 
 # --- one template ----------------------------------------------------------------------------------
