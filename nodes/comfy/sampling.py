@@ -6,7 +6,7 @@ apart, then SamplerCustomAdvanced (or SamplerCustom) runs them, by ComfyUI's rul
   descending, 0 last for a full run, in the model's noise units, as ComfyUI computes them.
 - NOISE (RandomNoise, DisableNoise): ComfyUI's starting noise of a seed (the whole batch from one
   generator), or none; its seed also seeds the samplers' step noise.
-- GUIDER (CFGGuider, BasicGuider, DualCFGGuider): model, conditioning and CFG scale(s).
+- GUIDER (CFGGuider, BasicGuider): model, conditioning and CFG scale.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from graph import Boolean, Combo, Float, In, Int, Node, Out
 from ..loading.bundles import Model
 from .core import sampler_problems
 from .sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
-from .ksampling.dual import Dual
 from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, starting_noise
 from .ksampling.ksampler import sample as ksampling_run
 from .ksampling.samplers import PowerNoiseScaler
@@ -55,13 +54,11 @@ class Noise:
 
 @dataclass(frozen=True, eq=False)
 class Guider:
-    """GUIDER: the model, its conditioning and the CFG scale (no negative: the positive alone);
-    `dual`: DualCFGGuider's second conditioning and scale."""
+    """GUIDER: the model, its conditioning and the CFG scale (no negative: the positive alone)."""
     model: Model
     positive: tuple
     negative: tuple | None
     cfg: float
-    dual: Dual | None = None
 
 
 class KSamplerSelect(Node):
@@ -195,26 +192,6 @@ class CFGGuider(Node):
         return Guider(self.model, self.positive, self.negative, self.cfg)
 
 
-class DualCFGGuider(Node):
-    """Two guidance scales over three conditionings (nodes.comfy.ksampling.dual): `cfg_conds` from
-    cond2 towards cond1, `cfg_cond2_negative` from the negative towards cond2; `nested` applies the
-    second to the first's result. ComfyUI also marks cond2 as a negative prompt for the models that
-    read it (OmniGen2); Loom's models do not."""
-    category = "sampling/custom_sampling/guiders"  # ComfyUI's
-    model = In("MODEL")
-    cond1 = In("CONDITIONING")
-    cond2 = In("CONDITIONING")
-    negative = In("CONDITIONING")
-    cfg_conds = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
-    cfg_cond2_negative = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
-    style = Combo(["regular", "nested"], default="regular")
-    outputs = (Out("GUIDER", "GUIDER"),)
-
-    def run(self, ctx):
-        return Guider(self.model, self.cond1, self.negative, self.cfg_conds,
-                      Dual(self.cond2, self.cfg_cond2_negative, self.style == "nested"))
-
-
 class BasicGuider(Node):
     """The conditioning alone, without a negative pass (for guidance-distilled models)."""
     category = "sampling/custom_sampling/guiders"  # ComfyUI's
@@ -234,8 +211,7 @@ def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: S
     else:
         start, seed = starting_noise(model, latent, noise.seed), noise.seed
     out, denoised = ksampling_run(ctx, model, guider.positive, guider.negative, guider.cfg, sampler,
-                                  torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed,
-                                  guider.dual)
+                                  torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed)
     return out, (out if denoised is None else out.replace(samples=denoised))
 
 

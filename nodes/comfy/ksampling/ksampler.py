@@ -14,7 +14,6 @@ from ...families import family, runtime_of
 from ...latent_value import Latent, space_of_family
 from ...sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
-from .dual import Dual, DualGuide
 from .noise import prepare_noise
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
@@ -95,9 +94,8 @@ def starting_noise(model, latent: Latent, seed: int) -> torch.Tensor:
 
 
 def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, sigmas: torch.Tensor,
-           latent: Latent, noise: torch.Tensor, seed: int, dual: Dual | None = None) -> tuple[Latent, torch.Tensor | None]:
-    """(the output LATENT, the last step's denoised latents or None) of one run; `dual`: a second
-    conditioning and scale (DualCFGGuider, nodes.comfy.ksampling.dual)."""
+           latent: Latent, noise: torch.Tensor, seed: int) -> tuple[Latent, torch.Tensor | None]:
+    """(the output LATENT, the last step's denoised latents or None) of one run."""
     unet = model.unet
     function = sampler.function()
     device = unet.device
@@ -126,13 +124,6 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
                       _generators(seed, x.shape), latent.inpaint_latents,
                       None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
                       keep_uncond=sampler.name in NEEDS_UNCOND)
-    if dual is not None:  # DualCFGGuider: single-conditioning guides of the same kind, combined
-        guide = DualGuide(lambda conditioning: (
-            runtime.guide(model, conditioning, None, 1.0, keep_uncond=False) if runtime is not None else
-            Guide(unet, conditioning, None, 1.0, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                  _generators(seed, x.shape), latent.inpaint_latents,
-                  None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)))),
-            positive, dual, negative, cfg)
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
