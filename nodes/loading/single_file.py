@@ -22,7 +22,8 @@ import re
 from types import SimpleNamespace
 
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
-from ..families import SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict, scheduler_for
+from ..families import (SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict,
+                        runtime_of, scheduler_for)
 from .model_files import has_prefix, key_indices, read_state_dict
 
 CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
@@ -172,7 +173,17 @@ def place(model, device, dtype):
     model = model.to(device)
     if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
+    own_aligned_memory(model)
     return model.eval()
+
+
+def own_aligned_memory(model) -> None:
+    """CPU tensors still in a memory-mapped file sit at any offset; some CPU kernels take another
+    (differently rounding) path on unaligned data, so the same weights gave results ~1e-7 apart.
+    Those are copied into fresh (aligned) memory; a GPU copy is aligned already."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+            tensor.data = tensor.data.clone()
 
 
 def unet_from_ldm(sd: dict, family_name: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):
@@ -210,7 +221,9 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
     if layout == "hf":
         config = clip_config(sd, prefix)
         own = {k: v for k, v in sd.items() if k.startswith(prefix)}
-        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else own  # the converter strips the prefix
+        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else dict(own)  # the converter strips the prefix
+        if not projection:  # a CLIP-L file may carry its projection (ComfyUI's clip_l_hidream); the model has none
+            state.pop("text_projection.weight", None)
     else:
         width = sd[prefix + "token_embedding.weight"].shape[1]
         state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
@@ -221,8 +234,8 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
                 state = {k: v for k, v in state.items() if f"layers.{last}." not in k}
         layers = len(key_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
         config = open_clip_config(sd, prefix, layers)
-        if not projection:
-            state.pop("text_projection.weight", None)
+    if not projection:  # also ComfyUI's clip_l.safetensors, which keeps CLIP-L's unused projection
+        state.pop("text_projection.weight", None)
     tokenizer = tokenizer_for(config["vocab_size"], config["max_position_embeddings"],
                               OPEN_CLIP_PAD if layout == "open_clip" else None)
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
@@ -255,8 +268,14 @@ def load_single_file(path, device, dtype) -> dict:
     try:
         name = family_of_state_dict(sd)
         declared = family(name)
+        runtime = runtime_of(name)
+        if hasattr(runtime, "parts_from_checkpoint"):  # a family with its own torch side reads its parts
+            return _placed({"family": name, **runtime.parts_from_checkpoint(sd, path)}, device, dtype,
+                           scheduler_for(name))
         if not has_prefix(sd, declared.vae_prefix):
             raise UnknownModel(f"holds no VAE (no '{declared.vae_prefix}*' keys)")
+        if declared.runtime:  # a transformer family: its runtime's denoiser, encoders by kind
+            return _transformer_checkpoint(sd, path, declared, device, dtype)
         parts = {"family": name}
         for enc in declared.text_encoders:
             prefix = next((p for p in (enc.prefix, *enc.other_prefixes) if has_prefix(sd, p)), enc.prefix)
@@ -269,8 +288,52 @@ def load_single_file(path, device, dtype) -> dict:
         raise CheckpointError(f"{path.name}: {exc}") from None
     except KeyError as exc:
         raise CheckpointError(f"{path.name}: expected tensor {exc} of the {name} layout is missing") from None
+    return _placed(parts, device, dtype, scheduler_for(name, declared.prediction_type(sd)))
+
+
+def _placed(parts: dict, device, dtype, scheduler_config: dict) -> dict:
+    """The parts on the device and dtype, encoders past the second in `more` ({slot: (tokenizer, model)})."""
+    more = {}
+    for slot in [k for k in parts if k.startswith("text_encoder") and k not in ("text_encoder", "text_encoder_2")]:
+        more[slot] = (parts.pop("tokenizer" + slot.removeprefix("text_encoder"), None), place(parts.pop(slot), device,
+                                                                                              dtype))
     for slot in ("text_encoder", "text_encoder_2", "unet", "vae"):
         if parts.get(slot) is not None:
             parts[slot] = place(parts[slot], device, dtype)
-    parts["scheduler_config"] = scheduler_for(name, declared.prediction_type(sd))
+    return {**parts, "scheduler_config": scheduler_config, **({"more": more} if more else {})}
+
+
+def _transformer_checkpoint(sd: dict, path, declared, device, dtype) -> dict:
+    """The parts of a whole ComfyUI checkpoint of a family with its own torch side (Flux's
+    flux1-schnell-fp8.safetensors: `model.diffusion_model.`, `vae.`, `text_encoders.<name>.transformer.`):
+    the denoiser from its runtime (nodes.families.spec.Runtime.denoiser_from_file), the VAE at the
+    family's scale and shift, each encoder by its kind's file reader (nodes.loading.encoders; the
+    tokenizer a folder beside the file or in the text_encoders folder) or as a CLIP."""
+    from pathlib import Path
+
+    from ..families import runtime_of
+    from .encoders import encoder_of_kind
+
+    parts = {"family": declared.name, "more": {}}
+    for enc in declared.text_encoders:
+        prefix = next((p for p in (enc.prefix, *enc.other_prefixes) if has_prefix(sd, p)), None)
+        if prefix is None:
+            raise CheckpointError(f"holds no {enc.kind} text encoder (no '{enc.prefix}*' keys)")
+        reader = encoder_of_kind(enc.kind)
+        if reader is not None:
+            tokenizer, model = reader.load({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)},
+                                           Path(path))
+        else:
+            tokenizer, model = text_encoder_from_ldm(sd, prefix, enc.layout, projection=enc.projection)
+        if enc.slot in ("text_encoder", "text_encoder_2"):
+            parts["tokenizer" + enc.slot.removeprefix("text_encoder")] = tokenizer
+            parts[enc.slot] = place(model, device, dtype)
+        else:
+            parts["more"][enc.slot] = (tokenizer, place(model, device, dtype))
+    parts["unet"] = place(runtime_of(declared.name).denoiser_from_file(sd, declared.denoiser_prefix), device, dtype)
+    vae = vae_from_ldm(sd, declared.latent.scale, declared.vae_prefix)
+    if declared.latent.shift:
+        vae.register_to_config(shift_factor=declared.latent.shift)
+    parts["vae"] = place(vae, device, dtype)
+    parts["scheduler_config"] = scheduler_for(declared.name)
     return parts

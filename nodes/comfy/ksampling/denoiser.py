@@ -9,13 +9,15 @@ log sigma (an integer, as ComfyUI feeds the UNet), a timestep's sigma the log-li
 flow-matching models: sigma(t) = shift * s / (1 + (shift - 1) * s) with s = t / multiplier, a table
 of 1000 sigmas at s = k / 1000, a sigma's timestep sigma * multiplier (continuous); the model sees
 x unscaled and predicts a velocity v with denoised = x - sigma * v; a start is sigma * noise +
-(1 - sigma) * latents.
+(1 - sigma) * latents. `FluxSchedule` is ComfyUI's ModelSamplingFlux (Flux.1 dev), the same with
+e^shift as the shift and a table of 10000.
 
 `Denoiser` scales the input by 1 / sqrt(sigma^2 + 1) (flow models: unscaled), calls the guided UNet (nodes.denoiser.Guide:
 CFG u + g * (c - u), skipped only at g == 1, ControlNets, areas, inpainting channels) and turns
 its output (epsilon or v) into denoised latents, in float32 whatever the UNet's dtype. With a noise
 mask it does what ComfyUI's KSamplerX0Inpaint does: the unmasked area of the input is the source
-latents noised to this sigma with the starting noise, that of the output the source latents.
+latents noised to this sigma with the starting noise, that of the output the source latents;
+`mask_function` (a MODEL's denoise_mask_function) remakes that mask for each step first.
 """
 from __future__ import annotations
 
@@ -122,6 +124,26 @@ class FlowSchedule(SigmaTable):
         return time_snr_shift(self.shift, 1.0 - percent)
 
 
+class FluxSchedule(FlowSchedule):
+    """ComfyUI's ModelSamplingFlux (Flux.1 dev; ModelSamplingFlux node): sigma(t) = e^shift / (e^shift +
+    1/t - 1) (the flow shift with e^shift), the timestep sigma itself, a table of 10000 sigmas."""
+
+    def __init__(self, shift: float = 1.15, prediction: str = "flow"):
+        super().__init__(1.0, 1.0, prediction)
+        self.shift = shift
+        self.sigmas = self.sigma(torch.arange(1, 10001, 1) / 10000)
+
+    def sigma(self, timestep) -> torch.Tensor:
+        return math.exp(self.shift) / (math.exp(self.shift) + (1 / torch.as_tensor(timestep) - 1) ** 1.0)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return math.exp(self.shift) / (math.exp(self.shift) + (1 / (1.0 - percent) - 1))
+
+
 def _betas(config: dict) -> torch.Tensor:
     if config.get("trained_betas") is not None:
         return torch.tensor(config["trained_betas"], dtype=torch.float64)
@@ -157,19 +179,22 @@ class Denoiser:
 
     def __init__(self, guide, model_sampling: DiscreteSchedule | FlowSchedule, dtype: torch.dtype, schedule: torch.Tensor,
                  mask: torch.Tensor | None = None, source: torch.Tensor | None = None,
-                 noise: torch.Tensor | None = None):
+                 noise: torch.Tensor | None = None, mask_function=None):
         self.guide, self.ms, self.dtype = guide, model_sampling, dtype
         self.schedule = schedule.detach().float().cpu()
-        self.mask, self.source, self.noise = mask, source, noise
+        self.mask, self.source, self.noise, self.mask_function = mask, source, noise, mask_function
         self.uncond_denoised = None
         self.percent_to_sigma = model_sampling.percent_to_sigma  # SA-Solver's default noise interval
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        if self.mask is not None:
+        mask = self.mask
+        if mask is not None and self.mask_function is not None:
+            mask = self.mask_function(sigma.cpu(), mask, self.schedule, self.ms)
+        if mask is not None:
             noised_source = self.ms.noise_scaling(s, self.noise, self.source)
-            x = x * self.mask + noised_source * (1 - self.mask)
+            x = x * mask + noised_source * (1 - mask)
         flow = isinstance(self.ms, FlowSchedule)
         model_input = (x if flow else x / (s ** 2 + 1) ** 0.5).to(self.dtype)
         t = self.ms.timestep(sigma[:1]).float()[0].to(x.device)
@@ -179,10 +204,10 @@ class Denoiser:
         denoised = self._denoised(out, x, s)
         uncond = getattr(self.guide, "last_uncond", None)
         self.uncond_denoised = None if uncond is None else self._denoised(uncond.float(), x, s)
-        if self.mask is not None:
-            denoised = denoised * self.mask + self.source * (1 - self.mask)
+        if mask is not None:
+            denoised = denoised * mask + self.source * (1 - mask)
             if self.uncond_denoised is not None:
-                self.uncond_denoised = self.uncond_denoised * self.mask + self.source * (1 - self.mask)
+                self.uncond_denoised = self.uncond_denoised * mask + self.source * (1 - mask)
         return denoised
 
     def _denoised(self, out: torch.Tensor, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
