@@ -155,8 +155,8 @@ class TinyModels:
         if dest.exists():
             return None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "loras":
-            source = self.lora(family)
+        if kind == "loras":  # the family's own tiny LoRA when it writes one, else one made on its denoiser
+            source = self.pick(family, kind, name) or self.lora(family)
         elif kind == "upscale_models":
             source = self.upscaler()
         else:
