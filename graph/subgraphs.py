@@ -8,7 +8,8 @@ to its output node (target id -20) give output j. Instances may be nested.
 
 Expanding an instance puts its inner nodes in its place with ids `<instance id>:<inner id>` (nested:
 `10:4:7`, the frontend's execution ids). An inner input fed by subgraph input i takes what feeds the
-instance's input i; when nothing does, the instance's own widget value for that input (older files),
+instance's input i; when nothing does, the instance's own widget value for that input (its
+`widgets_values`: one per subgraph input that feeds an inner widget, as the frontend promotes them),
 else the inner node's widget value (the frontend's promoted "proxy" widgets keep it there). Consumers
 of the instance's output j are fed by what feeds subgraph output j. A muted or bypassed instance is
 left as one node, which the converter then drops or bypasses like any other.
@@ -156,7 +157,7 @@ def _size(definition: dict, defs: dict, memo: dict, path: tuple, limits: Limits)
             nodes += 1
             continue
         n, l, d = _size(inner, defs, memo, path, limits)
-        nodes += n + len(_instance_widget_values(node))  # a widget value becomes a constant node
+        nodes += n + len(_instance_widget_values(node, inner, _instance_slots(node, inner)))  # values become constant nodes
         links, depth = links + l, max(depth, d + 1)
     memo[key] = (nodes, links, depth)
     return memo[key]
@@ -237,23 +238,24 @@ class _Expansion:
         instance (pending until every instance of the level is expanded), a widget value or nothing;
         to its output node: what feeds each output slot."""
         outer_inputs = instance.get("inputs") or []
-        values = _instance_widget_values(instance)
-        slot_of = _instance_slots(instance, self.defs[instance["type"]])
+        definition = self.defs[instance["type"]]
+        slot_of = _instance_slots(instance, definition)
+        values = _instance_widget_values(instance, definition, slot_of)
         feeds = {}
         for lid, link in inner.items():
-            origin, oslot, target, tslot = link[:4]
+            origin, dslot, target, tslot = link[:4]
             outer = None
-            if origin == INPUT_NODE:  # fed by the instance's input for the subgraph's input `oslot`
-                oslot = slot_of.get(oslot) if slot_of is not None else oslot
+            if origin == INPUT_NODE:  # fed by the instance's input for the subgraph's input `dslot`
+                oslot = slot_of.get(dslot) if slot_of is not None else dslot
                 raw = outer_inputs[oslot].get("link") if isinstance(oslot, int) and 0 <= oslot < len(outer_inputs) else None
                 outer = name(raw) if raw is not None else None
                 if outer not in table:
                     outer = None
-                    if oslot in values:  # the instance's own widget value, as a constant source
-                        source = f"{fid}:input{oslot}"
+                    if dslot in values:  # the instance's own widget value, as a constant source
+                        source = f"{fid}:input{dslot}"
                         if source not in self.nodes:
                             self.nodes[source] = {"id": source, "type": "PrimitiveNode", "mode": 0, "inputs": [],
-                                                  "outputs": [], "widgets_values": [values[oslot]]}
+                                                  "outputs": [], "widgets_values": [values[dslot]]}
                         link[0:2] = [source, 0]
                     else:  # nothing feeds it: the inner widget keeps its own value
                         _unlink(self.nodes.get(target), lid)
@@ -333,21 +335,46 @@ def _unlink(node: dict | None, link_id) -> None:
             inp["link"] = None
 
 
-def _instance_widget_values(instance: dict) -> dict[int, Any]:
-    """Input slot -> value of the instance's own widgets (older files promote inner widgets this way:
-    one value per widget input, in order, a seed's control value after it)."""
+def _widget_slots(definition: dict) -> list[int]:
+    """The subgraph's inputs that feed an inner widget, in order: those an instance shows as
+    (promoted) widgets of its own."""
+    nodes = {n.get("id"): n for n in definition.get("nodes") or [] if isinstance(n, dict)}
+    found = set()
+    for link in link_table(definition.get("links")).values():
+        origin, slot, target, tslot = link[:4]
+        inputs = (nodes.get(target) or {}).get("inputs") or []
+        if origin == INPUT_NODE and isinstance(tslot, int) and 0 <= tslot < len(inputs) \
+                and isinstance(inputs[tslot], dict) and inputs[tslot].get("widget"):
+            found.add(slot)
+    return sorted(s for s in found if isinstance(s, int))
+
+
+def _instance_widget_values(instance: dict, definition: dict, slot_of: dict | None) -> dict[int, Any]:
+    """Subgraph input slot -> the instance's own widget value for it. The frontend gives an instance
+    one widget per subgraph input that feeds an inner widget, in the subgraph's input order, and
+    saves one value each; older files list only the instance's widget sockets, in order, a seed's
+    control value after it. A file whose instance lacks sockets for some of those widget inputs
+    (shown as promoted widgets only) is read the frontend's way."""
     values = instance.get("widgets_values")
-    slots = [i for i, inp in enumerate(instance.get("inputs") or []) if inp.get("widget")]
-    if isinstance(values, dict):
-        names = {(instance["inputs"][i].get("widget") or {}).get("name"): i for i in slots}
-        return {names[k]: v for k, v in values.items() if k in names}
+    inputs = instance.get("inputs") or []
+    def_slot = {v: k for k, v in slot_of.items() if v is not None} if slot_of is not None else None
+    sockets = [i for i, inp in enumerate(inputs) if isinstance(inp, dict) and inp.get("widget")]
+    slots = [def_slot.get(i) if def_slot is not None else i for i in sockets]
+    if isinstance(values, dict):  # by widget name: the instance's sockets', else the subgraph inputs'
+        names = {inp.get("name"): i for i, inp in enumerate(definition.get("inputs") or []) if isinstance(inp, dict)}
+        names.update({(inputs[i].get("widget") or {}).get("name"): slot for i, slot in zip(sockets, slots)})
+        return {names[k]: v for k, v in values.items() if names.get(k) is not None}
+    promoted = _widget_slots(definition)
+    if slot_of is not None and any(slot_of.get(s) is None for s in promoted):
+        slots = promoted
     if not isinstance(values, list) or not values:
         return {}
     out, k = {}, 0
     for slot in slots:
         if k >= len(values):
             break
-        out[slot] = values[k]
+        if slot is not None:
+            out[slot] = values[k]
         k += 1
         if k < len(values) and values[k] in CONTROL_VALUES and not isinstance(values[k - 1], str):
             k += 1

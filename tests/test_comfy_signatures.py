@@ -207,6 +207,13 @@ COMFY.update({
     "SplitSigmasDenoise": ("sigmas:SIGMAS denoise:FLOAT", "", "SIGMAS:high_sigmas SIGMAS:low_sigmas"),
     "FlipSigmas": ("sigmas:SIGMAS", "", "SIGMAS"),
 })
+# general nodes the current templates use (branch templates): nodes.comfy.tiled
+COMFY.update({
+    "VAEDecodeTiled": ("samples:LATENT vae:VAE tile_size:INT overlap:INT temporal_size:INT temporal_overlap:INT", "",
+                       "IMAGE"),
+    "VAEEncodeTiled": ("pixels:IMAGE vae:VAE tile_size:INT overlap:INT temporal_size:INT temporal_overlap:INT", "",
+                       "LATENT"),
+})
 # comfy_extras/nodes_sd3.py and nodes_model_advanced.py: the flow-matching nodes (nodes.comfy.flow)
 COMFY.update({
     "EmptySD3LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),

@@ -194,3 +194,49 @@ def test_instance_inputs_are_matched_to_the_subgraph_inputs_by_name(loom):
     partial = to_api(shuffled, loom.registry)
     assert partial["20:30:1"]["inputs"]["text"] == "the inner widget's own text"
     assert partial["20:30:1"]["inputs"]["clip"] == expected["20:30:1"]["inputs"]["clip"]
+
+
+def test_promoted_widgets_without_sockets_take_the_values_in_the_subgraphs_order():
+    """The frontend (1.58) gives an instance one widget per subgraph input that feeds an inner widget,
+    in the subgraph's input order, and saves one value each, even when the instance's saved inputs
+    list only some of them as sockets (ComfyUI's FLUX.2 Klein edit templates: `unet_name`, `clip_name`,
+    `vae_name` are widgets only, `text` a socket too). Each value goes to its own input."""
+    from graph import Registry
+
+    registry = Registry()
+    registry.add_package("nodes")
+    definition = {"id": "load", "name": "Load", "version": 1, "state": {}, "config": {}, "extra": {},
+                  "inputs": [{"id": "u", "name": "ckpt_name", "type": "COMBO", "linkIds": [1]},
+                             {"id": "t", "name": "text", "type": "STRING", "linkIds": [2]},
+                             {"id": "c", "name": "clip", "type": "CLIP", "linkIds": []}],
+                  "outputs": [{"id": "o", "name": "CONDITIONING", "type": "CONDITIONING", "linkIds": [4]}],
+                  "nodes": [{"id": 1, "type": "CheckpointLoaderSimple", "mode": 0,
+                             "inputs": [{"name": "ckpt_name", "type": "COMBO", "widget": {"name": "ckpt_name"},
+                                         "link": 1}],
+                             "outputs": [{"name": "MODEL", "type": "MODEL", "links": []},
+                                         {"name": "CLIP", "type": "CLIP", "links": [3]},
+                                         {"name": "VAE", "type": "VAE", "links": []}],
+                             "widgets_values": ["inner.safetensors"]},
+                            {"id": 2, "type": "CLIPTextEncode", "mode": 0,
+                             "inputs": [{"name": "clip", "type": "CLIP", "link": 3},
+                                        {"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": 2}],
+                             "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": [4]}],
+                             "widgets_values": ["the inner text"]}],
+                  "links": [link(1, -10, 0, 1, 0, "COMBO"), link(2, -10, 1, 2, 1, "STRING"),
+                            link(3, 1, 1, 2, 0, "CLIP"), link(4, 2, 0, -20, 0, "CONDITIONING")]}
+    instance = {"id": 5, "type": "load", "mode": 0,
+                "inputs": [{"label": "prompt", "name": "text", "type": "STRING", "widget": {"name": "text"},
+                            "link": None}],
+                "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": []}],
+                "widgets_values": ["asked.safetensors", "a prompt", 42]}
+    workflow = {"version": 0.4, "nodes": [instance], "links": [], "groups": [], "extra": {},
+                "definitions": {"subgraphs": [definition]}}
+    prompt = to_api(workflow, registry)
+    assert prompt["5:1"]["inputs"]["ckpt_name"] == "asked.safetensors"
+    assert prompt["5:2"]["inputs"]["text"] == "a prompt"
+    # every widget input shown as a socket (older files): the values follow the sockets, as before
+    instance["inputs"].insert(0, {"name": "ckpt_name", "type": "COMBO", "widget": {"name": "ckpt_name"}, "link": None})
+    instance["widgets_values"] = ["other.safetensors", "another prompt"]
+    prompt = to_api(workflow, registry)
+    assert (prompt["5:1"]["inputs"]["ckpt_name"], prompt["5:2"]["inputs"]["text"]) == \
+        ("other.safetensors", "another prompt")

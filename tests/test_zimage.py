@@ -202,3 +202,23 @@ def test_a_loaded_model_samples_as_comfyuis_z_image_without_a_patch(loaded):
         "unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"}}}, "1")
     ms = model_sampling(model)
     assert model.family == "zimage" and isinstance(ms, FlowSchedule) and (ms.shift, ms.multiplier) == (3.0, 1.0)
+
+
+def test_latents_of_odd_sides_are_padded_to_whole_patches(pipe):
+    """A latent 5 x 7 (an image of any size, e.g. upscaled by a factor): padded wrapping round to
+    6 x 8 as ComfyUI's Lumina 2 model pads it, predicted, cropped back; even sides are not padded."""
+    from nodes.conditioning import Cond
+    from nodes.families.zimage.guide import ZImageGuide, pad_to_patches
+
+    x = torch.randn(1, 16, 5, 7, generator=torch.Generator().manual_seed(0))
+    padded = pad_to_patches(x, 2)
+    assert padded.shape == (1, 16, 6, 8)
+    assert torch.equal(padded[..., :5, :7], x) and torch.equal(padded[..., 5, :7], x[..., 0, :])  # wraps round
+    assert pad_to_patches(padded, 2) is padded
+    caption = (Cond(embeds=torch.randn(1, 6, 16, generator=torch.Generator().manual_seed(1))),)
+    guide = ZImageGuide(pipe.transformer, caption, None, 1.0)
+    with torch.no_grad():
+        out = guide(x, torch.tensor(0.5), 0, 1)
+        whole = guide(padded, torch.tensor(0.5), 0, 1)
+    assert out.shape == x.shape
+    assert torch.equal(out, whole[..., :5, :7])  # the padded latent's prediction, cropped

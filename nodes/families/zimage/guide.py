@@ -4,7 +4,8 @@ with denoised = x - sigma * v). Z-Image: diffusers' ZImageTransformer2DModel tak
 (C, 1, h, w), the time 1 - sigma and a list of caption features (L, D), and predicts minus v (what
 ComfyUI's Lumina 2 model and diffusers' ZImagePipeline both negate).
 
-CFG as ComfyUI: u + cfg * (c - u), the negative pass skipped at cfg 1. Plain conditioning only (one
+CFG as ComfyUI: u + cfg * (c - u), the negative pass skipped at cfg 1. Latents of odd sides are
+padded to whole patches, wrapping round, and the prediction cropped back (ComfyUI's Lumina 2 model). Plain conditioning only (one
 entry per side; areas, masks, ControlNets and the like are refused with a clear error)."""
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ def _caption(conditioning, side: str) -> torch.Tensor:
     return entries[0].embeds
 
 
+def pad_to_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Latents whose sides are not multiples of the patch size padded at the bottom and right,
+    wrapping round, as ComfyUI's Lumina 2 model pads them (its prediction is cropped back)."""
+    pad_h, pad_w = (-x.shape[-2]) % patch, (-x.shape[-1]) % patch
+    if not pad_h and not pad_w:
+        return x
+    return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+
+
 class ZImageGuide:
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg = transformer, cfg
@@ -35,8 +45,10 @@ class ZImageGuide:
             raise ValueError(f"a conditioning batch of {caption.shape[0]} does not match the latent batch of {batch}")
         captions = [caption[i if caption.shape[0] > 1 else 0].to(x.dtype) for i in range(batch)]
         time = (1.0 - t).to(x.dtype).expand(batch)  # ComfyUI's Lumina 2 model: 1 - its timestep, as given
+        h, w = x.shape[-2:]
+        x = pad_to_patches(x, self.transformer.config.all_patch_size[0])
         out = self.transformer(list(x.unsqueeze(2).unbind(0)), time, captions, return_dict=False)[0]
-        return -torch.stack([o.float() for o in out]).squeeze(2)
+        return -torch.stack([o.float() for o in out]).squeeze(2)[..., :h, :w]
 
     def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
         preds = [self._velocity(x, torch.as_tensor(t, device=x.device), c.to(x.device)) for c in self.sides]
