@@ -114,7 +114,11 @@ def read_lora(path, sdxl: bool, unet_config=None) -> tuple[dict, dict | None, di
 
 # diffusers' LoRA loader of a transformer family, by its denoiser's class (UNets: SD's and SDXL's).
 TRANSFORMER_LORA = {"FluxTransformer2DModel": "FluxLoraLoaderMixin",
-                    "QwenImageTransformer2DModel": "QwenImageLoraLoaderMixin"}
+                    "QwenImageTransformer2DModel": "QwenImageLoraLoaderMixin",
+                    "ZImageTransformer2DModel": "ZImageLoraLoaderMixin",
+                    "Flux2Transformer2DModel": "Flux2LoraLoaderMixin",
+                    "SD3Transformer2DModel": "SD3LoraLoaderMixin",
+                    "HiDreamImageTransformer2DModel": "HiDreamImageLoraLoaderMixin"}
 
 
 def takes_alphas(mixin) -> bool:
@@ -200,6 +204,9 @@ def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_un
         if strength_unet != 0:
             unet = with_lora(unet, state, alphas, strength_unet, "transformer", metadata, mixin)
         return unet, tuple(text_encoders)
+    if unet is not None and type(base_of(unet)).__name__ != "UNet2DConditionModel":  # never silently ignored
+        raise ValueError(f"{path.name}: LoRAs on {type(base_of(unet)).__name__} models are not supported yet "
+                         f"(Loom applies them to SD UNets and to {', '.join(sorted(TRANSFORMER_LORA))})")
     state, alphas, metadata = read_lora(path, sdxl, base_of(unet).config if unet is not None else None)
     if unet is not None and strength_unet != 0:
         unet = with_lora(unet, state, alphas, strength_unet, "unet", metadata)

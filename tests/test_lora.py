@@ -213,3 +213,15 @@ def test_deleting_one_adapter_leaves_the_base_and_the_other_views(setup, tiny_sd
         assert len(unet.peft_config) == 1
         assert torch.equal(unet(x, 10, encoder_hidden_states=text).sample, plain)
         assert torch.equal(views[0](x, 10, encoder_hidden_states=text).sample, kept)
+
+
+def test_a_lora_on_a_denoiser_loom_cannot_patch_is_refused_not_ignored(setup):
+    """A transformer family without a LoRA loader (Chroma's, here a stand-in of that class) gets an
+    error naming the file and the model class, where it used to run without the LoRA."""
+    from nodes.lora import apply_lora
+
+    loom, _ = setup
+    ChromaTransformer2DModel = type("ChromaTransformer2DModel", (torch.nn.Module,), {})
+    with pytest.raises(ValueError, match="style_kohya.safetensors: LoRAs on ChromaTransformer2DModel models are "
+                                         "not supported yet"):
+        apply_lora(loom.env, "style_kohya.safetensors", ChromaTransformer2DModel())
