@@ -70,7 +70,9 @@ class MakeNoiseLatents(Node):
                 raise ValueError(f"MakeNoiseLatents: width and height must be multiples of {scale} for this "
                                  f"model, got {self.width}x{self.height}")
             # out_channels: the latent's; an inpainting UNet takes 5 more channels in (mask, image)
-            shape = (self.batch_size, self.unet.config.out_channels, self.height // scale, self.width // scale)
+            config = self.unet.config  # transformers (Z-Image's) declare in_channels only
+            channels = getattr(config, "out_channels", None) or config.in_channels
+            shape = (self.batch_size, channels, self.height // scale, self.width // scale)
             samples, empty = torch.zeros(shape, device=device, dtype=dtype), True
         else:
             samples, empty = self._image_latents(gens), False
