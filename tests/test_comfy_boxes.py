@@ -10,7 +10,7 @@ from PIL import Image
 
 from graph import Env, Loom
 from graph.formats import load
-from nodes import comfy_boxes as cb
+from nodes.comfy import boxes as cb
 from nodes.common import call
 
 RED = torch.tensor([1.0, 0.0, 0.0])

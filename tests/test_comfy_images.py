@@ -12,8 +12,8 @@ from PIL import Image
 
 from graph import Env, Loom, Registry
 from graph.formats import load
-from nodes import comfy_images as ci
-from nodes import comfy_masks as cm
+from nodes.comfy import images as ci
+from nodes.comfy import masks as cm
 from nodes.common import call
 
 

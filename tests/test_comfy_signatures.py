@@ -223,6 +223,13 @@ COMFY.update({
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
 COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+# Flux.1 (nodes.families.flux): comfy_extras/nodes_model_advanced.py's ModelSamplingFlux (nodes.comfy.flow),
+# nodes_flux.py's CLIPTextEncodeFlux (nodes.comfy.flux)
+COMFY.update({
+    "ModelSamplingFlux": ("model:MODEL max_shift:FLOAT base_shift:FLOAT width:INT height:INT", "", "MODEL"),
+    "CLIPTextEncodeFlux": ("clip:CLIP clip_l:STRING t5xxl:STRING guidance:FLOAT", "", "CONDITIONING"),
+})
+
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from graph import Env, Loom, Registry
-from nodes import comfy_logic, comfy_strings, comfy_utils, primitives
+from nodes.comfy import logic as comfy_logic
+from nodes.comfy import primitives
+from nodes.comfy import strings as comfy_strings
+from nodes.comfy import utils as comfy_utils
 from nodes.comfy.expressions import ExpressionError, evaluate
 
 MINE = {"ComfySwitchNode", "PreviewAny", "GetImageSize", "ResolutionSelector", "ComfyMathExpression",

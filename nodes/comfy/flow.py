@@ -1,4 +1,4 @@
-"""ComfyUI's nodes for flow-matching models (SD3, AuraFlow, Lumina 2, Z-Image): the 16-channel empty
+"""ComfyUI's nodes for flow-matching models (SD3, AuraFlow, Lumina 2, Z-Image, Flux.1): the 16-channel empty
 latent and the model-sampling patches that set a flow model's shift (nodes.comfy.ksampling.denoiser.FlowSchedule).
 Their inputs are ComfyUI's (comfy_extras/nodes_sd3.py, nodes_model_advanced.py)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 from graph import Combo, Float, In, Int, Node, Out
 
 from ..common import MAX_RESOLUTION, device_of
-from .ksampling.denoiser import FlowSchedule
+from .ksampling.denoiser import FlowSchedule, FluxSchedule
 from .ksampling.ksampler import empty_latent
 
 FLOW_KINDS = ["flow", "img_to_img_velocity"]
@@ -53,3 +53,25 @@ class ModelSamplingAuraFlow(Node):
 
     def run(self, ctx):
         return with_flow_sampling(self.model, self.shift, 1.0, self.sampling or "flow")
+
+
+def flux_shift(max_shift: float, base_shift: float, width: int, height: int) -> float:
+    """ComfyUI's ModelSamplingFlux shift: linear in the image's token count (2x2 patches of 8x latents),
+    base_shift at 256 tokens and max_shift at 4096 (diffusers' calculate_shift, the same line)."""
+    slope = (max_shift - base_shift) / (4096 - 256)
+    return (width * height / (8 * 8 * 2 * 2)) * slope + (base_shift - slope * 256)
+
+
+class ModelSamplingFlux(Node):
+    """Samples the model with Flux's time shift (FluxSchedule), the shift set by the image size."""
+    category = "model/patch/flux"  # ComfyUI's
+    model = In("MODEL")
+    max_shift = Float(1.15, min=0.0, max=100.0, step=0.01)
+    base_shift = Float(0.5, min=0.0, max=100.0, step=0.01)
+    width = Int(1024, min=16, max=MAX_RESOLUTION, step=8)
+    height = Int(1024, min=16, max=MAX_RESOLUTION, step=8)
+    outputs = (Out("MODEL", "MODEL"),)
+
+    def run(self, ctx):
+        return replace(self.model, sampling=FluxSchedule(flux_shift(self.max_shift, self.base_shift, self.width,
+                                                                    self.height)))

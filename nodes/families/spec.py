@@ -90,6 +90,11 @@ class Runtime(Protocol):
         in the convention of the model's schedule (flow: a velocity v with denoised = x - sigma * v), with
         `last_uncond` kept when keep_uncond (samplers that need the unconditional prediction)."""
 
+    def model_sampling(self, unet):
+        """Optional: ComfyUI's model sampling of this denoiser when no ModelSampling* node set one (a
+        nodes.comfy.ksampling FlowSchedule; Flux.1 dev: FluxSchedule, schnell: discrete flow). Without
+        it, the scheduler config decides (nodes.comfy.ksampling.ksampler.model_sampling)."""
+
     # Loom's stage nodes (Tokenize, EncodeText, SetScheduler, MakeNoiseLatents, UNetStep/Sample: the
     # tutorial's step-by-step graph) on this family, each as the family's diffusers pipeline does it, so
     # that the graph gives the pipeline's pixels. A family without them is refused by those nodes.

@@ -221,8 +221,8 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
                 state = {k: v for k, v in state.items() if f"layers.{last}." not in k}
         layers = len(key_indices(state, r"text_model\.encoder\.layers\.(\d+)\."))
         config = open_clip_config(sd, prefix, layers)
-        if not projection:
-            state.pop("text_projection.weight", None)
+    if not projection:  # also ComfyUI's clip_l.safetensors, which keeps CLIP-L's unused projection
+        state.pop("text_projection.weight", None)
     tokenizer = tokenizer_for(config["vocab_size"], config["max_position_embeddings"],
                               OPEN_CLIP_PAD if layout == "open_clip" else None)
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
@@ -257,6 +257,8 @@ def load_single_file(path, device, dtype) -> dict:
         declared = family(name)
         if not has_prefix(sd, declared.vae_prefix):
             raise UnknownModel(f"holds no VAE (no '{declared.vae_prefix}*' keys)")
+        if declared.runtime:  # a transformer family: its runtime's denoiser, encoders by kind
+            return _transformer_checkpoint(sd, path, declared, device, dtype)
         parts = {"family": name}
         for enc in declared.text_encoders:
             prefix = next((p for p in (enc.prefix, *enc.other_prefixes) if has_prefix(sd, p)), enc.prefix)
@@ -273,4 +275,40 @@ def load_single_file(path, device, dtype) -> dict:
         if parts.get(slot) is not None:
             parts[slot] = place(parts[slot], device, dtype)
     parts["scheduler_config"] = scheduler_for(name, declared.prediction_type(sd))
+    return parts
+
+
+def _transformer_checkpoint(sd: dict, path, declared, device, dtype) -> dict:
+    """The parts of a whole ComfyUI checkpoint of a family with its own torch side (Flux's
+    flux1-schnell-fp8.safetensors: `model.diffusion_model.`, `vae.`, `text_encoders.<name>.transformer.`):
+    the denoiser from its runtime (nodes.families.spec.Runtime.denoiser_from_file), the VAE at the
+    family's scale and shift, each encoder by its kind's file reader (nodes.loading.encoders; the
+    tokenizer a folder beside the file or in the text_encoders folder) or as a CLIP."""
+    from pathlib import Path
+
+    from ..families import runtime_of
+    from .encoders import encoder_of_kind
+
+    parts = {"family": declared.name, "more": {}}
+    for enc in declared.text_encoders:
+        prefix = next((p for p in (enc.prefix, *enc.other_prefixes) if has_prefix(sd, p)), None)
+        if prefix is None:
+            raise CheckpointError(f"holds no {enc.kind} text encoder (no '{enc.prefix}*' keys)")
+        reader = encoder_of_kind(enc.kind)
+        if reader is not None:
+            tokenizer, model = reader.load({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)},
+                                           Path(path))
+        else:
+            tokenizer, model = text_encoder_from_ldm(sd, prefix, enc.layout, projection=enc.projection)
+        if enc.slot in ("text_encoder", "text_encoder_2"):
+            parts["tokenizer" + enc.slot.removeprefix("text_encoder")] = tokenizer
+            parts[enc.slot] = place(model, device, dtype)
+        else:
+            parts["more"][enc.slot] = (tokenizer, place(model, device, dtype))
+    parts["unet"] = place(runtime_of(declared.name).denoiser_from_file(sd, declared.denoiser_prefix), device, dtype)
+    vae = vae_from_ldm(sd, declared.latent.scale, declared.vae_prefix)
+    if declared.latent.shift:
+        vae.register_to_config(shift_factor=declared.latent.shift)
+    parts["vae"] = place(vae, device, dtype)
+    parts["scheduler_config"] = scheduler_for(declared.name)
     return parts

@@ -9,7 +9,8 @@ log sigma (an integer, as ComfyUI feeds the UNet), a timestep's sigma the log-li
 flow-matching models: sigma(t) = shift * s / (1 + (shift - 1) * s) with s = t / multiplier, a table
 of 1000 sigmas at s = k / 1000, a sigma's timestep sigma * multiplier (continuous); the model sees
 x unscaled and predicts a velocity v with denoised = x - sigma * v; a start is sigma * noise +
-(1 - sigma) * latents.
+(1 - sigma) * latents. `FluxSchedule` is ComfyUI's ModelSamplingFlux (Flux.1 dev), the same with
+e^shift as the shift and a table of 10000.
 
 `Denoiser` scales the input by 1 / sqrt(sigma^2 + 1) (flow models: unscaled), calls the guided UNet (nodes.denoiser.Guide:
 CFG u + g * (c - u), skipped only at g == 1, ControlNets, areas, inpainting channels) and turns
@@ -120,6 +121,26 @@ class FlowSchedule(SigmaTable):
         if percent >= 1.0:
             return 0.0
         return time_snr_shift(self.shift, 1.0 - percent)
+
+
+class FluxSchedule(FlowSchedule):
+    """ComfyUI's ModelSamplingFlux (Flux.1 dev; ModelSamplingFlux node): sigma(t) = e^shift / (e^shift +
+    1/t - 1) (the flow shift with e^shift), the timestep sigma itself, a table of 10000 sigmas."""
+
+    def __init__(self, shift: float = 1.15, prediction: str = "flow"):
+        super().__init__(1.0, 1.0, prediction)
+        self.shift = shift
+        self.sigmas = self.sigma(torch.arange(1, 10001, 1) / 10000)
+
+    def sigma(self, timestep) -> torch.Tensor:
+        return math.exp(self.shift) / (math.exp(self.shift) + (1 / torch.as_tensor(timestep) - 1) ** 1.0)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return math.exp(self.shift) / (math.exp(self.shift) + (1 / (1.0 - percent) - 1))
 
 
 def _betas(config: dict) -> torch.Tensor:

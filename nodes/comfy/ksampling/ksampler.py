@@ -49,6 +49,9 @@ def model_sampling(model) -> DiscreteSchedule | FlowSchedule:
     made once per config."""
     if getattr(model, "sampling", None) is not None:
         return model.sampling
+    runtime = runtime_of(getattr(model, "family", "sd1"))
+    if runtime is not None and hasattr(runtime, "model_sampling"):  # the family's default for this denoiser
+        return runtime.model_sampling(model.unet)
     config = dict(model.scheduler.config)
     key = (getattr(model, "family", None),) + tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in _SCHEDULES:
@@ -77,7 +80,9 @@ def latent_image(model, latent: Latent) -> torch.Tensor:
         height, width = latent.height or h * COMFY_LATENT_SCALE, latent.width or w * COMFY_LATENT_SCALE
         if width % scale or height % scale:
             raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
-        channels = getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
+        declared = family(getattr(model, "family", "sd1"))
+        channels = declared.latent.channels if declared.runtime else \
+            getattr(unet.config, "out_channels", None) or unet.config.in_channels  # transformers: in only
         shape = (samples.shape[0], channels, height // scale, width // scale)
         return torch.zeros(shape, dtype=torch.float32)
     return latent.in_space(model_space(model)).detach().float().cpu()

@@ -47,6 +47,11 @@ def encoder_file(sd: dict) -> EncoderFile | None:
     return matching[0] if matching else None
 
 
+def encoder_of_kind(kind: str) -> EncoderFile | None:
+    """The reader of a kind's files (a whole checkpoint's encoder under a family's prefix), or None."""
+    return next((e for e in encoder_files() if e.kind == kind), None)
+
+
 def without_weights(make):
     """A model whose parameters are placeholders (every weight comes from the file, assign=True) and
     whose buffers (rotary tables) are computed as usual."""
