@@ -113,7 +113,7 @@ class EncodeText(Node):
     def run(self, ctx):
         runtime = runtime_of_part(self.text_encoder)
         if runtime is not None:
-            return runtime.stage_encode(self.text_encoder, self.tokens, self.clip_skip)
+            return runtime.stage_encode([(self.text_encoder, self.tokens)], self.clip_skip)
         _check_skip("EncodeText", self.text_encoder, self.clip_skip)
         if self.clip_skip == 0:
             hidden = run_text_encoder(self.text_encoder, self.tokens)[0]
@@ -126,7 +126,8 @@ class EncodeText(Node):
 class EncodeTextSDXL(Node):
     """Encodes tokens as StableDiffusionXLPipeline does: the penultimate hidden states (clip_skip n:
     n layers earlier) of each encoder given, concatenated, and the second encoder's pooled
-    projection. The refiner has the second encoder only."""
+    projection. The refiner has the second encoder only. The two encoders of another family (Flux:
+    CLIP-L and T5-XXL) are encoded as that family's pipeline does."""
 
     category = "conditioning"
     text_encoder = In("TEXT_ENCODER", optional=True, tooltip="CLIP ViT-L (absent in the refiner)")
@@ -142,6 +143,9 @@ class EncodeTextSDXL(Node):
             raise ValueError("EncodeTextSDXL: text_encoder and tokens go together (both or neither)")
         pairs = [(self.text_encoder, self.tokens)] if self.text_encoder is not None else []
         pairs.append((self.text_encoder_2, self.tokens_2))
+        runtime = runtime_of_part(self.text_encoder_2)
+        if runtime is not None:  # two encoders of a transformer family (Flux: CLIP-L and T5)
+            return runtime.stage_encode(pairs, self.clip_skip)
         hidden, pooled = [], None
         for encoder, tokens in pairs:
             _check_skip("EncodeTextSDXL", encoder, self.clip_skip, reserved=1)

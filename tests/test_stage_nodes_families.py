@@ -104,3 +104,66 @@ def test_family_stage_nodes_refuse_what_they_do_not_run_yet(zimage):
     wf["6"]["inputs"]["scheduler"] = ["20", 0]
     result = loom.run(loom.validate(wf, outputs=["6"]))
     assert not result.ok and "'pndm' does not run on a flow-matching model" in str(result.error)
+
+
+# --- Flux.1 (dev: the guidance embedding) ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    from diffusers import FluxPipeline
+
+    from nodes.families.flux.tiny import write_folder
+
+    models = tmp_path_factory.mktemp("stage_flux_models")
+    write_folder(models / "tiny-flux", seed=0)
+    loom = Loom(Env.from_data_dir(tmp_path_factory.mktemp("stage_flux_data"), models_dir=models, device="cpu",
+                                  dtype="float32"))
+    pipe = FluxPipeline.from_pretrained(models / "tiny-flux")
+    pipe.set_progress_bar_config(disable=True)
+    return loom, pipe
+
+
+def flux_step_by_step(guidance: float, unet_steps: bool = False) -> dict:
+    """The tutorial's graph with Flux's two encoders: CLIP-L (tokenizer, text_encoder) and T5
+    (tokenizer_2, text_encoder_2) into EncodeTextSDXL."""
+    wf = step_by_step("tiny-flux", guidance, unet_steps=unet_steps)
+    for prompt, tokens, encode in (("a red cat", "2", "3"), ("blurry", "12", "13")):
+        wf[tokens + "t5"] = {"class_type": "Tokenize", "inputs": {"tokenizer": ["1", 5], "text": prompt}}
+        wf[encode] = {"class_type": "EncodeTextSDXL",
+                      "inputs": {"text_encoder": ["1", 1], "tokens": [tokens, 0], "text_encoder_2": ["1", 6],
+                                 "tokens_2": [tokens + "t5", 0]}}
+    return wf
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_flux_step_by_step_gives_the_pipelines_pixels(flux, guidance):
+    """FluxPipeline (its scheduler, sigmas and resolution shift; embedded guidance 3.5, its default; Loom's
+    g as its true_cfg_scale with the negative prompt) given Loom's text features: max abs difference 0."""
+    loom, pipe = flux
+    wf = flux_step_by_step(guidance)
+    ours = run_node(loom, wf, "7").numpy()
+    (positive,), (negative,) = run_node(loom, wf, "3"), run_node(loom, wf, "13")
+    # a batch of 2 features (given one, the pipeline feeds the transformer one row for both images,
+    # which rounds its text projection differently: ~4e-7)
+    two = lambda t: t.repeat(2, *(1,) * (t.ndim - 1))  # noqa: E731
+    theirs = pipe(prompt_embeds=two(positive.embeds), pooled_prompt_embeds=two(positive.pooled),
+                  negative_prompt_embeds=two(negative.embeds), negative_pooled_prompt_embeds=two(negative.pooled),
+                  true_cfg_scale=guidance, height=SIZE, width=SIZE,
+                  num_inference_steps=STEPS, generator=[torch.Generator().manual_seed(SEED + i) for i in range(2)],
+                  output_type="np").images
+    assert ours.shape == (2, SIZE, SIZE, 3) and float(np.abs(ours - theirs).max()) == 0.0
+    assert float(np.abs(ours[0] - ours[1]).max()) > 1e-3
+
+
+def test_flux_unet_steps_equal_the_loop_and_text_equals_cliptextencode(flux):
+    from nodes.families import runtime_of
+    from nodes.loading.bundles import Clip
+
+    loom, pipe = flux
+    loop = run_node(loom, flux_step_by_step(3.0), "7")
+    steps = run_node(loom, flux_step_by_step(3.0, unet_steps=True), "7")
+    assert float((loop - steps).abs().max()) == 0.0 and float(loop.std()) > 0.01
+    (ours,) = run_node(loom, flux_step_by_step(1.0), "3")
+    clip = Clip(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2, family="flux")
+    (whole,) = runtime_of("flux").encode(clip, "a red cat")
+    assert torch.equal(ours.embeds, whole.embeds) and torch.equal(ours.pooled, whole.pooled)

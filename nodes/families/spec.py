@@ -102,8 +102,9 @@ class Runtime(Protocol):
     def stage_tokenize(self, tokenizer, text: str):
         """TOKENS of a prompt (Tokenize): a LongTensor (1, L) of token ids on the CPU."""
 
-    def stage_encode(self, text_encoder, tokens, clip_skip: int) -> tuple:
-        """CONDITIONING of TOKENS (EncodeText); clip_skip n: the hidden layer n earlier than the family's."""
+    def stage_encode(self, pairs: list, clip_skip: int) -> tuple:
+        """CONDITIONING of [(text encoder, TOKENS), ...]: one pair from EncodeText, two from EncodeTextSDXL
+        (Flux: CLIP-L and T5); clip_skip n: the hidden layer n earlier than the family's."""
 
     def stage_timesteps(self, scheduler, steps: int, shape: tuple, device) -> None:
         """Sets a fresh scheduler to `steps` steps as the pipeline does for latents of `shape` (B, C, h, w)

@@ -31,3 +31,7 @@ def model_sampling(unet):
     if unet.config.guidance_embeds:
         return FluxSchedule(FAMILY.sampling.shift)
     return FlowSchedule(1.0, 1.0)
+
+
+# Loom's stage nodes (nodes.families.flux.stages)
+from .stages import stage_encode, stage_guide, stage_timesteps, stage_tokenize  # noqa: E402,F401

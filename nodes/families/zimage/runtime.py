@@ -15,10 +15,13 @@ def encode(clip, text: str) -> tuple:
     return (Cond(embeds=embeds(clip.tokenizer, clip.text_encoder, text)),)
 
 
-def stage_encode(text_encoder, tokens, clip_skip: int) -> tuple:
+def stage_encode(pairs: list, clip_skip: int) -> tuple:
     from ...conditioning import Cond
     from .files import encode_ids
 
+    if len(pairs) != 1:
+        raise ValueError("Z-Image has one text encoder (Qwen3): encode its tokens with EncodeText")
+    (text_encoder, tokens), = pairs
     layers = text_encoder.config.num_hidden_layers
     if clip_skip + 2 > layers:
         raise ValueError(f"EncodeText: clip_skip {clip_skip} must be smaller than the encoder's {layers - 1} usable layers")
