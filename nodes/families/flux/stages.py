@@ -62,7 +62,7 @@ def stage_timesteps(scheduler, steps: int, shape: tuple, device) -> None:
 
 class FluxPipelineGuide:
     def __init__(self, transformer, positive, negative, guidance_scale: float):
-        self.transformer, self.cfg = transformer, guidance_scale
+        self.transformer, self.cfg, self.dtype = transformer, guidance_scale, transformer.dtype
         self.guided = guidance_scale != 1.0
         if self.guided and negative is None:
             raise ValueError("guidance other than 1 needs a negative conditioning")
@@ -71,10 +71,10 @@ class FluxPipelineGuide:
 
     def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
         time = t.expand(x.shape[0]).to(x.dtype) / 1000
-        cond = velocity(self.transformer, x, time, *self.positive)
+        cond = velocity(self.transformer, x, time, *self.positive, dtype=self.dtype)
         if not self.guided:
             return cond
-        uncond = velocity(self.transformer, x, time, *self.negative)
+        uncond = velocity(self.transformer, x, time, *self.negative, dtype=self.dtype)
         return uncond + self.cfg * (cond - uncond)
 
 

@@ -56,6 +56,7 @@ class ZImagePipelineGuide:
 
     def __init__(self, transformer, positive, negative, guidance_scale: float):
         self.transformer, self.extra = transformer, guidance_scale - 1.0
+        self.dtype = transformer.dtype  # once: diffusers' `dtype` walks every submodule
         self.guided = guidance_scale != 1.0
         if self.guided and negative is None:
             raise ValueError("guidance other than 1 needs a negative conditioning")
@@ -66,7 +67,7 @@ class ZImagePipelineGuide:
         batch = x.shape[0]
         captions = self._per_image(self.positive, batch)
         time = (1000 - t.expand(batch)) / 1000
-        latents = x.to(self.transformer.dtype)
+        latents = x.to(self.dtype)
         if self.guided:
             latents, captions, time = latents.repeat(2, 1, 1, 1), captions + self._per_image(self.negative, batch), \
                 time.repeat(2)
@@ -81,4 +82,4 @@ class ZImagePipelineGuide:
     def _per_image(self, caption: torch.Tensor, batch: int) -> list:
         if caption.shape[0] not in (1, batch):
             raise ValueError(f"a conditioning batch of {caption.shape[0]} does not match the latent batch of {batch}")
-        return [caption[i if caption.shape[0] > 1 else 0].to(self.transformer.dtype) for i in range(batch)]
+        return [caption[i if caption.shape[0] > 1 else 0].to(self.dtype) for i in range(batch)]
