@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from graph import In, Int, Node, Out
 
 from .common import call
-from .conditioning import InpaintImage, update
+from .conditioning import InpaintImage, update, with_extra
 from .latent import VAEEncode, crop_to_vae
 from .latent_value import Dist, Latent
 
@@ -65,15 +65,18 @@ class InpaintConditioning(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        image, repaint = crop_with_mask(self.vae, self.image, fit_mask(mask_batch(self.mask), self.image))
-        repaint = (repaint >= 0.5).float()
+        image, mask = crop_with_mask(self.vae, self.image, fit_mask(mask_batch(self.mask), self.image))
+        repaint = (mask >= 0.5).float()
         encoded = call(VAEEncode, ctx, vae=self.vae, pixels=blank_masked(image, repaint.to(image.device)))
         dist = encoded.dist
         if dist is None:  # an encoder without a distribution: its latents, deterministic
             factor = self.vae.config.scaling_factor
             dist = Dist(encoded.samples / factor, torch.zeros_like(encoded.samples), factor)
         source = InpaintImage(repaint, dist.mean, dist.std, dist.scaling_factor)
-        return update(self.positive, inpaint=source), update(self.negative, inpaint=source)
+        # ComfyUI's names, for models that read the blanked image's latents as they are and the mask
+        # unbinarised (Flux Fill: nodes.families.flux.edit)
+        extra = dict(concat_latent_image=encoded.samples, concat_mask=mask)
+        return tuple(with_extra(update(side, inpaint=source), **extra) for side in (self.positive, self.negative))
 
 
 class SetLatentNoiseMask(Node):

@@ -112,6 +112,28 @@ def read_lora(path, sdxl: bool, unet_config=None) -> tuple[dict, dict | None, di
     return state, alphas, metadata
 
 
+# diffusers' LoRA loader of a transformer family, by its denoiser's class (UNets: SD's and SDXL's).
+TRANSFORMER_LORA = {"FluxTransformer2DModel": "FluxLoraLoaderMixin",
+                    "QwenImageTransformer2DModel": "QwenImageLoraLoaderMixin"}
+
+
+def takes_alphas(mixin) -> bool:
+    """Whether the mixin's LoRA files carry network alphas apart (Flux's; Qwen-Image's folds them in)."""
+    import inspect
+
+    return "network_alphas" in inspect.signature(mixin.load_lora_into_transformer).parameters
+
+
+def transformer_lora_mixin(model):
+    """diffusers' LoRA loader mixin for a transformer denoiser (None: a UNet, or a family without one)."""
+    name = TRANSFORMER_LORA.get(type(base_of(model)).__name__) if model is not None else None
+    if name is None:
+        return None
+    from diffusers.loaders import lora_pipeline
+
+    return getattr(lora_pipeline, name)
+
+
 def _inject(model, name: str, loader) -> bool:
     """Load an adapter into `model` with `loader(adapter_name)`; False when the file has nothing for it."""
     from diffusers.utils.peft_utils import set_adapter_layers
@@ -126,15 +148,20 @@ def _inject(model, name: str, loader) -> bool:
     return True
 
 
-def with_lora(model, state: dict, alphas, strength: float, target: str, metadata=None):
-    """A LoraView of `model` (a UNet, or a text encoder whose keys start with `target`) with the
-    file's adapter added at `strength`; the model itself when the file has nothing for it."""
+def with_lora(model, state: dict, alphas, strength: float, target: str, metadata=None, mixin=None):
+    """A LoraView of `model` (a UNet; a transformer with `mixin`, its diffusers LoRA loader; or a text
+    encoder whose keys start with `target`) with the file's adapter added at `strength`; the model
+    itself when the file has nothing for it."""
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin as Mixin
 
     base = base_of(model)
     _purge(base)
     name = f"loom_lora_{next(_names)}"
-    if target == "unet":
+    if mixin is not None:
+        extra = {"network_alphas": alphas} if takes_alphas(mixin) else {}
+        loaded = _inject(base, name, lambda n: mixin.load_lora_into_transformer(
+            state, transformer=base, adapter_name=n, metadata=metadata, **extra))
+    elif target == "unet":
         loaded = _inject(base, name, lambda n: Mixin.load_lora_into_unet(state, alphas, base, adapter_name=n,
                                                                          metadata=metadata))
     else:
@@ -162,6 +189,17 @@ def apply_lora(env, name: str, unet=None, text_encoders: tuple = (), strength_un
     from .loading.model_files import kind_path
 
     path = kind_path(env, "loras", name, "LoRA")
+    mixin = transformer_lora_mixin(unet)
+    if mixin is not None:  # a transformer family: its own reader and loader (text-encoder LoRAs not applied)
+        if takes_alphas(mixin):
+            state, alphas, metadata = mixin.lora_state_dict(str(path), return_alphas=True, return_lora_metadata=True)
+        else:
+            (state, metadata), alphas = mixin.lora_state_dict(str(path), return_lora_metadata=True), None
+        if not state or not all("lora" in key for key in state):
+            raise ValueError(f"{path.name} is not a LoRA file (its tensors are not named lora_*)")
+        if strength_unet != 0:
+            unet = with_lora(unet, state, alphas, strength_unet, "transformer", metadata, mixin)
+        return unet, tuple(text_encoders)
     state, alphas, metadata = read_lora(path, sdxl, base_of(unet).config if unet is not None else None)
     if unet is not None and strength_unet != 0:
         unet = with_lora(unet, state, alphas, strength_unet, "unet", metadata)

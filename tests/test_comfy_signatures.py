@@ -222,14 +222,54 @@ COMFY.update({
                                               "CONDITIONING"),
     "FluxKontextImageScale": ("image:IMAGE", "", "IMAGE"),
 })
-COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno"]
+COMFY_CHOICES[("FluxKontextMultiReferenceLatentMethod", "reference_latents_method")] = ["offset", "index", "uxo/uno",
+                                                                                    "index_timestep_zero"]
+# Flux.2 (issue 22, nodes.comfy.flux2): comfy_extras/nodes_flux.py's empty latent and schedule
+COMFY.update({
+    "EmptyFlux2LatentImage": ("width:INT height:INT batch_size:INT", "", "LATENT"),
+    "Flux2Scheduler": ("steps:INT width:INT height:INT", "", "SIGMAS"),
+})
 # Flux.1 (nodes.families.flux): comfy_extras/nodes_model_advanced.py's ModelSamplingFlux (nodes.comfy.flow),
 # nodes_flux.py's CLIPTextEncodeFlux (nodes.comfy.flux)
 COMFY.update({
     "ModelSamplingFlux": ("model:MODEL max_shift:FLOAT base_shift:FLOAT width:INT height:INT", "", "MODEL"),
     "CLIPTextEncodeFlux": ("clip:CLIP clip_l:STRING t5xxl:STRING guidance:FLOAT", "", "CONDITIONING"),
 })
-
+# SD 3.5 (comfy_extras/nodes_sd3.py, nodes_slg.py): nodes.comfy.loaders, nodes.comfy.sd3
+COMFY.update({
+    "TripleCLIPLoader": ("clip_name1:COMBO clip_name2:COMBO clip_name3:COMBO", "device:COMBO", "CLIP"),
+    "CLIPTextEncodeSD3": ("clip:CLIP clip_l:STRING clip_g:STRING t5xxl:STRING empty_padding:COMBO", "",
+                          "CONDITIONING"),
+    "SkipLayerGuidanceDiTSimple": ("model:MODEL double_layers:STRING single_layers:STRING start_percent:FLOAT "
+                                   "end_percent:FLOAT", "", "MODEL"),
+    "SkipLayerGuidanceDiT": ("model:MODEL double_layers:STRING single_layers:STRING scale:FLOAT start_percent:FLOAT "
+                             "end_percent:FLOAT rescaling_scale:FLOAT", "", "MODEL"),
+    "SkipLayerGuidanceSD3": ("model:MODEL layers:STRING scale:FLOAT start_percent:FLOAT end_percent:FLOAT", "",
+                             "MODEL"),
+})
+COMFY_CHOICES[("CLIPTextEncodeSD3", "empty_padding")] = ["none", "empty_prompt"]
+COMFY_CHOICES[("TripleCLIPLoader", "device")] = ["default", "cpu"]
+# Flux.1 editing (kontext helper): comfy_extras/nodes_differential_diffusion.py (nodes.comfy.differential)
+COMFY.update({
+    "DifferentialDiffusion": ("model:MODEL", "strength:FLOAT", "MODEL"),
+})
+# Chroma and HiDream (issue 22): comfy_extras/nodes_cond.py's T5TokenizerOptions (nodes.comfy.text_options),
+# comfy_extras/nodes_hidream.py's QuadrupleCLIPLoader (nodes.comfy.loaders), nodes_custom_sampler.py's
+# DualCFGGuider (nodes.comfy.sampling)
+COMFY.update({
+    "T5TokenizerOptions": ("clip:CLIP min_padding:INT min_length:INT", "", "CLIP"),
+    "QuadrupleCLIPLoader": ("clip_name1:COMBO clip_name2:COMBO clip_name3:COMBO clip_name4:COMBO", "", "CLIP"),
+    "DualCFGGuider": ("model:MODEL cond1:CONDITIONING cond2:CONDITIONING negative:CONDITIONING cfg_conds:FLOAT "
+                      "cfg_cond2_negative:FLOAT style:COMBO", "", "GUIDER"),
+})
+COMFY_CHOICES[("DualCFGGuider", "style")] = ["regular", "nested"]
+# Qwen-Image: comfy_extras/nodes_qwen.py (nodes.comfy.qwen_image) and nodes_cfg.py's CFGNorm (nodes.comfy.cfg_norm)
+COMFY.update({
+    "TextEncodeQwenImageEdit": ("clip:CLIP prompt:STRING", "vae:VAE image:IMAGE", "CONDITIONING"),
+    "TextEncodeQwenImageEditPlus": ("clip:CLIP prompt:STRING", "vae:VAE image1:IMAGE image2:IMAGE image3:IMAGE",
+                                    "CONDITIONING"),
+    "CFGNorm": ("model:MODEL strength:FLOAT", "pre_cfg:BOOLEAN", "MODEL:patched_model"),
+})
 # comfy_extras' bounding-box canvas and DrawBBoxes (beside the RT-DETR/RF-DETR detectors): nodes.comfy.boxes
 COMFY.update({
     "CreateBoundingBoxes": ("width:INT height:INT editor_state:BOUNDING_BOXES",

@@ -239,6 +239,10 @@ def test_clip_text_encode_flux_sets_its_prompts_and_guidance(loaded):
     assert both[0].extra == {"guidance": 2.5} and not plain[0].extra
     assert torch.equal(both[0].embeds, plain[0].embeds) and torch.equal(both[0].pooled, dog[0].pooled)
     assert plain[0].embeds.shape == (1, 256, 32) and plain[0].pooled.shape == (1, 32)
+    # ComfyUI's prompt syntax: weights move T5's tokens, CLIP-L's pooled output reads the words alone
+    weighted = run_node(loom, {**clip, "5": {"class_type": "CLIPTextEncode", "inputs": {
+        "clip": ["2", 0], "text": "(a dog:1.3)"}}}, "5")
+    assert torch.equal(weighted[0].pooled, dog[0].pooled) and not torch.equal(weighted[0].embeds, dog[0].embeds)
 
 
 def test_the_folders_are_recognised(loaded):
@@ -398,5 +402,5 @@ def test_the_published_shapes_give_the_published_config(guidance):
     assert len(original) == len(state) - 19 * 8 - 38 * 6
     config = transformer_config(original)
     assert config == {**published, "out_channels": None}
-    back = convert(dict(original), 3072)
+    back = convert(dict(original), families.family("flux").denoiser_converter)
     assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in state.items()}

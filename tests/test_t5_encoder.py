@@ -111,3 +111,18 @@ def test_what_is_not_t5(tmp_path):
     save_file(state, bare)
     with pytest.raises(CheckpointError, match="t5_tokenizer"):
         load_text_encoder(bare, torch.device("cpu"), torch.float32)
+
+
+def test_prompt_weights_move_tokens_from_the_empty_prompt_as_comfyui():
+    """`(red:1.5) cat`: the tokens of `red cat`; red's three tokens become e + 1.5 (z - e), e the empty
+    prompt's encoding run in the same batch; the others stay z. Parentheses are not tokens."""
+    model = tiny_model(3)
+    tok = t5.tiny_tokenizer()
+    ids, weights = t5.weighted_tokens(tok, "(red:1.5) cat", 12)
+    assert ids == t5.token_ids(tok, "red cat", 12) and weights[:7] == [1.5] * 3 + [1.0] * 4
+    assert tok.convert_tokens_to_ids("(") in t5.token_ids(tok, "\\(red\\) cat", 0)  # escaped: literal
+    got = t5.encode(tok, model, "(red:1.5) cat", 12)
+    with torch.no_grad():
+        z, e = model(input_ids=torch.tensor([ids, [1] + [0] * 11])).last_hidden_state
+    assert torch.equal(got[0, 3:], z[3:]) and torch.equal(got[0, :3], (z[:3] - e[:3]) * 1.5 + e[:3])
+    assert not torch.equal(got[0, :3], z[:3])

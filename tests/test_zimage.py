@@ -22,7 +22,7 @@ def pipe():
 def test_the_declaration_is_the_published_models():
     assert FAMILY.latent.channels == 16 and (FAMILY.latent.scale, FAMILY.latent.shift) == (0.3611, 0.1159)
     assert (FAMILY.sampling.prediction, FAMILY.sampling.shift, FAMILY.sampling.multiplier) == ("flow", 3.0, 1.0)
-    assert families.family_of_clip_kinds(["qwen3_4b"]) == "zimage"
+    assert families.family_of_clip_kinds(["qwen3_4b"], "lumina2") == "zimage"  # Flux.2 Klein takes Qwen3 too
     config = families.scheduler_for("zimage")
     assert config["_class_name"] == "FlowMatchEulerDiscreteScheduler" and config["shift"] == 3.0
     assert not config["use_dynamic_shifting"]

@@ -17,7 +17,7 @@ from ..scaling import resize
 KONTEXT_RESOLUTIONS = [(672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184),
                        (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752),
                        (1456, 720), (1504, 688), (1568, 672)]
-REFERENCE_METHODS = ["offset", "index", "uxo/uno"]
+REFERENCE_METHODS = ["offset", "index", "uxo/uno", "index_timestep_zero"]
 
 
 class FluxGuidance(Node):

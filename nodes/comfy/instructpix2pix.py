@@ -1,5 +1,6 @@
 """InstructPix2Pix conditioning (ComfyUI's InstructPixToPixConditioning): an image to edit, given to a
-UNet that takes its latents beside the noisy ones (SD 1.x InstructPix2Pix: 4 + 4 input channels).
+UNet that takes its latents beside the noisy ones (SD 1.x InstructPix2Pix: 4 + 4 input channels; Flux.1
+Canny / Depth: 16 + 16, nodes.families.flux.edit).
 
 The image is cropped to multiples of the VAE's scale (centred, as ComfyUI), encoded, and its
 latent distribution's mean (unscaled, as StableDiffusionInstructPix2PixPipeline's `image_latents`)
@@ -37,9 +38,13 @@ class InstructPixToPixConditioning(Node):
         top, left = (h % scale) // 2, (w % scale) // 2
         pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
         latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
-        image = latent.dist.mean
+        if latent.dist is not None:
+            image = latent.dist.mean
+        else:  # a shifted (Flux-style) VAE gives the scaled mean only: back to raw latents (HiDream E1)
+            image = latent.samples / latent.space.scale + latent.space.shift
 
-        def conditioned(conditioning):
-            return tuple(replace(c, concat=image) for c in as_conditioning(conditioning))
+        def conditioned(conditioning):  # concat_latent_image (ComfyUI's name): the latents as they are (Flux)
+            return tuple(replace(c, concat=image, extra={**c.extra, "concat_latent_image": latent.samples})
+                         for c in as_conditioning(conditioning))
 
         return conditioned(self.positive), conditioned(self.negative), Latent(torch.zeros_like(latent.samples), space=latent.space)

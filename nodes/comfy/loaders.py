@@ -5,8 +5,9 @@ models/text_encoders (or clip), models/vae, models/loras.
 
 Loom runs what these files hold in diffusers form, so ComfyUI's options that only choose a storage
 format are accepted and ignored where they change nothing here: UNETLoader's `weight_dtype` (the
-server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that is not
-an SD family (flux, sd3, wan, ...) is refused by name at validation.
+server's --dtype decides), the loaders' `device` (the server's --device decides). A `type` that no
+family declares (nodes.families.spec.Family.clip_types: wan, mochi, ...) is refused by name at validation.
+SD3's type takes any part of its three encoders (CLIP-L, bigG, T5-XXL), as ComfyUI.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from ..loading.model_files import kind_choices, kind_fingerprint
 
 # ComfyUI's choices; Loom loads the SD families among them.
 CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
-              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image",
+              "flux2"]
 DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 DEVICES = ["default", "cpu"]
@@ -63,7 +65,8 @@ def _encoders(ctx, node: str, names: list[str], open_clip: str, clip_type: str) 
     except CheckpointError as exc:
         raise ValueError(f"{node}: {exc}: {', '.join(names)}") from None
     by_kind = {kind: pair for kind, pair in zip(kinds, loaded)}
-    return Clip.of_slots({enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders}, name)
+    return Clip.of_slots({enc.slot: by_kind[enc.kind] for enc in family(name).text_encoders if enc.kind in by_kind},
+                         name)
 
 
 class CLIPLoader(Node):
@@ -88,7 +91,8 @@ class CLIPLoader(Node):
 
 
 class DualCLIPLoader(Node):
-    """ComfyUI's two-encoder loader: two LoadTextEncoder, as SDXL's CLIP (CLIP-L and bigG, any order)."""
+    """ComfyUI's two-encoder loader: two LoadTextEncoder, as the CLIP of the family `type` names (sdxl:
+    CLIP-L and bigG; flux: CLIP-L and T5-XXL; any order)."""
     category = "advanced/loaders"  # ComfyUI's
     clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
     clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
@@ -106,6 +110,44 @@ class DualCLIPLoader(Node):
 
     def run(self, ctx):
         return _encoders(ctx, "DualCLIPLoader", [self.clip_name1, self.clip_name2], "clip_g", self.type)
+
+
+class TripleCLIPLoader(Node):
+    """ComfyUI's three-encoder loader: three LoadTextEncoder, as SD3's CLIP (CLIP-L, bigG and T5-XXL,
+    any order)."""
+    category = "advanced/loaders"  # ComfyUI's
+    clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name3 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    device = Combo(DEVICES, default="default", optional=True, tooltip="accepted; the server's --device decides")
+    outputs = (Out("CLIP", "CLIP"),)
+
+    @classmethod
+    def fingerprint(cls, env, clip_name1=None, clip_name2=None, clip_name3=None, **_):
+        return [kind_fingerprint(env, "text_encoders", n) for n in (clip_name1, clip_name2, clip_name3)]
+
+    def run(self, ctx):
+        return _encoders(ctx, "TripleCLIPLoader", [self.clip_name1, self.clip_name2, self.clip_name3], "clip_g",
+                         "sd3")
+
+
+class QuadrupleCLIPLoader(Node):
+    """ComfyUI's four-encoder loader (HiDream: CLIP-L, CLIP-G, T5-XXL, Llama 3.1 8B, any order): four
+    LoadTextEncoder, as the CLIP of the family whose encoders they are (ComfyUI's has no `type`)."""
+    category = "advanced/loaders"  # ComfyUI's
+    clip_name1 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name2 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name3 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    clip_name4 = Combo(kind_choices("text_encoders"), model=True, model_kind="text_encoders")
+    outputs = (Out("CLIP", "CLIP"),)
+
+    @classmethod
+    def fingerprint(cls, env, clip_name1=None, clip_name2=None, clip_name3=None, clip_name4=None, **_):
+        return [kind_fingerprint(env, "text_encoders", name) for name in (clip_name1, clip_name2, clip_name3, clip_name4)]
+
+    def run(self, ctx):
+        names = [self.clip_name1, self.clip_name2, self.clip_name3, self.clip_name4]
+        return _encoders(ctx, "QuadrupleCLIPLoader", names, "clip_g", None)
 
 
 class VAELoader(Node):

@@ -21,6 +21,7 @@ from .core import sampler_problems
 from .sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from .ksampling.ksampler import SamplerChoice, latent_image, model_sampling, starting_noise
 from .ksampling.ksampler import sample as ksampling_run
+from .ksampling.dual import DualCFG
 from .ksampling.samplers import PowerNoiseScaler
 from .ksampling.schedules import beta as beta_schedule
 from .ksampling.schedules import calculate_sigmas, karras
@@ -59,6 +60,7 @@ class Guider:
     positive: tuple
     negative: tuple | None
     cfg: float
+    dual: DualCFG | None = None  # DualCFGGuider's middle conditioning and scales (cfg unused then)
 
 
 class KSamplerSelect(Node):
@@ -203,6 +205,24 @@ class BasicGuider(Node):
         return Guider(self.model, self.conditioning, None, 1.0)
 
 
+class DualCFGGuider(Node):
+    """Two conditionings and a negative: cond1 guided against cond2 by cfg_conds, cond2 against the
+    negative by cfg_cond2_negative ("regular"), or the first guidance nested in the second."""
+    category = "sampling/custom_sampling/guiders"  # ComfyUI's
+    model = In("MODEL")
+    cond1 = In("CONDITIONING")
+    cond2 = In("CONDITIONING")
+    negative = In("CONDITIONING")
+    cfg_conds = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    cfg_cond2_negative = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    style = Combo(["regular", "nested"], default="regular")
+    outputs = (Out("GUIDER", "GUIDER"),)
+
+    def run(self, ctx):
+        dual = DualCFG(self.cond2, self.cfg_conds, self.cfg_cond2_negative, nested=self.style == "nested")
+        return Guider(self.model, self.cond1, self.negative, self.cfg_conds, dual)
+
+
 def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: Sigmas, latent: Latent) -> tuple:
     """(output, denoised_output) LATENTs: the run SamplerCustom(Advanced) describe."""
     model = guider.model
@@ -211,7 +231,8 @@ def sample_custom(ctx, noise: Noise, guider: Guider, sampler: Sampler, sigmas: S
     else:
         start, seed = starting_noise(model, latent, noise.seed), noise.seed
     out, denoised = ksampling_run(ctx, model, guider.positive, guider.negative, guider.cfg, sampler,
-                                  torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed)
+                                  torch.as_tensor(sigmas.values, dtype=torch.float32), latent, start, seed,
+                                  dual=guider.dual)
     return out, (out if denoised is None else out.replace(samples=denoised))
 
 

@@ -112,8 +112,17 @@ def family_of_clip_kinds(kinds: list[str], clip_type: str | None = None) -> str 
     """The family whose text encoders are exactly these kinds (CLIPLoader, DualCLIPLoader), among those
     that ComfyUI's loader `type` names when one is given, or None."""
     wanted = tuple(sorted(kinds))
-    return next((f.name for f in all_families()
-                 if f.kinds == wanted and (clip_type is None or clip_type in f.clip_types)), None)
+    typed = [f for f in all_families() if clip_type is None or clip_type in f.clip_types]
+    exact = next((f.name for f in typed if f.kinds == wanted), None)  # before a family that takes a part of its kinds
+    return exact or next((f.name for f in typed if _takes_kinds(f, wanted)), None)
+
+
+def _takes_kinds(declared: Family, wanted: tuple[str, ...]) -> bool:
+    """(A family with optional encoders) a non-empty part of its encoders' kinds that holds every
+    required one, each once."""
+    required = {e.kind for e in declared.text_encoders if not e.optional}
+    return (bool(wanted) and len(set(wanted)) == len(wanted) and set(wanted) <= set(declared.kinds)
+            and required <= set(wanted))
 
 
 def runtime_of(name: str):

@@ -32,6 +32,7 @@ class TextEncoder:
     other_prefixes: tuple[str, ...] = ()  # other places a single file may keep it (SD 2.x saved by SGM code)
     pad_token: str | None = None  # the tokenizer's padding, when not the end token (OpenCLIP pads with "!")
     tokenizer_class: str = "CLIPTokenizer"  # its transformers tokenizer (in a folder: tokenizer<suffix>/)
+    optional: bool = False  # the loaders may leave it out (SD3: any of its three encoders)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ class Runtime(Protocol):
         in the convention of the model's schedule (flow: a velocity v with denoised = x - sigma * v), with
         `last_uncond` kept when keep_uncond (samplers that need the unconditional prediction)."""
 
+    def parts_from_checkpoint(self, sd: StateDict, path) -> dict:
+        """Optional. A whole single file's parts (nodes.loading.single_file.load_single_file): {"unet",
+        "vae", and per text encoder its slot and tokenizer ("text_encoder_3", "tokenizer_3", ...)}, built
+        on the meta device with the file's weights, not yet placed; the caller adds the family, places
+        them and adds the scheduler. `path` is the file (a tokenizer may be read beside it)."""
+
     def model_sampling(self, unet):
         """Optional: ComfyUI's model sampling of this denoiser when no ModelSampling* node set one (a
         nodes.comfy.ksampling FlowSchedule; Flux.1 dev: FluxSchedule, schnell: discrete flow). Without
@@ -120,6 +127,12 @@ class Runtime(Protocol):
 
     def write_tiny_files(self, models_dir, seed: int = 0) -> dict:
         """Tiny random single files in ComfyUI's folders under the names its templates ask for: {name: path}."""
+
+    # Optional, for a family whose VAE is not an AutoencoderKL (Qwen-Image's 3D VAE); looked up with hasattr:
+    # is_vae(sd) -> bool: a VAE file alone (VAELoader) is in this family's layout;
+    # vae_from_file(sd): that VAE, built on meta, weights assigned, with Loom's VAE face (encode / decode
+    #   of (B, C, H, W), config.scaling_factor / shift_factor / block_out_channels);
+    # wrap_vae(vae): a diffusers folder's VAE of the family given that face (nodes.loading.checkpoints).
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,18 @@ class Model:
     """ComfyUI's MODEL: the UNet and the scheduler settings of its checkpoint.
     `loras`: the LoRAs applied to the UNet, as (name, strength) pairs, outermost last.
     `sampling`: ComfyUI's model sampling a ModelSampling* node set (a nodes.comfy.ksampling FlowSchedule),
-    None: the one its scheduler config implies."""
+    None: the one its scheduler config implies.
+    `patches`: guidance patches a family's guide reads (nodes.families.sd3.guide.SkipLayers: ComfyUI's
+    SkipLayerGuidanceDiTSimple), in the order the nodes added them.
+    `denoise_mask_function`: ComfyUI's per-step noise-mask patch (DifferentialDiffusion),
+    f(sigma, mask, sigmas, model_sampling) -> the mask for this step; None: the mask as it is."""
     unet: Any
     scheduler: SchedulerSpec
     family: str = "sd1"
     loras: tuple = ()
     sampling: Any = None
+    patches: tuple = ()
+    denoise_mask_function: Any = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,7 +38,8 @@ class Clip:
     """ComfyUI's CLIP: the tokenizer and text encoder, and for SDXL the second pair; a family with more
     encoders (SD3: three, HiDream: four) keeps the others in `more`, by their diffusers pipeline slot
     ("text_encoder_3": (tokenizer, model)). `layer` is CLIPSetLastLayer's stop_at_clip_layer (-1: the
-    last layer). `loras` as for Model."""
+    last layer). `loras` as for Model. `tokenizer_options`: ComfyUI's tokenizer options by their names
+    (T5TokenizerOptions: "t5xxl_min_padding", "t5xxl_min_length"), read by the family's encode."""
     tokenizer: Any
     text_encoder: Any
     tokenizer_2: Any = None
@@ -41,6 +48,7 @@ class Clip:
     layer: int = -1
     loras: tuple = ()
     more: dict = field(default_factory=dict)
+    tokenizer_options: dict = field(default_factory=dict)
 
     def pair(self, slot: str) -> tuple[Any, Any]:
         """(tokenizer, text encoder) of a pipeline slot: "text_encoder", "text_encoder_2", ... ((None, None): empty)."""

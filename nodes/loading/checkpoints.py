@@ -80,8 +80,8 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
     declared = family(name)
     denoiser, vae = getattr(diffusers, declared.denoiser_class), getattr(diffusers, declared.vae_class)
     unet = denoiser.from_pretrained(path, subfolder=declared.denoiser_folder, dtype=dtype)
-    parts = Parts(family=name, unet=unet.to(device).eval(),
-                  vae=vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval(),
+    vae = vae.from_pretrained(path, subfolder="vae", dtype=dtype).to(device).eval()
+    parts = Parts(family=name, unet=unet.to(device).eval(), vae=vae,
                   scheduler_config=_json(path / "scheduler" / "scheduler_config.json"))
     for enc in declared.text_encoders:
         if (path / enc.slot / "config.json").is_file():
@@ -89,7 +89,24 @@ def load_diffusers_folder(path: Path, device, dtype) -> Parts:
             tokenizer = getattr(transformers, enc.tokenizer_class).from_pretrained(path / folder)
             model = getattr(transformers, enc.model_class).from_pretrained(path / enc.slot, dtype=dtype)
             parts.set_encoder(enc.slot, tokenizer, model.to(device).eval())
+    return _family_vae(parts)
+
+
+def _family_vae(parts: Parts) -> Parts:
+    """A family whose VAE is not an AutoencoderKL gives it Loom's VAE face (Runtime.wrap_vae)."""
+    runtime = runtime_of(parts.family)
+    if runtime is not None and hasattr(runtime, "wrap_vae"):
+        parts.vae = runtime.wrap_vae(parts.vae)
     return parts
+
+
+def _vae_of_a_family(sd: dict):
+    """A VAE file in a layout a family's runtime reads (Runtime.is_vae / vae_from_file), else None."""
+    for declared in all_families():
+        runtime = runtime_of(declared.name)
+        if runtime is not None and hasattr(runtime, "is_vae") and runtime.is_vae(sd):
+            return runtime.vae_from_file(sd)
+    return None
 
 
 def load_checkpoint(path: Path, device, dtype) -> Parts:
@@ -142,21 +159,43 @@ def vae_scaling_for_name(name: str) -> float:
     return VAE_SCALING[SDXL] if re.search(r"xl", name, re.IGNORECASE) else VAE_SCALING[SD1]
 
 
+def wide_vae_latent(name: str, channels: int):
+    """The latent format of a 16-channel VAE file alone: SD3's and Flux's VAEs share one layout, so the
+    name decides (as for SDXL's): "sd3" in it SD3's scale and shift, else Flux's (ae.safetensors, as
+    Z-Image's). None for another width."""
+    latent = family("zimage").latent
+    if channels != latent.channels:
+        return None
+    return family("sd3").latent if re.search(r"sd3", name, re.IGNORECASE) else latent
+
+
 def load_vae(path: Path, device, dtype):
     from diffusers import AutoencoderKL
 
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        declared = next((f for f in all_families() if f.runtime and f.vae_class != "AutoencoderKL"
+                         and f.vae_class == _json(folder / "config.json").get("_class_name")), None)
+        if declared is not None:  # a family's own VAE class (Qwen-Image's 3D VAE, Flux.2's)
+            import diffusers
+
+            vae = getattr(diffusers, declared.vae_class).from_pretrained(folder, dtype=dtype)
+            return place(runtime_of(declared.name).wrap_vae(vae.eval()), device, dtype)
         return AutoencoderKL.from_pretrained(folder, dtype=dtype).to(device).eval()
     sd = read_state_dict(path)
+    own = _vae_of_a_family(sd)
+    if own is not None:
+        return place(own, device, dtype)
     scaling = vae_scaling_for_name(path.name)
-    if has_prefix(sd, UNET_PREFIX):  # a whole checkpoint: its VAE, at its family's scale
-        scaling = VAE_SCALING[family_of_state_dict(sd)]
+    whole = family(family_of_state_dict(sd)) if has_prefix(sd, UNET_PREFIX) else None
+    if whole is not None:  # a whole checkpoint: its VAE, at its family's scale
+        scaling = whole.latent.scale
     prefix = VAE_PREFIX if has_prefix(sd, VAE_PREFIX) else ""
     try:
         if f"{prefix}encoder.down.0.block.0.conv1.weight" in sd:  # LDM layout
-            latent = family("zimage").latent
-            if sd[f"{prefix}decoder.conv_in.weight"].shape[1] == latent.channels:  # Flux's VAE (ae.safetensors)
+            channels = sd[f"{prefix}decoder.conv_in.weight"].shape[1]
+            latent = whole.latent if whole is not None else wide_vae_latent(path.name, channels)
+            if latent is not None and latent.shift:  # a shifted latent space (Flux's, SD3's)
                 vae = vae_from_ldm(sd, latent.scale, prefix)
                 vae.register_to_config(shift_factor=latent.shift)
                 return place(vae, device, dtype)
@@ -203,22 +242,31 @@ def load_text_encoder(path: Path, device, dtype, open_clip_kind: str = CLIP_H) -
         return found.kind, tokenizer, place(model, device, dtype)
     for declared in all_families():  # a whole checkpoint: its (first) encoder
         for enc in declared.text_encoders:
-            if has_prefix(sd, enc.prefix) and has_prefix(sd, declared.denoiser_prefix):
+            if enc.layout != "file" and has_prefix(sd, enc.prefix) and has_prefix(sd, declared.denoiser_prefix):
                 tokenizer, model = text_encoder_from_ldm(sd, enc.prefix, enc.layout, projection=enc.projection)
                 return enc.kind, tokenizer, place(model, device, dtype)
+    kind, tokenizer, model = clip_encoder_file(sd, path, open_clip_kind)
+    return kind, tokenizer, place(model, device, dtype)
+
+
+def clip_encoder_file(sd: dict, path: Path, open_clip_kind: str = CLIP_H) -> tuple[str, Any, Any]:
+    """(kind, tokenizer, model) of a CLIP text encoder's keys (a file of it alone, or a whole
+    checkpoint's with its prefix taken off), not yet placed."""
     hf = next((k.split("text_model.")[0] for k in sd if "text_model.embeddings.token_embedding" in k), None)
     if hf is not None:
         width = sd[hf + "text_model.embeddings.token_embedding.weight"].shape[1]
         bigg = WIDTH_KIND.get(width) == CLIP_G or (width not in WIDTH_KIND and hf + "text_projection.weight" in sd)
         tokenizer, model = text_encoder_from_ldm(sd, hf, "hf") if not bigg else _hf_bigg(sd, hf)
-        return (CLIP_G if bigg else CLIP_L), tokenizer, place(model, device, dtype)
+        if not bigg and hf + "text_projection.weight" in sd:  # kept for the families that pool through it (HiDream)
+            model.register_buffer("loom_text_projection", sd[hf + "text_projection.weight"], persistent=False)
+        return (CLIP_G if bigg else CLIP_L), tokenizer, model
     oc = next((k.split("transformer.resblocks.")[0] for k in sd if "transformer.resblocks.0.attn.in_proj_weight" in k),
               None)
     if oc is not None:
         width = sd[oc + "token_embedding.weight"].shape[1]
         kind = {1024: CLIP_H, 1280: CLIP_G}.get(width, open_clip_kind)
         tokenizer, model = text_encoder_from_ldm(sd, oc, "open_clip", projection=kind == CLIP_G)
-        return kind, tokenizer, place(model, device, dtype)
+        return kind, tokenizer, model
     raise CheckpointError(f"{path.name}: not a CLIP text encoder (no 'text_model.' or 'transformer.resblocks.' keys)")
 
 

@@ -22,7 +22,8 @@ import re
 from types import SimpleNamespace
 
 from .clip_bpe import OPEN_CLIP_PAD, NoTokenizer, tokenizer_for
-from ..families import SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict, scheduler_for
+from ..families import (SGM_SD2_PREFIX, UNET_PREFIX, VAE_PREFIX, UnknownModel, family, family_of_state_dict,
+                        runtime_of, scheduler_for)
 from .model_files import has_prefix, key_indices, read_state_dict
 
 CLIP_L_WIDTH = 768  # OpenAI CLIP ViT-L/14, SDXL's first encoder
@@ -172,7 +173,17 @@ def place(model, device, dtype):
     model = model.to(device)
     if any(p.dtype != dtype for p in model.parameters()):  # cast only when needed: diffusers warns on any cast
         model = model.to(dtype)
+    own_aligned_memory(model)
     return model.eval()
+
+
+def own_aligned_memory(model) -> None:
+    """CPU tensors still in a memory-mapped file sit at any offset; some CPU kernels take another
+    (differently rounding) path on unaligned data, so the same weights gave results ~1e-7 apart.
+    Those are copied into fresh (aligned) memory; a GPU copy is aligned already."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+            tensor.data = tensor.data.clone()
 
 
 def unet_from_ldm(sd: dict, family_name: str, prefix: str = UNET_PREFIX, pooled_dim: int | None = None):
@@ -210,7 +221,9 @@ def text_encoder_from_ldm(sd: dict, prefix: str, layout: str, pad_token: str | N
     if layout == "hf":
         config = clip_config(sd, prefix)
         own = {k: v for k, v in sd.items() if k.startswith(prefix)}
-        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else own  # the converter strips the prefix
+        state = convert_ldm_clip_checkpoint(own, prefix) if prefix else dict(own)  # the converter strips the prefix
+        if not projection:  # a CLIP-L file may carry its projection (ComfyUI's clip_l_hidream); the model has none
+            state.pop("text_projection.weight", None)
     else:
         width = sd[prefix + "token_embedding.weight"].shape[1]
         state = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)),
@@ -255,6 +268,10 @@ def load_single_file(path, device, dtype) -> dict:
     try:
         name = family_of_state_dict(sd)
         declared = family(name)
+        runtime = runtime_of(name)
+        if hasattr(runtime, "parts_from_checkpoint"):  # a family with its own torch side reads its parts
+            return _placed({"family": name, **runtime.parts_from_checkpoint(sd, path)}, device, dtype,
+                           scheduler_for(name))
         if not has_prefix(sd, declared.vae_prefix):
             raise UnknownModel(f"holds no VAE (no '{declared.vae_prefix}*' keys)")
         if declared.runtime:  # a transformer family: its runtime's denoiser, encoders by kind
@@ -271,11 +288,19 @@ def load_single_file(path, device, dtype) -> dict:
         raise CheckpointError(f"{path.name}: {exc}") from None
     except KeyError as exc:
         raise CheckpointError(f"{path.name}: expected tensor {exc} of the {name} layout is missing") from None
+    return _placed(parts, device, dtype, scheduler_for(name, declared.prediction_type(sd)))
+
+
+def _placed(parts: dict, device, dtype, scheduler_config: dict) -> dict:
+    """The parts on the device and dtype, encoders past the second in `more` ({slot: (tokenizer, model)})."""
+    more = {}
+    for slot in [k for k in parts if k.startswith("text_encoder") and k not in ("text_encoder", "text_encoder_2")]:
+        more[slot] = (parts.pop("tokenizer" + slot.removeprefix("text_encoder"), None), place(parts.pop(slot), device,
+                                                                                              dtype))
     for slot in ("text_encoder", "text_encoder_2", "unet", "vae"):
         if parts.get(slot) is not None:
             parts[slot] = place(parts[slot], device, dtype)
-    parts["scheduler_config"] = scheduler_for(name, declared.prediction_type(sd))
-    return parts
+    return {**parts, "scheduler_config": scheduler_config, **({"more": more} if more else {})}
 
 
 def _transformer_checkpoint(sd: dict, path, declared, device, dtype) -> dict:

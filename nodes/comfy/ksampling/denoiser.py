@@ -16,7 +16,8 @@ e^shift as the shift and a table of 10000.
 CFG u + g * (c - u), skipped only at g == 1, ControlNets, areas, inpainting channels) and turns
 its output (epsilon or v) into denoised latents, in float32 whatever the UNet's dtype. With a noise
 mask it does what ComfyUI's KSamplerX0Inpaint does: the unmasked area of the input is the source
-latents noised to this sigma with the starting noise, that of the output the source latents.
+latents noised to this sigma with the starting noise, that of the output the source latents;
+`mask_function` (a MODEL's denoise_mask_function) remakes that mask for each step first.
 """
 from __future__ import annotations
 
@@ -178,19 +179,22 @@ class Denoiser:
 
     def __init__(self, guide, model_sampling: DiscreteSchedule | FlowSchedule, dtype: torch.dtype, schedule: torch.Tensor,
                  mask: torch.Tensor | None = None, source: torch.Tensor | None = None,
-                 noise: torch.Tensor | None = None):
+                 noise: torch.Tensor | None = None, mask_function=None):
         self.guide, self.ms, self.dtype = guide, model_sampling, dtype
         self.schedule = schedule.detach().float().cpu()
-        self.mask, self.source, self.noise = mask, source, noise
+        self.mask, self.source, self.noise, self.mask_function = mask, source, noise, mask_function
         self.uncond_denoised = None
         self.percent_to_sigma = model_sampling.percent_to_sigma  # SA-Solver's default noise interval
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        if self.mask is not None:
+        mask = self.mask
+        if mask is not None and self.mask_function is not None:
+            mask = self.mask_function(sigma.cpu(), mask, self.schedule, self.ms)
+        if mask is not None:
             noised_source = self.ms.noise_scaling(s, self.noise, self.source)
-            x = x * self.mask + noised_source * (1 - self.mask)
+            x = x * mask + noised_source * (1 - mask)
         flow = isinstance(self.ms, FlowSchedule)
         model_input = (x if flow else x / (s ** 2 + 1) ** 0.5).to(self.dtype)
         t = self.ms.timestep(sigma[:1]).float()[0].to(x.device)
@@ -200,10 +204,10 @@ class Denoiser:
         denoised = self._denoised(out, x, s)
         uncond = getattr(self.guide, "last_uncond", None)
         self.uncond_denoised = None if uncond is None else self._denoised(uncond.float(), x, s)
-        if self.mask is not None:
-            denoised = denoised * self.mask + self.source * (1 - self.mask)
+        if mask is not None:
+            denoised = denoised * mask + self.source * (1 - mask)
             if self.uncond_denoised is not None:
-                self.uncond_denoised = self.uncond_denoised * self.mask + self.source * (1 - self.mask)
+                self.uncond_denoised = self.uncond_denoised * mask + self.source * (1 - mask)
         return denoised
 
     def _denoised(self, out: torch.Tensor, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

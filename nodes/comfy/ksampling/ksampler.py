@@ -14,6 +14,7 @@ from ...families import family, runtime_of
 from ...latent_value import Latent, space_of_family
 from ...sampling import latent_preview
 from .denoiser import Denoiser, DiscreteSchedule, FlowSchedule, prepare_mask
+from .dual import DualCFG, DualGuide
 from .noise import prepare_noise
 from .samplers import FLOW_PENDING, NEEDS_UNCOND, SAMPLERS, UNAVAILABLE
 
@@ -99,8 +100,10 @@ def starting_noise(model, latent: Latent, seed: int) -> torch.Tensor:
 
 
 def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, sigmas: torch.Tensor,
-           latent: Latent, noise: torch.Tensor, seed: int) -> tuple[Latent, torch.Tensor | None]:
-    """(the output LATENT, the last step's denoised latents or None) of one run."""
+           latent: Latent, noise: torch.Tensor, seed: int,
+           dual: DualCFG | None = None) -> tuple[Latent, torch.Tensor | None]:
+    """(the output LATENT, the last step's denoised latents or None) of one run. `dual`: DualCFGGuider's
+    middle conditioning and scales (nodes.comfy.ksampling.dual), `cfg` then unused."""
     unet = model.unet
     function = sampler.function()
     device = unet.device
@@ -120,20 +123,30 @@ def sample(ctx, model, positive, negative, cfg: float, sampler: SamplerChoice, s
     mask = None if latent.noise_mask is None else prepare_mask(latent.noise_mask, source)
     like = x.to(unet.dtype)
     runtime = runtime_of(getattr(model, "family", "sd1"))
-    if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime)
-        if mask is not None:
-            raise ValueError(f"noise masks (inpainting) on {family(model.family).label} models are not supported yet")
-        guide = runtime.guide(model, positive, negative, cfg, keep_uncond=sampler.name in NEEDS_UNCOND)
+    def make_guide(positive, negative, cfg: float, keep_uncond: bool):
+        if runtime is not None:  # a transformer family's own prediction (nodes.families.spec.Runtime); a
+            # noise mask is the Denoiser's, as for any model
+            return runtime.guide(model, positive, negative, cfg, keep_uncond=keep_uncond)
+        return Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
+                     _generators(seed, x.shape), latent.inpaint_latents,
+                     None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)), keep_uncond=keep_uncond)
+
+    if dual is None:
+        guide = make_guide(positive, negative, cfg, sampler.name in NEEDS_UNCOND)
     else:
-        guide = Guide(unet, positive, negative, cfg, like, getattr(unet, LATENT_SCALE_ATTR, COMFY_LATENT_SCALE),
-                      _generators(seed, x.shape), latent.inpaint_latents,
-                      None if mask is None else (mask.to(unet.dtype), source.to(unet.dtype)),
-                      keep_uncond=sampler.name in NEEDS_UNCOND)
+        if sampler.name in NEEDS_UNCOND:
+            raise ValueError(f"the sampler '{sampler.name}' needs a CFG guider's negative pass; DualCFGGuider has none")
+        guide = DualGuide(lambda conditioning: make_guide(conditioning, None, 1.0, False), positive, negative, dual)
+    post_cfg = [p for p in getattr(model, "patches", ()) if getattr(p, "post_cfg", False)]
+    if post_cfg and not getattr(guide, "applies_post_cfg", False):  # CFGNorm: the guide must apply it
+        raise ValueError(f"{type(post_cfg[0]).__name__.removesuffix('Patch')} (a CFG patch of the MODEL) is not "
+                         f"supported on {family(getattr(model, 'family', 'sd1')).label} models or DualCFGGuider yet")
     masked_noise = noise
     if mask is not None and sampler.name == "ddim":  # ComfyUI's ddim noises the kept area with seed + 1
         generator = torch.Generator("cpu").manual_seed(seed + 1)
         masked_noise = torch.randn(noise.shape, generator=generator).to(device)
-    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise)
+    denoiser = Denoiser(guide, ms, unet.dtype, sigmas, mask, source if mask is not None else None, masked_noise,
+                        getattr(model, "denoise_mask_function", None))
     steps = len(sigmas) - 1
     last = {}
 

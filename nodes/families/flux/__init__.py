@@ -34,7 +34,6 @@ MARKS = ("vector_in.in_layer.weight", "double_blocks.0.img_attn.qkv.weight")  # 
 GUIDANCE_KEY = "guidance_in.in_layer.weight"  # dev's guidance embedding (schnell has none)
 DEFAULT_GUIDANCE = 3.5  # ComfyUI's Flux model when the conditioning holds no "guidance"
 T5_MIN_LENGTH = 256  # ComfyUI's Flux T5 tokenizer pads to this
-CLIP_LENGTH = 77
 
 # The published transformer (black-forest-labs/FLUX.1-dev transformer/config.json).
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,

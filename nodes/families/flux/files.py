@@ -8,13 +8,15 @@ CLIP-L file by nodes.loading.checkpoints).
   convert_flux_transformer_checkpoint_to_diffusers. That converter splits the single blocks' fused
   `linear1` at the published width (3072); the split is redone here at the file's width, so smaller
   (tiny) models load too. ComfyUI's scaled fp8 files are multiplied back first.
-- a prompt: CLIP-L's pooled output and T5-XXL's last hidden state, as ComfyUI's Flux text encoder.
+- a prompt (ComfyUI's syntax: `(word:1.2)` weights): CLIP-L's pooled output and T5-XXL's last hidden
+  state, as ComfyUI's Flux text encoder.
 """
 from __future__ import annotations
 
 import re
 
 from ...loading.encoders import t5, without_weights
+from ...loading.fp8 import dequantize
 from ...loading.model_files import key_indices
 from ...loading.single_file import load_weights
 from .. import family
@@ -40,17 +42,18 @@ def transformer_config(sd: dict, prefix: str = "") -> dict:
         guidance_embeds=prefix + GUIDANCE_KEY in sd, axes_dims_rope=list(axes))
 
 
-def convert(sd: dict, inner: int) -> dict:
-    """BFL's keys (no prefix) -> diffusers', by diffusers' converter; the single blocks' fused q, k, v
-    and MLP input are split here at `inner` (the converter assumes the published 3072)."""
+def convert(sd: dict, converter_name: str) -> dict:
+    """BFL's keys (no prefix) -> diffusers', by diffusers' converter `converter_name` (Flux's, Chroma's:
+    the same single blocks); the single blocks' fused q, k, v and MLP input are split here at the
+    file's width (the converters assume the published 3072) and the converter gets meta placeholders."""
     import torch
     from diffusers.loaders import single_file_utils
 
+    inner = sd["img_in.weight"].shape[0]
     published = (3 * 3072 + 4 * 3072,)
     fused = {k: v for k, v in sd.items() if re.fullmatch(r"single_blocks\.\d+\.linear1\.(weight|bias)", k)}
     placeholders = {k: torch.empty(published + tuple(v.shape[1:]), device="meta") for k, v in fused.items()}
-    converter = getattr(single_file_utils, family("flux").denoiser_converter)
-    state = converter({**sd, **placeholders})
+    state = getattr(single_file_utils, converter_name)({**sd, **placeholders})
     for key, value in fused.items():
         block, kind = re.match(r"(single_blocks\.\d+)\.linear1\.(weight|bias)", key).groups()
         target = "single_transformer_blocks." + block.split(".")[1] + "."
@@ -63,21 +66,22 @@ def convert(sd: dict, inner: int) -> dict:
 def transformer_from_file(sd: dict, prefix: str = ""):
     from diffusers import FluxTransformer2DModel
 
-    own = t5.dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    own = dequantize({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     config = transformer_config(own)
-    state = convert(own, config["num_attention_heads"] * config["attention_head_dim"])
+    state = convert(own, family("flux").denoiser_converter)
     model = without_weights(lambda: FluxTransformer2DModel(**config))
     return load_weights(model, state, "Flux transformer", assign=True).eval()
 
 
-def clip_pooled(tokenizer, text_encoder, texts):
-    """CLIP-L's pooled output (B, width) of prompts padded (with the end token) to 77 tokens."""
+def clip_pooled(tokenizer, text_encoder, text: str):
+    """CLIP-L's pooled output (1, width) of a prompt as ComfyUI pools it: its first chunk of 77 tokens
+    in ComfyUI's syntax (start, the words without weight marks, end, padding; weights change only
+    the hidden states, which Flux does not use)."""
     import torch
 
-    from . import CLIP_LENGTH
+    from ...comfy.prompt_weights import tokenize_chunks
 
-    ids = tokenizer(list(texts), padding="max_length", max_length=CLIP_LENGTH, truncation=True,
-                    return_tensors="pt").input_ids.to(text_encoder.device)
+    ids = torch.tensor(tokenize_chunks(tokenizer, text).rows[:1], device=text_encoder.device)
     with torch.no_grad():
         return text_encoder(ids, output_hidden_states=False).pooler_output
 
@@ -91,4 +95,4 @@ def encode(clip, clip_l_text: str, t5xxl_text: str):
     if clip_model is None or t5_model is None:
         raise ValueError("a Flux CLIP needs CLIP-L and T5-XXL (DualCLIPLoader type 'flux')")
     embeds = t5.encode(t5_tokenizer, t5_model, t5xxl_text, T5_MIN_LENGTH)
-    return embeds, clip_pooled(clip_tokenizer, clip_model, [clip_l_text])
+    return embeds, clip_pooled(clip_tokenizer, clip_model, clip_l_text)

@@ -141,6 +141,10 @@ class FluxGuide:
         return uncond + self.cfg * (cond - uncond)
 
     def predict(self, x: torch.Tensor, t, values) -> torch.Tensor:
-        """One side's velocity (a subclass adds reference latents and the like from values[3], the entry)."""
-        embeds, pooled, guidance, _ = values
-        return velocity(self.transformer, x, t, embeds, pooled, guidance, dtype=self.dtype)
+        """One side's velocity, with what its entry gives an editing model (nodes.families.flux.edit: Fill /
+        Canny / Depth image channels, Kontext reference latents)."""
+        from .edit import inputs
+
+        embeds, pooled, guidance, entry = values
+        x, extra = inputs(x, entry, self.transformer.config.in_channels // PATCH ** 2)
+        return velocity(self.transformer, x, t, embeds, pooled, guidance, extra, dtype=self.dtype)

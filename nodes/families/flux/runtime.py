@@ -3,7 +3,6 @@ prediction, default model sampling and tiny models."""
 from __future__ import annotations
 
 from .files import transformer_from_file as denoiser_from_file  # noqa: F401  (the Runtime's name)
-from .tiny import write_comfy_files as write_tiny_files  # noqa: F401
 from .tiny import write_folder as write_tiny  # noqa: F401
 
 
@@ -31,6 +30,14 @@ def model_sampling(unet):
     if unet.config.guidance_embeds:
         return FluxSchedule(FAMILY.sampling.shift)
     return FlowSchedule(1.0, 1.0)
+
+
+def write_tiny_files(models_dir, seed: int = 0) -> dict:
+    """The family's tiny files and its editing models' (Kontext, Fill, Canny/Depth: tiny_edit)."""
+    from .tiny import write_comfy_files
+    from .tiny_edit import write_edit_files
+
+    return {**write_comfy_files(models_dir, seed), **write_edit_files(models_dir, seed)}
 
 
 # Loom's stage nodes (nodes.families.flux.stages)

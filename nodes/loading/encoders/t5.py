@@ -14,9 +14,10 @@ text_encoders folder (also for a whole checkpoint in checkpoints/), as ComfyUI s
 comfy/text_encoders/t5_tokenizer. `tiny_tokenizer` makes a small one for tests (`write_tiny_tokenizer`
 puts it beside tiny files).
 
-ComfyUI's prompt path (`encode`): the pieces, then `</s>`, padded with `<pad>` up to a family's minimum
-length (Flux 256, SD3 77), never truncated; the last hidden state (after the final layer norm); without
-an attention mask unless the family asks for one (Chroma does).
+ComfyUI's prompt path (`encode`): the prompt in ComfyUI's syntax (weights `(word:1.2)`), its pieces,
+then `</s>`, padded with `<pad>` up to a family's minimum length (Flux 256, SD3 77), never truncated;
+the last hidden state (after the final layer norm), weighted tokens moved from the empty prompt's
+as ComfyUI does; without an attention mask unless the family asks for one (Chroma does).
 """
 from __future__ import annotations
 
@@ -26,35 +27,18 @@ from pathlib import Path
 
 from ..model_files import key_indices
 from ..single_file import CheckpointError, load_weights
+from ..fp8 import dequantize
 from . import EncoderFile, without_weights
 
 KIND = "t5xxl"
 TOKENIZER_FOLDER = "t5_tokenizer"
 BIAS = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"  # (buckets, heads)
 UMT5_MARK = "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"  # UMT5: a bias per block
-SCALE_KEYS = (".scale_weight", ".scale_input")
 
 
 def is_t5(sd: dict, prefix: str = "") -> bool:
     return (prefix + "shared.weight" in sd and prefix + BIAS in sd and prefix + "encoder.final_layer_norm.weight" in sd
             and prefix + UMT5_MARK not in sd and not any(k.startswith(prefix + "decoder.") for k in sd))
-
-
-def dequantize(sd: dict) -> dict:
-    """ComfyUI's scaled fp8 layout back to plain weights (weight * scale_weight, in float32); other
-    state dicts are returned as they are."""
-    import torch
-
-    scaled = {k[: -len(".scale_weight")] for k in sd if k.endswith(".scale_weight")}
-    if not scaled:
-        return sd
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(SCALE_KEYS) or k.rsplit(".", 1)[-1] == "scaled_fp8":
-            continue
-        layer = k[: -len(".weight")] if k.endswith(".weight") else None
-        out[k] = v.to(torch.float32) * sd[layer + ".scale_weight"].to(torch.float32) if layer in scaled else v
-    return out
 
 
 def t5_config(sd: dict, prefix: str = ""):
@@ -102,28 +86,55 @@ def t5_from_file(sd: dict, path: Path):
     return tokenizer_beside(path), t5_from_state(sd)
 
 
+def weighted_tokens(tokenizer, text: str, min_length: int) -> tuple[list[int], list[float]]:
+    """ComfyUI's T5 tokens of a prompt in ComfyUI's syntax (`(word:1.2)`, nodes.comfy.prompt_weights):
+    each weighted piece tokenized on its own, `</s>`, then `<pad>` up to min_length; no truncation.
+    (ids, the weight of each)."""
+    from ...comfy.prompt_weights import parse_weights
+
+    ids, weights = [], []
+    for segment, weight in parse_weights(text):
+        if segment:
+            piece = tokenizer(segment, add_special_tokens=False, truncation=False).input_ids
+            ids, weights = ids + piece, weights + [weight] * len(piece)
+    ids, weights = ids + [tokenizer.eos_token_id], weights + [1.0]
+    padding = max(0, min_length - len(ids))
+    return ids + [tokenizer.pad_token_id] * padding, weights + [1.0] * padding
+
+
 def token_ids(tokenizer, text: str, min_length: int) -> list[int]:
-    """ComfyUI's T5 tokens: the pieces, `</s>`, then `<pad>` up to min_length; no truncation."""
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    return ids + [tokenizer.pad_token_id] * max(0, min_length - len(ids))
+    return weighted_tokens(tokenizer, text, min_length)[0]
 
 
 def encode(tokenizer, text_encoder, texts, min_length: int, attention_mask: bool = False):
     """The last hidden states (B, tokens, width) of prompts, as ComfyUI's T5-XXL encoder gives them
-    (prompts of one batch padded to the longest)."""
+    (prompts of one batch padded to the longest). A token of weight w != 1 at position j becomes
+    e_j + w * (z_j - e_j), e the encoding of the empty prompt (`</s>` and padding) run beside it."""
     import torch
 
     texts = [texts] if isinstance(texts, str) else list(texts)
-    rows = [token_ids(tokenizer, t, min_length) for t in texts]
-    length = max(len(r) for r in rows)
-    rows = [r + [tokenizer.pad_token_id] * (length - len(r)) for r in rows]
-    ids = torch.tensor(rows, device=text_encoder.device)
-    mask = None
-    if attention_mask:  # the pieces and </s> are seen, the padding is not
-        lengths = [len(token_ids(tokenizer, t, 0)) for t in texts]
-        mask = torch.tensor([[1] * n + [0] * (length - n) for n in lengths], device=ids.device)
-    with torch.no_grad():
-        return text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    tokens = [weighted_tokens(tokenizer, t, min_length) for t in texts]
+    length = max(len(ids) for ids, _ in tokens)
+    pad, out = tokenizer.pad_token_id, []
+    empty = [tokenizer.eos_token_id] + [pad] * (length - 1)
+    for ids, weights in tokens:
+        seen = len(ids) - ids[::-1].index(tokenizer.eos_token_id)  # the pieces and </s>
+        ids, weights = ids + [pad] * (length - len(ids)), weights + [1.0] * (length - len(ids))
+        weighted = any(w != 1.0 for w in weights)
+        rows = torch.tensor([ids, empty] if weighted else [ids], device=text_encoder.device)
+        mask = None
+        if attention_mask:  # the pieces and </s> are seen, the padding is not
+            mask = torch.tensor([[1] * n + [0] * (length - n) for n in ([seen, 1] if weighted else [seen])],
+                                device=rows.device)
+        with torch.no_grad():
+            hidden = text_encoder(input_ids=rows, attention_mask=mask).last_hidden_state
+        z = hidden[:1]
+        if weighted:  # only where the weight is not 1, as ComfyUI
+            w = torch.tensor(weights, device=z.device, dtype=torch.float32)[None, :, None]
+            moved = (z.float() - hidden[1:].float()) * w + hidden[1:].float()
+            z = torch.where(w != 1.0, moved, z.float()).to(hidden.dtype)
+        out.append(z)
+    return torch.cat(out)
 
 
 def tiny_tokenizer():
