@@ -1,7 +1,7 @@
 """Flux.1 in Loom's stage nodes (nodes.families.spec.Runtime.stage_*), as diffusers' FluxPipeline runs:
 
-- Tokenize: CLIP-L's tokens padded to 77 (as the pipeline and SD); T5's as ComfyUI's Flux tokenizer
-  (padded to at least 256; CLIPTextEncode's features, which the pipeline's 512 would change).
+- Tokenize: as CLIPTextEncode (nodes.families.flux.files): CLIP-L's first chunk of 77 tokens in
+  ComfyUI's syntax, T5's padded to at least 256 (the pipeline's 512 would change the features).
 - EncodeTextSDXL (CLIP-L + T5): T5's last hidden state as the embeds, CLIP-L's pooled output.
 - the schedule: sigmas linspace(1, 1/steps) shifted by mu, the resolution's shift (image tokens).
 - the prediction: the transformer at t / 1000 on the 2x2-packed latents (nodes.families.flux.guide's
@@ -22,14 +22,14 @@ def _is_t5(part) -> bool:
 
 
 def stage_tokenize(tokenizer, text: str):
+    from ...comfy.prompt_weights import tokenize_chunks
     from ...loading.encoders import t5
 
-    from . import CLIP_LENGTH, T5_MIN_LENGTH
+    from . import T5_MIN_LENGTH
 
     if _is_t5(tokenizer):
         return torch.tensor([t5.token_ids(tokenizer, text, T5_MIN_LENGTH)])
-    return tokenizer(text, padding="max_length", max_length=CLIP_LENGTH, truncation=True,
-                     return_tensors="pt").input_ids
+    return torch.tensor(tokenize_chunks(tokenizer, text).rows[:1])  # CLIPTextEncode's first chunk of 77
 
 
 def stage_encode(pairs: list, clip_skip: int) -> tuple:
