@@ -15,6 +15,7 @@ import torch
 from graph import In, Int, Node, Out
 
 from .common import MAX_RESOLUTION
+from .families import FAMILY_ATTR, family
 from .latent_value import Dist, Latent, space_of_vae
 from .loading.loaders import LATENT_SCALE_ATTR
 
@@ -45,6 +46,15 @@ def _repeat(x: torch.Tensor, times: int) -> torch.Tensor:
     return torch.cat([x[i:i + 1] for i in range(x.shape[0]) for _ in range(times)])
 
 
+def latent_channels(unet) -> int:
+    """The latent's channels: a transformer family's declared ones (Flux's transformer takes 2x2 patches
+    packed into 64), else the UNet's output channels (an inpainting UNet takes 5 more in)."""
+    name = getattr(unet, FAMILY_ATTR, None)
+    if name is not None and family(name).runtime:
+        return family(name).latent.channels
+    return unet.config.out_channels
+
+
 class MakeNoiseLatents(Node):
     """Starting latents: seeded noise that the sampler adds at its first step. Alone, for txt2img
     (empty latents of width x height); with `image` (VAEEncode's latents), for img2img: the image's
@@ -69,8 +79,7 @@ class MakeNoiseLatents(Node):
             if self.width % scale or self.height % scale:
                 raise ValueError(f"MakeNoiseLatents: width and height must be multiples of {scale} for this "
                                  f"model, got {self.width}x{self.height}")
-            # out_channels: the latent's; an inpainting UNet takes 5 more channels in (mask, image)
-            shape = (self.batch_size, self.unet.config.out_channels, self.height // scale, self.width // scale)
+            shape = (self.batch_size, latent_channels(self.unet), self.height // scale, self.width // scale)
             samples, empty = torch.zeros(shape, device=device, dtype=dtype), True
         else:
             samples, empty = self._image_latents(gens), False

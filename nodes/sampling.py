@@ -23,6 +23,7 @@ from PIL import Image
 from graph import Combo, Float, In, Int, Node, Out
 
 from .denoiser import Guide
+from .families import FAMILY_ATTR, family, runtime_of_part
 from .latent_value import Latent
 from .loading.loaders import LATENT_SCALE_ATTR
 from .schedulers import KINDS, SchedulerSpec, start_at, step_kwargs
@@ -64,13 +65,16 @@ def latent_preview(samples: torch.Tensor, max_side: int = 256) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def _resume(spec: SchedulerSpec, latents: Latent, start: int, device):
+def _resume(spec: SchedulerSpec, latents: Latent, start: int, device, runtime=None):
     """The scheduler for step `start`: a copy of the LATENT's own when it continues this schedule,
-    else a fresh one placed at `start` (a multistep scheduler then starts without history)."""
+    else a fresh one placed at `start` (a multistep scheduler then starts without history). A model
+    family with its own runtime sets the steps as its pipeline does."""
     state = latents.sampler
     if state is not None and state.key == spec.key() and state.step == start:
         return copy.deepcopy(state.scheduler)
-    scheduler = spec.make(device)
+    shape = tuple(latents.samples.shape)
+    scheduler = spec.make(device, None if runtime is None else
+                          lambda fresh, steps, where: runtime.stage_timesteps(fresh, steps, shape, where))
     if start:
         start_at(scheduler, spec.offset(scheduler) + start)
     return scheduler
@@ -109,7 +113,8 @@ def denoise(unet, spec: SchedulerSpec, latents: Latent, positive, negative, guid
     With a noise_mask in the LATENT (1: repaint), after each step the area outside it is reset to
     the source latents noised to the next step's level, as StableDiffusionInpaintPipeline does."""
     device = unet.device
-    scheduler = _resume(spec, latents, start, device)
+    runtime = runtime_of_part(unet)  # a transformer family's own prediction and schedule (spec.Runtime)
+    scheduler = _resume(spec, latents, start, device, runtime)
     offset = spec.offset(scheduler)
     total = len(scheduler.timesteps) - offset
     end = min(end, total)
@@ -129,19 +134,23 @@ def denoise(unet, spec: SchedulerSpec, latents: Latent, positive, negative, guid
         noise = latents.noise.to(device=device, dtype=x.dtype)
         source = (x, noise) if mask is not None else None
         if latents.empty:
-            x = noise * scheduler.init_noise_sigma
+            x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start at the noise
         else:
             x = scheduler.add_noise(x, noise, scheduler.timesteps[offset + start:offset + start + 1].repeat(batch))
     elif mask is not None and source is None:  # latents from elsewhere: keep what is outside the mask as it is
         source = (x.clone(), torch.zeros_like(x))
-    guide = Guide(unet, positive, negative, guidance_scale, x, getattr(unet, LATENT_SCALE_ATTR, 8), gens,
-                  latents.inpaint_latents, None if mask is None else (mask, source[0]))
+    if runtime is not None:
+        _check_family_latents(unet, latents, mask)
+        guide = runtime.stage_guide(unet, positive, negative, guidance_scale)
+    else:
+        guide = Guide(unet, positive, negative, guidance_scale, x, getattr(unet, LATENT_SCALE_ATTR, 8), gens,
+                      latents.inpaint_latents, None if mask is None else (mask, source[0]))
     kwargs = step_kwargs(scheduler, gens)
     denoised = None
     with torch.no_grad():
         for i in range(start, end):
             t = scheduler.timesteps[offset + i]
-            noise_pred = guide(scheduler.scale_model_input(x, t), t, i, total)
+            noise_pred = guide(_model_input(scheduler, x, t), t, i, total)
             result = scheduler.step(noise_pred, t, x, **kwargs, return_dict=False)
             x = result[0]
             denoised = result[1] if len(result) > 1 and isinstance(result[1], torch.Tensor) else None
@@ -151,8 +160,24 @@ def denoise(unet, spec: SchedulerSpec, latents: Latent, positive, negative, guid
                 progress(i - start + 1, end - start, lambda x=x: latent_preview(x))
     return latents.sampled(x, generator=[g.get_state() for g in gens], seeds=latents.seeds,
                            sampler=SamplerState(spec.key(), scheduler, end), mask_source=source,
-                           inpaint_latents=guide.inpaint_latents,
+                           inpaint_latents=getattr(guide, "inpaint_latents", None),
                            denoised=denoised if keep_denoised else None)
+
+
+def _model_input(scheduler, x, t):
+    """The scheduler's scaling of the model's input (flow-matching schedulers have none)."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return x if scale is None else scale(x, t)
+
+
+def _check_family_latents(unet, latents: Latent, mask) -> None:
+    """What the stage nodes do not run on a transformer family yet, refused by name."""
+    label = family(getattr(unet, FAMILY_ATTR)).label
+    if mask is not None or latents.inpaint_latents is not None:
+        raise ValueError(f"noise masks (inpainting) on {label} models are not supported by Sample/UNetStep yet")
+    if latents.noise is not None and not latents.empty:
+        raise ValueError(f"img2img (MakeNoiseLatents with an image) on {label} models is not supported by "
+                         "Sample/UNetStep yet")
 
 
 def _keep_outside(scheduler, x, mask, source, next_index: int) -> torch.Tensor:

@@ -34,6 +34,10 @@ KINDS: dict[str, tuple[str, dict]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
 }
 CHECKPOINT = "checkpoint"
+# A flow-matching checkpoint (its config's class is one of these): the kinds that exist for flow models.
+# (FlowMatchHeunDiscreteScheduler takes no custom sigmas, which the families' pipelines set.)
+FLOW_KINDS: dict[str, str] = {"euler": "FlowMatchEulerDiscreteScheduler"}
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class SchedulerSpec:
 
         if self.kind == CHECKPOINT:
             name, extra = self.config.get("_class_name", "PNDMScheduler"), {}
+        elif self.config.get("_class_name") in FLOW_SCHEDULERS:  # a flow model: its kinds, on its config
+            if self.kind not in FLOW_KINDS:
+                raise ValueError(f"the scheduler kind '{self.kind}' does not run on a flow-matching model; these "
+                                 f"do: {', '.join(FLOW_KINDS)}")
+            name, extra = FLOW_KINDS[self.kind], {}
         else:
             name, extra = KINDS[self.kind]
         return getattr(diffusers, name), {**self.config, **extra}
@@ -58,13 +67,18 @@ class SchedulerSpec:
         """Steps of the full schedule skipped for img2img (the pipeline's `t_start`)."""
         return max(self.steps - min(int(self.steps * self.strength), self.steps), 0)
 
-    def make(self, device: Any = None):
-        """A fresh scheduler at the start of this schedule."""
+    def make(self, device: Any = None, set_timesteps=None):
+        """A fresh scheduler at the start of this schedule. set_timesteps(scheduler, steps, device): how a
+        model family's pipeline sets its steps (nodes.families.spec.Runtime.stage_timesteps), else the
+        scheduler's own set_timesteps(steps)."""
         cls, config = self.class_and_config()
         if self.sigmas is not None:
             return set_sigmas(cls, config, self.sigmas, device)
         scheduler = cls.from_config(config)
-        scheduler.set_timesteps(self.steps, device=device)
+        if set_timesteps is not None:
+            set_timesteps(scheduler, self.steps, device)
+        else:
+            scheduler.set_timesteps(self.steps, device=device)
         if self.strength < 1.0:
             start_at(scheduler, self.offset(scheduler))
         return scheduler

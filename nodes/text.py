@@ -8,6 +8,10 @@ whose `embeds` are SD 1.x/2.x's last layer of the encoder (or an earlier one, cl
 layer norm, or SDXL's penultimate layers of both encoders, unnormalised, concatenated (768 + 1280),
 with the second encoder's projection as `pooled`.
 
+A tokenizer and text encoder of a transformer family (Z-Image, ...) are tokenized and encoded as that
+family's pipeline does (nodes.families.spec.Runtime.stage_tokenize / stage_encode): TOKENS then hold
+its own ids (Z-Image: its chat template, unpadded).
+
 Every text-encoder call goes through `run_text_encoder` (one place to change it; LoRA views need none).
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from graph import In, Int, Node, Out, String
 
 from .conditioning import Cond
+from .families import runtime_of_part
 
 MAX_CLIP_SKIP = 48
 LISTED_WORDS = 8  # unknown words named in one warning
@@ -68,7 +73,10 @@ class Tokenize(Node):
     outputs = (Out("TOKENS", "tokens"),)
 
     def run(self, ctx):
-        check_prompt(ctx, self.tokenizer, self.text)
+        runtime = runtime_of_part(self.tokenizer)
+        check_prompt(ctx, self.tokenizer, self.text, cut=runtime is None)  # a family's pipeline does not cut
+        if runtime is not None:
+            return runtime.stage_tokenize(self.tokenizer, self.text)
         return self.tokenizer(self.text, padding="max_length", max_length=self.tokenizer.model_max_length,
                               truncation=True, return_tensors="pt").input_ids
 
@@ -103,6 +111,9 @@ class EncodeText(Node):
 
     @torch.no_grad()
     def run(self, ctx):
+        runtime = runtime_of_part(self.text_encoder)
+        if runtime is not None:
+            return runtime.stage_encode([(self.text_encoder, self.tokens)], self.clip_skip)
         _check_skip("EncodeText", self.text_encoder, self.clip_skip)
         if self.clip_skip == 0:
             hidden = run_text_encoder(self.text_encoder, self.tokens)[0]
@@ -115,7 +126,8 @@ class EncodeText(Node):
 class EncodeTextSDXL(Node):
     """Encodes tokens as StableDiffusionXLPipeline does: the penultimate hidden states (clip_skip n:
     n layers earlier) of each encoder given, concatenated, and the second encoder's pooled
-    projection. The refiner has the second encoder only."""
+    projection. The refiner has the second encoder only. The two encoders of another family (Flux:
+    CLIP-L and T5-XXL) are encoded as that family's pipeline does."""
 
     category = "conditioning"
     text_encoder = In("TEXT_ENCODER", optional=True, tooltip="CLIP ViT-L (absent in the refiner)")
@@ -131,6 +143,9 @@ class EncodeTextSDXL(Node):
             raise ValueError("EncodeTextSDXL: text_encoder and tokens go together (both or neither)")
         pairs = [(self.text_encoder, self.tokens)] if self.text_encoder is not None else []
         pairs.append((self.text_encoder_2, self.tokens_2))
+        runtime = runtime_of_part(self.text_encoder_2)
+        if runtime is not None:  # two encoders of a transformer family (Flux: CLIP-L and T5)
+            return runtime.stage_encode(pairs, self.clip_skip)
         hidden, pooled = [], None
         for encoder, tokens in pairs:
             _check_skip("EncodeTextSDXL", encoder, self.clip_skip, reserved=1)

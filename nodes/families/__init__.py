@@ -31,7 +31,7 @@ from .spec import Family, UnknownModel
 
 __all__ = ["Family", "UnknownModel", "all_families", "family", "family_of_clip_kinds", "family_of_folder",
            "family_of_state_dict", "family_of_unet_config", "family_of_unet_state_dict", "prediction_type_of",
-           "runtime_of", "scheduler_for",
+           "runtime_of", "runtime_of_part", "scheduler_for", "tag_family",
            # the names of the module before the registry
            "DEFAULT_SIZE", "FAMILIES", "SCHEDULERS", "SD1", "SD1_SCHEDULER", "SD2", "SD2_SCHEDULER", "SDXL",
            "SDXL_REFINER", "SDXL_SCHEDULER", "SGM_SD2_PREFIX", "TEXT_ENCODER_PREFIXES", "UNET_PREFIX", "VAE_PREFIX",
@@ -129,6 +129,22 @@ def runtime_of(name: str):
     """The family's torch side (spec.Runtime), or None for the SD UNet families."""
     declared = family(name)
     return importlib.import_module(declared.runtime) if declared.runtime else None
+
+
+FAMILY_ATTR = "loom_family"  # set by the loaders on what they load: the UNet, tokenizers and text encoders
+
+
+def tag_family(part, name: str | None):
+    """Marks a loaded part (UNet, tokenizer, text encoder) with its family, for the stage nodes."""
+    if part is not None and name is not None:
+        setattr(part, FAMILY_ATTR, name)
+    return part
+
+
+def runtime_of_part(part):
+    """The torch side of the family a loaded part belongs to; None for SD UNet families and untagged parts."""
+    name = getattr(part, FAMILY_ATTR, None)
+    return None if name is None else runtime_of(name)
 
 
 # --- diffusers folders --------------------------------------------------------------------------

@@ -102,6 +102,26 @@ class Runtime(Protocol):
         nodes.comfy.ksampling FlowSchedule; Flux.1 dev: FluxSchedule, schnell: discrete flow). Without
         it, the scheduler config decides (nodes.comfy.ksampling.ksampler.model_sampling)."""
 
+    # Loom's stage nodes (Tokenize, EncodeText, SetScheduler, MakeNoiseLatents, UNetStep/Sample: the
+    # tutorial's step-by-step graph) on this family, each as the family's diffusers pipeline does it, so
+    # that the graph gives the pipeline's pixels. A family without them is refused by those nodes.
+
+    def stage_tokenize(self, tokenizer, text: str):
+        """TOKENS of a prompt (Tokenize): a LongTensor (1, L) of token ids on the CPU."""
+
+    def stage_encode(self, pairs: list, clip_skip: int) -> tuple:
+        """CONDITIONING of [(text encoder, TOKENS), ...]: one pair from EncodeText, two from EncodeTextSDXL
+        (Flux: CLIP-L and T5); clip_skip n: the hidden layer n earlier than the family's."""
+
+    def stage_timesteps(self, scheduler, steps: int, shape: tuple, device) -> None:
+        """Sets a fresh scheduler to `steps` steps as the pipeline does for latents of `shape` (B, C, h, w)
+        (its sigmas, its resolution-dependent shift)."""
+
+    def stage_guide(self, unet, positive, negative, guidance_scale: float):
+        """The guided prediction for Sample/UNetStep: a callable (x, t, step, total) -> what the pipeline
+        gives its scheduler's `step` at timestep t, for guidance u + g * (c - u) (Loom's and ComfyUI's g),
+        computed in the pipeline's order of operations; g = 1 skips the negative pass."""
+
     def write_tiny(self, folder, seed: int = 0):
         """A tiny random diffusers folder of the family (its pipeline's save_pretrained)."""
 

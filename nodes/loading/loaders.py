@@ -14,7 +14,7 @@ from graph import Combo, Node, Out
 from .bundles import Clip, Model
 from .checkpoints import Parts, load_checkpoint, load_text_encoder, load_unet, load_vae, scheduler_config
 from ..common import device_of, dtype_of
-from ..families import family
+from ..families import family, family_of_clip_kinds, tag_family
 from .model_files import (checkpoint_choices, kind_choices, kind_fingerprint, kind_path, model_path,
                           stat_fingerprint)
 from ..schedulers import CHECKPOINT, SchedulerSpec
@@ -39,6 +39,8 @@ def load_parts(env, path: Path, what: str) -> Parts:
     parts = load_checkpoint(path, device, dtype_of(env, device))
     prepare_unet(parts.unet, env)
     setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae))
+    for part in (parts.unet, parts.tokenizer, parts.text_encoder, parts.tokenizer_2, parts.text_encoder_2):
+        tag_family(part, parts.family)  # the stage nodes ask the family's runtime (nodes.families.runtime_of_part)
     return parts
 
 
@@ -99,7 +101,7 @@ class LoadUNet(Node):
 
             scale = 2 ** (len(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
         setattr(unet, LATENT_SCALE_ATTR, scale)
-        unet.loom_family = name
+        tag_family(unet, name)
         return unet, scheduler_spec(config)
 
 
@@ -122,7 +124,8 @@ class LoadTextEncoder(Node):
         device = device_of(ctx.env)
         kind, tokenizer, encoder = load_text_encoder(path, device, dtype_of(ctx.env, device), self.open_clip)
         encoder.loom_clip_kind = kind
-        return tokenizer, encoder
+        name = family_of_clip_kinds([kind])  # an encoder that is a whole family's text side
+        return tag_family(tokenizer, name), tag_family(encoder, name)
 
 
 class LoadVAE(Node):

@@ -75,13 +75,13 @@ def _batch(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 
 
 def velocity(transformer, x: torch.Tensor, sigma, embeds: torch.Tensor, pooled: torch.Tensor,
-             guidance: float | None = None, extra_tokens: tuple = ()) -> torch.Tensor:
+             guidance: float | None = None, extra_tokens: tuple = (), dtype=None) -> torch.Tensor:
     """The transformer's velocity (B, C, H, W) for latents x (B, C, H, W) at `sigma` (a number or (B,)),
     with T5 embeds (1 or B, L, D), CLIP pooled (1 or B, P) and dev's guidance (ignored by schnell; None on
     dev: no guidance term). `extra_tokens`: (packed latents (B, N, C*4), ids (N, 3)) pairs appended
     after the image tokens and dropped from the output (reference images: Kontext)."""
     batch, _, height, width = x.shape
-    dtype = transformer.dtype
+    dtype = dtype or transformer.dtype  # given by callers per step: diffusers' `dtype` walks every submodule
     padded = pad_to_patches(x)
     h, w = padded.shape[-2:]
     tokens = pack(padded).to(dtype)
@@ -125,7 +125,7 @@ def side(conditioning, name: str):
 
 class FluxGuide:
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
-        self.transformer, self.cfg = transformer, cfg
+        self.transformer, self.cfg, self.dtype = transformer, cfg, transformer.dtype
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
         self.keep_uncond, self.last_uncond = keep_uncond, None
         self.sides = [side(negative, "negative")] if self.guided else []
@@ -147,4 +147,4 @@ class FluxGuide:
 
         embeds, pooled, guidance, entry = values
         x, extra = inputs(x, entry, self.transformer.config.in_channels // PATCH ** 2)
-        return velocity(self.transformer, x, t, embeds, pooled, guidance, extra)
+        return velocity(self.transformer, x, t, embeds, pooled, guidance, extra, dtype=self.dtype)

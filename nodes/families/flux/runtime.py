@@ -38,3 +38,7 @@ def write_tiny_files(models_dir, seed: int = 0) -> dict:
     from .tiny_edit import write_edit_files
 
     return {**write_comfy_files(models_dir, seed), **write_edit_files(models_dir, seed)}
+
+
+# Loom's stage nodes (nodes.families.flux.stages)
+from .stages import stage_encode, stage_guide, stage_timesteps, stage_tokenize  # noqa: E402,F401

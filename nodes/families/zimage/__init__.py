@@ -64,7 +64,7 @@ FAMILY = Family(
     pipeline="ZImagePipeline", denoiser_class="ZImageTransformer2DModel", vae_class="AutoencoderKL",
     text_encoders=(TextEncoder("text_encoder", "qwen3_4b", TEXT_ENCODER_PREFIX, "hf", "Qwen3Model",
                                pad_token=PAD_TOKEN, tokenizer_class="Qwen2Tokenizer"),),
-    conditioning=Conditioning("EncodeTextZImage", hidden_layer=-2),
+    conditioning=Conditioning("EncodeText", hidden_layer=-2),
     latent=LatentFormat(channels=16, scale=0.3611, shift=0.1159, downscale=8),
     sampling=Sampling("flow", shift=3.0, multiplier=1.0),
     scheduler=dict(_class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0,

@@ -45,13 +45,24 @@ def transformer_from_file(sd: dict, prefix: str = ""):
     return load_weights(model, state, "Z-Image transformer", assign=True).eval()
 
 
-def encode(tokenizer, text_encoder, text: str):
-    """The conditioning embeds (1, tokens, width) of a prompt, as ComfyUI's Z-Image text encoder."""
-    import torch
-
+def tokenize(tokenizer, text: str):
+    """Token ids (1, L) of a prompt in ComfyUI's chat template, unpadded."""
     from . import TEMPLATE
 
-    ids = tokenizer(TEMPLATE.format(text), return_tensors="pt").input_ids.to(text_encoder.device)
+    return tokenizer(TEMPLATE.format(text), return_tensors="pt").input_ids
+
+
+def encode_ids(text_encoder, ids, skip: int = 0):
+    """The conditioning embeds (1, tokens, width) of token ids: the penultimate hidden state (`skip`
+    layers earlier), as ComfyUI's Z-Image text encoder."""
+    import torch
+
+    ids = ids.to(text_encoder.device)
     with torch.no_grad():
         out = text_encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
-    return out.hidden_states[family("zimage").conditioning.hidden_layer]
+    return out.hidden_states[family("zimage").conditioning.hidden_layer - skip]
+
+
+def encode(tokenizer, text_encoder, text: str):
+    """The conditioning embeds (1, tokens, width) of a prompt, as ComfyUI's Z-Image text encoder."""
+    return encode_ids(text_encoder, tokenize(tokenizer, text))

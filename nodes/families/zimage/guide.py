@@ -58,3 +58,40 @@ class ZImageGuide:
         if self.keep_uncond:
             self.last_uncond = uncond
         return uncond + self.cfg * (cond - uncond)
+
+
+class ZImagePipelineGuide:
+    """The stage nodes' prediction (Sample/UNetStep with a diffusers scheduler), as ZImagePipeline's loop:
+    the scheduler's timestep t fed as (1000 - t) / 1000, one transformer call on the positive then the
+    negative latents, guidance as the pipeline computes it, c + (g - 1) * (c - u) (its guidance_scale is
+    Loom's g - 1: the same u + g * (c - u)), and the negated output for the scheduler's step."""
+
+    def __init__(self, transformer, positive, negative, guidance_scale: float):
+        self.transformer, self.extra = transformer, guidance_scale - 1.0
+        self.dtype = transformer.dtype  # once: diffusers' `dtype` walks every submodule
+        self.guided = guidance_scale != 1.0
+        if self.guided and negative is None:
+            raise ValueError("guidance other than 1 needs a negative conditioning")
+        self.positive = _caption(positive, "positive")
+        self.negative = _caption(negative, "negative") if self.guided else None
+
+    def __call__(self, x: torch.Tensor, t, step: int, total: int) -> torch.Tensor:
+        batch = x.shape[0]
+        captions = self._per_image(self.positive, batch)
+        time = (1000 - t.expand(batch)) / 1000
+        latents = x.to(self.dtype)
+        if self.guided:
+            latents, captions, time = latents.repeat(2, 1, 1, 1), captions + self._per_image(self.negative, batch), \
+                time.repeat(2)
+        out = self.transformer(list(latents.unsqueeze(2).unbind(0)), time, captions, return_dict=False)[0]
+        if self.guided:
+            pred = torch.stack([out[j].float() + self.extra * (out[j].float() - out[batch + j].float())
+                                for j in range(batch)])
+        else:
+            pred = torch.stack([o.float() for o in out])
+        return (-pred.squeeze(2)).to(torch.float32)
+
+    def _per_image(self, caption: torch.Tensor, batch: int) -> list:
+        if caption.shape[0] not in (1, batch):
+            raise ValueError(f"a conditioning batch of {caption.shape[0]} does not match the latent batch of {batch}")
+        return [caption[i if caption.shape[0] > 1 else 0].to(self.dtype) for i in range(batch)]
