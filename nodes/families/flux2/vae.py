@@ -5,10 +5,10 @@ normalisation are the pipeline's (Flux2Pipeline._patchify_latents, _encode_vae_i
 inverse before vae.decode), in the same order."""
 from __future__ import annotations
 
+from functools import cache
 from types import SimpleNamespace
 
 import torch
-from diffusers import AutoencoderKLFlux2
 
 PIXELS = 16  # image pixels per latent pixel once patched
 
@@ -32,31 +32,39 @@ def crop_to_patches(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Flux2VAE(AutoencoderKLFlux2):
-    """encode -> latent_dist of normalised patched latents; decode takes them."""
+@cache
+def flux2_vae_class():
+    """Flux2VAE, made on first use: diffusers is imported by the first node that needs it, not when
+    the nodes are listed."""
+    from diffusers import AutoencoderKLFlux2
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
-        std = torch.sqrt(self.bn.running_var.view(1, -1, 1, 1) + self.config.batch_norm_eps).to(like.device, like.dtype)
-        return mean, std
+    class Flux2VAE(AutoencoderKLFlux2):
+        """encode -> latent_dist of normalised patched latents; decode takes them."""
 
-    def encode(self, x: torch.Tensor, return_dict: bool = True):
-        dist = super().encode(crop_to_patches(x)).latent_dist
-        z = patchify(dist.mode())
-        mean, std = self._stats(z)
-        latent = SimpleNamespace(mean=(z - mean) / std, std=patchify(dist.std) / std)
-        latent.mode = lambda: latent.mean
-        return SimpleNamespace(latent_dist=latent) if return_dict else (latent,)
+        def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean = self.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
+            std = torch.sqrt(self.bn.running_var.view(1, -1, 1, 1) + self.config.batch_norm_eps).to(like.device, like.dtype)
+            return mean, std
 
-    def decode(self, z: torch.Tensor, return_dict: bool = True, **kwargs):
-        mean, std = self._stats(z)
-        return super().decode(unpatchify(z * std + mean), return_dict=return_dict, **kwargs)
+        def encode(self, x: torch.Tensor, return_dict: bool = True):
+            dist = super().encode(crop_to_patches(x)).latent_dist
+            z = patchify(dist.mode())
+            mean, std = self._stats(z)
+            latent = SimpleNamespace(mean=(z - mean) / std, std=patchify(dist.std) / std)
+            latent.mode = lambda: latent.mean
+            return SimpleNamespace(latent_dist=latent) if return_dict else (latent,)
+
+        def decode(self, z: torch.Tensor, return_dict: bool = True, **kwargs):
+            mean, std = self._stats(z)
+            return super().decode(unpatchify(z * std + mean), return_dict=return_dict, **kwargs)
+
+    return Flux2VAE
 
 
-def loom_vae(vae: AutoencoderKLFlux2) -> Flux2VAE:
+def loom_vae(vae):
     """A loaded AutoencoderKLFlux2 as Flux2VAE (same module, Loom's encode/decode), with the
     scaling_factor 1 Loom's latent nodes read."""
-    vae.__class__ = Flux2VAE
+    vae.__class__ = flux2_vae_class()
     vae.register_to_config(scaling_factor=1.0, shift_factor=None)
     return vae
 
@@ -65,7 +73,7 @@ def is_flux2_vae(sd: dict, prefix: str = "") -> bool:
     return f"{prefix}bn.running_mean" in sd and f"{prefix}encoder.down.0.block.0.conv1.weight" in sd
 
 
-def vae_from_file(sd: dict, prefix: str = "") -> Flux2VAE:
+def vae_from_file(sd: dict, prefix: str = ""):
     """ComfyUI's flux2-vae.safetensors (LDM layout with quant convs and `bn.*`), converted by diffusers'
     convert_ldm_vae_checkpoint; the sizes read off the shapes (the decoder's may be smaller:
     full_encoder_small_decoder.safetensors)."""
@@ -91,6 +99,6 @@ def vae_from_file(sd: dict, prefix: str = "") -> Flux2VAE:
                   use_post_quant_conv=f"{p}post_quant_conv.weight" in sd)
     state = convert_ldm_vae_checkpoint(sd, config)
     state.update({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p + "bn.")})
-    vae = without_weights(lambda: Flux2VAE(**config))
+    vae = without_weights(lambda: flux2_vae_class()(**config))
     vae = load_weights(vae, state, "Flux.2 VAE", ("num_batches_tracked",), assign=True).eval()
     return loom_vae(vae)
