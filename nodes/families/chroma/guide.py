@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...conditioning import as_conditioning
+from ..guidance import CFGMix
 
 
 def text_of(conditioning, side: str, label: str = "Chroma") -> torch.Tensor:
@@ -27,7 +28,7 @@ def batched(embeds: torch.Tensor, batch: int) -> torch.Tensor:
     return embeds.expand(batch, *embeds.shape[1:]) if embeds.shape[0] == 1 else embeds
 
 
-class ChromaGuide:
+class ChromaGuide(CFGMix):
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg = transformer, cfg
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
@@ -53,6 +54,4 @@ class ChromaGuide:
         if not self.guided:
             return cond
         uncond = self._velocity(x, t, self.negative)
-        if self.keep_uncond:
-            self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)

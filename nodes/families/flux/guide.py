@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...conditioning import as_conditioning
+from ..guidance import CFGMix
 
 PATCH = 2
 
@@ -123,7 +124,7 @@ def side(conditioning, name: str):
     return entry.embeds, entry.pooled, entry.extra.get("guidance", DEFAULT_GUIDANCE), entry
 
 
-class FluxGuide:
+class FluxGuide(CFGMix):
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg, self.dtype = transformer, cfg, transformer.dtype
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
@@ -136,9 +137,7 @@ class FluxGuide:
         if not self.guided:
             return preds[0]
         uncond, cond = preds
-        if self.keep_uncond:
-            self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)
 
     def predict(self, x: torch.Tensor, t, values) -> torch.Tensor:
         """One side's velocity, with what its entry gives an editing model (nodes.families.flux.edit: Fill /

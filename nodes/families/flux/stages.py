@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .guide import side, velocity
+from ..guidance import CFGMix
 
 
 def _is_t5(part) -> bool:
@@ -60,7 +61,7 @@ def stage_timesteps(scheduler, steps: int, shape: tuple, device) -> None:
     retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
 
 
-class FluxPipelineGuide:
+class FluxPipelineGuide(CFGMix):
     def __init__(self, transformer, positive, negative, guidance_scale: float):
         self.transformer, self.cfg, self.dtype = transformer, guidance_scale, transformer.dtype
         self.guided = guidance_scale != 1.0
@@ -75,7 +76,7 @@ class FluxPipelineGuide:
         if not self.guided:
             return cond
         uncond = velocity(self.transformer, x, time, *self.negative, dtype=self.dtype)
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)
 
 
 def stage_guide(unet, positive, negative, guidance_scale: float):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from . import DEFAULT_GUIDANCE
+from ..guidance import CFGMix
 
 REFERENCE_TIME = 10  # the pipeline's time coordinate step between reference images
 
@@ -57,7 +58,7 @@ class Side:
         return torch.cat(tokens, dim=1), torch.cat(ids, dim=0)
 
 
-class Flux2Guide:
+class Flux2Guide(CFGMix):
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg = transformer, cfg
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
@@ -90,6 +91,4 @@ class Flux2Guide:
         if not self.guided:
             return preds[0]
         uncond, cond = preds
-        if self.keep_uncond:
-            self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)

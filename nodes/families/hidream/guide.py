@@ -15,6 +15,7 @@ import torch
 
 from ..chroma.guide import batched, text_of
 from ...conditioning import as_conditioning
+from ..guidance import CFGMix
 
 
 def _side(conditioning, side: str, batch: int, like: torch.Tensor) -> tuple:
@@ -38,7 +39,7 @@ def _side(conditioning, side: str, batch: int, like: torch.Tensor) -> tuple:
             batched(llama.to(**as_like), batch).movedim(1, 0), image)
 
 
-class HiDreamGuide:
+class HiDreamGuide(CFGMix):
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg = transformer, cfg
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
@@ -69,6 +70,4 @@ class HiDreamGuide:
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)
-        if self.keep_uncond:
-            self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...conditioning import as_conditioning
+from ..guidance import CFGMix
 
 
 def _caption(conditioning, side: str) -> torch.Tensor:
@@ -31,7 +32,7 @@ def pad_to_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
 
 
-class ZImageGuide:
+class ZImageGuide(CFGMix):
     def __init__(self, transformer, positive, negative, cfg: float, keep_uncond: bool = False):
         self.transformer, self.cfg = transformer, cfg
         self.guided = negative is not None and (cfg != 1.0 or keep_uncond)
@@ -55,9 +56,7 @@ class ZImageGuide:
         if not self.guided:
             return preds[0]
         uncond, cond = preds
-        if self.keep_uncond:
-            self.last_uncond = uncond
-        return uncond + self.cfg * (cond - uncond)
+        return self.mix(uncond, cond)
 
 
 class ZImagePipelineGuide:
