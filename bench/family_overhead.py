@@ -242,6 +242,8 @@ def measure(family: str, size: str, runs: int, lo: int, hi: int, root: Path) -> 
     pipe.save_pretrained(folder, safe_serialization=True)
     pipe = DiffusionPipeline.from_pretrained(folder)  # as Loom loads it
     pipe.set_progress_bar_config(disable=True)
+    if family == "hidream":  # its pipeline rescales any size to default_sample_size's area: ask for `side`
+        pipe.default_sample_size = side // pipe.vae_scale_factor
     loom = Loom(Env.from_data_dir(root / f"data-{family}-{size}", models_dir=root / "models", device="cpu",
                                   dtype="float32"))
     name = folder.name
