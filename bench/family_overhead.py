@@ -163,30 +163,33 @@ def template_graph(model: str, family: str, side: int, steps: int, seed: int) ->
     return wf
 
 
-def template_features(pipe, family: str) -> dict:
-    """The pipeline's text features of PROMPT (and of NEGATIVE under CFG), computed once by its own
-    encode_prompt, and the guidance arguments matching COMFY's."""
+def template_features(loom, graph: dict, family: str) -> dict:
+    """Loom's text features of PROMPT (and of NEGATIVE under CFG), from the graph's CLIPTextEncode nodes, as
+    the pipeline's arguments, with the guidance matching COMFY's. (The pipelines' own encode_prompt pads
+    differently: T5 to 256 tokens in SD 3.5's, 512 in Chroma's, which would make their steps dearer.)"""
     cfg, _, _, guidance = COMFY[family]
-    with torch.no_grad():
-        if family == "sd3":
-            pe, npe, pp, npp = pipe.encode_prompt(PROMPT, None, None, do_classifier_free_guidance=True,
-                                                  negative_prompt=NEGATIVE)
-            return dict(prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=pp,
-                        negative_pooled_prompt_embeds=npp, guidance_scale=cfg)
-        if family == "qwen_image":
-            pe, mask = pipe.encode_prompt(PROMPT)
-            return dict(prompt_embeds=pe, prompt_embeds_mask=mask, true_cfg_scale=cfg)
-        if family in ("flux2", "flux2_klein"):
-            return dict(prompt_embeds=pipe.encode_prompt(PROMPT)[0], guidance_scale=guidance or cfg)
-        if family == "hidream":
-            t5, nt5, llama, nllama, pooled, npooled = pipe.encode_prompt(
-                PROMPT, None, None, None, do_classifier_free_guidance=True, negative_prompt=NEGATIVE)
-            return dict(prompt_embeds_t5=t5, negative_prompt_embeds_t5=nt5, prompt_embeds_llama3=llama,
-                        negative_prompt_embeds_llama3=nllama, pooled_prompt_embeds=pooled,
-                        negative_pooled_prompt_embeds=npooled, guidance_scale=cfg)
-        pe, _, mask, npe, _, nmask = pipe.encode_prompt(PROMPT, NEGATIVE, do_classifier_free_guidance=True)
-        return dict(prompt_embeds=pe, prompt_attention_mask=mask, negative_prompt_embeds=npe,
-                    negative_prompt_attention_mask=nmask, guidance_scale=cfg)
+    sides = ["2", "6"] if "6" in graph else ["2"]
+    values = loom.run(loom.validate(graph, outputs=sides)).values
+    (c,), (n,) = values["2"][0], values[sides[-1]][0]
+
+    def ones(cond):
+        return torch.ones(cond.embeds.shape[:2], dtype=torch.long)
+
+    if family == "sd3":
+        return dict(prompt_embeds=c.embeds, negative_prompt_embeds=n.embeds, pooled_prompt_embeds=c.pooled,
+                    negative_pooled_prompt_embeds=n.pooled, guidance_scale=cfg)
+    if family == "qwen_image":
+        return dict(prompt_embeds=c.embeds, prompt_embeds_mask=ones(c), true_cfg_scale=cfg)
+    if family in ("flux2", "flux2_klein"):
+        return dict(prompt_embeds=c.embeds, guidance_scale=guidance or cfg)
+    if family == "hidream":  # Loom keeps the Llama states batch-first, the pipeline layer-first
+        def llama(cond):
+            return cond.extra["conditioning_llama3"].movedim(1, 0)
+        return dict(prompt_embeds_t5=c.embeds, negative_prompt_embeds_t5=n.embeds, prompt_embeds_llama3=llama(c),
+                    negative_prompt_embeds_llama3=llama(n), pooled_prompt_embeds=c.pooled,
+                    negative_pooled_prompt_embeds=n.pooled, guidance_scale=cfg)
+    return dict(prompt_embeds=c.embeds, prompt_attention_mask=ones(c), negative_prompt_embeds=n.embeds,
+                negative_prompt_attention_mask=ones(n), guidance_scale=cfg)
 
 
 def stage_graph(model: str, family: str, side: int, steps: int, seed: int) -> dict:
@@ -253,7 +256,7 @@ def measure(family: str, size: str, runs: int, lo: int, hi: int, root: Path) -> 
         features = {"prompt_embeds": [cond.embeds[0]]} if family == "zimage" else \
             {"prompt_embeds": cond.embeds, "pooled_prompt_embeds": cond.pooled}
     else:
-        features = template_features(pipe, family)
+        features = template_features(loom, comfy_graph(name, side, 1, 0, family), family)
     timings = {"comfy": [], "stage": [], "pipeline": []} if staged else {"comfy": [], "pipeline": []}
     seed = 0
     for i in range(runs + 1):  # the first round warms up (loads, caches) and is not counted
