@@ -51,7 +51,7 @@ SIZES = {
                                   axes_dims_rope=[16, 16, 16, 16]))},
     "hidream": {"small": (32, {}),
                 "large": (256, dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=8,
-                                    axes_dims_rope=[32, 16, 16]))},
+                                    axes_dims_rope=[32, 16, 16], llama_layers=[0, 1] * 3))},  # one per block
     "chroma": {"small": (32, {}),
                "large": (256, dict(num_layers=3, num_single_layers=6, attention_head_dim=64, num_attention_heads=8,
                                    axes_dims_rope=[16, 24, 24]))},
