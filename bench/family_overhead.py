@@ -172,8 +172,8 @@ def template_features(loom, graph: dict, family: str) -> dict:
     values = loom.run(loom.validate(graph, outputs=sides)).values
     (c,), (n,) = values["2"][0], values[sides[-1]][0]
 
-    def ones(cond):
-        return torch.ones(cond.embeds.shape[:2], dtype=torch.long)
+    def ones(cond, dtype=torch.long):
+        return torch.ones(cond.embeds.shape[:2], dtype=dtype)
 
     if family == "sd3":
         return dict(prompt_embeds=c.embeds, negative_prompt_embeds=n.embeds, pooled_prompt_embeds=c.pooled,
@@ -188,8 +188,8 @@ def template_features(loom, graph: dict, family: str) -> dict:
         return dict(prompt_embeds_t5=c.embeds, negative_prompt_embeds_t5=n.embeds, prompt_embeds_llama3=llama(c),
                     negative_prompt_embeds_llama3=llama(n), pooled_prompt_embeds=c.pooled,
                     negative_pooled_prompt_embeds=n.pooled, guidance_scale=cfg)
-    return dict(prompt_embeds=c.embeds, prompt_attention_mask=ones(c), negative_prompt_embeds=n.embeds,
-                negative_prompt_attention_mask=ones(n), guidance_scale=cfg)
+    return dict(prompt_embeds=c.embeds, prompt_attention_mask=ones(c, c.embeds.dtype), negative_prompt_embeds=n.embeds,
+                negative_prompt_attention_mask=ones(n, n.embeds.dtype), guidance_scale=cfg)  # Chroma: float masks
 
 
 def stage_graph(model: str, family: str, side: int, steps: int, seed: int) -> dict:
