@@ -12,11 +12,18 @@ diffusers folder that Loom loads:
 - the pipeline: the family's pipeline from the same folder, given the text features (prompt_embeds),
   with its own scheduler, output as numpy.
 
+For the families without stage functions (SD 3.5, Qwen-Image, Flux.2 Dev and Klein, HiDream, Chroma)
+only ComfyUI's graph, built as each family's template builds it (COMFY: its CFG on both sides, with the
+negative prompt "" where cfg > 1; ModelSamplingAuraFlow / ModelSamplingSD3; EmptyFlux2LatentImage and
+FluxGuidance for Flux.2; KSampler euler/simple throughout), against the family's pipeline given Loom's
+own text features of the same prompts.
+
 Per-step cost = (CPU-seconds of a run with `--steps-hi` steps - one with `--steps-lo`) / the step
 difference: what is paid once per run (the decode, the graph walk) cancels. Runs alternate, medians
 are printed, and ratios are Loom / pipeline measured in the same run (goal <= 1.05).
 
-    .venv/bin/python bench/family_overhead.py [--families zimage,flux] [--runs 3] [--threads 1]
+    .venv/bin/python bench/family_overhead.py [--families zimage,flux,sd3,qwen_image,flux2,flux2_klein,hidream,chroma]
+                                              [--sizes small,large] [--runs 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -282,7 +289,7 @@ def measure(family: str, size: str, runs: int, lo: int, hi: int, root: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", default="zimage,flux")
+    parser.add_argument("--families", default="zimage,flux,sd3,qwen_image,flux2,flux2_klein,hidream,chroma")
     parser.add_argument("--sizes", default="small,large")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps-lo", type=int, default=2)
