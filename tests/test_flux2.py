@@ -291,6 +291,28 @@ def test_a_diffusers_folder_loads_and_encodes_as_the_single_files(variant, dev, 
     assert torch.equal(cond.embeds, encode(pipe.tokenizer, pipe.text_encoder, "a red cat"))
 
 
+def test_a_diffusers_folder_samples_at_the_asked_size(klein, tmp_path):
+    """A folder through CheckpointLoaderSimple: the LATENT's scale is the VAE's times Flux.2's 2x2
+    patching (it was the VAE's alone, so KSampler remade an empty 32 px latent at 64 px)."""
+    from graph import Env, Loom
+
+    klein.save_pretrained(tmp_path / "models" / "klein-folder", safe_serialization=True)
+    loom = Loom(Env.from_data_dir(tmp_path / "data", models_dir=tmp_path / "models", device="cpu", dtype="float32"))
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "klein-folder"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red cat"}},
+        "3": {"class_type": "EmptyFlux2LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+                                                   "latent_image": ["3", 0], "seed": SEED, "steps": 1, "cfg": 1.0,
+                                                   "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+    }
+    result = loom.run(loom.validate(graph, outputs=["4", "5"]))
+    assert result.ok, result.error
+    assert tuple(result.values["4"][0].samples.shape) == (1, 128, SIZE // 16, SIZE // 16)
+    assert tuple(result.values["5"][0].shape) == (1, SIZE, SIZE, 3)
+
+
 def test_a_loaded_model_samples_as_comfyuis_flux2_without_a_patch(klein_loom):
     """UNETLoader's MODEL alone: ComfyUI's Flux2 sampling (ModelSamplingFlux shift 2.02 = flow shift
     e^2.02, timestep = sigma), so KSampler runs on it."""

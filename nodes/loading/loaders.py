@@ -24,8 +24,14 @@ DEFAULT_STEPS = 50
 LATENT_SCALE_ATTR = "loom_latent_scale"  # set on the UNet: image pixels per latent pixel (from the VAE)
 
 
-def latent_scale(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+PUBLISHED_VAE_SCALE = 8  # every family's published VAE: 8 image pixels per VAE latent pixel
+
+
+def latent_scale(block_out_channels, name: str | None) -> int:
+    """Image pixels per LATENT pixel for a VAE with these blocks: the VAE's own scale, times the patching
+    of a family whose LATENT is coarser than its VAE's latents (Flux.2: 2x2 patches, 1/16 published)."""
+    patch = family(name).latent.downscale // PUBLISHED_VAE_SCALE if name else 1
+    return 2 ** (len(block_out_channels) - 1) * max(1, patch)
 
 
 def scheduler_spec(config: dict) -> SchedulerSpec:
@@ -38,7 +44,7 @@ def load_parts(env, path: Path, what: str) -> Parts:
     device = device_of(env)
     parts = load_checkpoint(path, device, dtype_of(env, device))
     prepare_unet(parts.unet, env)
-    setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae))
+    setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae.config.block_out_channels, parts.family))
     for part in (parts.unet, parts.tokenizer, parts.text_encoder, parts.tokenizer_2, parts.text_encoder_2):
         tag_family(part, parts.family)  # the stage nodes ask the family's runtime (nodes.families.runtime_of_part)
     return parts
@@ -99,7 +105,7 @@ class LoadUNet(Node):
         if path.is_dir() and vae_config.is_file():
             import json
 
-            scale = 2 ** (len(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
+            scale = latent_scale(json.loads(vae_config.read_text(encoding="utf-8"))["block_out_channels"], name)
         setattr(unet, LATENT_SCALE_ATTR, scale)
         tag_family(unet, name)
         return unet, scheduler_spec(config)
