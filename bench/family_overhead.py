@@ -70,13 +70,14 @@ def zimage_pipeline(changes: dict):
     import diffusers
 
     from nodes.families.zimage import FAMILY
-    from nodes.families.zimage.tiny import _randomise_norms, build_pipeline
+    from nodes.families.zimage.tiny import build_pipeline
+    from nodes.loading.tiny import randomise_zeros
 
     pipe = build_pipeline(0)
     if changes:
         torch.manual_seed(3)
         transformer = diffusers.ZImageTransformer2DModel(**{**FAMILY.tiny.denoiser, **changes})
-        _randomise_norms(transformer, 4)
+        randomise_zeros(transformer, 4)
         pipe.register_modules(transformer=transformer)
     return pipe
 
@@ -85,13 +86,14 @@ def flux_pipeline(changes: dict):
     import diffusers
 
     from nodes.families.flux import FAMILY
-    from nodes.families.flux.tiny import _randomise_zeros, build_pipeline
+    from nodes.families.flux.tiny import build_pipeline
+    from nodes.loading.tiny import randomise_zeros
 
     pipe = build_pipeline(0, guidance=True)
     if changes:
         torch.manual_seed(3)
         transformer = diffusers.FluxTransformer2DModel(**{**FAMILY.tiny.denoiser, **changes, "guidance_embeds": True})
-        _randomise_zeros(transformer, 4)
+        randomise_zeros(transformer, 4)
         pipe.register_modules(transformer=transformer)
     return pipe
 
@@ -100,7 +102,7 @@ def family_pipeline(name: str, build):
     """A family's tiny pipeline (tiny.py's own builder); for "large" its transformer rebuilt wider and deeper."""
     def make(changes: dict):
         from nodes.families import family
-        from nodes.families.chroma.tiny import randomise_zeros
+        from nodes.loading.tiny import randomise_zeros
 
         pipe = build()
         if changes:

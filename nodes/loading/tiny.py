@@ -85,6 +85,20 @@ def build_pipeline(seed: int = 0, unet: dict | None = None, vae: dict | None = N
                                                  **tiny.pipeline_options)
 
 
+def randomise_zeros(model, seed: int):
+    """diffusers zero-initialises some projections (adaLN modulations, outputs): a tiny random model
+    would predict zeros. Small random values (std 0.02, drawn in parameter order from `seed`) make every
+    part of the network matter in tests. Returns the generator, for draws that follow."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    return generator
+
+
 def write_tiny_model(folder: str | Path, seed: int = 0, family: str = SD1, **overrides) -> Path:
     """Write the family's diffusers folder (model_index.json, unet/, vae/, text_encoder*/, tokenizer*/,
     scheduler/)."""

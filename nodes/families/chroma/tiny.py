@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ...loading.tiny import randomise_zeros
 from . import FAMILY
 
 FILES = {"transformer": "diffusion_models/Chroma1-HD-fp8mixed.safetensors",
@@ -30,16 +31,6 @@ def tiny_t5(tokenizer, config: dict, seed: int):
                                    eos_token_id=tokenizer.eos_token_id, is_encoder_decoder=False)).eval()
 
 
-def randomise_zeros(model, seed: int) -> None:
-    """diffusers zero-initialises some projections: a tiny model would predict zeros. Random small
-    values make every part of the network matter in tests."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
 
 
 def build_pipeline(seed: int = 0):

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ...loading.encoders import t5
+from ...loading.tiny import randomise_zeros
 from . import CLIP_PREFIX, DENOISER_PREFIX, FAMILY, T5_PREFIX
 
 FILES = {"dev": "diffusion_models/flux1-dev.safetensors", "schnell": "diffusion_models/flux1-schnell.safetensors",
@@ -43,7 +44,7 @@ def build_pipeline(seed: int = 0, guidance: bool = True):
     tiny = FAMILY.tiny
     torch.manual_seed(seed)
     transformer = diffusers.FluxTransformer2DModel(**{**tiny.denoiser, "guidance_embeds": guidance})
-    _randomise_zeros(transformer, seed + 3)
+    randomise_zeros(transformer, seed + 3)
     torch.manual_seed(seed + 1)
     vae = diffusers.AutoencoderKL(**tiny.vae)
     clip_tokenizer = tiny_tokenizer()
@@ -61,16 +62,6 @@ def build_pipeline(seed: int = 0, guidance: bool = True):
                                   text_encoder_2=t5_model, tokenizer_2=t5_tokenizer, transformer=transformer)
 
 
-def _randomise_zeros(model, seed: int) -> None:
-    """diffusers zero-initialises the adaLN and output projections: a tiny model would predict zeros.
-    Small random values make every part of the network matter in tests."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
 
 
 def _randomise_norms(model, seed: int) -> None:

@@ -48,12 +48,12 @@ def edit_transformer(channels: int, seed: int = 0):
     import diffusers
     import torch
 
-    from .tiny import _randomise_zeros
+    from ...loading.tiny import randomise_zeros
 
     torch.manual_seed(seed)
     model = diffusers.FluxTransformer2DModel(**{**FAMILY.tiny.denoiser, "in_channels": channels * 4,
                                                 "out_channels": FAMILY.latent.channels * 4})
-    _randomise_zeros(model, seed + 3)
+    randomise_zeros(model, seed + 3)
     return model.eval()
 
 

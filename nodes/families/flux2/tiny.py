@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ...loading.encoders import mistral, qwen
+from ...loading.tiny import randomise_zeros
 
 VAES = ("vae/flux2-vae.safetensors", "vae/full_encoder_small_decoder.safetensors")
 FILES = {
@@ -74,11 +75,8 @@ def _randomise(transformer, vae, seed: int) -> None:
     batch-norm statistics are made not the identity, so every step of the latent path matters."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = randomise_zeros(transformer, seed)
     with torch.no_grad():
-        for p in transformer.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
         vae.bn.running_mean.copy_(torch.randn(vae.bn.running_mean.shape, generator=generator) * 0.1)
         vae.bn.running_var.copy_(torch.rand(vae.bn.running_var.shape, generator=generator) + 0.5)
 

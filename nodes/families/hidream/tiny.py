@@ -19,7 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..chroma.tiny import flux_vae_file, randomise_zeros, save_files, tiny_t5
+from ...loading.tiny import randomise_zeros
+from ..chroma.tiny import flux_vae_file, save_files, tiny_t5
 from . import FAMILY
 
 TRANSFORMER_FILES = {**{v: f"diffusion_models/hidream_i1_{v}_fp8.safetensors" for v in ("full", "dev", "fast")},

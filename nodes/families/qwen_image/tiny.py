@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ...loading.encoders import qwen
+from ...loading.tiny import randomise_zeros
 from . import FAMILY, PUBLISHED_SCHEDULER, ZERO_COND_MARK
 
 TRANSFORMER_FILES = ("qwen_image_fp8_e4m3fn.safetensors", "qwen_image_2512_fp8_e4m3fn.safetensors",
@@ -62,7 +63,7 @@ def build_parts(seed: int = 0) -> dict:
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     transformer = diffusers.QwenImageTransformer2DModel(**FAMILY.tiny.denoiser)
-    _randomise_zeros(transformer, seed + 3)
+    randomise_zeros(transformer, seed + 3)
     torch.manual_seed(seed + 1)
     vae = diffusers.AutoencoderKLQwenImage(**FAMILY.tiny.vae)
     config = dict(PUBLISHED_SCHEDULER)
@@ -81,15 +82,6 @@ def build_pipeline(seed: int = 0, edit_plus: bool = False, parts: dict | None = 
     return diffusers.QwenImagePipeline(**parts)
 
 
-def _randomise_zeros(transformer, seed: int) -> None:
-    """diffusers zero-initialises some projections: random small values make every part matter in tests."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in transformer.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
 
 
 def write_folder(folder: str | Path, seed: int = 0) -> Path:

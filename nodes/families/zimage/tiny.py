@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ...loading.encoders import qwen
+from ...loading.tiny import randomise_zeros
 from . import FAMILY
 
 FILES = {"transformer": "diffusion_models/z_image_turbo_bf16.safetensors",
@@ -43,23 +44,13 @@ def build_pipeline(seed: int = 0):
     config = Qwen3Config(**tiny.text_encoders["text_encoder"], vocab_size=len(tokenizer),
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     text_encoder = Qwen3Model(config).eval()
-    _randomise_norms(transformer, seed + 3)
+    randomise_zeros(transformer, seed + 3)
     scheduler_config = scheduler_for(FAMILY.name)
     scheduler = getattr(diffusers, scheduler_config.pop("_class_name")).from_config(scheduler_config)
     return diffusers.ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                     transformer=transformer)
 
 
-def _randomise_norms(transformer, seed: int) -> None:
-    """diffusers zero-initialises the adaLN and final projections: a tiny model would predict zeros.
-    Random small values make every part of the network matter in tests."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in transformer.named_parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
 
 
 def write_folder(folder: str | Path, seed: int = 0) -> Path:
