@@ -32,7 +32,7 @@ def sd(family: str = SD1, seed: int = 0, **unet) -> dict:
     pipe = build_pipeline(seed, unet=unet or None, family=family)
     parts = Parts(family, pipe.unet.eval(), pipe.vae.eval(), scheduler_for(family), getattr(pipe, "tokenizer", None),
                   pipe.text_encoder, getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None))
-    setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae))
+    setattr(parts.unet, LATENT_SCALE_ATTR, latent_scale(parts.vae.config.block_out_channels, family))
     model, clip = bundles(parts)
     return dict(model=model, clip=clip, vae=parts.vae, scheduler=pipe.scheduler,
                 tokenizer=parts.tokenizer or parts.tokenizer_2)
