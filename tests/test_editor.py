@@ -203,6 +203,9 @@ def test_add_nodes_link_by_dragging_refuse_incompatible_undo(loop, editor):
 
         # copy and paste a node; zoom with the wheel
         await page.mouse.click(*await editor.title_xy(ckpt))  # selects only this node
+        # the canvas handles the pointer events after the click returns: on a busy machine, wait for them
+        await page.wait_for_function("(id) => Object.keys(loom.canvas.selected_nodes).join() === String(id)", arg=ckpt,
+                                     timeout=5000)
         assert await editor.js("() => Object.keys(loom.canvas.selected_nodes).map(Number)") == [ckpt]
         await page.keyboard.press("Control+c")
         await page.mouse.move(box["x"] + 300, box["y"] + 600)
