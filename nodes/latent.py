@@ -103,10 +103,15 @@ class MakeNoiseLatents(Node):
         return dist.scaling_factor * sample
 
 
+def vae_scale(vae) -> int:
+    """Image pixels per latent pixel of a VAE (8 for SD's): one halving per block after the first."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def crop_to_vae(pixels: torch.Tensor, vae) -> torch.Tensor:
     """IMAGE (B, H, W, C) cropped to sides that are multiples of the VAE's scale (8 for SD), the
     crop centred (offset: the remainder // 2), as ComfyUI's VAE encode does; whole images unchanged."""
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    scale = vae_scale(vae)
     for dim in (1, 2):
         size = pixels.shape[dim]
         if size % scale:

@@ -33,11 +33,7 @@ class InstructPixToPixConditioning(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        _, h, w, _ = self.pixels.shape
-        top, left = (h % scale) // 2, (w % scale) // 2
-        pixels = self.pixels[:, top:top + h // scale * scale, left:left + w // scale * scale]
-        latent = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
+        latent = call(VAEEncode, ctx, pixels=self.pixels, vae=self.vae)  # cropped to the VAE's scale, centred
         if latent.dist is not None:
             image = latent.dist.mean
         else:  # a shifted (Flux-style) VAE gives the scaled mean only: back to raw latents (HiDream E1)

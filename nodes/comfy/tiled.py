@@ -14,7 +14,7 @@ import torch
 from graph import In, Int, Node, Out
 
 from ..common import call
-from ..latent import VAEDecode, VAEEncode, crop_to_vae
+from ..latent import VAEDecode, VAEEncode, crop_to_vae, vae_scale
 from ..latent_value import Latent
 
 
@@ -53,10 +53,6 @@ def tiled(x: torch.Tensor, tile: int, overlap: int, scale: float, run) -> torch.
     return out / weights
 
 
-def _vae_scale(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
 class VAEDecodeTiled(Node):
     """VAEDecode in overlapping tiles of `tile_size` pixels (for images too large to decode at once)."""
     category = "_for_testing"  # ComfyUI's (v0.3.64; "model/latent" in later versions)
@@ -70,7 +66,7 @@ class VAEDecodeTiled(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        scale = _vae_scale(self.vae)
+        scale = vae_scale(self.vae)
         overlap = self.tile_size // 4 if self.tile_size < self.overlap * 4 else self.overlap
         tile, overlap = max(self.tile_size // scale, 1), overlap // scale
         z = self.samples.samples
@@ -97,7 +93,7 @@ class VAEEncodeTiled(Node):
 
     @torch.no_grad()
     def run(self, ctx):
-        scale = _vae_scale(self.vae)
+        scale = vae_scale(self.vae)
         pixels = crop_to_vae(self.pixels, self.vae)
         if pixels.shape[1] <= self.tile_size and pixels.shape[2] <= self.tile_size:
             whole = call(VAEEncode, ctx, pixels=pixels, vae=self.vae)
