@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -47,6 +48,16 @@ class ServerProc:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             time.sleep(0.02)
         raise TimeoutError(f"server did not start:\n{self.output()}")
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 300.0):
+        """Started, ready (within `timeout`) and stopped when the block ends: a test module's server."""
+        self.start()
+        try:
+            self.wait_ready(timeout=timeout)
+            yield self
+        finally:
+            self.stop()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

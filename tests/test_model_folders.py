@@ -205,13 +205,9 @@ def layout(tmp_path_factory, tiny_sd):
 
 @pytest.fixture(scope="module")
 def server(layout):
-    proc = ServerProc(layout / "data", "--extra-model-paths-config", str(layout / "extra_model_paths.yaml"),
-                      custom_nodes=False).start()
-    try:
-        proc.wait_ready(timeout=300)
+    with ServerProc(layout / "data", "--extra-model-paths-config", str(layout / "extra_model_paths.yaml"),
+                    custom_nodes=False).running() as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def prompt_for(name: str) -> dict:

@@ -15,12 +15,8 @@ def server(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("flux") / "data"
     write_comfy_files(data / "models", seed=0)
-    proc = ServerProc(data, custom_nodes=False).start()
-    try:
-        proc.wait_ready(timeout=300)
+    with ServerProc(data, custom_nodes=False).running() as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def template_prompt(name: str) -> dict:

@@ -43,12 +43,9 @@ def to_editor(prompt: dict, object_info: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProc(tmp_path_factory.mktemp("sd") / "data", custom_nodes=False).start()
-    try:
-        proc.wait_ready(timeout=300)  # writes the tiny model into the empty models folder first
+    # ready once it has written the tiny model into the empty models folder
+    with ServerProc(tmp_path_factory.mktemp("sd") / "data", custom_nodes=False).running() as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_txt2img_on_the_tiny_model(server):
