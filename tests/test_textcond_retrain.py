@@ -2,6 +2,7 @@
 resumed from its checkpoint. The chaining is checked with stand-in stages (no training); one slow
 test runs the real stages for 2 steps each."""
 import json
+import threading
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_stages_run_in_order_skip_when_done_and_resume_when_interrupted(tmp_path
     calls = []
     with pytest.raises(RuntimeError, match="unet interrupted"):
         rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls, fail="unet"))
-    assert calls == [("vae", False), ("decoder", False), ("unet", False)]
+    assert calls[0] == ("vae", False) and sorted(calls[1:]) == [("decoder", False), ("unet", False)]
     assert rt.plan(tmp_path) == [("vae", "skip"), ("decoder", "skip"), ("unet", "resume"), ("export", "start")]
     record = json.loads(rt.done_file(tmp_path, "decoder").read_text())
     assert record["config"]["steps"] == 2 and record["resumed"] is False
@@ -45,10 +46,28 @@ def test_stages_run_in_order_skip_when_done_and_resume_when_interrupted(tmp_path
     assert calls == []
 
 
+def test_decoder_and_unet_run_side_by_side_on_half_the_threads(tmp_path):
+    """Both stages wait on one barrier, so it passes only if they run at the same time; each sees
+    half of torch's threads (at least one), and the count is restored after."""
+    meet, seen = threading.Barrier(2, timeout=20), {}
+
+    def side(name):
+        def run(cfg, out, device, hook, resume):
+            seen[name] = torch.get_num_threads()
+            meet.wait()
+        return run
+
+    before = torch.get_num_threads()
+    rt.retrain(tmp_path, recipe=TINY, stages={**fake_stages([]), "decoder": side("decoder"), "unet": side("unet")})
+    assert seen == {"decoder": max(1, before // 2), "unet": max(1, before // 2)}
+    assert torch.get_num_threads() == before
+    assert [a for _, a in rt.plan(tmp_path)] == ["skip"] * 4
+
+
 def test_progress_hook_per_training_stage_and_cli(tmp_path):
     seen = []
     rt.retrain(tmp_path, recipe=TINY, stages=fake_stages([]), progress=lambda stage, steps: seen.append(stage))
-    assert seen == ["vae", "decoder", "unet"]  # export has no steps
+    assert seen[0] == "vae" and sorted(seen[1:]) == ["decoder", "unet"]  # export has no steps
     args = parse(["retrain", "--out", str(tmp_path), "--colour-probe", "0.5"])
     assert (args.command, args.colour_probe) == ("retrain", 0.5)
     assert rt.configs(rt.RECIPE)["unet"].steps == rt.RECIPE["unet"]["steps"]

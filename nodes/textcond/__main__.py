@@ -1,9 +1,9 @@
 """Command line of the text-to-image model: train its two stages, export a shippable folder.
 
     python -m nodes.textcond vae    --out RUN [--minutes M] [--resume]
-    python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (optional: the encoder frozen)
+    python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (the encoder frozen; saves RUN/decoder)
     python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
-    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/vae] [--single-file FILE.safetensors]
+    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/decoder] [--single-file FILE.safetensors]
     python -m nodes.textcond retrain --out RUN [--colour-probe W]   (all of it, resumable: see retrain.py)
 
 CPU threads are set before torch is imported (--threads, default one per physical core).
@@ -62,11 +62,12 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def progress_bar(desc: str, steps: int):
-    """A tqdm bar and the on_step hook (step, total, loss) that moves it, showing the smoothed loss."""
+def progress_bar(desc: str, steps: int, position: int | None = None):
+    """A tqdm bar and the on_step hook (step, total, loss) that moves it, showing the smoothed loss
+    (`position`: its line, for bars shown at the same time)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=desc, mininterval=5)
+    bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=desc, mininterval=5, position=position)
     smooth = None
 
     def on_step(step, total, loss):
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
         bars = []
 
         def progress(stage, steps):
-            bars.append(progress_bar(stage, steps))
+            bars.append(progress_bar(stage, steps, position=len(bars)))  # decoder and unet run at once
             return bars[-1][1]
 
         folder = retrain(args.out, device, colour_probe=args.colour_probe, save_every=args.save_every,
@@ -121,7 +122,8 @@ def main(argv=None) -> None:
         vae = train.train_vae(config, args.out, device, on_step, resume=args.resume,
                               decoder_only=args.command == "decoder")
         bar.close()
-        print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {args.out}/vae")
+        saved = f"{args.out}/{train.DECODER_DIR if args.command == 'decoder' else 'vae'}"
+        print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {saved}")
     else:
         train.train_unet(config, args.out, device, on_step, resume=args.resume, init=args.init)
         bar.close()

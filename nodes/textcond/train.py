@@ -22,6 +22,7 @@ whichever is further along), a checkpoint every --save-every steps, and --resume
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,10 @@ SD_SCALING_FACTOR = 0.18215
 # a third of the latents' spread, and the decoder learned to blur. The shipped run got this shift by
 # hand (-4.6 at step 1000, -3 at step 1500); a fresh run starts with it.
 LOGVAR_SHIFT = -7.6
+DECODER_DIR = "decoder"  # where the decoder stage saves its VAE (the UNet stage reads OUT/vae meanwhile)
+# Model construction draws from torch's global generator after seeding it; the decoder and the UNet
+# stages may run side by side in threads (retrain.py), so they take turns there.
+SEEDING = threading.Lock()
 
 
 @dataclass
@@ -116,12 +121,13 @@ def train_vae(cfg: StageConfig, out: str | Path, device="cpu", on_step: StepHook
               resume: bool = False, decoder_only: bool = False):
     """Train the AutoencoderKL; returns its EMA (float32), also saved to out/vae.
 
-    `decoder_only` continues a VAE run (its EMA weights) with the encoder frozen: the latent space
-    stays what it is, so the UNet stage can train on it meanwhile and the better decoder replaces
-    the old one at export."""
+    `decoder_only` continues a VAE run (its EMA weights) with the encoder frozen, saved to
+    out/decoder: the latent space stays what it is, so the UNet stage can train on out/vae meanwhile
+    and export puts the better decoder in its place."""
     device, out = torch.device(device), Path(out)
-    torch.manual_seed(cfg.seed)
-    vae = tm.new_vae().to(device).train()
+    with SEEDING:
+        torch.manual_seed(cfg.seed)
+        vae = tm.new_vae().to(device).train()
     with torch.no_grad():  # small posterior noise from the start (see LOGVAR_SHIFT)
         vae.quant_conv.bias[vae.config.latent_channels:] += LOGVAR_SHIFT
     state_file = out / ("decoder_state.pt" if decoder_only else "vae_state.pt")
@@ -152,7 +158,7 @@ def train_vae(cfg: StageConfig, out: str | Path, device="cpu", on_step: StepHook
 
     def save() -> None:
         out.mkdir(parents=True, exist_ok=True)
-        ema.model.save_pretrained(out / "vae")
+        ema.model.save_pretrained(out / (DECODER_DIR if decoder_only else "vae"))
         torch.save({"model": vae.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
                     "step": step, "spent": clock.spent(), "ema_updates": ema.updates, "gen": gen.get_state(),
                     "probe": probe.state_dict() if probe else None, "config": asdict(cfg)}, state_file)
@@ -161,7 +167,7 @@ def train_vae(cfg: StageConfig, out: str | Path, device="cpu", on_step: StepHook
         images = _crops(make_batch(cfg.batch, gen)[0], cfg.crop, gen).to(device) * 2 - 1
         with torch.set_grad_enabled(not decoder_only):
             posterior = vae.encode(images).latent_dist
-        recon = vae.decode(posterior.sample(generator=None)).sample
+        recon = vae.decode(posterior.sample(generator=gen)).sample
         loss = F.mse_loss(recon, images) + (0 if decoder_only else 1e-6 * posterior.kl().mean())
         if probe:
             cells = F.avg_pool2d(images, images.shape[-1] // posterior.mean.shape[-1])
@@ -280,24 +286,25 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
     from diffusers import AutoencoderKL, DDPMScheduler
 
     device, out = torch.device(device), Path(out)
-    torch.manual_seed(cfg.seed)
-    state_file = out / "unet_state.pt"
-    state = _load_state(state_file, device) if resume else None
-    start = _load_state(Path(init), device) if init and not state else None
-    if init and not state and start is None:
-        raise FileNotFoundError(f"{init}: no UNet-stage state to start from")
-    if vae is None:
-        vae = AutoencoderKL.from_pretrained(out / "vae")
-    vae = vae.to(device).eval().requires_grad_(False)
-    if state or start:
-        vae.load_state_dict((state or start)["vae"])  # the folded VAE the run started with
-    else:
-        factor = 1 / latent_std(vae, count=min(1024, max(64, cfg.steps * cfg.batch)))
-        fold_scaling(vae, factor)
-        print(f"latent scaling factor {factor:.5f}, folded into the VAE (scaling_factor {SD_SCALING_FACTOR})")
-    tokenizer = tm.tokenizer()
-    text_encoder = tm.new_text_encoder(tokenizer).to(device).train()
-    unet = tm.new_unet().to(device).train()
+    with SEEDING:  # the construction and the scaling's sampled latents draw from the global generator
+        torch.manual_seed(cfg.seed)
+        state_file = out / "unet_state.pt"
+        state = _load_state(state_file, device) if resume else None
+        start = _load_state(Path(init), device) if init and not state else None
+        if init and not state and start is None:
+            raise FileNotFoundError(f"{init}: no UNet-stage state to start from")
+        if vae is None:
+            vae = AutoencoderKL.from_pretrained(out / "vae")
+        vae = vae.to(device).eval().requires_grad_(False)
+        if state or start:
+            vae.load_state_dict((state or start)["vae"])  # the folded VAE the run started with
+        else:
+            factor = 1 / latent_std(vae, count=min(1024, max(64, cfg.steps * cfg.batch)))
+            fold_scaling(vae, factor)
+            print(f"latent scaling factor {factor:.5f}, folded into the VAE (scaling_factor {SD_SCALING_FACTOR})")
+        tokenizer = tm.tokenizer()
+        text_encoder = tm.new_text_encoder(tokenizer).to(device).train()
+        unet = tm.new_unet().to(device).train()
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     ema_unet, ema_text = Ema(unet, cfg.ema_decay), Ema(text_encoder, cfg.ema_decay)
