@@ -208,14 +208,14 @@ def test_cfg_sweep_shares_encoding_and_noise(loom):
 def test_one_word_changed_shares_the_noise_and_the_negative_prompt(loom):
     loom = Loom(loom.env, registry=loom.registry)  # an empty cache: everything runs, once
     wf = tutorial("one_word", **{"6": {"steps": 3}})
-    result = run(loom, wf, extra_outputs=("13", "23", "33"))
+    result = run(loom, wf, extra_outputs=("13", "23", "33", "53"))
     assert not result.cached and len(result.executed) == len(set(result.executed)) == len(wf)
-    prompts = [wf[n]["inputs"]["text"] for n in ("10", "20", "30")]
-    assert prompts == ["a red circle", "a blue circle", "a red square"]
+    prompts = [wf[n]["inputs"]["text"] for n in ("10", "20", "30", "50")]
+    assert prompts == ["a red circle", "a blue circle", "a red square", "a green circle"]
     assert parse_titles(wf["40"]["inputs"]["column_titles"]) == prompts
-    images = [result.values[n][0] for n in ("13", "23", "33")]
+    images = [result.values[n][0] for n in ("13", "23", "33", "53")]
     assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
-    assert saved(loom, result, "41").shape[:2] == grid_shape(3, 64, 3, (), prompts)
+    assert saved(loom, result, "41").shape[:2] == grid_shape(4, 64, 4, (), prompts)
 
 
 # --- VAE round trip and the channel maps --------------------------------------------------------------

@@ -73,9 +73,9 @@ def progress_bar(desc: str, steps: int, position: int | None = None):
     def on_step(step, total, loss):
         nonlocal smooth
         smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
-        bar.total, bar.n = total, step
+        bar.total = total
         bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
-        bar.refresh()
+        bar.update(step - bar.n)  # redraws at most every mininterval (a log keeps a line per redraw)
 
     return bar, on_step
 
