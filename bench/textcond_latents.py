@@ -4,7 +4,9 @@ For fresh pictures of each colour (all ten shapes), encodes them with the VAE (p
 shipped folder's raw latents) and reports per colour: the round-trip PSNR, the mean of each latent
 channel over foreground cells (latent cells the shape covers fully) and over background cells (not
 covered at all), and the separation of the colour from the background on each channel: the distance
-of the means in units of the colour's within-colour standard deviation over its foreground cells.
+of the means in units of the colour's within-colour standard deviation over its foreground cells;
+and the round trip's foreground spread against the real pictures' (textcond_quality.foreground_spread):
+a decoder that draws texture into flat shapes makes every generated picture blotchy too.
 A colour close to the background (or to another colour) on the channels that carry colour is one
 that small UNet errors turn into background (holes) or into that other colour.
 
@@ -30,12 +32,13 @@ def measure(vae, count: int = 256, seed: int = 777, batch: int = 64, cover: floa
     import torch.nn.functional as F
 
     from nodes.textcond.data import COLOUR_NAMES, SHAPES, render_with_masks
+    from textcond_quality import foreground_spread
 
     gen = torch.Generator().manual_seed(seed)
     down = 2 ** (len(vae.config.block_out_channels) - 1)
     result, backgrounds = {}, []
     for c, name in enumerate(COLOUR_NAMES):
-        fgs, errors = [], []
+        fgs, errors, spreads = [], [], []
         for start in range(0, count, batch):
             n = min(batch, count - start)
             shapes = torch.arange(start, start + n) % len(SHAPES)
@@ -44,15 +47,26 @@ def measure(vae, count: int = 256, seed: int = 777, batch: int = 64, cover: floa
                 latents = vae.encode(images * 2 - 1).latent_dist.mode()
                 recon = (vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
             errors.append((recon - images).pow(2).flatten(1).mean(1))
+            spreads.append(torch.stack([foreground_spread(x.permute(0, 2, 3, 1)) for x in (recon, images)], 1))
             covered = F.avg_pool2d(mask, down)[:, 0]  # (N, h, w)
             cells = latents.permute(0, 2, 3, 1)  # (N, h, w, C)
             fgs.append(cells[covered > cover])
             backgrounds.append(cells[covered < 0.05])
         fg = torch.cat(fgs)
-        result[name] = dict(psnr=float(-10 * torch.log10(torch.cat(errors).mean())), fg=fg.mean(0), fg_std=fg.std(0))
+        spread = torch.cat(spreads).nanmean(0)
+        result[name] = dict(psnr=float(-10 * torch.log10(torch.cat(errors).mean())), fg=fg.mean(0), fg_std=fg.std(0),
+                            spread=float(spread[0]), spread_real=float(spread[1]))
     bg = torch.cat(backgrounds)
     result["background"] = dict(bg=bg.mean(0), bg_std=bg.std(0))
     return result
+
+
+def overall_psnr(result: dict) -> float:
+    """PSNR over all colours' pictures (each colour has the same count)."""
+    import math
+
+    mse = [10 ** (-r["psnr"] / 10) for k, r in result.items() if k != "background"]
+    return -10 * math.log10(sum(mse) / len(mse))
 
 
 def separation(result: dict, name: str, channel: int) -> float:
@@ -75,7 +89,7 @@ def report(result: dict) -> None:
     ch = colour_channel(result)
     print(f"colour lives mostly on channel {ch}")
     print(f"{'':<11} {'PSNR':>6}  " + "  ".join(f"ch{k} mean (std)" for k in range(channels))
-          + f"  sep ch{ch}  sep all  gap bg  nearest colour (gap)")
+          + f"  sep ch{ch}  sep all  gap bg  nearest colour (gap)  fg spread round trip / real")
     for name, r in result.items():
         if name == "background":
             continue
@@ -84,8 +98,9 @@ def report(result: dict) -> None:
         near = min(others, key=others.get)
         print(f"{name:<11} {r['psnr']:6.2f}  " + "  ".join(f"{r['fg'][k]:6.2f} ({r['fg_std'][k]:.2f})" for k in range(channels))
               + f"  {separation(result, name, ch):7.2f}  {dist:7.2f}  {float((r['fg'] - bg['bg']).norm()):6.2f}"
-              f"  {near} ({others[near]:.2f})")
+              f"  {near} ({others[near]:.2f})  {r['spread']:.4f} / {r['spread_real']:.4f} ({r['spread'] / r['spread_real']:.2f}x)")
     print(f"{'background':<11} {'':>6}  " + "  ".join(f"{bg['bg'][k]:6.2f} ({bg['bg_std'][k]:.2f})" for k in range(channels)))
+    print(f"mean round trip: PSNR {overall_psnr(result):.2f} dB")
     print("sep: |colour mean - background mean| / the colour's std (on the colour channel; over all channels);"
           " gap: Euclidean distance of the means (all channels) in latent units")
 
