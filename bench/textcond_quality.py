@@ -164,6 +164,24 @@ def detail(title: str, names, key, colours, shapes, p_colour, p_shape, spread, s
     return rows
 
 
+# Per colour, at guidance > 1 (issue 26): accuracy, the classifier's confidence in the true shape, and
+# the foreground spread within this factor of real pictures of that colour.
+GOALS = dict(colour=0.97, shape=0.95, p_shape=0.9, spread_ratio=1.5)
+
+
+def missed_goals(rows: list[dict]) -> list[str]:
+    """The per-colour goals (GOALS) that `rows` (detail's, per colour) miss, as readable lines."""
+    missed = []
+    for row in rows:
+        ratio = row["spread"] / row["spread_real"]
+        checks = {"colour": row["colour"] >= GOALS["colour"], "shape": row["shape"] >= GOALS["shape"],
+                  "p_shape": row["p_shape"] >= GOALS["p_shape"], "spread_ratio": ratio <= GOALS["spread_ratio"]}
+        values = {"colour": row["colour"], "shape": row["shape"], "p_shape": row["p_shape"], "spread_ratio": ratio}
+        missed += [f"{row['name']}: {key} {values[key]:.3f} (goal {'<=' if key == 'spread_ratio' else '>='} "
+                   f"{GOALS[key]})" for key, ok in checks.items() if not ok]
+    return missed
+
+
 def contact_sheet(images, colours: int, shapes: int, seeds: int, scale: int = 2):
     """The first seed of every prompt, a row per colour and a column per shape, scaled up, 2 px gaps."""
     import torch
@@ -244,6 +262,10 @@ def main() -> None:
                 "colours": detail("colour", COLOUR_NAMES, colours, colours, shapes, p_colour, p_shape, spread,
                                   spread_real),
                 "shapes": detail("shape", SHAPES, shapes, colours, shapes, p_colour, p_shape, spread, spread_real)}
+            if guidance > 1:
+                missed = missed_goals(details["colours"])
+                print("  per-colour goals (" + ", ".join(f"{k} {v}" for k, v in GOALS.items()) + "): "
+                      + ("all met" if not missed else "missed: " + "; ".join(missed)))
             out = Path(args.out) / f"textcond_detail_g{guidance:g}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(dict(guidance=guidance, colour=c, shape=s, seeds=args.seeds,

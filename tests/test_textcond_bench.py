@@ -1,0 +1,80 @@
+"""The text-to-image quality benches' measures (bench/textcond_quality.py, bench/textcond_latents.py):
+foreground spread, per-colour goals, contact sheet layout, latent statistics per colour."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import textcond_latents as latents_bench  # noqa: E402
+import textcond_quality as quality  # noqa: E402
+
+from nodes.textcond import model as tm  # noqa: E402
+from nodes.textcond.data import COLOURS, COLOUR_NAMES, SHAPES  # noqa: E402
+
+
+def squares(colour: str, n: int = 4):
+    """Real data-set squares of one colour, (N, H, W, 3)."""
+    c = COLOUR_NAMES.index(colour)
+    return quality.real_like(torch.full((n,), c), torch.full((n,), SHAPES.index("square")))
+
+
+def test_foreground_spread_is_the_data_noise_on_real_pictures_and_grows_with_blotches():
+    real = squares("green")
+    spread = quality.foreground_spread(real)
+    assert ((spread > 0.005) & (spread < 0.015)).all()  # the data's noise (std 0.01), edges eroded away
+    blotched = real.clone()
+    inside = real.amax(-1) > quality.FOREGROUND
+    for image, mask in zip(blotched, inside):  # a blue patch in the middle of each green square
+        ys, xs = mask.nonzero(as_tuple=True)
+        cy, cx = int(ys.float().mean()), int(xs.float().mean())
+        image[cy - 2:cy + 2, cx - 2:cx + 2] = torch.tensor(COLOURS["blue"])
+    assert (quality.foreground_spread(blotched) > 3 * spread).all()
+    dark = torch.zeros(1, 64, 64, 3)
+    dark[0, 10:12, 10:12] = 1.0  # under 8 inner foreground pixels: no figure
+    assert math.isnan(quality.foreground_spread(dark)[0])
+
+
+def test_missed_goals_names_the_colour_the_measure_and_the_goal():
+    good = dict(name="red", colour=1.0, shape=0.975, p_shape=0.95, spread=0.014, spread_real=0.010)
+    assert quality.missed_goals([good]) == []
+    bad = dict(good, name="green", shape=0.85, p_shape=0.769, spread=0.059, spread_real=0.011)
+    missed = quality.missed_goals([good, bad])
+    assert missed == ["green: shape 0.850 (goal >= 0.95)", "green: p_shape 0.769 (goal >= 0.9)",
+                      "green: spread_ratio 5.364 (goal <= 1.5)"]
+
+
+def test_contact_sheet_puts_the_first_seed_of_each_prompt_in_its_row_and_column():
+    colours, shapes, seeds = 2, 3, 2
+    images = torch.arange(colours * shapes * seeds, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 4, 4, 3) / 100
+    sheet = quality.contact_sheet(images, colours, shapes, seeds, scale=2)
+    assert sheet.shape == (colours * 10 + 2, shapes * 10 + 2, 3)  # 8 px cells, 2 px gaps
+    for c in range(colours):
+        for s in range(shapes):
+            cell = sheet[2 + c * 10:2 + c * 10 + 8, 2 + s * 10:2 + s * 10 + 8]
+            assert torch.equal(cell, torch.full_like(cell, ((c * shapes + s) * seeds) / 100))
+
+
+@pytest.fixture(scope="module")
+def random_vae():
+    torch.manual_seed(0)
+    return tm.new_vae().eval()
+
+
+def test_latents_bench_reports_every_colour_and_the_background(random_vae, capsys):
+    result = latents_bench.measure(random_vae, count=10, batch=10)
+    assert set(result) == {*COLOUR_NAMES, "background"}
+    channels = random_vae.config.latent_channels
+    for name in COLOUR_NAMES:
+        r = result[name]
+        assert r["fg"].shape == r["fg_std"].shape == (channels,)
+        assert math.isfinite(r["psnr"]) and r["psnr"] < 20  # an untrained VAE reconstructs nothing
+        assert r["spread_real"] < 0.015 and r["spread"] != r["spread_real"]
+    mse = sum(10 ** (-result[n]["psnr"] / 10) for n in COLOUR_NAMES) / len(COLOUR_NAMES)
+    assert latents_bench.overall_psnr(result) == pytest.approx(-10 * math.log10(mse))
+    latents_bench.report(result)
+    out = capsys.readouterr().out
+    assert "missed: red, green, blue, yellow, white, purple under 27" in out and "fg spread round trip" in out
