@@ -2,8 +2,9 @@
 
     python -m nodes.textcond retrain --out RUN [--colour-probe W]
 
-The VAE stage adds the colour probe loss (weight 1 by default; `--colour-probe 0` gives the shipped
-model's VAE recipe): see train.StageConfig.colour_probe and docs/builtin-models.md.
+The VAE stage adds the colour probe loss (weight 1 by default, as the shipped model was trained;
+`--colour-probe 0` turns it off): see train.StageConfig.colour_probe and docs/builtin-models.md.
+The shipped model is this command's output, unchanged: 105 minutes, 3.1 CPU-hours on 2 cores.
 
 The decoder stage (the encoder frozen, saved to RUN/decoder) and the UNet stage (on RUN/vae's latent
 space, which the decoder stage does not change) run side by side in two threads, each with half of

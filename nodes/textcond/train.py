@@ -40,8 +40,8 @@ StepHook = Callable[[int, int, float], None]
 SD_SCALING_FACTOR = 0.18215
 # Initial shift of the posterior's log-variance. With SD's tiny KL weight nothing pulls the posterior
 # noise up, but the reconstruction loss pulls it down only slowly: from the default init it stayed at
-# a third of the latents' spread, and the decoder learned to blur. The shipped run got this shift by
-# hand (-4.6 at step 1000, -3 at step 1500); a fresh run starts with it.
+# a third of the latents' spread, and the decoder learned to blur. The first model's run got this
+# shift by hand (-4.6 at step 1000, -3 at step 1500); a run starts with it (the shipped model's did).
 LOGVAR_SHIFT = -7.6
 DECODER_DIR = "decoder"  # where the decoder stage saves its VAE (the UNet stage reads OUT/vae meanwhile)
 # Model construction draws from torch's global generator after seeding it; the decoder and the UNet
