@@ -173,12 +173,12 @@ def missed_goals(rows: list[dict]) -> list[str]:
     """The per-colour goals (GOALS) that `rows` (detail's, per colour) miss, as readable lines."""
     missed = []
     for row in rows:
-        ratio = row["spread"] / row["spread_real"]
-        checks = {"colour": row["colour"] >= GOALS["colour"], "shape": row["shape"] >= GOALS["shape"],
-                  "p_shape": row["p_shape"] >= GOALS["p_shape"], "spread_ratio": ratio <= GOALS["spread_ratio"]}
-        values = {"colour": row["colour"], "shape": row["shape"], "p_shape": row["p_shape"], "spread_ratio": ratio}
-        missed += [f"{row['name']}: {key} {values[key]:.3f} (goal {'<=' if key == 'spread_ratio' else '>='} "
-                   f"{GOALS[key]})" for key, ok in checks.items() if not ok]
+        values = {**{key: row[key] for key in ("colour", "shape", "p_shape")},
+                  "spread_ratio": row["spread"] / row["spread_real"]}
+        for key, value in values.items():
+            at_most = key == "spread_ratio"  # the only goal that is an upper bound
+            if not (value <= GOALS[key] if at_most else value >= GOALS[key]):
+                missed.append(f"{row['name']}: {key} {value:.3f} (goal {'<=' if at_most else '>='} {GOALS[key]})")
     return missed
 
 
