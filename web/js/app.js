@@ -283,7 +283,9 @@ class App {
     }
     this.persist();
     document.title = `${this.name} · Loom`;
-    this.canvas.setDirty(true, true);
+    // drawn now, not on the next frame: the canvas hit-tests the nodes it drew last, so a click
+    // that comes before that frame (on a busy machine) would miss the loaded nodes
+    this.canvas.draw(true, true);
   }
 
   fitView() { this.layout.fitView(this.canvas.graph); }
