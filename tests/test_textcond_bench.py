@@ -73,8 +73,10 @@ def test_latents_bench_reports_every_colour_and_the_background(random_vae, capsy
         assert r["fg"].shape == r["fg_std"].shape == (channels,)
         assert math.isfinite(r["psnr"]) and r["psnr"] < 20  # an untrained VAE reconstructs nothing
         assert r["spread_real"] < 0.015 and r["spread"] != r["spread_real"]
+        assert r["spread_noisy"] != r["spread"]  # the noise reaches the decoder
     mse = sum(10 ** (-result[n]["psnr"] / 10) for n in COLOUR_NAMES) / len(COLOUR_NAMES)
     assert latents_bench.overall_psnr(result) == pytest.approx(-10 * math.log10(mse))
     latents_bench.report(result)
     out = capsys.readouterr().out
     assert "missed: red, green, blue, yellow, white, purple under 27" in out and "fg spread round trip" in out
+    assert "noisy / real" in out

@@ -12,7 +12,8 @@ from nodes.textcond.__main__ import parse
 from nodes.textcond.data import render, render_with_masks
 
 TINY = {"vae": dict(steps=2, batch=2, lr=1e-3, crop=32), "decoder": dict(steps=2, batch=2, lr=1e-3),
-        "unet": dict(steps=2, batch=2, lr=1e-3, pool=4, preview_every=0)}
+        "unet": dict(steps=2, batch=2, lr=1e-3, pool=4, preview_every=0),
+        "robust": dict(steps=2, batch=2, lr=1e-3, latent_noise=0.5)}
 
 
 def fake_stages(calls, fail=None):
@@ -33,14 +34,15 @@ def test_stages_run_in_order_skip_when_done_and_resume_when_interrupted(tmp_path
     with pytest.raises(RuntimeError, match="unet interrupted"):
         rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls, fail="unet"))
     assert calls[0] == ("vae", False) and sorted(calls[1:]) == [("decoder", False), ("unet", False)]
-    assert rt.plan(tmp_path) == [("vae", "skip"), ("decoder", "skip"), ("unet", "resume"), ("export", "start")]
+    assert rt.plan(tmp_path) == [("vae", "skip"), ("decoder", "skip"), ("unet", "resume"), ("robust", "start"),
+                                 ("export", "start")]
     record = json.loads(rt.done_file(tmp_path, "decoder").read_text())
     assert record["config"]["steps"] == 2 and record["resumed"] is False
 
     calls.clear()
     rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls))
-    assert calls == [("unet", True), ("export", False)]
-    assert [action for _, action in rt.plan(tmp_path)] == ["skip"] * 4
+    assert calls == [("unet", True), ("robust", False), ("export", False)]
+    assert [action for _, action in rt.plan(tmp_path)] == ["skip"] * 5
     calls.clear()
     rt.retrain(tmp_path, recipe=TINY, stages=fake_stages(calls))
     assert calls == []
@@ -61,13 +63,13 @@ def test_decoder_and_unet_run_side_by_side_on_half_the_threads(tmp_path):
     rt.retrain(tmp_path, recipe=TINY, stages={**fake_stages([]), "decoder": side("decoder"), "unet": side("unet")})
     assert seen == {"decoder": max(1, before // 2), "unet": max(1, before // 2)}
     assert torch.get_num_threads() == before
-    assert [a for _, a in rt.plan(tmp_path)] == ["skip"] * 4
+    assert [a for _, a in rt.plan(tmp_path)] == ["skip"] * 5
 
 
 def test_progress_hook_per_training_stage_and_cli(tmp_path):
     seen = []
     rt.retrain(tmp_path, recipe=TINY, stages=fake_stages([]), progress=lambda stage, steps: seen.append(stage))
-    assert seen[0] == "vae" and sorted(seen[1:]) == ["decoder", "unet"]  # export has no steps
+    assert seen[0] == "vae" and sorted(seen[1:3]) == ["decoder", "unet"] and seen[3:] == ["robust"]  # export: no steps
     args = parse(["retrain", "--out", str(tmp_path), "--colour-probe", "0.5"])
     assert (args.command, args.colour_probe) == ("retrain", 0.5)
     assert rt.configs(rt.RECIPE)["unet"].steps == rt.RECIPE["unet"]["steps"]
@@ -75,6 +77,9 @@ def test_progress_hook_per_training_stage_and_cli(tmp_path):
     made = rt.configs(rt.RECIPE)
     assert (made["vae"].colour_probe, made["decoder"].colour_probe) == (1.0, 0.0)
     assert parse(["vae", "--out", str(tmp_path)]).colour_probe == 1.0
+    # noisy latents in the robust stage only
+    assert [made[s].latent_noise for s in ("vae", "decoder", "robust")] == [0.0, 0.0, 0.8]
+    assert parse(["robust", "--out", str(tmp_path), "--latent-noise", "0.3"]).latent_noise == 0.3
 
 
 @pytest.mark.slow  # real training steps of all three models: ~20 s alone, minutes on a busy machine
@@ -89,9 +94,9 @@ def test_tiny_real_chain_resumes_from_checkpoints_and_exports(tmp_path):
     assert state["step"] == 2 and state["probe"] is not None and state["config"]["colour_probe"] == 1.0
     for stage in rt.STAGES:  # undo everything: each stage resumes at its last step
         rt.done_file(tmp_path, stage).unlink()
-    assert [a for _, a in rt.plan(tmp_path)] == ["resume", "resume", "resume", "start"]
+    assert [a for _, a in rt.plan(tmp_path)] == ["resume"] * 4 + ["start"]
     rt.retrain(tmp_path, recipe=TINY, colour_probe=1.0, save_every=1)
-    records = [json.loads(rt.done_file(tmp_path, s).read_text()) for s in rt.STAGES[:3]]
+    records = [json.loads(rt.done_file(tmp_path, s).read_text()) for s in rt.STAGES[:4]]
     assert all(r["resumed"] for r in records)
     assert torch.load(tmp_path / "unet_state.pt", weights_only=False)["step"] == 2  # nothing trained twice
 
@@ -120,3 +125,27 @@ def test_colour_probe_rows_have_unit_norm_so_the_latent_cannot_shrink_the_colour
     shift = torch.zeros(1, 4, 1, 1)
     shift[0, 0] = 1.0
     assert (probe(latents + shift) - probe(latents)).abs().max() <= 1.0 + 1e-5
+
+
+@pytest.mark.slow  # a few real VAE steps: ~10 s
+def test_robust_stage_trains_the_decoder_on_noisy_latents_and_keeps_the_encoder(tmp_path):
+    """The robust stage starts from the decoder stage's EMA with the encoder frozen (the UNet's latent
+    space stays valid); its latent noise really changes what the decoder learns."""
+    from nodes.textcond import train
+
+    cfg = rt.configs(TINY, save_every=0)
+    train.train_vae(cfg["vae"], tmp_path, stage="vae")
+    decoder = train.train_vae(cfg["decoder"], tmp_path, stage="decoder")
+    made = {}
+    for noise in (0.5, 0.0):  # each from a copy of the decoder stage's checkpoint
+        run = tmp_path / f"noise{noise}"
+        run.mkdir()
+        (run / "decoder_state.pt").write_bytes((tmp_path / "decoder_state.pt").read_bytes())
+        cfg["robust"].latent_noise = noise
+        made[noise] = train.train_vae(cfg["robust"], run, stage="robust")
+    robust = made[0.5]
+    assert (tmp_path / "noise0.5" / train.ROBUST_DIR / "config.json").is_file()
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert same(robust.encoder, decoder.encoder) and same(robust.quant_conv, decoder.quant_conv)
+    assert not same(robust.decoder, decoder.decoder)
+    assert not same(robust.decoder, made[0.0].decoder)  # the same steps and seed without noise learn otherwise

@@ -2,6 +2,7 @@
 
     python -m nodes.textcond vae    --out RUN [--minutes M] [--resume]
     python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (the encoder frozen; saves RUN/decoder)
+    python -m nodes.textcond robust --out RUN [--latent-noise S]   (RUN/decoder on noisy latents; saves RUN/robust)
     python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
     python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/decoder] [--single-file FILE.safetensors]
     python -m nodes.textcond retrain --out RUN [--colour-probe W]   (all of it, resumable: see retrain.py)
@@ -15,16 +16,20 @@ import sys
 
 from graph.threads import configure_threads
 
+from .retrain import RECIPE
+
 DEFAULTS = {"vae": dict(steps=3000, batch=8, lr=5e-4), "decoder": dict(steps=3000, batch=8, lr=5e-4),
-            "unet": dict(steps=6000, batch=32, lr=5e-4)}
+            "unet": dict(steps=6000, batch=32, lr=5e-4),
+            "robust": {k: RECIPE["robust"][k] for k in ("steps", "batch", "lr")}}
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m nodes.textcond", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     helps = {"vae": "train the VAE (stage 1)", "decoder": "continue the VAE's decoder, its encoder frozen",
-             "unet": "train the UNet and the text encoder on the frozen VAE (stage 2)"}
-    for stage in ("vae", "decoder", "unet"):
+             "unet": "train the UNet and the text encoder on the frozen VAE (stage 2)",
+             "robust": "fine-tune the decoder stage's decoder on noisy latents (the UNet's errors drawn flat)"}
+    for stage in ("vae", "decoder", "unet", "robust"):
         s = sub.add_parser(stage, help=helps[stage])
         s.add_argument("--out", required=True, help="run folder (vae/, pipeline/, training state)")
         s.add_argument("--steps", type=int, default=DEFAULTS[stage]["steps"])
@@ -37,6 +42,9 @@ def parse(argv):
             if stage == "vae":
                 s.add_argument("--colour-probe", type=float, default=1.0,
                                help="weight of the colour probe loss (latent cells carry their RGB linearly); 0: off")
+            if stage == "robust":
+                s.add_argument("--latent-noise", type=float, default=RECIPE["robust"]["latent_noise"],
+                               help="noise std added to latents, up to this times their std")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
             s.add_argument("--offset-noise", type=float, default=0.3, help="std of the per-channel noise offset")
@@ -47,7 +55,7 @@ def parse(argv):
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; about 105 min, 3.1 CPU-hours on 2 cores)")
+    r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; about 130 min, 3.9 CPU-hours on 2 cores)")
     r.add_argument("--out", required=True, help="run folder; rerun the command to resume")
     r.add_argument("--colour-probe", type=float, default=1.0, help="the VAE stage's colour probe weight; 0: off")
     r.add_argument("--save-every", type=int, default=250)
@@ -113,16 +121,16 @@ def main(argv=None) -> None:
         stage = dict(snr_gamma=args.snr_gamma or None, offset_noise=args.offset_noise,
                      x0_weight_cap=args.x0_weight_cap or None)
     else:
-        stage = dict(crop=args.crop, colour_probe=getattr(args, "colour_probe", 0.0))
+        stage = dict(crop=args.crop, colour_probe=getattr(args, "colour_probe", 0.0),
+                     latent_noise=getattr(args, "latent_noise", 0.0))
     config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
         seed=args.seed, **stage)
     bar, on_step = progress_bar(args.command, config.steps)
-    if args.command in ("vae", "decoder"):
-        vae = train.train_vae(config, args.out, device, on_step, resume=args.resume,
-                              decoder_only=args.command == "decoder")
+    if args.command in train.VAE_STAGES:
+        vae = train.train_vae(config, args.out, device, on_step, resume=args.resume, stage=args.command)
         bar.close()
-        saved = f"{args.out}/{train.DECODER_DIR if args.command == 'decoder' else 'vae'}"
+        saved = f"{args.out}/{train.VAE_STAGES[args.command][2]}"
         print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {saved}")
     else:
         train.train_unet(config, args.out, device, on_step, resume=args.resume, init=args.init)

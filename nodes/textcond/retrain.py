@@ -1,16 +1,19 @@
-"""Retrain the text-to-image model from scratch in one command: the VAE, its decoder, the UNet, export.
+"""Retrain the text-to-image model from scratch in one command: the VAE, its decoder, the UNet, a
+decoder robust to the UNet's errors, export.
 
     python -m nodes.textcond retrain --out RUN [--colour-probe W]
 
 The VAE stage adds the colour probe loss (weight 1 by default, as the shipped model was trained;
 `--colour-probe 0` turns it off): see train.StageConfig.colour_probe and docs/builtin-models.md.
-The shipped model is this command's output, unchanged: 105 minutes, 3.1 CPU-hours on 2 cores.
+The shipped model is this command's output, unchanged: about 130 minutes, 3.9 CPU-hours on 2 cores
+(the robust stage, added later, ran as this command's rerun on a copy of that run's folder: 25 min).
 
 The decoder stage (the encoder frozen, saved to RUN/decoder) and the UNet stage (on RUN/vae's latent
 space, which the decoder stage does not change) run side by side in two threads, each with half of
 torch's CPU threads: these small models gain almost nothing from a second thread per step, so the
-pair takes about as long as the UNet alone. Export puts the decoder stage's decoder into the UNet
-stage's pipeline: RUN/shapes64, a float16 diffusers folder.
+pair takes about as long as the UNet alone. The robust stage then fine-tunes that decoder on
+latents with added noise (train.StageConfig.latent_noise), saved to RUN/robust, and export puts its
+decoder into the UNet stage's pipeline: RUN/shapes64, a float16 diffusers folder.
 
 Each stage writes RUN/<stage>.done (its settings and time, JSON) when it finishes; a rerun skips the
 stages that have one, resumes an unfinished stage from its last checkpoint (RUN/<stage>_state.pt,
@@ -26,15 +29,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-STAGES = ("vae", "decoder", "unet", "export")
+STAGES = ("vae", "decoder", "unet", "robust", "export")
 RECIPE = {
     "vae": dict(steps=3000, batch=16, lr=2e-3, crop=32),
     "decoder": dict(steps=10000, batch=8, lr=1e-3),
     "unet": dict(steps=11600, batch=24, lr=5e-4),  # offset noise and x0 weighting: the defaults
+    "robust": dict(steps=5000, batch=8, lr=2e-4, latent_noise=0.8),
 }
-MINUTES = {"vae": 12, "decoder": 77, "unet": 93, "export": 0}  # measured on 2 quiet CPU cores; decoder beside unet
+MINUTES = {"vae": 12, "decoder": 77, "unet": 93, "robust": 25, "export": 0}  # measured on 2 quiet CPU cores; decoder beside unet
 SIDE_BY_SIDE = ("decoder", "unet")
-CHECKPOINT = {"vae": "vae_state.pt", "decoder": "decoder_state.pt", "unet": "unet_state.pt"}
+CHECKPOINT = {"vae": "vae_state.pt", "decoder": "decoder_state.pt", "unet": "unet_state.pt",
+              "robust": "robust_state.pt"}
 EXPORTED = "shapes64"
 
 Progress = Callable[[str, int], Callable[[int, int, float], None]]  # (stage, steps) -> on_step
@@ -57,7 +62,7 @@ def configs(recipe: dict, colour_probe: float = 1.0, save_every: int = 250, seed
     from .train import StageConfig, UNetConfig
 
     made = {}
-    for stage in ("vae", "decoder", "unet"):
+    for stage in ("vae", "decoder", "unet", "robust"):
         fields = dict(save_every=save_every, seed=seed, **recipe[stage])
         if stage == "vae":
             fields.setdefault("colour_probe", colour_probe)
@@ -75,9 +80,10 @@ def retrain(out: str | Path, device: str = "cpu", recipe: dict = RECIPE, colour_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = {"vae": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r),
-           "decoder": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r, decoder_only=True),
+           "decoder": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r, stage="decoder"),
            "unet": lambda c, o, d, h, r: train.train_unet(c, o, d, h, resume=r),
-           "export": lambda c, o, d, h, r: export(o / "pipeline", o / EXPORTED, decoder=o / train.DECODER_DIR)}
+           "robust": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r, stage="robust"),
+           "export": lambda c, o, d, h, r: export(o / "pipeline", o / EXPORTED, decoder=o / train.ROBUST_DIR)}
     run.update(stages or {})
     cfgs = configs(recipe, colour_probe, save_every)
 
