@@ -4,7 +4,7 @@
     python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (the encoder frozen; saves RUN/decoder)
     python -m nodes.textcond robust --out RUN [--latent-noise S]   (RUN/decoder on noisy latents; saves RUN/robust)
     python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
-    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/decoder] [--single-file FILE.safetensors]
+    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/robust] [--single-file FILE.safetensors]
     python -m nodes.textcond retrain --out RUN [--colour-probe W]   (all of it, resumable: see retrain.py)
 
 CPU threads are set before torch is imported (--threads, default one per physical core).
@@ -65,7 +65,7 @@ def parse(argv):
     e.add_argument("src", help="a trained pipeline folder, e.g. RUN/pipeline")
     e.add_argument("dst")
     e.add_argument("--single-file", default=None, help="also write this LDM-layout .safetensors file")
-    e.add_argument("--decoder", default=None, help="a VAE folder whose decoder replaces the run's (from `decoder`)")
+    e.add_argument("--decoder", default=None, help="a VAE folder whose decoder replaces the run's (from `decoder` or `robust`)")
     e.add_argument("--threads", type=int, default=None)
     return p.parse_args(argv)
 
