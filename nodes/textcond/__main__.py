@@ -29,8 +29,8 @@ def parse(argv):
     helps = {"vae": "train the VAE (stage 1)", "decoder": "continue the VAE's decoder, its encoder frozen",
              "unet": "train the UNet and the text encoder on the frozen VAE (stage 2)",
              "robust": "fine-tune the decoder stage's decoder on noisy latents (the UNet's errors drawn flat)"}
-    for stage in ("vae", "decoder", "unet", "robust"):
-        s = sub.add_parser(stage, help=helps[stage])
+    for stage, help_ in helps.items():
+        s = sub.add_parser(stage, help=help_)
         s.add_argument("--out", required=True, help="run folder (vae/, pipeline/, training state)")
         s.add_argument("--steps", type=int, default=DEFAULTS[stage]["steps"])
         s.add_argument("--minutes", type=float, default=None, help="stop after this much training time")

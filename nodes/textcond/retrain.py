@@ -62,8 +62,8 @@ def configs(recipe: dict, colour_probe: float = 1.0, save_every: int = 250, seed
     from .train import StageConfig, UNetConfig
 
     made = {}
-    for stage in ("vae", "decoder", "unet", "robust"):
-        fields = dict(save_every=save_every, seed=seed, **recipe[stage])
+    for stage, settings in recipe.items():  # the training stages (export has no settings)
+        fields = dict(save_every=save_every, seed=seed, **settings)
         if stage == "vae":
             fields.setdefault("colour_probe", colour_probe)
         made[stage] = (UNetConfig if stage == "unet" else StageConfig)(**fields)
