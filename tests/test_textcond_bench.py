@@ -80,3 +80,52 @@ def test_latents_bench_reports_every_colour_and_the_background(random_vae, capsy
     out = capsys.readouterr().out
     assert "missed: red, green, blue, yellow, white, purple under 27" in out and "fg spread round trip" in out
     assert "noisy / real" in out
+
+
+# --- bench/textcond_guidance.py ---------------------------------------------------------------------
+
+import textcond_guidance as guidance_bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shipped_pipe():
+    from nodes.textcond.model import shipped_folder
+
+    return guidance_bench.load(shipped_folder())
+
+
+def test_guided_error_is_the_combination_of_the_two_predictions(shipped_pipe):
+    """u + w (c - u) is u at w = 0 and c at w = 1, so its error row must equal theirs there."""
+    for w, same_as in ((0.0, "uncond"), (1.0, "cond")):
+        for row in guidance_bench.denoising_errors(shipped_pipe, w, count=4, timesteps=(20, 500)):
+            assert row["guided"] == pytest.approx(row[same_as], rel=1e-5)
+            assert row["differ"] > 0  # the prompt changes the prediction
+    rows = guidance_bench.denoising_errors(shipped_pipe, 7.5, count=4, timesteps=(20, 500))
+    assert rows[0]["cond"] < rows[1]["cond"]  # less noise, a better guess of the clean latent
+
+
+def test_guidance_off_callback_switches_at_its_step_to_the_prompts_half():
+    class Pipe:
+        _guidance_scale = 7.5
+
+    pipe, embeds = Pipe(), torch.arange(6.0).view(2, 3, 1)  # (empty prompt, prompt)
+    callback = guidance_bench.guidance_off_after(3)
+    assert torch.equal(callback(pipe, 1, None, {"prompt_embeds": embeds})["prompt_embeds"], embeds)
+    assert pipe._guidance_scale == 7.5
+    out = callback(pipe, 2, None, {"prompt_embeds": embeds})  # the third step has ended
+    assert pipe._guidance_scale == 0.0 and torch.equal(out["prompt_embeds"], embeds[1:])
+
+
+def test_switching_guidance_off_for_the_last_steps_changes_the_pictures(shipped_pipe):
+    """The pipeline really takes the callback's switch: the pictures lie between full guidance and none."""
+    run = lambda w, last: guidance_bench.generated(shipped_pipe, w, 1, 4, last, colours=[1], shapes=[0, 6])[0]
+    full, switched, unguided = run(7.5, 0), run(7.5, 2), run(1.0, 0)
+    assert switched.shape == full.shape == (2, 64, 64, 3)
+    assert (switched - full).abs().max() > 0.05 and (switched - unguided).abs().max() > 0.05
+
+
+def test_spread_ratio_is_against_real_pictures_of_the_same_prompts():
+    colours, shapes = torch.tensor([0, 0, 3, 3]), torch.tensor([0, 5, 2, 9])
+    overall, per_colour = guidance_bench.spread_ratios(quality.real_like(colours, shapes), colours, shapes)
+    assert overall == pytest.approx(1.0) and per_colour[0] == pytest.approx(1.0) and per_colour[3] == pytest.approx(1.0)
+    assert math.isnan(per_colour[1])  # no green prompt
