@@ -129,3 +129,19 @@ def test_spread_ratio_is_against_real_pictures_of_the_same_prompts():
     overall, per_colour = guidance_bench.spread_ratios(quality.real_like(colours, shapes), colours, shapes)
     assert overall == pytest.approx(1.0) and per_colour[0] == pytest.approx(1.0) and per_colour[3] == pytest.approx(1.0)
     assert math.isnan(per_colour[1])  # no green prompt
+
+
+def test_spread_ratio_interval_holds_the_ratio_and_narrows_with_more_pictures():
+    real = quality.foreground_spread(squares("blue", 8))
+    low, high = quality.ratio_interval(1.5 * real, real)  # every resample's ratio is 1.5
+    assert low == pytest.approx(1.5) and high == pytest.approx(1.5)
+    gen = torch.Generator().manual_seed(0)
+    made = lambda n: 0.015 * (1 + torch.rand(n, generator=gen))  # spreads 0.015-0.03 against 0.01
+    few, many = (quality.ratio_interval(made(n), torch.full((n,), 0.01)) for n in (10, 160))
+    for low, high in (few, many):
+        assert 1.0 < low < 2.25 < high < 3.0  # around the true ratio, 2.25
+    assert many[1] - many[0] < (few[1] - few[0]) / 2  # 16x the pictures: about a quarter as wide
+    # a picture without a figure (NaN) leaves out its pair, the real picture's spread too
+    made_nan = torch.cat([torch.tensor([float("nan")]), 1.5 * real])
+    low, high = quality.ratio_interval(made_nan, torch.cat([torch.tensor([1.0]), real]))
+    assert low == pytest.approx(1.5) and high == pytest.approx(1.5)
