@@ -51,15 +51,13 @@ def denoising_errors(pipe, guidance: float, count: int = 96, timesteps=TIMESTEPS
 
     gen = torch.Generator().manual_seed(seed)
     images, captions, _, _ = make_batch(count, gen)
-    tok = pipe.tokenizer
-    ids = lambda texts: tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
     alphas = pipe.scheduler.alphas_cumprod
     rms = lambda x: float(x.pow(2).mean().sqrt())
     rows = []
     with torch.no_grad():
         clean = pipe.vae.encode(images * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
-        with_prompt, empty = (pipe.text_encoder(ids(t))[0] for t in (list(captions), [""] * count))
+        # the embeddings the pipeline guides with: the prompts', and the empty prompt's
+        with_prompt, empty = pipe.encode_prompt(list(captions), pipe.device, 1, True)
         for t in timesteps:
             a = alphas[t]
             noisy = a.sqrt() * clean + (1 - a).sqrt() * torch.randn(clean.shape, generator=gen)
