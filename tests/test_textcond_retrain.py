@@ -10,6 +10,7 @@ import torch
 from nodes.textcond import retrain as rt
 from nodes.textcond.__main__ import parse
 from nodes.textcond.data import render, render_with_masks
+from nodes.textcond.train import CHECKPOINTS
 
 TINY = {"vae": dict(steps=2, batch=2, lr=1e-3, crop=32), "decoder": dict(steps=2, batch=2, lr=1e-3),
         "unet": dict(steps=2, batch=2, lr=1e-3, pool=4, preview_every=0),
@@ -21,8 +22,8 @@ def fake_stages(calls, fail=None):
     def stage(name):
         def run(cfg, out, device, hook, resume):
             calls.append((name, resume))
-            if name in rt.CHECKPOINT:
-                (out / rt.CHECKPOINT[name]).write_text("state")
+            if name in CHECKPOINTS:
+                (out / CHECKPOINTS[name]).write_text("state")
             if name == fail:
                 raise RuntimeError(f"{name} interrupted")
         return run

@@ -38,8 +38,6 @@ RECIPE = {
 }
 MINUTES = {"vae": 12, "decoder": 77, "unet": 93, "robust": 25, "export": 0}  # measured on 2 quiet CPU cores; decoder beside unet
 SIDE_BY_SIDE = ("decoder", "unet")
-CHECKPOINT = {"vae": "vae_state.pt", "decoder": "decoder_state.pt", "unet": "unet_state.pt",
-              "robust": "robust_state.pt"}
 EXPORTED = "shapes64"
 
 Progress = Callable[[str, int], Callable[[int, int, float], None]]  # (stage, steps) -> on_step
@@ -51,9 +49,11 @@ def done_file(out: Path, stage: str) -> Path:
 
 def plan(out: str | Path) -> list[tuple[str, str]]:
     """(stage, what happens to it: 'skip', 'resume' or 'start') for each stage, in order."""
+    from .train import CHECKPOINTS
+
     out = Path(out)
     return [(stage, "skip" if done_file(out, stage).is_file()
-             else "resume" if stage in CHECKPOINT and (out / CHECKPOINT[stage]).is_file() else "start")
+             else "resume" if stage in CHECKPOINTS and (out / CHECKPOINTS[stage]).is_file() else "start")
             for stage in STAGES]
 
 

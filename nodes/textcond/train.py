@@ -49,6 +49,8 @@ ROBUST_DIR = "robust"  # where the robust stage saves its VAE: the decoder stage
 VAE_STAGES = {"vae": (None, "vae_state.pt", "vae"),
               "decoder": ("vae_state.pt", "decoder_state.pt", DECODER_DIR),
               "robust": ("decoder_state.pt", "robust_state.pt", ROBUST_DIR)}
+UNET_STATE = "unet_state.pt"
+CHECKPOINTS = {**{stage: spec[1] for stage, spec in VAE_STAGES.items()}, "unet": UNET_STATE}  # stage -> its state file
 # Model construction draws from torch's global generator after seeding it; the decoder and the UNet
 # stages may run side by side in threads (retrain.py), so they take turns there.
 SEEDING = threading.Lock()
@@ -307,7 +309,7 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
     device, out = torch.device(device), Path(out)
     with SEEDING:  # the construction and the scaling's sampled latents draw from the global generator
         torch.manual_seed(cfg.seed)
-        state_file = out / "unet_state.pt"
+        state_file = out / UNET_STATE
         state = _load_state(state_file, device) if resume else None
         start = _load_state(Path(init), device) if init and not state else None
         if init and not state and start is None:
