@@ -4,7 +4,8 @@
     python -m nodes.textcond decoder --out RUN [--minutes M] [--resume]   (the encoder frozen; saves RUN/decoder)
     python -m nodes.textcond robust --out RUN [--latent-noise S]   (RUN/decoder on noisy latents; saves RUN/robust)
     python -m nodes.textcond unet   --out RUN [--minutes M] [--resume] [--init OTHER_RUN/unet_state.pt]
-    python -m nodes.textcond export RUN/pipeline FOLDER [--decoder RUN/robust] [--single-file FILE.safetensors]
+    python -m nodes.textcond guided --out RUN [--guided-weight W]   (RUN's UNet, guided prediction pulled to the noise; saves RUN/guided)
+    python -m nodes.textcond export RUN/guided FOLDER [--decoder RUN/robust] [--single-file FILE.safetensors]
     python -m nodes.textcond retrain --out RUN [--colour-probe W]   (all of it, resumable: see retrain.py)
 
 CPU threads are set before torch is imported (--threads, default one per physical core).
@@ -20,7 +21,7 @@ from .retrain import RECIPE
 
 DEFAULTS = {"vae": dict(steps=3000, batch=8, lr=5e-4), "decoder": dict(steps=3000, batch=8, lr=5e-4),
             "unet": dict(steps=6000, batch=32, lr=5e-4),
-            "robust": {k: RECIPE["robust"][k] for k in ("steps", "batch", "lr")}}
+            **{stage: {k: RECIPE[stage][k] for k in ("steps", "batch", "lr")} for stage in ("robust", "guided")}}
 
 
 def parse(argv):
@@ -28,7 +29,8 @@ def parse(argv):
     sub = p.add_subparsers(dest="command", required=True)
     helps = {"vae": "train the VAE (stage 1)", "decoder": "continue the VAE's decoder, its encoder frozen",
              "unet": "train the UNet and the text encoder on the frozen VAE (stage 2)",
-             "robust": "fine-tune the decoder stage's decoder on noisy latents (the UNet's errors drawn flat)"}
+             "robust": "fine-tune the decoder stage's decoder on noisy latents (the UNet's errors drawn flat)",
+             "guided": "fine-tune the UNet stage's UNet so that its guided prediction is accurate in the nearly clean steps"}
     for stage, help_ in helps.items():
         s = sub.add_parser(stage, help=help_)
         s.add_argument("--out", required=True, help="run folder (vae/, pipeline/, training state)")
@@ -37,7 +39,7 @@ def parse(argv):
         s.add_argument("--batch", type=int, default=DEFAULTS[stage]["batch"])
         s.add_argument("--lr", type=float, default=DEFAULTS[stage]["lr"])
         s.add_argument("--save-every", type=int, default=250)
-        if stage != "unet":
+        if stage not in ("unet", "guided"):
             s.add_argument("--crop", type=int, default=None, help="train on random crops of this size (e.g. 32)")
             if stage == "vae":
                 s.add_argument("--colour-probe", type=float, default=1.0,
@@ -45,12 +47,18 @@ def parse(argv):
             if stage == "robust":
                 s.add_argument("--latent-noise", type=float, default=RECIPE["robust"]["latent_noise"],
                                help="noise std added to latents, up to this times their std")
+                s.add_argument("--recon-loss", choices=("mse", "l1"), default=RECIPE["robust"]["recon_loss"],
+                               help="reconstruction loss (l1: sharp edges where noise leaves them uncertain)")
         else:
             s.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0: plain MSE")
             s.add_argument("--offset-noise", type=float, default=0.3, help="std of the per-channel noise offset")
             s.add_argument("--x0-weight-cap", type=float, default=50.0,
                            help="cap of the (1 + SNR) / SNR loss weight at high noise; 0: none")
-            s.add_argument("--init", default=None, help="start from this UNet-stage state file (fine-tuning)")
+            if stage == "unet":
+                s.add_argument("--init", default=None, help="start from this UNet-stage state file (fine-tuning)")
+            else:
+                s.add_argument("--guided-weight", type=float, default=RECIPE["guided"]["guided_weight"],
+                               help="weight of the guided prediction's loss in the nearly clean steps")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -117,13 +125,13 @@ def main(argv=None) -> None:
             bar.close()
         print(f"wrote {folder}")
         return
-    if args.command == "unet":
+    if args.command in train.UNET_STAGES:
         stage = dict(snr_gamma=args.snr_gamma or None, offset_noise=args.offset_noise,
-                     x0_weight_cap=args.x0_weight_cap or None)
+                     x0_weight_cap=args.x0_weight_cap or None, guided_weight=getattr(args, "guided_weight", 0.0))
     else:
         stage = dict(crop=args.crop, colour_probe=getattr(args, "colour_probe", 0.0),
-                     latent_noise=getattr(args, "latent_noise", 0.0))
-    config = (train.UNetConfig if args.command == "unet" else train.StageConfig)(
+                     latent_noise=getattr(args, "latent_noise", 0.0), recon_loss=getattr(args, "recon_loss", "mse"))
+    config = (train.UNetConfig if args.command in train.UNET_STAGES else train.StageConfig)(
         steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes, save_every=args.save_every,
         seed=args.seed, **stage)
     bar, on_step = progress_bar(args.command, config.steps)
@@ -133,9 +141,10 @@ def main(argv=None) -> None:
         saved = f"{args.out}/{train.VAE_STAGES[args.command][2]}"
         print(f"VAE round trip on fresh images: PSNR {train.psnr(vae):.2f} dB; saved to {saved}")
     else:
-        train.train_unet(config, args.out, device, on_step, resume=args.resume, init=args.init)
+        train.train_unet(config, args.out, device, on_step, resume=args.resume, init=getattr(args, "init", None),
+                         stage=args.command)
         bar.close()
-        print(f"saved the EMA pipeline to {args.out}/pipeline")
+        print(f"saved the EMA pipeline to {args.out}/{train.UNET_STAGES[args.command][2]}")
 
 
 if __name__ == "__main__":

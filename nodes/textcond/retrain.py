@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-STAGES = ("vae", "decoder", "unet", "robust", "export")
+STAGES = ("vae", "decoder", "unet", "robust", "guided", "export")
 RECIPE = {
     "vae": dict(steps=3000, batch=16, lr=2e-3, crop=32),
     "decoder": dict(steps=10000, batch=8, lr=1e-3),
     "unet": dict(steps=11600, batch=24, lr=5e-4),  # offset noise and x0 weighting: the defaults
-    "robust": dict(steps=5000, batch=8, lr=2e-4, latent_noise=0.8),
+    "robust": dict(steps=5000, batch=8, lr=2e-4, latent_noise=1.2, recon_loss="l1"),
+    "guided": dict(steps=1500, batch=24, lr=5e-5, guided_weight=0.1),
 }
-MINUTES = {"vae": 12, "decoder": 77, "unet": 93, "robust": 25, "export": 0}  # measured on 2 quiet CPU cores; decoder beside unet
+MINUTES = {"vae": 12, "decoder": 77, "unet": 93, "robust": 25, "guided": 20, "export": 0}  # measured on 2 quiet CPU cores; decoder beside unet
 SIDE_BY_SIDE = ("decoder", "unet")
 EXPORTED = "shapes64"
 
@@ -59,14 +60,14 @@ def plan(out: str | Path) -> list[tuple[str, str]]:
 
 def configs(recipe: dict, colour_probe: float = 1.0, save_every: int = 250, seed: int = 0) -> dict:
     """The stages' config objects from a recipe (stage -> StageConfig/UNetConfig fields)."""
-    from .train import StageConfig, UNetConfig
+    from .train import UNET_STAGES, StageConfig, UNetConfig
 
     made = {}
     for stage, settings in recipe.items():  # the training stages (export has no settings)
         fields = dict(save_every=save_every, seed=seed, **settings)
         if stage == "vae":
             fields.setdefault("colour_probe", colour_probe)
-        made[stage] = (UNetConfig if stage == "unet" else StageConfig)(**fields)
+        made[stage] = (UNetConfig if stage in UNET_STAGES else StageConfig)(**fields)
     return made
 
 
@@ -83,7 +84,8 @@ def retrain(out: str | Path, device: str = "cpu", recipe: dict = RECIPE, colour_
            "decoder": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r, stage="decoder"),
            "unet": lambda c, o, d, h, r: train.train_unet(c, o, d, h, resume=r),
            "robust": lambda c, o, d, h, r: train.train_vae(c, o, d, h, resume=r, stage="robust"),
-           "export": lambda c, o, d, h, r: export(o / "pipeline", o / EXPORTED, decoder=o / train.ROBUST_DIR)}
+           "guided": lambda c, o, d, h, r: train.train_unet(c, o, d, h, resume=r, stage="guided"),
+           "export": lambda c, o, d, h, r: export(o / train.GUIDED_DIR, o / EXPORTED, decoder=o / train.ROBUST_DIR)}
     run.update(stages or {})
     cfgs = configs(recipe, colour_probe, save_every)
 

@@ -50,7 +50,11 @@ VAE_STAGES = {"vae": (None, "vae_state.pt", "vae"),
               "decoder": ("vae_state.pt", "decoder_state.pt", DECODER_DIR),
               "robust": ("decoder_state.pt", "robust_state.pt", ROBUST_DIR)}
 UNET_STATE = "unet_state.pt"
-CHECKPOINTS = {**{stage: spec[1] for stage, spec in VAE_STAGES.items()}, "unet": UNET_STATE}  # stage -> its state file
+GUIDED_DIR = "guided"  # where the guided stage saves its pipeline
+# UNet stages, as VAE_STAGES: the guided stage fine-tunes the UNet stage's EMA, the text encoder frozen
+UNET_STAGES = {"unet": (None, UNET_STATE, "pipeline"), "guided": (UNET_STATE, "guided_state.pt", GUIDED_DIR)}
+RECON_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+CHECKPOINTS = {stage: spec[1] for stage, spec in (VAE_STAGES | UNET_STAGES).items()}  # stage -> its state file
 # Model construction draws from torch's global generator after seeding it; the decoder and the UNet
 # stages may run side by side in threads (retrain.py), so they take turns there.
 SEEDING = threading.Lock()
@@ -80,6 +84,14 @@ class StageConfig:
     # the plain decoder drew that as blotches: generated circles, squares and triangles had 3.0-3.4x
     # the foreground spread of real ones; with the robust stage's decoder, 0.9-1.2x.
     latent_noise: float = 0.0
+    # Reconstruction loss: "mse" or "l1". Where noisy latents leave an edge's place uncertain, the
+    # MSE-best picture is the average of the places (a blurred edge), the L1-best their median (a
+    # sharp one).
+    recon_loss: str = "mse"
+
+    def __post_init__(self):
+        if self.recon_loss not in RECON_LOSSES:
+            raise ValueError(f"recon_loss {self.recon_loss!r}: expected one of {', '.join(map(repr, RECON_LOSSES))}")
 
 
 @dataclass
@@ -96,6 +108,14 @@ class UNetConfig(StageConfig):
     # prompt's colour went unlearned. Weighting it by (1 + SNR) / SNR, as v-prediction's loss does,
     # capped here, makes those errors count.
     x0_weight_cap: float | None = 50.0
+    # Guided stage: the guided prediction u + scale (c - u) (c: the caption's, u: the empty prompt's)
+    # in the nearly clean steps (t < guided_t_max), on guided_batch more latents a step, is pulled to
+    # the noise with this weight. There an exact denoiser gives c = u, but the UNet stage's two
+    # predictions differ a little, guidance multiplied that by 6.5 and outlines came out lumpy.
+    guided_weight: float = 0.0
+    guided_scale: float = 7.5
+    guided_t_max: int = 400
+    guided_batch: int = 12
     pool: int = 4096  # encoded images kept for training
     refresh: int = 2  # pool entries replaced by fresh ones every step
     preview_every: int = 500
@@ -189,7 +209,7 @@ def train_vae(cfg: StageConfig, out: str | Path, device="cpu", on_step: StepHook
             stds = torch.rand(len(latents), 1, 1, 1, generator=gen) * noise_std
             latents = latents + stds.to(device) * torch.randn(latents.shape, generator=gen).to(device)
         recon = vae.decode(latents).sample
-        loss = F.mse_loss(recon, images) + (0 if decoder_only else 1e-6 * posterior.kl().mean())
+        loss = RECON_LOSSES[cfg.recon_loss](recon, images) + (0 if decoder_only else 1e-6 * posterior.kl().mean())
         if probe:
             cells = F.avg_pool2d(images, images.shape[-1] // posterior.mean.shape[-1])
             loss = loss + cfg.colour_probe * F.mse_loss(probe(posterior.mean), cells)
@@ -285,6 +305,11 @@ class _LatentPool:
                              truncation=True, return_tensors="pt").input_ids
         return dist.mean.cpu(), dist.std.cpu(), ids
 
+    def sample(self, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Latents drawn from the posteriors of these entries (unscaled)."""
+        mean, std = self.mean[index], self.std[index]
+        return mean + std * torch.randn(mean.shape, generator=gen)
+
     def refresh(self, n: int) -> None:
         if n:
             index = (self.next + torch.arange(n)) % len(self.ids)
@@ -299,17 +324,21 @@ class _LatentPool:
 
 
 def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook | None = None,
-               resume: bool = False, vae=None, init: str | Path | None = None):
+               resume: bool = False, vae=None, init: str | Path | None = None, stage: str = "unet"):
     """Train the UNet and the text encoder on the frozen VAE of out/vae (or `vae`); the EMA pipeline
     is saved to out/pipeline. Returns (vae, text_encoder, unet), the last two the EMA copies.
     `init`: another run's UNet-stage state file to start from (its EMA weights and its folded VAE);
-    the optimiser, the schedule and the latent pool start afresh (a fine-tuning run)."""
+    the optimiser, the schedule and the latent pool start afresh (a fine-tuning run).
+    The `guided` stage is such a run from out's own UNet-stage state, the text encoder frozen, saved
+    to out/guided (UNET_STAGES; UNetConfig.guided_weight)."""
     from diffusers import AutoencoderKL, DDPMScheduler
 
     device, out = torch.device(device), Path(out)
+    start_from, state_name, saved_to = UNET_STAGES[stage]
+    init = out / start_from if start_from else init
     with SEEDING:  # the construction and the scaling's sampled latents draw from the global generator
         torch.manual_seed(cfg.seed)
-        state_file = out / UNET_STATE
+        state_file = out / state_name
         state = _load_state(state_file, device) if resume else None
         start = _load_state(Path(init), device) if init and not state else None
         if init and not state and start is None:
@@ -326,7 +355,9 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         tokenizer = tm.tokenizer()
         text_encoder = tm.new_text_encoder(tokenizer).to(device).train()
         unet = tm.new_unet().to(device).train()
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    text_frozen = stage == "guided"  # the captions' meaning is settled; only how c and u combine changes
+    text_encoder.requires_grad_(not text_frozen)
+    params = [*unet.parameters(), *([] if text_frozen else text_encoder.parameters())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     ema_unet, ema_text = Ema(unet, cfg.ema_decay), Ema(text_encoder, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -355,7 +386,7 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
     clock = _Clock(cfg, spent)
 
     def save() -> None:
-        tm.save_pipeline(out / "pipeline", vae, ema_text.model, ema_unet.model)
+        tm.save_pipeline(out / saved_to, vae, ema_text.model, ema_unet.model)
         torch.save({"vae": vae.state_dict(), "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                     "ema_unet": ema_unet.model.state_dict(), "ema_text": ema_text.model.state_dict(),
                     "opt": opt.state_dict(), "step": step, "spent": clock.spent(), "ema_updates": ema_unet.updates,
@@ -363,8 +394,7 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
 
     while clock.progress(step) < 1.0:
         index = torch.randint(0, len(pool.ids), (cfg.batch,), generator=gen)
-        mean, std = pool.mean[index], pool.std[index]
-        latents = (mean + std * torch.randn(mean.shape, generator=gen)).to(device) * vae.config.scaling_factor
+        latents = pool.sample(index, gen).to(device) * vae.config.scaling_factor
         ids = pool.ids[index]
         drop = torch.rand(cfg.batch, generator=gen) < cfg.uncond_prob
         ids = torch.where(drop[:, None], empty, ids).to(device)
@@ -383,6 +413,9 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         if cfg.x0_weight_cap:  # more on the noisiest ones (see UNetConfig)
             error = error * ((1 + snr) / snr).clamp(max=cfg.x0_weight_cap)
         loss = error.mean()
+        if cfg.guided_weight:
+            loss = loss + cfg.guided_weight * _guided_error(unet, text_encoder, pool, alphas, empty, cfg, gen,
+                                                            vae.config.scaling_factor)
         _optimise(opt, params, loss, cfg, clock, step)
         ema_unet.update(unet)
         ema_text.update(text_encoder)
@@ -393,9 +426,24 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         if cfg.save_every and step % cfg.save_every == 0:
             save()
         if cfg.preview_every and step % cfg.preview_every == 0:
-            preview(out / "pipeline", out / f"preview_{step:06d}.png")
+            preview(out / saved_to, out / f"preview_{step:06d}.png")
     save()
     return vae, ema_text.model.eval(), ema_unet.model.eval()
+
+
+def _guided_error(unet, text_encoder, pool: _LatentPool, alphas, empty, cfg: UNetConfig, gen, scale: float):
+    """MSE of the guided noise prediction on cfg.guided_batch nearly clean latents (UNetConfig)."""
+    n, device = cfg.guided_batch, alphas.device
+    index = torch.randint(0, len(pool.ids), (n,), generator=gen)
+    latents = pool.sample(index, gen).to(device) * scale
+    t = torch.randint(0, cfg.guided_t_max, (n,), generator=gen).to(device)
+    noise = torch.randn(latents.shape, generator=gen).to(device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    with torch.set_grad_enabled(any(p.requires_grad for p in text_encoder.parameters())):
+        hidden = text_encoder(torch.cat([pool.ids[index], empty.expand(n, -1)]).to(device))[0]
+    c, u = unet(torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=hidden).sample.chunk(2)
+    return (u + cfg.guided_scale * (c - u) - noise).pow(2).mean()
 
 
 PREVIEW_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow ring", "white checkerboard",
