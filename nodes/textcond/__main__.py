@@ -63,7 +63,7 @@ def parse(argv):
         s.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; about 130 min, 3.9 CPU-hours on 2 cores)")
+    r = sub.add_parser("retrain", help="all stages from scratch with today's defaults (resumable; about 150 min, 4.3 CPU-hours on 2 cores)")
     r.add_argument("--out", required=True, help="run folder; rerun the command to resume")
     r.add_argument("--colour-probe", type=float, default=1.0, help="the VAE stage's colour probe weight; 0: off")
     r.add_argument("--save-every", type=int, default=250)

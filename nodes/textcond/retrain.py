@@ -1,19 +1,22 @@
 """Retrain the text-to-image model from scratch in one command: the VAE, its decoder, the UNet, a
-decoder robust to the UNet's errors, export.
+decoder robust to the UNet's errors, the UNet fine-tuned for guidance, export.
 
     python -m nodes.textcond retrain --out RUN [--colour-probe W]
 
 The VAE stage adds the colour probe loss (weight 1 by default, as the shipped model was trained;
 `--colour-probe 0` turns it off): see train.StageConfig.colour_probe and docs/builtin-models.md.
-The shipped model is this command's output, unchanged: about 130 minutes, 3.9 CPU-hours on 2 cores
-(the robust stage, added later, ran as this command's rerun on a copy of that run's folder: 25 min).
+The shipped model is this command's output: about 150 minutes, 4.3 CPU-hours on 2 cores (the
+robust and guided stages, changed or added later, ran as this command's rerun on a copy of the
+first run's folder; see docs/builtin-models.md).
 
 The decoder stage (the encoder frozen, saved to RUN/decoder) and the UNet stage (on RUN/vae's latent
 space, which the decoder stage does not change) run side by side in two threads, each with half of
 torch's CPU threads: these small models gain almost nothing from a second thread per step, so the
 pair takes about as long as the UNet alone. The robust stage then fine-tunes that decoder on
-latents with added noise (train.StageConfig.latent_noise), saved to RUN/robust, and export puts its
-decoder into the UNet stage's pipeline: RUN/shapes64, a float16 diffusers folder.
+latents with added noise (train.StageConfig.latent_noise), saved to RUN/robust; the guided stage
+fine-tunes the UNet so that its guided prediction is accurate in the nearly clean steps
+(train.UNetConfig.guided_weight), saved to RUN/guided; export puts RUN/robust's decoder into
+RUN/guided's pipeline: RUN/shapes64, a float16 diffusers folder.
 
 Each stage writes RUN/<stage>.done (its settings and time, JSON) when it finishes; a rerun skips the
 stages that have one, resumes an unfinished stage from its last checkpoint (RUN/<stage>_state.pt,
