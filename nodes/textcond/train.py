@@ -426,7 +426,7 @@ def train_unet(cfg: UNetConfig, out: str | Path, device="cpu", on_step: StepHook
         if cfg.save_every and step % cfg.save_every == 0:
             save()
         if cfg.preview_every and step % cfg.preview_every == 0:
-            preview(out / saved_to, out / f"preview_{step:06d}.png")
+            preview(out / saved_to, out / f"preview_{stage}_{step:06d}.png")
     save()
     return vae, ema_text.model.eval(), ema_unet.model.eval()
 
