@@ -58,6 +58,40 @@ def test_contact_sheet_puts_the_first_seed_of_each_prompt_in_its_row_and_column(
             assert torch.equal(cell, torch.full_like(cell, ((c * shapes + s) * seeds) / 100))
 
 
+def test_classifier_is_the_same_whatever_the_thread_count():
+    """Trained on one thread: the bench's verdict on the same pictures cannot move with --threads
+    (on two threads, 3 steps already change the weights by ~1e-2)."""
+    def weights(threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            net, _ = quality.train_classifier(3, seed=7)
+        finally:
+            torch.set_num_threads(before)
+        return torch.cat([t.flatten() for t in net.state_dict().values() if t.dtype.is_floating_point])
+
+    assert torch.equal(weights(1), weights(2))
+
+
+def test_score_averages_the_classifiers_probabilities_and_keeps_each_ones_shape_call():
+    class Fixed(torch.nn.Module):
+        def __init__(self, colour, shape):
+            super().__init__()
+            self.logits = torch.tensor(colour), torch.tensor(shape)
+
+        def forward(self, images):
+            return tuple(t.expand(len(images), -1) for t in self.logits)
+
+    # two picture-independent classifiers: the first sure of shape 0, the second hesitating towards 1
+    nets = [Fixed([0.0, 0.0], [4.0, 0.0]), Fixed([2.0, 0.0], [0.0, 0.5])]
+    p_colour, p_shape, members = quality.score(nets, torch.zeros(3, 3, 8, 8))
+    expected = (torch.tensor([4.0, 0.0]).softmax(0) + torch.tensor([0.0, 0.5]).softmax(0)) / 2
+    assert torch.allclose(p_shape, expected.expand(3, -1))
+    assert torch.allclose(p_colour.sum(1), torch.ones(3))
+    assert p_shape.argmax(1).tolist() == [0, 0, 0]  # the confident one wins the average
+    assert members.tolist() == [[0, 0, 0], [1, 1, 1]]
+
+
 @pytest.fixture(scope="module")
 def random_vae():
     torch.manual_seed(0)
