@@ -69,36 +69,27 @@ def train_classifier(steps: int, seed: int):
     """The classifier and its (colour, shape) accuracy on 1000 held-out fresh images; trained on one
     CPU thread, so that the same seed gives the same classifier whatever torch's thread count."""
     import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_classifier(steps, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_classifier(steps: int, seed: int):
-    import torch
     from torch.nn.functional import cross_entropy
 
+    from nodes.common import torch_threads
     from nodes.textcond.data import make_batch
 
-    torch.manual_seed(seed)
-    net = classifier()
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        images, _, colours, shapes = make_batch(64, gen)
-        colour, shape = net(images)
-        loss = cross_entropy(colour, colours) + cross_entropy(shape, shapes)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    images, _, colours, shapes = make_batch(1000, torch.Generator().manual_seed(seed + 1))
-    with torch.no_grad():
-        colour, shape = net(images)
+    with torch_threads(1):
+        torch.manual_seed(seed)
+        net = classifier()
+        opt = torch.optim.Adam(net.parameters(), 2e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            images, _, colours, shapes = make_batch(64, gen)
+            colour, shape = net(images)
+            loss = cross_entropy(colour, colours) + cross_entropy(shape, shapes)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        images, _, colours, shapes = make_batch(1000, torch.Generator().manual_seed(seed + 1))
+        with torch.no_grad():
+            colour, shape = net(images)
     return net, ((colour.argmax(1) == colours).float().mean().item(), (shape.argmax(1) == shapes).float().mean().item())
 
 

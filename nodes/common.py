@@ -5,6 +5,7 @@ Tensors stay on the device they were made on; only saving and previews move them
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,17 @@ def call(node, ctx, **inputs):
     for name, inp in node.inputs.items():
         setattr(instance, name, inputs.get(name, getattr(inp, "default", None)))
     return instance.run(ctx)
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """torch's CPU threads set to `threads` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def device_of(env) -> torch.device:

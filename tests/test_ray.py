@@ -64,20 +64,16 @@ async def image_of(session, url: str, entry: dict) -> bytes:
 
 def local_images(models_dir: Path, out: Path, seeds: list[int], steps: int) -> dict[int, np.ndarray]:
     """The same prompts on the local engine (what the server runs without --ray), with one thread."""
-    import torch
-
     from graph import Env, Loom
+    from nodes.common import torch_threads
 
     loom = Loom(Env.from_data_dir(out, models_dir=models_dir))
-    images, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    images = {}
+    with torch_threads(1):
         for seed in seeds:
             result = loom.run(txt2img(seed, steps, prefix=f"local{seed}"))
             assert result.ok, result.error
             images[seed] = pixels(loom.image_paths(result)[0].read_bytes())
-    finally:
-        torch.set_num_threads(threads)
     return images
 
 

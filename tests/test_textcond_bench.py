@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import textcond_latents as latents_bench  # noqa: E402
 import textcond_quality as quality  # noqa: E402
 
+from nodes.common import torch_threads  # noqa: E402
 from nodes.textcond import model as tm  # noqa: E402
 from nodes.textcond.data import COLOURS, COLOUR_NAMES, SHAPES  # noqa: E402
 
@@ -62,12 +63,8 @@ def test_classifier_is_the_same_whatever_the_thread_count():
     """Trained on one thread: the bench's verdict on the same pictures cannot move with --threads
     (on two threads, 3 steps already change the weights by ~1e-2)."""
     def weights(threads):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             net, _ = quality.train_classifier(3, seed=7)
-        finally:
-            torch.set_num_threads(before)
         return torch.cat([t.flatten() for t in net.state_dict().values() if t.dtype.is_floating_point])
 
     assert torch.equal(weights(1), weights(2))

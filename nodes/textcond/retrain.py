@@ -122,6 +122,8 @@ def _side_by_side(one, pair: list[tuple[str, str]]) -> None:
     them; the first error is raised once all have ended."""
     import torch
 
+    from nodes.common import torch_threads
+
     errors: list[BaseException] = []
 
     def guarded(stage, action):
@@ -130,15 +132,11 @@ def _side_by_side(one, pair: list[tuple[str, str]]) -> None:
         except BaseException as e:  # noqa: BLE001 -- re-raised in the caller's thread
             errors.append(e)
 
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads_before // len(pair)))
     workers = [threading.Thread(target=guarded, args=p, name=p[0], daemon=True) for p in pair]
-    try:
+    with torch_threads(max(1, torch.get_num_threads() // len(pair))):
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-    finally:
-        torch.set_num_threads(threads_before)
     if errors:
         raise errors[0]
